@@ -1,0 +1,27 @@
+"""dj-staged: staged insert for every DataJoint object-store codec.
+
+Importing the package changes nothing in DataJoint. Use
+:func:`staged_insert1` directly, or call :func:`enable` to make
+``Table.staged_insert1`` this engine (and :func:`disable` to restore
+DataJoint's own).
+"""
+
+from . import codecs as _builtin_adapters  # noqa: F401  (registers the built-in codec adapters)
+from .addressing import SchemaAddressedStaging
+from .protocol import StagedCodec, participant_for, register_adapter
+from .session import StagedInsert1, StagedSession, disable, enable, is_enabled, staged_insert1
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SchemaAddressedStaging",
+    "StagedCodec",
+    "StagedInsert1",
+    "StagedSession",
+    "disable",
+    "enable",
+    "is_enabled",
+    "participant_for",
+    "register_adapter",
+    "staged_insert1",
+]

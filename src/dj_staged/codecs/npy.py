@@ -1,0 +1,62 @@
+"""Staged insert for DataJoint's built-in ``<npy@>``: one ``.npy`` file, written with ``np.save``.
+
+Example::
+
+    with staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 42
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, big_array, allow_pickle=False)
+
+Finalization reads only the ``.npy`` header (``numpy.lib.format``), never the
+array, checks that the file holds exactly the data the header announces, and
+returns ``NpyCodec.encode``'s shape ``{path, store, dtype, shape}``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from datajoint.errors import DataJointError
+from numpy.lib import format as npy_format
+
+from ..addressing.schema import SchemaAddressedStaging
+
+
+def read_npy_header(handle: Any, field: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """``(shape, fortran_order, dtype, data_offset)`` from an open ``.npy`` file, or a clear error."""
+    try:
+        version = npy_format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_1_0(handle)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran_order, dtype = npy_format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, EOFError, SyntaxError, OSError) as error:
+        raise DataJointError(
+            f"Field '{field}' (<npy@>) does not hold a valid .npy file ({error}); write it with "
+            "np.save(f, array, allow_pickle=False)"
+        ) from error
+    return tuple(shape), fortran_order, dtype, handle.tell()
+
+
+class NpyStaging(SchemaAddressedStaging):
+    """Adapter speaking the protocol for ``datajoint.builtin_codecs.npy.NpyCodec``."""
+
+    staged_modes = ("open",)
+
+    def _enrich_staged_metadata(self, base: dict, session: Any, field: str) -> dict:
+        slot = session.slot(field)
+        with slot.backend.open(base["path"], "rb") as handle:
+            shape, _fortran, dtype, offset = read_npy_header(handle, field)
+        if dtype.hasobject:
+            raise DataJointError(f"Field '{field}' (<npy@>) holds an object-dtype array; <npy> does not store those")
+        expected = offset + math.prod(shape) * dtype.itemsize
+        if base["size"] != expected:
+            raise DataJointError(
+                f"Field '{field}' (<npy@>) is truncated or has trailing data: the header announces "
+                f"{shape} {dtype} ({expected} bytes in all), the file has {base['size']} bytes"
+            )
+        return {"path": base["path"], "store": base["store"], "dtype": str(dtype), "shape": list(shape)}

@@ -1,0 +1,50 @@
+"""Make ``Table.staged_insert1`` the generalized engine, and put DataJoint's back.
+
+Importing :mod:`dj_staged` changes nothing in DataJoint; :func:`enable` is the
+one explicit switch. It is idempotent, reversible with :func:`disable`, and
+guarded by a lock so concurrent calls cannot lose DataJoint's original.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from datajoint.table import Table
+
+from .lifecycle import staged_insert1
+
+_lock = threading.Lock()
+_original: object | None = None
+
+
+def _generalized(self: Table):
+    """Context manager for staged insert of any participating object-store codec (dj-staged)."""
+    return staged_insert1(self)
+
+
+_ENGINE = property(_generalized)
+
+
+def enable() -> None:
+    """From now on ``Table.staged_insert1`` is dj-staged's engine."""
+    global _original
+    with _lock:
+        current = Table.__dict__["staged_insert1"]
+        if current is _ENGINE:
+            return
+        _original = current
+        Table.staged_insert1 = _ENGINE
+
+
+def disable() -> None:
+    """Restore DataJoint's own ``Table.staged_insert1``."""
+    global _original
+    with _lock:
+        if _original is not None and Table.__dict__["staged_insert1"] is _ENGINE:
+            Table.staged_insert1 = _original
+        _original = None
+
+
+def is_enabled() -> bool:
+    """Whether ``Table.staged_insert1`` is currently dj-staged's engine."""
+    return Table.__dict__["staged_insert1"] is _ENGINE

@@ -1,0 +1,1 @@
+"""Testing support for codec authors: real services as pytest fixtures (and the conformance kit)."""

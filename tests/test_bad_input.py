@@ -1,0 +1,145 @@
+"""Bad input to store()/open(): a clear DataJointError, no row, nothing in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datajoint as dj
+import numpy as np
+import pytest
+from conftest import declare, store_files
+
+import dj_staged
+
+
+@pytest.fixture
+def Mixed(dj_schema, dj_local_store):
+    return declare(
+        dj_schema,
+        "Mixed",
+        """
+        subject : varchar(255)
+        session : int32
+        ---
+        count = 0 : int32
+        inline = null : <blob>
+        inline_attach = null : <attach>
+        ref = null : <filepath@main>
+        raw = null : <object@main>
+        arr = null : <npy@main>
+        """,
+    )
+
+
+def attempt(table, rec, call):
+    with dj_staged.staged_insert1(table) as staged:
+        staged.rec.update(rec)
+        call(staged)
+
+
+@pytest.mark.parametrize("rec", [{}, {"subject": "m1"}, {"session": 1}])
+@pytest.mark.parametrize("method", ["store", "open"])
+def test_missing_primary_key(Mixed, dj_local_store, rec, method):
+    with pytest.raises(dj.DataJointError, match=r"Primary key values must be set in staged.rec before calling"):
+        attempt(Mixed, rec, lambda s: getattr(s, method)("raw", ".bin"))
+    assert store_files(dj_local_store) == [] and len(Mixed()) == 0
+
+
+def test_field_not_in_table(Mixed, dj_local_store):
+    with pytest.raises(dj.DataJointError, match="Attribute 'nope' not found in table heading"):
+        attempt(Mixed, {"subject": "m", "session": 1}, lambda s: s.open("nope", ".bin"))
+    assert store_files(dj_local_store) == []
+
+
+@pytest.mark.parametrize(
+    "field, message",
+    [
+        ("count", "not an object-store codec field"),
+        ("inline", "stored in the table"),
+        ("inline_attach", "stored in the table"),
+        ("ref", r"Codec <filepath> .* does not support staged insert"),
+    ],
+)
+def test_non_participating_fields_rejected_before_writing(Mixed, dj_local_store, field, message):
+    with pytest.raises(dj.DataJointError, match=message):
+        attempt(Mixed, {"subject": "m", "session": 1}, lambda s: s.open(field, ".bin"))
+    assert store_files(dj_local_store) == [] and len(Mixed()) == 0
+
+
+@pytest.mark.parametrize(
+    "ext", ["../x", "a/b", "/etc/passwd", "..", ".a\\b", ".x\x00", ".ｚａｒｒ", ".a..b", "." + "x" * 40]
+)
+def test_escaping_extension_rejected(Mixed, dj_local_store, ext):
+    with pytest.raises(dj.DataJointError, match="Invalid extension"):
+        attempt(Mixed, {"subject": "m", "session": 1}, lambda s: s.open("raw", ext))
+    assert store_files(dj_local_store) == [] and len(Mixed()) == 0
+
+
+@pytest.mark.parametrize("subject", ["../../escape", "/abs/path", "a\\..\\b", "..", "x" * 200, "a／b"])
+def test_primary_key_values_stay_inside_the_field_directory(Mixed, dj_local_store, subject):
+    with dj_staged.staged_insert1(Mixed) as staged:
+        staged.rec.update(subject=subject, session=1)
+        with staged.open("raw", ".bin") as f:
+            f.write(b"content")
+    path = Mixed.fetch1("raw").path
+    root = Path(dj_local_store.spec["location"]).resolve()
+    target = (root / path).resolve()
+    assert target.is_relative_to(root / "_schema" / Mixed.database / Mixed.table_name)
+    assert store_files(dj_local_store) == [path]
+
+
+def test_nul_in_primary_key_rejected(Mixed, dj_local_store):
+    with pytest.raises(dj.DataJointError, match="would not stay inside the store"):
+        attempt(Mixed, {"subject": "a\x00b", "session": 1}, lambda s: s.open("raw", ".bin"))
+    assert store_files(dj_local_store) == []
+
+
+def test_unconfigured_store(dj_schema, dj_local_store):
+    Table = declare(dj_schema, "Elsewhere", "k : int32\n---\nraw : <object@main>")
+    dj.config.stores = {"other": dj_local_store.spec}  # neither 'main' nor a default any more
+    with pytest.raises(dj.DataJointError, match=r"^Storage is not configured\. "):
+        attempt(Table, {"k": 1}, lambda s: s.store("raw", ".zarr"))
+    assert store_files(dj_local_store) == []
+
+
+def test_read_mode_is_rejected(Mixed, dj_local_store):
+    with pytest.raises(dj.DataJointError, match="not a write mode"):
+        attempt(Mixed, {"subject": "m", "session": 1}, lambda s: s.open("raw", ".bin", mode="rb"))
+    assert store_files(dj_local_store) == []
+
+
+def test_set_filename_on_a_non_attachment_field(Mixed):
+    with pytest.raises(dj.DataJointError, match="does not take a filename"):
+        attempt(Mixed, {"subject": "m", "session": 1}, lambda s: s.set_filename("raw", "x.bin"))
+
+
+def test_cleanup_error_never_masks_the_original(dj_schema, dj_local_store, caplog):
+    from datajoint.builtin_codecs.schema import SchemaCodec
+
+    class BrokenCleanupCodec(dj_staged.SchemaAddressedStaging, SchemaCodec):
+        name = "brokencleanup_test"
+
+        def encode(self, value, *, key=None, context=None, store_name=None):
+            raise NotImplementedError
+
+        def decode(self, stored, *, key=None, context=None):
+            return stored
+
+        def cleanup_staged(self, session, field):
+            raise OSError("store unreachable during cleanup")
+
+    try:
+        Table = declare(dj_schema, "Broken", "k : int32\n---\nraw : <brokencleanup_test@main>\narr : <npy@main>")
+        with pytest.raises(ValueError, match="the real problem"), dj_staged.staged_insert1(Table) as staged:
+            staged.rec["k"] = 1
+            with staged.open("raw", ".bin") as f:
+                f.write(b"x")
+            with staged.open("arr", ".npy") as f:
+                np.save(f, np.ones(3))
+            raise ValueError("the real problem")
+        assert "Cleanup of staged field 'raw' failed" in caplog.text
+        # the other field was still cleaned up; the broken one is left for gc
+        assert [p for p in store_files(dj_local_store) if p.endswith(".npy")] == []
+        assert len(Table()) == 0
+    finally:
+        dj.codecs.unregister_codec("brokencleanup_test")
