@@ -6,14 +6,16 @@ Importing the package changes nothing in DataJoint. Use
 DataJoint's own).
 """
 
-from . import codecs as _builtin_adapters  # noqa: F401  (registers the built-in codec adapters)
-from .addressing import SchemaAddressedStaging
+from .addressing import HashAddressedStaging, SchemaAddressedStaging
+from .codecs import BlobArrayWriter, open_blob_array  # importing .codecs registers the built-in adapters
 from .protocol import StagedCodec, participant_for, register_adapter
 from .session import StagedInsert1, StagedSession, disable, enable, is_enabled, staged_insert1
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlobArrayWriter",
+    "HashAddressedStaging",
     "SchemaAddressedStaging",
     "StagedCodec",
     "StagedInsert1",
@@ -21,6 +23,7 @@ __all__ = [
     "disable",
     "enable",
     "is_enabled",
+    "open_blob_array",
     "participant_for",
     "register_adapter",
     "staged_insert1",

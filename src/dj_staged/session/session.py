@@ -87,9 +87,16 @@ class StagedSession:
         """
         return self._handle(field, ext, mode="store")
 
-    def open(self, field: str, ext: str = "", mode: str = "wb") -> IO:
-        """Open a file handle for writing ``field``'s content (mode as for ``open``, default ``"wb"``)."""
-        return self._handle(field, ext, mode="open", file_mode=mode)
+    def open(self, field: str, ext: str = "", mode: str = "wb", *, size: int | None = None) -> IO:
+        """Open a file handle for writing ``field``'s content (mode as for ``open``, default ``"wb"``).
+
+        ``size``, when known, is the number of bytes that will be written; a
+        ``<blob@>`` field then hashes its content while it streams, and any
+        other count at exit is an error.
+        """
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise DataJointError(f"size for field '{field}' must be a non-negative int, got {size!r}")
+        return self._handle(field, ext, mode="open", file_mode=mode, size=size)
 
     def set_filename(self, field: str, filename: str) -> None:
         """Name the file an attachment (``<attach@>``) field holds; before or after ``open()``."""
@@ -101,10 +108,28 @@ class StagedSession:
             raise DataJointError(f"Field '{field}' ({codec}) does not take a filename; set_filename is for <attach@>")
         self._filenames[field] = check_filename(field, filename)
 
-    def _handle(self, field: str, ext: str, *, mode: str, file_mode: str = "wb") -> Any:
+    def _handle(
+        self,
+        field: str,
+        ext: str,
+        *,
+        mode: str,
+        file_mode: str = "wb",
+        size: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Any:
         self._require_open()
+        new = field not in self._slots
         slot = self._claim(field, ext)
-        handle = slot.participant.staged_handle(self, field, slot.ext, mode=mode, file_mode=file_mode)
+        if size is not None:
+            slot.size = size
+        slot.options.update(options or {})
+        try:
+            handle = slot.participant.staged_handle(self, field, slot.ext, mode=mode, file_mode=file_mode)
+        except Exception:
+            if new:
+                del self._slots[field]  # nothing was staged for it; finalization must not see it
+            raise
         slot.handles.append(handle)
         return handle
 
