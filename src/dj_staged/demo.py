@@ -73,10 +73,49 @@ def _cases(Demo) -> list[tuple[str, str, Callable, Callable]]:
 
         return zarr.open(ref.fsmap, mode="r")[block, 0] == block
 
+    def write_blob_bytes(staged):
+        with staged.open("payload", ".bin") as f:
+            for i in range(SIZE // MIB):
+                f.write(bytes([i % 256]) * MIB)
+
+    def check_blob_bytes(value):
+        return len(value) == SIZE and value[MIB] == 1
+
+    def write_blob_array(staged):
+        from . import open_blob_array
+
+        with open_blob_array(staged, "traces", (1024, rows), "float64") as out:
+            for start in range(0, rows, block):
+                out.write(np.full((1024, min(block, rows - start)), start, dtype="float64"))
+
+    def check_blob_array(value):
+        return value.shape == (1024, rows) and value[0, block] == block
+
+    def write_attach(staged):
+        staged.set_filename("report", "report.bin")
+        with staged.open("report", ".bin") as f:
+            for _ in range(SIZE // MIB):
+                f.write(b"\x5a" * MIB)
+
+    def check_attach(local_path):
+        return Path(local_path).name == "report.bin" and Path(local_path).stat().st_size == SIZE
+
+    def write_hash(staged):
+        with staged.open("content", ".bin", size=SIZE) as f:
+            for _ in range(SIZE // MIB):
+                f.write(b"\x17" * MIB)
+
+    def check_hash(value):
+        return len(value) == SIZE
+
     return [
         ("<npy@>", "waveform", write_npy, check_npy),
         ("<object@> file", "raw", write_object, check_object),
         ("<object@> zarr dir", "frames", write_directory, check_directory),
+        ("<blob@> bytes", "payload", write_blob_bytes, check_blob_bytes),
+        ("<blob@> array", "traces", write_blob_array, check_blob_array),
+        ("<attach@>", "report", write_attach, check_attach),
+        ("<hash@>", "content", write_hash, check_hash),
     ]
 
 
@@ -99,6 +138,10 @@ def main() -> None:
             waveform = null : <npy@>
             raw = null : <object@>
             frames = null : <object@>
+            payload = null : <blob@>
+            traces = null : <blob@>
+            report = null : <attach@>
+            content = null : <hash@>
             """
 
         print(f"dj-staged {dj_staged.__version__} demo: PostgreSQL (embedded), local store {store_root}")
@@ -108,7 +151,8 @@ def main() -> None:
             with measured() as m, dj_staged.staged_insert1(Demo) as staged:
                 staged.rec["demo_id"] = demo_id
                 write(staged)
-            ok = bool(check((Demo & {"demo_id": demo_id}).fetch1(field)))
+            with dj.config.override(download_path=tmp):
+                ok = bool(check((Demo & {"demo_id": demo_id}).fetch1(field)))
             failures += not ok
             print(
                 f"{codec:<22}{SIZE / MIB:>8.0f}{m.seconds:>10.2f}{m.peak_above_before / MIB:>10.1f}  "
