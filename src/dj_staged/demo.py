@@ -108,6 +108,18 @@ def _cases(Demo) -> list[tuple[str, str, Callable, Callable]]:
     def check_hash(value):
         return len(value) == SIZE
 
+    def write_zarr(staged):
+        import zarr
+
+        z = zarr.open(
+            staged.store("zarr_frames", ".zarr"), mode="w", shape=(rows, 1024), chunks=(block, 1024), dtype="f8"
+        )
+        for start in range(0, rows, block):
+            z[start : start + block] = start
+
+    def check_zarr(array):
+        return array.read_only and array.shape == (rows, 1024) and array[block, 0] == block
+
     return [
         ("<npy@>", "waveform", write_npy, check_npy),
         ("<object@> file", "raw", write_object, check_object),
@@ -116,6 +128,7 @@ def _cases(Demo) -> list[tuple[str, str, Callable, Callable]]:
         ("<blob@> array", "traces", write_blob_array, check_blob_array),
         ("<attach@>", "report", write_attach, check_attach),
         ("<hash@>", "content", write_hash, check_hash),
+        ("<zarr@>", "zarr_frames", write_zarr, check_zarr),
     ]
 
 
@@ -142,6 +155,7 @@ def main() -> None:
             traces = null : <blob@>
             report = null : <attach@>
             content = null : <hash@>
+            zarr_frames = null : <zarr@>
             """
 
         print(f"dj-staged {dj_staged.__version__} demo: PostgreSQL (embedded), local store {store_root}")

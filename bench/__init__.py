@@ -1,0 +1,1 @@
+"""Benchmarks of dj-staged: standalone scripts, each with a ``run(...) -> dict`` and a ``main()``."""

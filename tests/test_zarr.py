@@ -1,0 +1,410 @@
+"""The <zarr@> codec: ordinary insert1, staged insert chunk by chunk, and staged support for another `zarr` codec."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import datajoint as dj
+import numpy as np
+import pytest
+import zarr
+from conftest import declare, store_files
+from datajoint.builtin_codecs.schema import SchemaCodec
+
+import dj_staged
+from dj_staged.codecs.zarr import ZarrCodec, ZarrStaging, install
+
+FRAMES = "subject_id : int32\nsession_id : int32\n---\nn_frames = 0 : int32\nframes : <zarr@{store}>"
+
+
+def column(table, key, field):
+    """The raw JSON column value, as the database holds it."""
+    pk = " AND ".join(f"{k} = {v}" for k, v in key.items())
+    return table.connection.query(f"SELECT {field} FROM {table.full_table_name} WHERE {pk}").fetchone()[0]
+
+
+def without_path(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k != "path"}
+
+
+def same_location(staged_path: str, inserted_path: str) -> bool:
+    """Same folder and field name, both ``.zarr``: equal but for the primary key and the random token."""
+    a, b = staged_path.split("/"), inserted_path.split("/")
+    return (
+        a[:-1] == b[:-1]
+        and a[-1].split("_")[0] == b[-1].split("_")[0]
+        and a[-1].endswith(".zarr")
+        and b[-1].endswith(".zarr")
+    )
+
+
+def local_dirs(store) -> list[str]:
+    root = Path(store.spec["location"])
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.zarr"))
+
+
+@pytest.fixture
+def Imaging(dj_schema, dj_local_store):
+    return declare(dj_schema, "ImagingSession", FRAMES.format(store="main"))
+
+
+def stage_chunks(table, key: dict, array: np.ndarray, chunks: tuple[int, ...], **open_kwargs) -> None:
+    """Stage ``array`` into ``frames`` one chunk along the first axis at a time."""
+    with dj_staged.staged_insert1(table) as staged:
+        staged.rec.update(key)
+        z = zarr.open(
+            staged.store("frames", ".zarr"),
+            mode="w",
+            shape=array.shape,
+            chunks=chunks,
+            dtype=array.dtype,
+            **open_kwargs,
+        )
+        for start in range(0, array.shape[0], chunks[0]):
+            z[start : start + chunks[0]] = array[start : start + chunks[0]]
+        staged.rec["n_frames"] = array.shape[0]
+
+
+def test_zarr_codec_is_registered_through_the_entry_point():
+    (point,) = entry_points(group="datajoint.codecs", name="zarr")
+    assert point.value == "dj_staged.codecs.zarr:ZarrCodec"
+    codec = dj.codecs.get_codec("zarr")
+    assert type(codec) is ZarrCodec
+    assert dj_staged.participant_for(codec) is codec
+    assert install("zarr") is codec  # our own codec needs no adapter and is not replaced
+
+
+def test_zarr_insert1_still_works(Imaging, dj_local_store, tmp_path):
+    array = np.arange(6 * 5 * 4, dtype="int32").reshape(6, 5, 4)
+    Imaging.insert1({"subject_id": 1, "session_id": 1, "frames": array})
+    source = zarr.open(str(tmp_path / "source.zarr"), mode="w", shape=(7, 3), chunks=(2, 3), dtype="f4", zarr_format=2)
+    source[:] = np.linspace(0, 1, 21, dtype="f4").reshape(7, 3)
+    Imaging.insert1({"subject_id": 1, "session_id": 2, "frames": source})
+
+    from_numpy = (Imaging & {"session_id": 1}).fetch1("frames")
+    assert isinstance(from_numpy, zarr.Array) and from_numpy.read_only
+    np.testing.assert_array_equal(from_numpy[:], array)
+    with pytest.raises(ValueError, match="read-only"):
+        from_numpy[0] = 0
+    from_zarr = (Imaging & {"session_id": 2}).fetch1("frames")
+    np.testing.assert_array_equal(from_zarr[:], source[:])
+    assert from_zarr.metadata.zarr_format == 3  # insert1 writes format 3 whatever the source
+
+    meta = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
+    assert set(meta) == {"path", "store", "shape", "dtype", "provenance"}
+    assert meta["store"] == "main" and meta["shape"] == [6, 5, 4] and meta["dtype"] == "int32"
+    assert meta["provenance"] == {"datajoint": dj.__version__, "dj_staged": dj_staged.__version__}
+    assert meta["path"].startswith("_schema/") and "/subject_id=1/session_id=1/frames_" in meta["path"]
+    assert meta["path"].endswith(".zarr")
+    assert f"{meta['path']}/zarr.json" in store_files(dj_local_store)
+
+
+@pytest.mark.parametrize("value", [[1, 2, 3], "frames", np.array([{"a": 1}, None], dtype=object)])
+def test_zarr_insert1_rejects_object_dtype_and_non_arrays(Imaging, dj_local_store, value):
+    with pytest.raises(
+        dj.DataJointError, match=r"<zarr> (requires a numpy.ndarray or zarr.Array|does not store object)"
+    ):
+        Imaging.insert1({"subject_id": 1, "session_id": 1, "frames": value})
+    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32", ">f8", "bool", "complex64"])
+def test_staged_zarr_shape_dtype_recorded(Imaging, dtype):
+    array = (np.arange(8 * 6 * 3) % 7).astype(dtype).reshape(8, 6, 3)
+    Imaging.insert1({"subject_id": 1, "session_id": 1, "n_frames": 8, "frames": array})
+    stage_chunks(Imaging, {"subject_id": 1, "session_id": 2}, array, chunks=(2, 6, 3))
+
+    inserted = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
+    staged = column(Imaging, {"subject_id": 1, "session_id": 2}, "frames")
+    assert set(staged) == set(inserted) == {"path", "store", "shape", "dtype", "provenance"}
+    assert without_path(staged) == without_path(inserted)
+    assert staged["shape"] == [8, 6, 3] and staged["dtype"] == str(np.dtype(dtype).newbyteorder("="))
+    assert same_location(staged["path"].replace("session_id=2", "session_id=1"), inserted["path"])
+    np.testing.assert_array_equal((Imaging & {"session_id": 2}).fetch1("frames")[:], array)
+
+
+def test_staged_zarr_chunked_write_roundtrip(Imaging, dj_local_store):
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 4096, size=(64, 48), dtype="uint16") for _ in range(25)]
+    with dj_staged.staged_insert1(Imaging) as staged:
+        staged.rec["subject_id"] = 3
+        staged.rec["session_id"] = 1
+        fsmap = staged.store("frames", ".zarr")
+        assert fsmap.root.endswith(".zarr")
+        z = zarr.open(fsmap, mode="w", shape=(25, 64, 48), chunks=(1, 64, 48), dtype="uint16")
+        for i, frame in enumerate(frames):
+            z[i] = frame
+        staged.rec["n_frames"] = len(frames)
+
+    fetched = (Imaging & {"subject_id": 3}).fetch1("frames")
+    assert fetched.shape == (25, 64, 48) and fetched.chunks == (1, 64, 48)
+    for i, frame in enumerate(frames):
+        np.testing.assert_array_equal(fetched[i], frame)
+    meta = column(Imaging, {"subject_id": 3, "session_id": 1}, "frames")
+    chunk_files = [f for f in store_files(dj_local_store) if f.startswith(meta["path"] + "/c/")]
+    assert len(chunk_files) == 25
+
+
+def test_exception_mid_chunked_write_leaves_no_row_and_no_zarr_directory(Imaging, dj_local_store):
+    with pytest.raises(RuntimeError, match="camera lost"), dj_staged.staged_insert1(Imaging) as staged:
+        staged.rec["subject_id"] = 1
+        staged.rec["session_id"] = 1
+        z = zarr.open(staged.store("frames", ".zarr"), mode="w", shape=(10, 8, 8), chunks=(1, 8, 8), dtype="uint8")
+        for i in range(10):
+            if i == 4:
+                assert len(store_files(dj_local_store)) == 5  # zarr.json and four chunks
+                raise RuntimeError("camera lost")
+            z[i] = i + 1  # not the fill value, so every chunk is written
+    assert len(Imaging()) == 0
+    assert store_files(dj_local_store) == [] and local_dirs(dj_local_store) == []
+
+
+def test_staged_zarr_format_2_is_accepted(Imaging, dj_local_store):
+    array = np.arange(40, dtype="<i8").reshape(10, 4)
+    stage_chunks(Imaging, {"subject_id": 1, "session_id": 1}, array, chunks=(5, 4), zarr_format=2)
+    meta = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
+    assert meta["shape"] == [10, 4] and meta["dtype"] == "int64"
+    assert f"{meta['path']}/.zarray" in store_files(dj_local_store)
+    fetched = (Imaging & {"session_id": 1}).fetch1("frames")
+    assert fetched.metadata.zarr_format == 2
+    np.testing.assert_array_equal(fetched[:], array)
+
+
+def test_finalize_reads_metadata_only(Imaging, dj_local_store):
+    with dj_staged.staged_insert1(Imaging) as staged:
+        staged.rec["subject_id"] = 1
+        staged.rec["session_id"] = 1
+        fsmap = staged.store("frames", ".zarr")
+        z = zarr.open(fsmap, mode="w", shape=(4, 16), chunks=(1, 16), dtype="float64")
+        z[:] = 1.0
+        for name in [k for k in fsmap if k.startswith("c/")]:
+            fsmap[name] = b"not a zstd frame"  # any read of a chunk would now fail
+    meta = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
+    assert meta["shape"] == [4, 16] and meta["dtype"] == "float64"
+    with pytest.raises(Exception):  # noqa: B017  (zarr's decode error type is not public)
+        (Imaging & {"session_id": 1}).fetch1("frames")[0]
+
+
+def test_staged_open_is_rejected(Imaging, dj_local_store):
+    with pytest.raises(dj.DataJointError, match=r"does not support staged.open\(\): a Zarr store is a directory"):
+        with dj_staged.staged_insert1(Imaging) as staged:
+            staged.rec.update(subject_id=1, session_id=1)
+            staged.open("frames", ".zarr")
+    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+
+
+@pytest.mark.parametrize("ext", ["", ".zr", ".zarr.zip"])
+def test_other_extension_is_rejected(Imaging, dj_local_store, ext):
+    with pytest.raises(dj.DataJointError, match=r"staged.store\('frames', '.zarr'\)"):
+        with dj_staged.staged_insert1(Imaging) as staged:
+            staged.rec.update(subject_id=1, session_id=1)
+            staged.store("frames", ext)
+    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+
+
+def test_nothing_written_is_an_error(Imaging, dj_local_store):
+    with pytest.raises(dj.DataJointError, match="Nothing was written to field 'frames'"):
+        with dj_staged.staged_insert1(Imaging) as staged:
+            staged.rec.update(subject_id=1, session_id=1)
+            staged.store("frames", ".zarr")
+    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+
+
+@pytest.mark.parametrize("content", ["group", "plain file", "broken metadata"])
+def test_something_other_than_a_zarr_array_is_an_error(Imaging, dj_local_store, content):
+    with pytest.raises(dj.DataJointError, match="does not hold a Zarr array"):
+        with dj_staged.staged_insert1(Imaging) as staged:
+            staged.rec.update(subject_id=1, session_id=1)
+            fsmap = staged.store("frames", ".zarr")
+            if content == "group":
+                zarr.open_group(fsmap, mode="w").create_array("frames", shape=(3,), dtype="uint8")
+            elif content == "plain file":
+                fsmap["frames.bin"] = b"\x00" * 16
+            else:
+                fsmap["zarr.json"] = b'{"zarr_format": 3, "node_type": "array"}'
+    assert len(Imaging()) == 0 and store_files(dj_local_store) == [] and local_dirs(dj_local_store) == []
+
+
+def test_empty_store_name_resolves_to_the_default_store(dj_schema, dj_local_store):
+    Table = declare(dj_schema, "DefaultStore", FRAMES.format(store=""))
+    array = np.ones((3, 2), dtype="uint8")
+    Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
+    stage_chunks(Table, {"subject_id": 1, "session_id": 2}, array, chunks=(1, 2))
+    inserted = column(Table, {"subject_id": 1, "session_id": 1}, "frames")
+    staged = column(Table, {"subject_id": 1, "session_id": 2}, "frames")
+    assert inserted["store"] == staged["store"] == "main"
+    assert without_path(inserted) == without_path(staged)
+
+
+def test_seed_example_on_s3(dj_schema, dj_s3_store):
+    ImagingSession = declare(dj_schema, "ImagingSession", FRAMES.format(store=""))
+    rng = np.random.default_rng(1)
+    acquired = []
+
+    def acquire_frame():
+        acquired.append(rng.integers(0, 65535, size=(32, 32), dtype="uint16"))
+        return acquired[-1]
+
+    dj_staged.enable()
+    try:
+        with ImagingSession.staged_insert1 as staged:
+            staged.rec["subject_id"] = 1
+            staged.rec["session_id"] = 1
+            z = zarr.open(
+                staged.store("frames", ".zarr"), mode="w", shape=(12, 32, 32), chunks=(1, 32, 32), dtype="uint16"
+            )
+            for i in range(12):
+                z[i] = acquire_frame()
+            staged.rec["n_frames"] = 12
+    finally:
+        dj_staged.disable()
+
+    ImagingSession.insert1({"subject_id": 1, "session_id": 2, "n_frames": 12, "frames": np.stack(acquired)})
+    staged_meta = column(ImagingSession, {"subject_id": 1, "session_id": 1}, "frames")
+    inserted_meta = column(ImagingSession, {"subject_id": 1, "session_id": 2}, "frames")
+    assert staged_meta["store"] == "s3" and without_path(staged_meta) == without_path(inserted_meta)
+    assert (ImagingSession & {"session_id": 1}).fetch1("n_frames") == 12
+    fetched = (ImagingSession & {"session_id": 1}).fetch1("frames")
+    assert fetched.read_only
+    for i, frame in enumerate(acquired):
+        np.testing.assert_array_equal(fetched[i], frame)
+    np.testing.assert_array_equal((ImagingSession & {"session_id": 2}).fetch1("frames")[:], fetched[:])
+
+
+def test_exception_on_s3_removes_the_staged_array(dj_schema, dj_s3_store):
+    import s3fs
+
+    Table = declare(dj_schema, "S3Frames", FRAMES.format(store="s3"))
+    with pytest.raises(RuntimeError, match="abort"), dj_staged.staged_insert1(Table) as staged:
+        staged.rec.update(subject_id=1, session_id=1)
+        fsmap = staged.store("frames", ".zarr")
+        zarr.open(fsmap, mode="w", shape=(4, 4), chunks=(1, 4), dtype="uint8")[:] = 1
+        assert len(fsmap) == 5
+        raise RuntimeError("abort")
+    spec = dj_s3_store.spec
+    fs = s3fs.S3FileSystem(key=spec["access_key"], secret=spec["secret_key"], endpoint_url=f"http://{spec['endpoint']}")
+    assert fs.find(f"{spec['bucket']}/{spec['location']}") == [] and len(Table()) == 0
+
+
+def _stand_in_class(name: str) -> type:
+    """A codec of dj-zarr-codecs' shape: it writes Zarr at a ``.zarr`` path and knows nothing of staged insert."""
+
+    class StandInZarrCodec(SchemaCodec, register=False):
+        def encode(self, value, *, key=None, context=None, store_name=None):
+            schema, table, field, pk = self._extract_context(key, context)
+            config = self._codec_config(key, context)
+            path, _ = self._build_path(schema, table, field, pk, ext=".zarr", store_name=store_name, config=config)
+            fsmap = self._get_backend(store_name, config=config).get_fsmap(path)
+            written = zarr.from_array(fsmap, data=value)
+            provenance = {"datajoint": dj.__version__, "dj_zarr_codecs": "stand-in"}
+            return {
+                "path": path,
+                "store": store_name,
+                "shape": list(written.shape),
+                "dtype": str(written.dtype),
+                "provenance": provenance,
+            }
+
+        def decode(self, stored, *, key=None, context=None):
+            backend = self._get_backend(stored["store"], config=self._codec_config(key, context))
+            return zarr.open_array(backend.get_fsmap(stored["path"]), mode="r")
+
+    StandInZarrCodec.name = name
+    return StandInZarrCodec
+
+
+def _check_staged_like_insert1(schema, codec_name: str) -> None:
+    Table = declare(schema, "Foreign", FRAMES.format(store="main").replace("<zarr@", f"<{codec_name}@"))
+    array = np.arange(24, dtype="int16").reshape(6, 4)
+    Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
+    stage_chunks(Table, {"subject_id": 1, "session_id": 2}, array, chunks=(2, 4))
+    inserted = column(Table, {"subject_id": 1, "session_id": 1}, "frames")
+    staged = column(Table, {"subject_id": 1, "session_id": 2}, "frames")
+    assert set(staged) == set(inserted)
+    assert {k: staged[k] for k in ("store", "shape", "dtype")} == {k: inserted[k] for k in ("store", "shape", "dtype")}
+    assert staged["provenance"]["dj_staged"] == dj_staged.__version__  # who wrote it, as for our own codec
+    assert same_location(staged["path"].replace("session_id=2", "session_id=1"), inserted["path"])
+    np.testing.assert_array_equal((Table & {"session_id": 2}).fetch1("frames")[:], array)
+
+
+def test_registered_foreign_codec_gets_staged_support_and_is_not_replaced(dj_schema, dj_local_store):
+    name = "zarr_standin_test"
+    stand_in = type("Registered", (_stand_in_class(name),), {})  # defining it registers it under `name`
+    try:
+        codec = dj.codecs.get_codec(name)
+        assert type(codec) is stand_in and dj_staged.participant_for(codec) is None
+        assert install(name) is codec
+        assert dj.codecs.get_codec(name) is codec
+        assert isinstance(dj_staged.participant_for(codec), ZarrStaging)
+        _check_staged_like_insert1(dj_schema, name)
+    finally:
+        dj.codecs.unregister_codec(name)
+
+
+def test_foreign_codec_declared_by_entry_point_is_loaded_not_replaced(dj_schema, dj_local_store, tmp_path):
+    name = "zarr_entrypoint_test"
+    (tmp_path / "standin_zarr_codecs.py").write_text(
+        "from test_zarr import _stand_in_class\n"
+        f"StandIn = type('StandInFromEntryPoint', (_stand_in_class({name!r}),), {{}})\n"
+    )
+    dist = tmp_path / "standin_zarr_codecs-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: standin-zarr-codecs\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[datajoint.codecs]\n{name} = standin_zarr_codecs:StandIn\n")
+    dj.codecs.list_codecs()  # DataJoint has loaded the entry points it saw before this package appeared
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert name not in dj.codecs._codec_registry
+        codec = install(name)  # loads the other package's entry point, as DataJoint would on first use
+        assert type(codec).__name__ == "StandInFromEntryPoint"
+        assert dj.codecs.get_codec(name) is codec
+        _check_staged_like_insert1(dj_schema, name)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("standin_zarr_codecs", None)
+        if name in dj.codecs._codec_registry:
+            dj.codecs.unregister_codec(name)
+
+
+FOREIGN_ZARR = """
+from datajoint.builtin_codecs.schema import SchemaCodec
+
+
+class OtherZarrCodec(SchemaCodec):
+    name = "zarr"
+
+    def encode(self, value, *, key=None, context=None, store_name=None):
+        raise NotImplementedError
+
+    def decode(self, stored, *, key=None, context=None):
+        raise NotImplementedError
+"""
+
+PROBE = """
+import subprocess
+import sys
+sys.path.{placement}
+import datajoint as dj
+{first}
+import dj_staged
+from dj_staged.codecs.zarr import ZarrStaging
+codec = dj.codecs.get_codec("zarr")
+print(type(codec).__module__, type(dj_staged.participant_for(codec)).__name__)
+"""
+
+
+@pytest.mark.parametrize("placement", ["insert(0, {path!r})", "append({path!r})"])  # listed before / after ours
+@pytest.mark.parametrize("first", ["dj.codecs.get_codec('zarr')", "import dj_staged"])
+def test_another_packages_zarr_codec_wins_and_gets_staged_support(tmp_path, placement, first):
+    (tmp_path / "other_zarr_codecs.py").write_text(FOREIGN_ZARR)
+    dist = tmp_path / "other_zarr_codecs-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: other-zarr-codecs\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[datajoint.codecs]\nzarr = other_zarr_codecs:OtherZarrCodec\n")
+    code = PROBE.format(placement=placement.format(path=str(tmp_path)), first=first)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["other_zarr_codecs", "ZarrStaging"]
