@@ -14,10 +14,23 @@ def declare(schema, name: str, definition: str, tier=dj.Manual):
     return schema(cls)
 
 
-def store_files(store) -> list[str]:
-    """Every file under a local store, relative to its location, sorted."""
+LEASES = "_staging/_leases/"
+
+
+def store_files(store, *, leases: bool = False) -> list[str]:
+    """Every file under a local store, relative to its location, sorted.
+
+    The leases a block holds while it runs (``_staging/_leases/``) are left out
+    unless ``leases=True``; tests/test_gc.py checks that every block removes them.
+    """
     root = Path(store.spec["location"])
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return files if leases else [f for f in files if not f.startswith(LEASES)]
+
+
+def lease_files(store) -> list[str]:
+    """The lease files in a local store."""
+    return [f for f in store_files(store, leases=True) if f.startswith(LEASES)]
 
 
 @pytest.fixture

@@ -9,7 +9,17 @@ DataJoint's own).
 from .addressing import HashAddressedStaging, SchemaAddressedStaging
 from .codecs import BlobArrayWriter, open_blob_array  # importing .codecs registers the built-in adapters
 from .protocol import StagedCodec, participant_for, register_adapter
-from .session import StagedInsert1, StagedSession, disable, enable, is_enabled, staged_insert1
+from .session import (
+    StagedBatch,
+    StagedInsert,
+    StagedInsert1,
+    StagedSession,
+    disable,
+    enable,
+    is_enabled,
+    staged_insert,
+    staged_insert1,
+)
 
 __version__ = "0.1.0"
 
@@ -17,7 +27,9 @@ __all__ = [
     "BlobArrayWriter",
     "HashAddressedStaging",
     "SchemaAddressedStaging",
+    "StagedBatch",
     "StagedCodec",
+    "StagedInsert",
     "StagedInsert1",
     "StagedSession",
     "disable",
@@ -26,5 +38,6 @@ __all__ = [
     "open_blob_array",
     "participant_for",
     "register_adapter",
+    "staged_insert",
     "staged_insert1",
 ]

@@ -140,6 +140,7 @@ class HashAddressedStaging:
             tuple(subfolding) if subfolding else None,
             hash_prefix=slot.spec["hash_prefix"],
         )
+        session.protect(field, canonical)  # an existing, unreferenced object must survive gc until our insert
         state["promoted"] = self._promote(backend, candidate, canonical)
         state["canonical_path"] = canonical
         return {

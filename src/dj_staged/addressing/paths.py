@@ -31,7 +31,7 @@ def check_extension(field: str, ext: str | None) -> str | None:
             f"Extension for field '{field}' must be a string such as '.zarr', got {type(ext).__name__}"
         )
     normalized = ext if ext.startswith(".") else "." + ext
-    if len(normalized) > MAX_EXTENSION_LENGTH or not _EXTENSION.match(normalized):
+    if len(normalized) > MAX_EXTENSION_LENGTH or not _EXTENSION.fullmatch(normalized):
         raise DataJointError(
             f"Invalid extension {ext!r} for field '{field}': use a dot followed by ASCII letters, digits, "
             f"'_' or '-' (for example '.zarr' or '.tar.gz'), at most {MAX_EXTENSION_LENGTH} characters."

@@ -22,6 +22,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import fsspec
 from datajoint.errors import DataJointError
 from datajoint.storage import build_object_path
 
@@ -112,14 +113,14 @@ def inspect_written(session: Any, field: str) -> dict:
         info = fs.info(full)
     except FileNotFoundError:
         info = None
-    if info is None or (info["type"] == "directory" and not fs.find(full)):
+    if info is None or (info["type"] == "directory" and not find_strict(fs, full)):
         raise DataJointError(
             f"Nothing was written to field '{field}' ({codec_label(slot.codec)}) through its staged handle; "
             "write the content inside the block, or do not ask for a handle"
         )
     is_dir = info["type"] == "directory"
     if is_dir:
-        files = fs.find(full, detail=True)
+        files = find_strict(fs, full, detail=True)
         size = sum(entry.get("size") or 0 for entry in files.values())
         item_count = len(files)
     else:
@@ -133,6 +134,17 @@ def inspect_written(session: Any, field: str) -> dict:
         "item_count": item_count,
         "timestamp": datetime.now(UTC).isoformat(),
     }
+
+
+def find_strict(fs: Any, path: str, **kwargs: Any) -> Any:
+    """``fs.find`` that raises when a directory cannot be listed.
+
+    fsspec's generic (walk-based) ``find`` skips such a directory silently,
+    which would turn a store failure into "nothing was written".
+    """
+    if type(fs).find is fsspec.AbstractFileSystem.find:
+        kwargs["on_error"] = "raise"
+    return fs.find(path, **kwargs)
 
 
 def remove_object(backend: Any, path: str) -> None:

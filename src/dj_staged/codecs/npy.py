@@ -34,7 +34,7 @@ def read_npy_header(handle: Any, field: str) -> tuple[tuple[int, ...], bool, np.
             shape, fortran_order, dtype = npy_format.read_array_header_2_0(handle)
         else:
             raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, EOFError, SyntaxError, OSError) as error:
+    except (ValueError, EOFError, SyntaxError) as error:  # not OSError: a store failure must surface as itself
         raise DataJointError(
             f"Field '{field}' (<npy@>) does not hold a valid .npy file ({error}); write it with "
             "np.save(f, array, allow_pickle=False)"

@@ -1,4 +1,4 @@
-"""Make ``Table.staged_insert1`` the generalized engine, and put DataJoint's back.
+"""Make ``Table.staged_insert1`` the generalized engine (and add ``Table.staged_insert``); put DataJoint's back.
 
 Importing :mod:`dj_staged` changes nothing in DataJoint; :func:`enable` is the
 one explicit switch. It is idempotent, reversible with :func:`disable`, and
@@ -8,9 +8,11 @@ guarded by a lock so concurrent calls cannot lose DataJoint's original.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from datajoint.table import Table
 
+from .batch import staged_insert
 from .lifecycle import staged_insert1
 
 _lock = threading.Lock()
@@ -22,11 +24,19 @@ def _generalized(self: Table):
     return staged_insert1(self)
 
 
+class _BatchAttribute:
+    """``Table.staged_insert``: works on a table instance and on a table class alike."""
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        return staged_insert(instance if instance is not None else owner)
+
+
 _ENGINE = property(_generalized)
+_BATCH = _BatchAttribute()
 
 
 def enable() -> None:
-    """From now on ``Table.staged_insert1`` is dj-staged's engine."""
+    """From now on ``Table.staged_insert1`` is dj-staged's engine and ``Table.staged_insert`` its batch form."""
     global _original
     with _lock:
         current = Table.__dict__["staged_insert1"]
@@ -34,14 +44,17 @@ def enable() -> None:
             return
         _original = current
         Table.staged_insert1 = _ENGINE
+        Table.staged_insert = _BATCH
 
 
 def disable() -> None:
-    """Restore DataJoint's own ``Table.staged_insert1``."""
+    """Restore DataJoint's own ``Table.staged_insert1`` and remove ``Table.staged_insert``."""
     global _original
     with _lock:
         if _original is not None and Table.__dict__["staged_insert1"] is _ENGINE:
             Table.staged_insert1 = _original
+        if Table.__dict__.get("staged_insert") is _BATCH:
+            del Table.staged_insert
         _original = None
 
 

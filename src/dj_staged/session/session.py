@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from typing import IO, Any
 
 import fsspec
@@ -17,6 +18,7 @@ from datajoint.hash_registry import get_store_backend
 
 from ..addressing.paths import check_extension, check_filename
 from ..errors import missing_primary_key, storage_not_configured
+from ..gc.leases import LeaseKeeper
 from ..protocol import participant_for
 from .rows import insert_finalized
 from .slot import FieldSlot
@@ -29,11 +31,20 @@ DRAFTING, FINALIZING, UNWINDING, CLOSED = "drafting", "finalizing", "unwinding",
 class StagedSession:
     """Collects one row: plain values in ``rec``, large values through ``store()``/``open()``."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(
+        self,
+        table: Any,
+        *,
+        leases: LeaseKeeper | None = None,
+        on_key: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._table = table
         self._rec: dict[str, Any] = {}
         self._slots: dict[str, FieldSlot] = {}
         self._filenames: dict[str, str] = {}
+        self._leases = leases if leases is not None else LeaseKeeper()  # in-flight marks for `dj-staged gc`
+        self._on_key = on_key
+        self._key_announced: dict[str, Any] | None = None
         self.phase = DRAFTING
 
     @property
@@ -74,6 +85,14 @@ class StagedSession:
             return self._slots[field]
         except KeyError:
             raise DataJointError(f"Field '{field}' has not been staged in this block") from None
+
+    def protect(self, field: str, path: str) -> None:
+        """Mark ``path`` as in flight for ``field`` until the block ends, so ``dj-staged gc`` leaves it alone.
+
+        Lifecycles call it for an object the row will reference before the row
+        exists (a canonical hash object about to be shared).
+        """
+        self._leases.cover(self, field, path)
 
     def filename(self, field: str) -> str | None:
         """The filename given with :meth:`set_filename`, if any."""
@@ -127,10 +146,15 @@ class StagedSession:
         try:
             handle = slot.participant.staged_handle(self, field, slot.ext, mode=mode, file_mode=file_mode)
         except Exception:
-            if new:
-                del self._slots[field]  # nothing was staged for it; finalization must not see it
+            if new:  # the field stages nothing; remove what the failed handle may have created
+                try:
+                    slot.participant.cleanup_staged(self, field)
+                except Exception:
+                    logger.warning("Cleanup after a failed handle for '%s' failed", field, exc_info=True)
+                del self._slots[field]
             raise
         slot.handles.append(handle)
+        self._leases.cover(self, field)
         return handle
 
     def _claim(self, field: str, ext: str) -> FieldSlot:
@@ -146,6 +170,7 @@ class StagedSession:
         attr = self._attribute(field)
         participant = self._participant(field, attr)
         primary_key = self.primary_key
+        self._announce_key(primary_key)
         store_name, spec, backend = self._resolve_store(field, attr)
         slot = FieldSlot(
             field=field,
@@ -209,9 +234,22 @@ class StagedSession:
                 f"This staged insert is {self.phase}: store(), open() and set_filename() work only inside its block"
             )
 
+    def _announce_key(self, key: dict[str, Any]) -> None:
+        """Tell the owner (a batch) the row's key once, before any of its bytes are written."""
+        if self._on_key is not None and self._key_announced is None:
+            self._on_key(key)
+            self._key_announced = dict(key)
+
     def _finalize_and_insert(self) -> None:
-        """Finalization: close handles, build each staged column value, insert the row once."""
+        """Finalization, then the row's one insert."""
+        row, fields = self._finalize()
+        insert_finalized(self._table, row, fields)
+
+    def _finalize(self) -> tuple[dict[str, Any], set[str]]:
+        """Close handles and build each staged column value; return the row and its finalized fields."""
         self.phase = FINALIZING
+        if self._on_key is not None:
+            self._announce_key(self.primary_key)
         self._close_handles()
         for field, slot in self._slots.items():
             current = {k: self._rec.get(k) for k in slot.primary_key}
@@ -230,8 +268,11 @@ class StagedSession:
                     stacklevel=3,
                 )
             finalized[field] = slot.participant.finalize_staged(self, field)
+            self._leases.cover(self, field, finalized[field].get("path"))
         row.update(finalized)
-        insert_finalized(self._table, row, set(finalized))
+        for slot in self._slots.values():
+            slot.handles.clear()
+        return row, set(finalized)
 
     def _unwind(self) -> None:
         """Unwinding: remove what every staged field wrote; never raise over the caller's error."""
@@ -256,5 +297,7 @@ class StagedSession:
                         raise
                     logger.warning("Closing a handle of field '%s' failed", slot.field, exc_info=True)
 
-    def _close(self) -> None:
+    def _close(self, *, release: bool = True) -> None:
         self.phase = CLOSED
+        if release:
+            self._leases.release()

@@ -83,6 +83,31 @@ def dj_local_store(tmp_path: Path, dj_stores: dict) -> StoreInfo:
     return _configure(dj_stores, "main", {"protocol": "file", "location": str(location)}, default=True)
 
 
+@dataclass
+class FaultyStoreInfo(StoreInfo):
+    """A :func:`dj_faulty_store`: a store and the plan of faults its filesystem raises."""
+
+    plan: Any = None
+
+
+@pytest.fixture
+def dj_faulty_store(tmp_path: Path, dj_stores: dict) -> Iterator[FaultyStoreInfo]:
+    """A local store ``main`` (also ``stores.default``) whose filesystem fails on command.
+
+    Arm faults with ``dj_faulty_store.plan.fail("write", nth=3)``; see
+    :mod:`dj_staged.testing.faults`.
+    """
+    from .faults import fault_plan, forget_plan
+
+    location = tmp_path / "faulty-store"
+    location.mkdir()
+    info = _configure(dj_stores, "main", {"protocol": "faulty", "location": str(location)}, default=True)
+    try:
+        yield FaultyStoreInfo(name=info.name, spec=info.spec, plan=fault_plan(str(location)))
+    finally:
+        forget_plan(str(location))
+
+
 @pytest.fixture(scope="session")
 def dj_s3_server() -> Iterator[S3Info]:
     """moto's S3 server on 127.0.0.1 for the whole test session."""
@@ -115,6 +140,16 @@ def dj_s3_store(dj_s3_server: S3Info, dj_stores: dict) -> StoreInfo:
         "secure": False,
     }
     return _configure(dj_stores, "s3", spec, default=True)
+
+
+STORE_FIXTURES = {"local": "dj_local_store", "s3": "dj_s3_store"}
+
+
+@pytest.fixture
+def dj_conformance_store(request: pytest.FixtureRequest) -> StoreInfo:
+    """``dj_local_store`` or ``dj_s3_store``, chosen by indirect parametrization: ``"local"`` (default) or ``"s3"``."""
+    kind = getattr(request, "param", "local")
+    return request.getfixturevalue(STORE_FIXTURES[kind])
 
 
 @pytest.fixture

@@ -1,0 +1,288 @@
+"""The conformance kit: the tests a codec claiming staged-insert support must pass.
+
+A codec author subclasses one suite in a test module of their own::
+
+    from dj_staged.testing import SchemaAddressedConformance
+
+
+    class TestLinesCodec(SchemaAddressedConformance):
+        codec = "<lines@{store}>"
+
+        def sample(self, tmp_path):
+            return ["first line", "second line"]
+
+        def write(self, staged, field, sample):
+            with staged.open(field, ".txt") as f:
+                for line in sample:
+                    f.write(line.encode() + b"\\n")
+
+pytest collects the subclass (its name starts with ``Test``) and runs every
+test on a local store and on an S3 store (moto on 127.0.0.1) against a real
+PostgreSQL; the fixtures come with the ``dj-staged`` pytest plugin. Each test
+declares its own table ``subject_id, session_id -> data : <codec>`` in a fresh
+schema and compares a staged row with an ordinary ``insert1`` row of the same
+content.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import datajoint as dj
+import pytest
+from datajoint.errors import DataJointError
+
+from .. import HashAddressedStaging, enable, is_enabled, participant_for, staged_insert1
+from ..session.enable import disable
+from .fixtures import StoreInfo
+from .inspection import (
+    assert_equivalent,
+    column_value,
+    content_hash,
+    hash_path,
+    object_identity,
+    read_object,
+    schema_path_extension,
+    store_files,
+)
+
+FIELD = "data"
+STAGED = {"subject_id": 1, "session_id": 1}
+ORDINARY = {"subject_id": 2, "session_id": 1}
+OTHER = {"subject_id": 3, "session_id": 1}
+
+DEFINITION = """
+subject_id : int32
+session_id : int32
+---
+{field} : {codec}
+"""
+
+
+class Abort(Exception):
+    """Raised inside a staged block by the cleanup test."""
+
+
+def declare_table(schema: Any, codec: str, store: StoreInfo) -> Any:
+    """Declare ``Conformance(subject_id, session_id -> data : codec)`` in ``schema``; return an instance."""
+    definition = DEFINITION.format(field=FIELD, codec=codec.format(store=store.name))
+    return schema(type("Conformance", (dj.Manual,), {"definition": definition}))()
+
+
+class _Suite:
+    """Parametrizes every test of a suite over the suite's ``stores``."""
+
+    #: Which stores every test runs on: ``"local"``, ``"s3"`` or both.
+    stores: tuple[str, ...] = ("local", "s3")
+
+    #: The field's type, with ``{store}`` where the store name goes, e.g. ``"<npy@{store}>"``.
+    codec: str = ""
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "dj_conformance_store" in metafunc.fixturenames:
+            metafunc.parametrize("dj_conformance_store", self.stores, indirect=True)
+
+    @pytest.fixture
+    def table(self, dj_schema: Any, dj_conformance_store: StoreInfo) -> Any:
+        """The test's table, on the store being tested."""
+        return declare_table(dj_schema, self.codec, dj_conformance_store)
+
+
+class StagedCodecConformance(_Suite):
+    """The tests every participating codec passes; use one of the two addressing suites below."""
+
+    addressing: str = ""
+
+    def sample(self, tmp_path: Path) -> Any:
+        """A value for ordinary ``insert1`` (may create files under ``tmp_path``, e.g. for ``<attach@>``)."""
+        raise NotImplementedError
+
+    def write(self, staged: Any, field: str, sample: Any) -> None:
+        """Write the content of ``sample`` into ``field`` through ``staged.store()``/``staged.open()``.
+
+        Close what you open: the kit looks at the store before the block ends.
+        """
+        raise NotImplementedError
+
+    def normalize(self, fetched: Any) -> Any:
+        """Turn a fetched value into something comparable (e.g. ``ref.load()``); called right after each fetch."""
+        return fetched
+
+    def insert_ordinary(self, table: Any, key: dict, tmp_path: Path) -> Any:
+        """Insert the sample at ``key`` with ordinary ``insert1``."""
+        table.insert1({**key, FIELD: self.sample(tmp_path)})
+
+    def insert_staged(self, table: Any, key: dict, tmp_path: Path) -> Any:
+        """Insert the same content at ``key`` through a staged insert; return the session."""
+        with staged_insert1(table) as staged:
+            staged.rec.update(key)
+            self.write(staged, FIELD, self.sample(tmp_path))
+        return staged
+
+    def fetch(self, table: Any, key: dict, tmp_path: Path) -> tuple[type, Any]:
+        """The fetched value's type and its normalized form (downloads go under ``tmp_path``)."""
+        with dj.config.override(download_path=str(tmp_path / "downloads")):
+            value = (table & key).fetch1(FIELD)
+            return type(value), self.normalize(value)
+
+    def check_path(self, table: Any, key: dict, column: dict, store: StoreInfo) -> None:
+        """Assert the column's path is the canonical one for this addressing scheme."""
+        raise NotImplementedError
+
+    def check_same_column(self, table: Any, ours: dict, theirs: dict, store: StoreInfo) -> None:
+        """Assert a staged column value equals ``insert1``'s for the same content."""
+        raise NotImplementedError
+
+    def test_codec_admitted_by_staged_insert_gate(self, table: Any, tmp_path: Path) -> None:
+        codec = table.heading[FIELD].codec
+        assert participant_for(codec) is not None, f"<{codec.name}> does not implement the staged-insert protocol"
+        was_enabled = is_enabled()
+        enable()
+        try:
+            with table.staged_insert1 as staged:
+                staged.rec.update(STAGED)
+                self.write(staged, FIELD, self.sample(tmp_path))
+        finally:
+            if not was_enabled:
+                disable()
+        assert len(table & STAGED) == 1
+
+    def test_staged_write_lands_at_canonical_path(
+        self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
+        self.insert_staged(table, STAGED, tmp_path)
+        column = column_value(table, STAGED, FIELD)
+        path = column["path"]
+        files = store_files(dj_conformance_store.name)
+        assert files, "the staged insert left nothing in the store"
+        outside = [f for f in files if f != path and not f.startswith(path + "/")]
+        assert outside == [], f"objects outside the column's path {path!r}: {outside}"
+        self.check_path(table, STAGED, column, dj_conformance_store)
+
+    def test_staged_insert_metadata_matches_encode(
+        self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
+        self.insert_staged(table, STAGED, tmp_path)  # first, so a hash-addressed object is moved, not deduplicated
+        self.insert_ordinary(table, ORDINARY, tmp_path)
+        ours, theirs = column_value(table, STAGED, FIELD), column_value(table, ORDINARY, FIELD)
+        assert isinstance(ours, dict) and isinstance(theirs, dict), "column values must be JSON objects"
+        assert sorted(ours) == sorted(theirs), "staged and insert1 column values have different keys"
+        for name in ours:
+            assert type(ours[name]) is type(theirs[name]), f"{name!r}: {ours[name]!r} vs insert1's {theirs[name]!r}"
+        self.check_same_column(table, ours, theirs, dj_conformance_store)
+
+    def test_staged_insert_fetch_roundtrip(self, table: Any, tmp_path: Path) -> None:
+        self.insert_staged(table, STAGED, tmp_path)
+        self.insert_ordinary(table, ORDINARY, tmp_path)
+        ours_type, ours = self.fetch(table, STAGED, tmp_path)
+        theirs_type, theirs = self.fetch(table, ORDINARY, tmp_path)
+        assert ours_type is theirs_type, f"fetch returned {ours_type.__name__}, insert1's row {theirs_type.__name__}"
+        assert_equivalent(ours, theirs, f"fetched {FIELD}")
+
+    def test_staged_cleanup_on_exception(self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path) -> None:
+        self.insert_ordinary(table, ORDINARY, tmp_path)  # an existing row: its objects must survive the unwinding
+        before = store_files(dj_conformance_store.name)
+        with pytest.raises(Abort):
+            with staged_insert1(table) as staged:
+                staged.rec.update(STAGED)
+                self.write(staged, FIELD, self.sample(tmp_path))
+                during = store_files(dj_conformance_store.name)
+                raise Abort
+        assert set(during) - set(before), "write() put nothing in the store, so cleanup was not exercised"
+        assert store_files(dj_conformance_store.name) == before, "the unwinding left objects behind or removed some"
+        assert len(table & STAGED) == 0 and len(table) == 1
+
+    def test_staged_primary_key_required(self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path) -> None:
+        with staged_insert1(table) as staged:
+            for partial in ({}, {"subject_id": 1}):
+                staged.rec.clear()
+                staged.rec.update(partial)
+                for ask in (staged.store, staged.open):
+                    with pytest.raises(DataJointError, match=r"Primary key.*session_id"):
+                        ask(FIELD)
+            assert store_files(dj_conformance_store.name) == []
+            staged.rec.update(STAGED)
+            self.write(staged, FIELD, self.sample(tmp_path))
+        assert len(table & STAGED) == 1
+
+
+class SchemaAddressedConformance(StagedCodecConformance):
+    """Suite for codecs whose objects live at a path derived from the row (``<object@>``, ``<npy@>``, ...)."""
+
+    addressing = "schema"
+
+    #: Column keys allowed to differ between a staged row and an ``insert1`` row, besides the path's token.
+    volatile: tuple[str, ...] = ("timestamp",)
+
+    def check_path(self, table: Any, key: dict, column: dict, store: StoreInfo) -> None:
+        schema_path_extension(table, FIELD, key, column["path"], store.name)
+
+    def check_same_column(self, table: Any, ours: dict, theirs: dict, store: StoreInfo) -> None:
+        ours_ext = schema_path_extension(table, FIELD, STAGED, ours["path"], store.name)
+        theirs_ext = schema_path_extension(table, FIELD, ORDINARY, theirs["path"], store.name)
+        assert ours_ext == theirs_ext, f"staged extension {ours_ext!r}, insert1's {theirs_ext!r}"
+        skip = {"path", *self.volatile}
+        same = {k: v for k, v in ours.items() if k not in skip}
+        assert same == {k: v for k, v in theirs.items() if k not in skip}, "staged column value (left) != insert1's"
+
+
+class HashAddressedConformance(StagedCodecConformance):
+    """Suite for codecs whose stored bytes go through ``<hash@>`` (``<blob@>``, ``<attach@>``, ``<hash@>``, ...)."""
+
+    addressing = "hash"
+
+    def check_path(self, table: Any, key: dict, column: dict, store: StoreInfo) -> None:
+        assert column["path"] == hash_path(table, column["hash"], store.name), "not DataJoint's canonical hash path"
+        stored = read_object(store.name, column["path"])
+        assert content_hash(stored) == column["hash"], "the object's content does not hash to the column's hash"
+        assert len(stored) == column["size"]
+        assert store_files(store.name) == [column["path"]], "staging objects were left behind"
+
+    def check_same_column(self, table: Any, ours: dict, theirs: dict, store: StoreInfo) -> None:
+        assert ours == theirs, "staged column value (left) != insert1's: same stored bytes give the same hash and path"
+
+    def test_staged_dedup_hit(self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path) -> None:
+        self.insert_staged(table, STAGED, tmp_path)
+        self.insert_staged(table, OTHER, tmp_path)
+        first, second = column_value(table, STAGED, FIELD), column_value(table, OTHER, FIELD)
+        assert first == second
+        assert store_files(dj_conformance_store.name) == [first["path"]], "expected exactly one canonical object"
+        (_, a), (_, b) = self.fetch(table, STAGED, tmp_path), self.fetch(table, OTHER, tmp_path)
+        assert_equivalent(a, b, f"fetched {FIELD}")
+
+    def test_staged_concurrent_canonical_collision(
+        self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
+        """The canonical object appears after staging began and before promotion: another writer got there first."""
+        store = dj_conformance_store.name
+        with staged_insert1(table) as staged:
+            staged.rec.update(STAGED)
+            self.write(staged, FIELD, self.sample(tmp_path))
+            assert all(f.startswith("_staging/") for f in store_files(store)), "content must be staged, not canonical"
+            self.insert_ordinary(table, ORDINARY, tmp_path)  # the concurrent writer wins the race to the canonical path
+            canonical = column_value(table, ORDINARY, FIELD)["path"]
+            identity = object_identity(store, canonical)
+        assert column_value(table, STAGED, FIELD) == column_value(table, ORDINARY, FIELD)
+        assert store_files(store) == [canonical], "the staging copy must be dropped, nothing else left"
+        assert object_identity(store, canonical) == identity, "the other writer's object was replaced"
+        slot = staged.slot(FIELD)
+        if isinstance(slot.participant, HashAddressedStaging):
+            assert slot.state["promoted"] is False, "promotion did not take the dedup branch"
+
+
+class NonParticipatingCodecConformance(_Suite):
+    """Suite for a field type that must be refused by ``store()``/``open()`` (in-table, reference, no protocol)."""
+
+    def test_staged_handle_rejects_non_participating_codecs(self, table: Any, dj_conformance_store: StoreInfo) -> None:
+        name = re.match(r"<(\w+)", self.codec).group(1)
+        for ask in ("store", "open"):
+            with pytest.raises(DataJointError) as caught:
+                with staged_insert1(table) as staged:
+                    staged.rec.update(STAGED)
+                    getattr(staged, ask)(FIELD, ".bin")
+            message = str(caught.value)
+            assert f"<{name}>" in message and f"'{FIELD}'" in message, f"{ask}(): message must name it: {message}"
+        assert store_files(dj_conformance_store.name) == []
+        assert len(table) == 0

@@ -1,0 +1,391 @@
+"""Garbage collection: leases protect staged writes in flight; collection never touches what it does not own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import datajoint as dj
+import numpy as np
+import pytest
+from conftest import declare, lease_files, store_files
+
+import dj_staged
+import dj_staged.gc
+from dj_staged.cli import main, parse_duration
+from dj_staged.gc.leases import Lease, LeaseKeeper, write_lease
+from dj_staged.gc.policy import LEASED, YOUNG
+
+DAY = 86400.0
+LATER = 2 * DAY  # an injected clock two days ahead: every lease expired, every object older than 24 h
+
+
+def stage(table, key, raw=b"raw bytes", waveform=None):
+    """One staged row; returns the paths of its two objects."""
+    with dj_staged.staged_insert1(table) as staged:
+        staged.rec.update(key)
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.arange(4.0) if waveform is None else waveform)
+        with staged.open("raw", ".bin") as f:
+            f.write(raw)
+    row = (table & key).fetch1()
+    return row["waveform"].path, row["raw"].path
+
+
+def orphan(table, key):
+    """A staged row deleted again: DataJoint leaves its objects for garbage collection."""
+    paths = stage(table, key, raw=b"orphaned")
+    (table & key).delete()
+    return paths
+
+
+def put(store, path: str, data: bytes = b"left behind", age: float = 0.0) -> Path:
+    """Write a file into a local store, ``age`` seconds old."""
+    target = Path(store.spec["location"]) / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    if age:
+        stamp = time.time() - age
+        os.utime(target, (stamp, stamp))
+    return target
+
+
+def read_lease(store, path: str) -> dict:
+    return json.loads((Path(store.spec["location"]) / path).read_bytes())
+
+
+def collect(schema, **options):
+    return dj_staged.gc.collect(schema, store="main", **options)
+
+
+def test_a_block_holds_a_lease_naming_its_paths_and_removes_it(Recording, dj_local_store):
+    with dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.ones(3))
+        fsmap = staged.store("raw", ".zarr")
+        fsmap["zarr.json"] = b"{}"
+        leases = [read_lease(dj_local_store, p) for p in lease_files(dj_local_store)]
+        assert sorted(lease["field"] for lease in leases) == ["raw", "waveform"]
+        written = {lease["field"]: lease["paths"] for lease in leases}
+        assert written["waveform"] == [staged.slot("waveform").state["path"]]
+        assert written["raw"] == [staged.slot("raw").state["path"]]
+        assert all(lease["schema"] == Recording.database and lease["expires"] > time.time() for lease in leases)
+    assert lease_files(dj_local_store) == []
+    assert len(Recording()) == 1
+
+
+@pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
+def test_lease_is_removed_when_the_block_fails(Recording, dj_local_store, failure):
+    with pytest.raises(failure), dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("raw", ".bin") as f:
+            f.write(b"partial")
+        assert len(lease_files(dj_local_store)) == 1
+        raise failure
+    assert lease_files(dj_local_store) == []
+
+
+def test_datajoint_collector_alone_would_delete_a_write_in_flight(Recording, dj_local_store):
+    """The hazard the combined collection exists for (see README, Failure and recovery)."""
+    with dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("raw", ".bin") as f:
+            f.write(b"in flight")
+        in_flight = staged.slot("raw").state["path"]
+        stats = dj.gc.GarbageCollector(dj_schema_of(Recording), store="main").collect()
+        assert in_flight in stats["orphaned_schema_paths"]
+        ours = collect(dj_schema_of(Recording), grace=0)
+        assert in_flight not in ours.paths
+        assert ours.section("schema").protected[in_flight] == LEASED
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.ones(2))
+
+
+def dj_schema_of(table):
+    return dj.Schema(table.database, connection=table.connection, create_schema=False)
+
+
+def test_combined_collection_with_zero_grace_keeps_the_write_in_flight(Recording, dj_local_store):
+    schema = dj_schema_of(Recording)
+    with dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        fsmap = staged.store("raw", ".zarr")
+        fsmap["zarr.json"] = b"{}"
+        fsmap["c/0"] = b"chunk"
+        report = collect(schema, grace=0, dry_run=False)
+        assert report.deleted == 0 and report.paths == []
+        fsmap["c/1"] = b"chunk"
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.ones(2))
+    row = Recording.fetch1()
+    assert row["raw"].fs.cat(row["raw"].full_path + "/c/0") == b"chunk"
+    assert collect(schema, grace=0, dry_run=False, now=time.time() + LATER).deleted == 0
+
+
+def test_orphans_match_datajoint_and_are_deleted_after_grace(Recording, dj_local_store, tmp_path):
+    schema = dj_schema_of(Recording)
+    source = tmp_path / "ordinary.bin"
+    source.write_bytes(b"ordinary")
+    Recording.insert1({"recording_id": 1, "waveform": np.arange(2.0), "raw": str(source)})
+    kept = stage(Recording, {"recording_id": 2})
+    gone = orphan(Recording, {"recording_id": 3})
+    theirs = dj.gc.GarbageCollector(schema, store="main").collect()
+    young = collect(schema)
+    assert young.count == 0 and set(young.section("schema").protected.values()) == {YOUNG}
+    report = collect(schema, now=time.time() + LATER)
+    assert report.section("schema").paths == sorted(theirs["orphaned_schema_paths"]) == sorted(gone)
+    assert report.section("schema").bytes == theirs["schema_paths_orphaned_bytes"]
+    assert all(p in store_files(dj_local_store) for p in gone)  # a dry run by default
+    deleted = collect(schema, now=time.time() + LATER, dry_run=False)
+    assert deleted.deleted == 2 and deleted.errors == []
+    files = store_files(dj_local_store)
+    assert not any(p in files for p in gone) and all(p in files for p in kept)
+    assert (Recording & {"recording_id": 1}).fetch1("raw").read() == b"ordinary"
+    assert (Recording & {"recording_id": 2}).fetch1("raw").read() == b"raw bytes"
+    np.testing.assert_array_equal((Recording & {"recording_id": 2}).fetch1("waveform").load(), np.arange(4.0))
+
+
+def test_never_deletes_an_object_a_row_references(Recording, dj_local_store):
+    schema = dj_schema_of(Recording)
+    referenced = [p for k in range(3) for p in stage(Recording, {"recording_id": k}, raw=bytes([k]) * 10)]
+    before = {p: (Path(dj_local_store.spec["location"]) / p).read_bytes() for p in referenced}
+    report = collect(schema, grace=0, now=time.time() + LATER, dry_run=False)
+    assert report.count == 0 and report.deleted == 0
+    assert {p: (Path(dj_local_store.spec["location"]) / p).read_bytes() for p in referenced} == before
+
+
+def test_never_deletes_outside_its_sections(Recording, dj_local_store):
+    schema = dj_schema_of(Recording)
+    gone = orphan(Recording, {"recording_id": 1})
+    db = Recording.database
+    foreign = [
+        "notes/readme.txt",
+        "_staging/loose.bin",
+        f"_staging_old/{db}/t/x.bin",
+        f"_schema_backup/{db}/t/x.bin",
+        f"_filepath/{db}/raw.bin",
+        f"_hash/{db}/not-a-hash-name",
+        f"{db}/recording/legacy.bin",
+    ]
+    for path in foreign:
+        put(dj_local_store, path, age=3 * DAY)
+    report = collect(schema, grace=0, now=time.time() + LATER, dry_run=False)
+    assert sorted(report.paths) == sorted(gone)
+    files = store_files(dj_local_store)
+    assert all(path in files for path in foreign)
+
+
+def test_never_deletes_another_schemas_objects(Recording, dj_local_store, dj_connection):
+    other = dj.Schema(f"{Recording.database}_other", connection=dj_connection)
+    try:
+        Other = declare(other, "Recording", "recording_id : int32\n---\nwaveform : <npy@main>\nraw : <object@main>")
+        their_orphans = orphan(Other, {"recording_id": 1})
+        their_staging = f"_staging/{other.database}/recording/blob_abcdefgh.bin"
+        put(dj_local_store, their_staging, age=3 * DAY)
+        put(dj_local_store, f"_staging/{Recording.database}/recording/blob_ijklmnop.bin", age=3 * DAY)
+        report = collect(dj_schema_of(Recording), grace=0, now=time.time() + LATER, dry_run=False)
+        assert report.deleted == 1
+        files = store_files(dj_local_store)
+        assert all(p in files for p in [*their_orphans, their_staging])
+        theirs = dj_staged.gc.collect(other, store="main", grace=0, now=time.time() + LATER)
+        assert sorted(theirs.paths) == sorted([*their_orphans, their_staging])
+    finally:
+        other.drop(prompt=False)
+
+
+def test_staging_leftovers_are_reported_then_deleted(Recording, dj_local_store):
+    schema = dj_schema_of(Recording)
+    db = Recording.database
+    single = put(dj_local_store, f"_staging/{db}/recording/blob_aaaaaaaa.bin", b"x" * 100, age=3 * DAY)
+    put(dj_local_store, f"_staging/{db}/recording/raw_bbbbbbbb.zarr/zarr.json", b"{}", age=2 * DAY)
+    put(dj_local_store, f"_staging/{db}/recording/raw_bbbbbbbb.zarr/c/0", b"y" * 10, age=2 * DAY)
+    fresh = put(dj_local_store, f"_staging/{db}/recording/blob_cccccccc.bin", b"z")
+    report = dj_staged.gc.collect_staging(schema, store="main")
+    staging = report.section("staging")
+    assert staging.count == 2 and staging.bytes == 112
+    assert abs(staging.oldest - single.stat().st_mtime) < 1
+    assert staging.protected == {f"_staging/{db}/recording/blob_cccccccc.bin": YOUNG}
+    assert [s.section for s in report.sections] == ["staging", "leases"]  # DataJoint's sections untouched
+    text = report.format()
+    assert "would delete: 2 objects, 112 bytes" in text and "--delete" in text
+    assert fresh.exists() and single.exists()
+    done = dj_staged.gc.collect_staging(schema, store="main", dry_run=False)
+    assert done.deleted == 3
+    assert store_files(dj_local_store) == [f"_staging/{db}/recording/blob_cccccccc.bin"]
+    assert not (Path(dj_local_store.spec["location"]) / f"_staging/{db}/recording/raw_bbbbbbbb.zarr").exists()
+
+
+def dead_writer_lease(store, schema_name: str, paths: list[str], heartbeat: float, ttl: float = 300) -> Lease:
+    from datajoint.hash_registry import get_store_backend
+
+    lease = Lease("deadbeef", schema_name, "recording", "blob", "main", paths, ttl, heartbeat, "elsewhere", 4242)
+    write_lease(get_store_backend("main"), lease)
+    return lease
+
+
+def test_live_lease_protects_old_staging_files(Recording, dj_local_store):
+    db = Recording.database
+    path = f"_staging/{db}/recording/blob_dddddddd.bin"
+    put(dj_local_store, path, age=3 * DAY)  # a write that started days ago and is still going
+    dead_writer_lease(dj_local_store, db, [path], heartbeat=time.time())
+    report = collect(dj_schema_of(Recording), grace=0, dry_run=False)
+    assert report.section("staging").protected == {path: LEASED}
+    assert path in store_files(dj_local_store)
+
+
+def test_expired_lease_of_a_dead_writer_is_reclaimed_with_its_objects(Recording, dj_local_store):
+    db = Recording.database
+    path = f"_staging/{db}/recording/blob_eeeeeeee.bin"
+    put(dj_local_store, path, age=3 * DAY)
+    lease = dead_writer_lease(dj_local_store, db, [path], heartbeat=time.time() - 2 * DAY)
+    os.utime(Path(dj_local_store.spec["location"]) / lease.relative_path, (time.time() - 2 * DAY,) * 2)
+    report = collect(dj_schema_of(Recording), dry_run=False)
+    assert report.section("staging").paths == [path]
+    assert report.section("leases").paths == [lease.relative_path]
+    assert store_files(dj_local_store, leases=True) == []
+
+
+def test_a_lease_renewed_by_the_store_clock_stays_live(Recording, dj_local_store):
+    """A writer whose clock lags: its recorded expiry is past, but the store saw it renew just now."""
+    db = Recording.database
+    path = f"_staging/{db}/recording/blob_ffffffff.bin"
+    put(dj_local_store, path, age=3 * DAY)
+    dead_writer_lease(dj_local_store, db, [path], heartbeat=time.time() - DAY)
+    report = collect(dj_schema_of(Recording), grace=0, dry_run=False)
+    assert report.section("staging").protected == {path: LEASED} and report.deleted == 0
+
+
+def test_unreadable_young_lease_blocks_deletion(Recording, dj_local_store):
+    db = Recording.database
+    gone = orphan(Recording, {"recording_id": 1})
+    bad = put(dj_local_store, f"_staging/_leases/{db}/garbled.json", b"{not json")
+    report = collect(dj_schema_of(Recording), grace=0, now=time.time() + 60, dry_run=False)
+    assert report.deleted == 0 and any("unreadable lease" in e for e in report.errors)
+    assert all(p in store_files(dj_local_store) for p in gone)
+    os.utime(bad, (time.time() - 2 * DAY,) * 2)
+    report = collect(dj_schema_of(Recording), dry_run=False, now=time.time() + LATER)
+    assert report.errors == [] and report.deleted == 3  # two orphans and the garbled lease
+
+
+def test_lease_heartbeat_is_renewed_while_the_block_runs(Recording, dj_local_store):
+    with dj_staged.staged_insert1(Recording) as staged:
+        staged._leases = keeper = LeaseKeeper(ttl=60, renew_every=0.01)
+        staged.rec["recording_id"] = 1
+        with staged.open("raw", ".bin") as f:
+            f.write(b"slow acquisition")
+        (lease_path,) = lease_files(dj_local_store)
+        first = read_lease(dj_local_store, lease_path)["heartbeat"]
+        deadline = time.monotonic() + 30
+        while keeper.renewals < 3 and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        assert keeper.renewals >= 3
+        assert read_lease(dj_local_store, lease_path)["heartbeat"] > first
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.ones(1))
+    assert lease_files(dj_local_store) == []
+    assert keeper._thread is not None and not keeper._thread.is_alive()
+
+
+def test_keyboard_interrupt_leftover_is_reclaimed_after_grace(Recording, dj_local_store):
+    schema = dj_schema_of(Recording)
+    kept = stage(Recording, {"recording_id": 1})
+    with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 2
+        with staged.open("raw", ".bin") as f:
+            f.write(b"interrupted")
+        leftover = staged.slot("raw").state["path"]
+        raise KeyboardInterrupt
+    assert leftover in store_files(dj_local_store) and len(Recording()) == 1
+    assert collect(schema, dry_run=False).deleted == 0  # younger than 24 h
+    report = collect(schema, dry_run=False, now=time.time() + LATER)
+    assert report.section("schema").paths == [leftover]
+    assert sorted(store_files(dj_local_store)) == sorted(kept)
+    assert Recording.fetch1("raw").read() == b"raw bytes"
+
+
+def test_store_whose_prefix_overlaps_staging_is_refused(dj_schema, dj_local_store):
+    dj.config.stores["main"] = {**dj_local_store.spec, "schema_prefix": "_staging"}
+    with pytest.raises(dj.DataJointError, match="overlaps dj-staged's '_staging/' section"):
+        dj_staged.gc.collect(dj_schema, store="main")
+
+
+def test_unreadable_references_refuse_collection(dj_schema, dj_local_store):
+    from datajoint.builtin_codecs.schema import SchemaCodec
+
+    class TransientCodec(dj_staged.SchemaAddressedStaging, SchemaCodec):
+        name = "gc_transient_test"
+
+        def encode(self, value, *, key=None, context=None, store_name=None):
+            raise NotImplementedError
+
+        def decode(self, stored, *, key=None, context=None):
+            return stored
+
+    Table = declare(dj_schema, "Transient", "k : int32\n---\nraw : <gc_transient_test@main>")
+    with dj_staged.staged_insert1(Table) as staged:
+        staged.rec["k"] = 1
+        with staged.open("raw", ".bin") as f:
+            f.write(b"live data")
+    dj.codecs.unregister_codec("gc_transient_test")  # e.g. the package defining the codec is not imported
+    (live,) = store_files(dj_local_store)
+    assert live in dj.gc.GarbageCollector(dj_schema, store="main").collect()["orphaned_schema_paths"]  # the hazard
+    with pytest.raises(dj.DataJointError, match=r"Refusing to collect: the references of .*transient.* not registered"):
+        dj_staged.gc.collect(dj_schema, store="main", grace=0, now=time.time() + LATER, dry_run=False)
+    assert store_files(dj_local_store) == [live]
+
+
+@pytest.mark.parametrize(
+    "text, seconds", [("0", 0), ("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("2d", 172800), ("1w", 604800)]
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text).total_seconds() == seconds
+
+
+def test_parse_duration_rejects_garbage():
+    with pytest.raises(Exception, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_cli_reports_then_deletes(Recording, dj_local_store, capsys):
+    gone = orphan(Recording, {"recording_id": 1})
+    argv = ["gc", "--schema", Recording.database, "--store", "main", "--grace", "0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "would delete: 2 objects" in out and all(p in store_files(dj_local_store) for p in gone)
+    assert main([*argv, "--json", "--delete"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dry_run"] is False and report["deleted_files"] == 2
+    assert store_files(dj_local_store) == []
+
+
+def test_cli_unknown_schema_is_a_clear_error(dj_connection, dj_local_store, capsys):
+    assert main(["gc", "--schema", "no_such_schema_here", "--store", "main"]) == 2
+    assert "no_such_schema_here" in capsys.readouterr().err
+
+
+def test_console_script_runs_from_a_datajoint_json(Recording, dj_local_store, dj_postgres, tmp_path):
+    gone = orphan(Recording, {"recording_id": 1})
+    config = {
+        "database": {"backend": "postgresql", "host": dj_postgres.host, "port": dj_postgres.port, "user": "postgres"},
+        "safemode": False,
+        "stores": {"default": "main", "main": dj_local_store.spec},
+    }
+    (tmp_path / "datajoint.json").write_text(json.dumps(config))
+    script = Path(sys.executable).with_name("dj-staged")
+    result = subprocess.run(
+        [str(script), "gc", "--schema", Recording.database, "--grace", "0", "--delete", "--json"],
+        cwd=tmp_path,
+        env={**os.environ, "DJ_PASS": dj_postgres.password or "unused"},  # trust authentication on the socket
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["deleted_files"] == 2, result.stdout
+    assert not any(p in store_files(dj_local_store) for p in gone)

@@ -1,0 +1,137 @@
+"""The schema-addressed lifecycle and garbage collection on an S3 store (moto's server, DataJoint's ``s3`` protocol)."""
+
+from __future__ import annotations
+
+import time
+
+import boto3
+import datajoint as dj
+import numpy as np
+import pytest
+from conftest import declare
+from datajoint.hash_registry import get_store_backend
+
+import dj_staged
+import dj_staged.gc
+from dj_staged.gc.policy import LEASED
+
+LATER = 2 * 86400.0
+
+
+@pytest.fixture
+def Recording(dj_schema, dj_s3_store):
+    return declare(
+        dj_schema,
+        "Recording",
+        """
+        recording_id : int32
+        ---
+        waveform : <npy@s3>
+        raw : <object@s3>
+        """,
+    )
+
+
+def bucket_keys(store, leases: bool = False) -> list[str]:
+    """Every key in the store's bucket, relative to its location."""
+    spec = store.spec
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://{spec['endpoint']}",
+        aws_access_key_id=spec["access_key"],
+        aws_secret_access_key=spec["secret_key"],
+        region_name="us-east-1",
+    )
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=spec["bucket"])
+    keys = sorted(o["Key"][len(spec["location"]) + 1 :] for page in pages for o in page.get("Contents", []))
+    return keys if leases else [k for k in keys if not k.startswith("_staging/_leases/")]
+
+
+def test_npy_and_object_file_round_trip(Recording, dj_s3_store):
+    array = np.arange(12, dtype=np.int16).reshape(3, 4)
+    with dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, array, allow_pickle=False)
+        with staged.open("raw", ".bin") as f:
+            f.write(b"s3 bytes" * 1000)
+    row = Recording.fetch1()
+    np.testing.assert_array_equal(row["waveform"].load(), array)
+    assert row["raw"].read() == b"s3 bytes" * 1000
+    assert bucket_keys(dj_s3_store) == sorted([row["waveform"].path, row["raw"].path])
+    assert bucket_keys(dj_s3_store, leases=True) == bucket_keys(dj_s3_store)  # leases released
+
+
+def test_directory_through_store(Recording, dj_s3_store):
+    with dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.zeros(2))
+        fsmap = staged.store("raw", ".zarr")
+        fsmap["zarr.json"] = b"{}"
+        for i in range(4):
+            fsmap[f"c/{i}/0"] = bytes([i]) * 16
+    raw = Recording.fetch1("raw")
+    assert raw.is_dir and raw.path.endswith(".zarr")
+    keys = [k for k in bucket_keys(dj_s3_store) if k.startswith(raw.path + "/")]
+    assert len(keys) == 5
+    assert get_store_backend("s3").get_buffer(f"{raw.path}/c/3/0") == bytes([3]) * 16
+
+
+@pytest.mark.parametrize("failure", ["block", "duplicate"])
+def test_exception_leaves_nothing(Recording, dj_s3_store, failure):
+    if failure == "duplicate":
+        with dj_staged.staged_insert1(Recording) as staged:
+            staged.rec["recording_id"] = 1
+            with staged.open("waveform", ".npy") as f:
+                np.save(f, np.ones(3))
+            staged.store("raw", ".zarr")["zarr.json"] = b"{}"
+    before = bucket_keys(dj_s3_store, leases=True)
+    expected = dj.errors.DuplicateError if failure == "duplicate" else RuntimeError
+    with pytest.raises(expected), dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.ones(5))
+        fsmap = staged.store("raw", ".zarr")
+        fsmap["zarr.json"] = b"{}"
+        fsmap["c/0"] = b"chunk"
+        if failure == "block":
+            raise RuntimeError("acquisition failed")
+    assert bucket_keys(dj_s3_store, leases=True) == before
+    assert len(Recording()) == (1 if failure == "duplicate" else 0)
+
+
+def test_gc_protects_in_flight_write_and_reclaims_interrupted_one(Recording, dj_schema, dj_s3_store):
+    with dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("raw", ".bin") as f:
+            f.write(b"in flight")
+        in_flight = staged.slot("raw").state["path"]
+        assert len(bucket_keys(dj_s3_store, leases=True)) == 2  # the object and its lease
+        assert in_flight in dj.gc.GarbageCollector(dj_schema, store="s3").collect()["orphaned_schema_paths"]
+        report = dj_staged.gc.collect(dj_schema, store="s3", grace=0, dry_run=False)
+        assert report.section("schema").protected == {in_flight: LEASED} and report.deleted == 0
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.ones(2))
+    kept = bucket_keys(dj_s3_store)
+    with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 2
+        staged.store("raw", ".zarr")["c/0"] = b"interrupted"
+        raise KeyboardInterrupt
+    (leftover,) = [k for k in bucket_keys(dj_s3_store) if k not in kept]
+    assert dj_staged.gc.collect(dj_schema, store="s3", dry_run=False).deleted == 0  # younger than 24 h
+    report = dj_staged.gc.collect(dj_schema, store="s3", dry_run=False, now=time.time() + LATER)
+    assert report.section("schema").paths == [leftover] and report.deleted == 1
+    assert bucket_keys(dj_s3_store, leases=True) == kept
+    assert Recording.fetch1("raw").read() == b"in flight"
+
+
+def test_staging_leftovers_on_s3(dj_schema, dj_s3_store):
+    backend = get_store_backend("s3")
+    path = f"_staging/{dj_schema.database}/recording/blob_abcdefgh.bin"
+    backend.put_buffer(b"x" * 10, path)
+    report = dj_staged.gc.collect_staging(dj_schema, store="s3", now=time.time() + LATER)
+    assert report.section("staging").paths == [path] and report.bytes == 10
+    assert report.section("staging").oldest is not None
+    dj_staged.gc.collect_staging(dj_schema, store="s3", now=time.time() + LATER, dry_run=False)
+    assert bucket_keys(dj_s3_store, leases=True) == []
