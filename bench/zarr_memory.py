@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 
 from dj_staged.measure import Measurement, measured
-from dj_staged.testing.services import embedded_postgres
+from dj_staged.testing.services import connect_datajoint, embedded_postgres, local_stores
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -62,19 +62,6 @@ def _figures(m: Measurement, nbytes: int) -> dict[str, float]:
     }
 
 
-def _connect(pg: Any, store_root: Path) -> Any:
-    import datajoint as dj
-
-    dj.config.database.backend = "postgresql"
-    dj.config.database.host = pg.host
-    dj.config.database.port = pg.port
-    dj.config.database.user = pg.user
-    dj.config.database.password = pg.password
-    dj.config["safemode"] = False
-    dj.config.stores = {"default": "main", "main": {"protocol": "file", "location": str(store_root)}}
-    return dj.conn(reset=True)
-
-
 def run(gib: float = 4.0) -> dict[str, Any]:
     """Stage ``gib`` GiB into ``<zarr@>`` and write the same chunks with plain Zarr; return both sides' figures."""
     import datajoint as dj
@@ -84,7 +71,7 @@ def run(gib: float = 4.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dj-staged-bench-zarr-") as tmp, embedded_postgres() as pg:
         store_root, plain_root = Path(tmp) / "store", Path(tmp) / "plain"
         store_root.mkdir()
-        schema = dj.Schema(f"bench_{uuid.uuid4().hex[:8]}", connection=_connect(pg, store_root))
+        schema = dj.Schema(f"bench_{uuid.uuid4().hex[:8]}", connection=connect_datajoint(pg, local_stores(store_root)))
 
         @schema
         class ImagingSession(dj.Manual):

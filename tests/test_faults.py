@@ -227,15 +227,11 @@ KILLED_WRITER = """
 import json, os, signal, sys
 import datajoint as dj
 import dj_staged
+from dj_staged.testing.services import PostgresInfo, connect_datajoint
 
 cfg = json.loads(sys.argv[1])
-dj.config.database.backend = "postgresql"
-dj.config.database.host = cfg["host"]
-dj.config.database.port = cfg["port"]
-dj.config.database.user = cfg["user"]
-dj.config.database.password = cfg["password"]
-dj.config.stores = cfg["stores"]
-schema = dj.Schema(cfg["schema"], create_tables=False)
+connection = connect_datajoint(PostgresInfo(cfg["host"], cfg["port"], cfg["user"], cfg["password"]), cfg["stores"])
+schema = dj.Schema(cfg["schema"], connection=connection, create_tables=False)
 Recording = schema(type("Recording", (dj.Manual,), {"definition": cfg["definition"]}))
 with dj_staged.staged_insert1(Recording) as staged:
     staged.rec["recording_id"] = 2
@@ -347,3 +343,25 @@ def test_hash_addressed_leftovers_are_reclaimed_by_gc(Reports, dj_faulty_store, 
     assert report.section("staging").paths == [staging] and report.deleted == 1
     assert snapshot(dj_faulty_store) == before
     assert len(Reports()) == 1 and len(Reports & {"report_id": 1}) == 1
+
+
+@pytest.mark.parametrize("layout", ["seek", "unknown-length blob"])
+def test_store_fails_during_the_hash_reread(dj_schema, dj_faulty_store, layout):
+    """A write that could not be hashed in the stream is re-read once at exit; a read failure there unwinds."""
+    Table = declare(dj_schema, "Rehashed", "k : int32\n---\nv = null : <hash@main>\nb = null : <blob@main>")
+    Table.insert1({"k": 1, "v": b"committed"})
+    before = snapshot(dj_faulty_store)
+    with pytest.raises(OSError) as raised, dj_staged.staged_insert1(Table) as staged:
+        staged.rec["k"] = 2
+        if layout == "seek":
+            with staged.open("v", ".bin") as f:
+                f.write(b"xxxx data")
+                f.seek(0)
+                f.write(b"some")
+        else:
+            with staged.open("b", ".bin") as f:
+                f.write(b"raw bytes of unknown length")
+        error = dj_faulty_store.plan.fail("read", path="_staging/")
+    assert raised.value is error and dj_faulty_store.plan.fired
+    assert snapshot(dj_faulty_store) == before
+    assert len(Table()) == 1 and (Table & "k=1").fetch1("v") == b"committed"

@@ -6,14 +6,9 @@ from typing import Any
 
 
 def connect(db: dict, stores: dict) -> Any:
-    import datajoint as dj
+    from dj_staged.testing.services import PostgresInfo, connect_datajoint
 
-    dj.config.database.backend = "postgresql"
-    for key, value in db.items():
-        setattr(dj.config.database, key, value)
-    dj.config.stores = stores
-    dj.config["safemode"] = False
-    return dj.conn(reset=True)
+    return connect_datajoint(PostgresInfo(**db), stores)
 
 
 def table(schema_name: str, connection: Any) -> Any:

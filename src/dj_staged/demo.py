@@ -16,23 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from .measure import measured
-from .testing.services import embedded_postgres
+from .testing.services import connect_datajoint, embedded_postgres, local_stores
 
 MIB = 1 << 20
 SIZE = int(os.environ.get("DJ_STAGED_DEMO_MIB", "64")) * MIB
-
-
-def _connect(pg, store_root: Path):
-    import datajoint as dj
-
-    dj.config.database.backend = "postgresql"
-    dj.config.database.host = pg.host
-    dj.config.database.port = pg.port
-    dj.config.database.user = pg.user
-    dj.config.database.password = pg.password
-    dj.config["safemode"] = False
-    dj.config.stores = {"default": "main", "main": {"protocol": "file", "location": str(store_root)}}
-    return dj.conn(reset=True)
 
 
 def _cases(Demo) -> list[tuple[str, str, Callable, Callable]]:
@@ -140,7 +127,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dj-staged-demo-") as tmp, embedded_postgres() as pg:
         store_root = Path(tmp) / "store"
         store_root.mkdir()
-        connection = _connect(pg, store_root)
+        connection = connect_datajoint(pg, local_stores(store_root))
         schema = dj.Schema(f"demo_{uuid.uuid4().hex[:8]}", connection=connection)
 
         @schema

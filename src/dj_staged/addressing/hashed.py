@@ -101,7 +101,7 @@ class HashAddressedStaging:
                 prefix, layout = bytes(length), PLACEHOLDER
             else:
                 prefix, layout = b"", CONTENT
-        writer = HashingWriter(slot.backend.open(path, "wb"), prefix)
+        writer = HashingWriter(slot.backend.open(path, "wb"), prefix, hashing=layout == PREFIXED)
         slot.state.update(writer=writer, layout=layout, written_prefix=prefix)
         return writer
 
@@ -119,7 +119,7 @@ class HashAddressedStaging:
             raise DataJointError(f"Field '{field}' ({codec_label(slot.codec)}) cannot frame its content")
         candidate, md5 = staged, None
         if state["layout"] == PREFIXED and prefix == state["written_prefix"]:
-            if state["writer"].sequential:
+            if state["writer"].sequential and state["writer"].hashing:
                 md5 = state["writer"].md5
         elif state["layout"] == PLACEHOLDER and len(prefix) == len(state["written_prefix"]):
             with backend.open(staged, "r+b") as patch:

@@ -26,19 +26,23 @@ class HashingWriter:
     """A write handle that feeds every byte to MD5 as long as the writes are sequential.
 
     Any seek or truncate makes the running digest unusable (``sequential`` turns
-    False) and finalization re-reads the object instead.
+    False) and finalization re-reads the object instead. ``hashing=False`` skips
+    the digest from the start, for an object whose stored bytes are not known
+    yet (a placeholder or missing prefix): it would be re-read anyway, and MD5
+    is most of the cost of a write.
     """
 
-    def __init__(self, raw: Any, prefix: bytes = b"") -> None:
+    def __init__(self, raw: Any, prefix: bytes = b"", *, hashing: bool = True) -> None:
         self._raw = raw
         self._md5 = hashlib.md5()
+        self.hashing = hashing
         self.sequential = True
         if prefix:
             self.write(prefix)
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        if self.sequential:
+        if self.sequential and self.hashing:
             self._md5.update(view)
         written = self._raw.write(view)
         return len(view) if written is None else written
@@ -75,7 +79,7 @@ class HashingWriter:
 
     @property
     def md5(self) -> Any:
-        """The running digest (meaningful only while ``sequential``)."""
+        """The running digest (meaningful only while ``hashing`` and ``sequential``)."""
         return self._md5
 
     def __enter__(self) -> HashingWriter:

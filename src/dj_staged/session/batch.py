@@ -30,7 +30,7 @@ from typing import Any
 from datajoint.errors import DataJointError
 
 from ..gc.leases import LeaseKeeper
-from .lifecycle import _as_table
+from .lifecycle import _as_table, finish
 from .rows import finalized_view
 from .session import StagedSession
 
@@ -149,18 +149,7 @@ class StagedInsert:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         batch = self._batch
-        try:
-            if exc_type is None:
-                try:
-                    batch._insert_all()
-                except Exception:
-                    batch._unwind()
-                    raise
-            elif issubclass(exc_type, Exception):
-                batch._unwind()
-        finally:
-            batch._close()
-        return False
+        return finish(exc_type, batch._insert_all, batch._unwind, batch._close)
 
 
 def staged_insert(table: Any, chunk_size: int = DEFAULT_CHUNK) -> StagedInsert:

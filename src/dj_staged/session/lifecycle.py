@@ -10,10 +10,33 @@ leftovers are reclaimed by ``dj-staged gc``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from .session import StagedSession
+
+
+def finish(
+    exc_type: type[BaseException] | None,
+    commit: Callable[[], None],
+    unwind: Callable[[], None],
+    close: Callable[[], None],
+) -> bool:
+    """End a staged block: commit on a clean exit, unwind on an ``Exception`` (including one from
+    the commit), leave a ``BaseException`` untouched, always close; never swallow the exception."""
+    try:
+        if exc_type is None:
+            try:
+                commit()
+            except Exception:
+                unwind()
+                raise
+        elif issubclass(exc_type, Exception):
+            unwind()
+    finally:
+        close()
+    return False
 
 
 def _as_table(table: Any) -> Any:
@@ -34,18 +57,7 @@ class StagedInsert1:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         session = self._session
-        try:
-            if exc_type is None:
-                try:
-                    session._finalize_and_insert()
-                except Exception:
-                    session._unwind()
-                    raise
-            elif issubclass(exc_type, Exception):
-                session._unwind()
-        finally:
-            session._close()
-        return False
+        return finish(exc_type, session._finalize_and_insert, session._unwind, session._close)
 
 
 def staged_insert1(table: Any) -> StagedInsert1:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .services import PostgresInfo, S3Info, embedded_postgres, moto_s3_server
+from .services import PostgresInfo, S3Info, connect_datajoint, embedded_postgres, moto_s3_server
 
 
 @dataclass
@@ -41,15 +41,7 @@ def dj_postgres() -> Iterator[PostgresInfo]:
 @pytest.fixture(scope="session")
 def dj_connection(dj_postgres: PostgresInfo) -> Any:
     """DataJoint connected to :func:`dj_postgres`."""
-    import datajoint as dj
-
-    dj.config.database.backend = "postgresql"
-    dj.config.database.host = dj_postgres.host
-    dj.config.database.port = dj_postgres.port
-    dj.config.database.user = dj_postgres.user
-    dj.config.database.password = dj_postgres.password
-    dj.config["safemode"] = False
-    return dj.conn(reset=True)
+    return connect_datajoint(dj_postgres)
 
 
 @pytest.fixture

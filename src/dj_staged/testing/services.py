@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,26 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def connect_datajoint(pg: PostgresInfo, stores: dict[str, Any] | None = None) -> Any:
+    """Point DataJoint's global config at the server ``pg`` (and ``stores``, if given); return a new connection."""
+    import datajoint as dj
+
+    dj.config.database.backend = "postgresql"
+    dj.config.database.host = pg.host
+    dj.config.database.port = pg.port
+    dj.config.database.user = pg.user
+    dj.config.database.password = pg.password
+    dj.config["safemode"] = False
+    if stores is not None:
+        dj.config.stores = stores
+    return dj.conn(reset=True)
+
+
+def local_stores(location: str | Path) -> dict[str, Any]:
+    """``dj.config.stores`` with one local store ``main`` at ``location``, also the default."""
+    return {"default": "main", "main": {"protocol": "file", "location": str(location)}}
 
 
 @dataclass(frozen=True)

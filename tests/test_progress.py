@@ -1,0 +1,180 @@
+"""Progress bars: shown on a terminal for long waits outside the caller's code, silent otherwise.
+
+The waits are the re-read that hashes a staged object, the framing of content
+behind a prefix, and a promotion by copy on S3. The threshold (256 MiB) is
+lowered so the tests stay small.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+import textwrap
+
+import pytest
+from conftest import declare
+
+import dj_staged
+from dj_staged import progress
+from dj_staged.addressing import promote
+
+MIB = 1 << 20
+
+REHASH_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+
+    from datajoint.storage import StorageBackend
+
+    from dj_staged import progress
+    from dj_staged.addressing.hashing import rehash
+
+    progress.MIN_BYTES = 1 << 20
+    Path(sys.argv[1], "object.bin").write_bytes(os.urandom(32 << 20))
+    backend = StorageBackend({"protocol": "file", "location": sys.argv[1]})
+    rehash(backend, "object.bin", size=32 << 20)
+    """
+)
+
+
+def _run_rehash(tmp_path, *, terminal: bool, env: dict[str, str]) -> str:
+    """Run a 32 MiB re-read in a child whose stderr is a pseudo-terminal or a pipe; return its stderr."""
+    environment = {**os.environ, **env}
+    command = [sys.executable, "-c", REHASH_SCRIPT, str(tmp_path)]
+    if not terminal:
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a fresh pty is 0 columns wide
+    child = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        output += data
+    os.close(leader)
+    assert child.wait(timeout=120) == 0, output
+    return output.decode(errors="replace")
+
+
+def test_bar_on_a_terminal(tmp_path):
+    assert "hashing" in _run_rehash(tmp_path, terminal=True, env={"DJ_STAGED_PROGRESS": "1"})
+
+
+def test_silent_off_a_terminal(tmp_path):
+    assert "hashing" not in _run_rehash(tmp_path, terminal=False, env={"DJ_STAGED_PROGRESS": "1"})
+
+
+@pytest.mark.parametrize("value", ["0", "off", "false"])
+def test_silent_when_turned_off(tmp_path, value):
+    assert "hashing" not in _run_rehash(tmp_path, terminal=True, env={"DJ_STAGED_PROGRESS": value})
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def terminal(monkeypatch) -> Terminal:
+    """stderr replaced by a terminal-like buffer, the bar threshold lowered to 1 MiB, progress on."""
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(progress, "MIN_BYTES", MIB)
+    monkeypatch.delenv("DJ_STAGED_PROGRESS", raising=False)
+    return stream
+
+
+@pytest.fixture
+def LocalArtifact(dj_schema, dj_local_store):
+    return declare(dj_schema, "LocalArtifact", "artifact_id : int32\n---\npayload = null : <blob@main>")
+
+
+@pytest.fixture
+def S3Artifact(dj_schema, dj_s3_store):
+    return declare(
+        dj_schema, "S3Artifact", "artifact_id : int32\n---\npayload = null : <blob@s3>\ncontent = null : <hash@s3>"
+    )
+
+
+def _write(staged, field: str, data: bytes) -> None:
+    with staged.open(field, ".bin") as f:
+        for start in range(0, len(data), MIB):
+            f.write(data[start : start + MIB])
+
+
+def test_staged_blob_without_size_shows_the_rehash(LocalArtifact, terminal):
+    data = os.urandom(3 * MIB)
+    with dj_staged.staged_insert1(LocalArtifact) as staged:
+        staged.rec["artifact_id"] = 1
+        _write(staged, "payload", data)
+    assert "hashing" in terminal.getvalue()
+    assert (LocalArtifact & "artifact_id=1").fetch1("payload") == data
+
+
+def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, terminal):
+    data = os.urandom(3 * MIB)
+    with dj_staged.staged_insert1(LocalArtifact) as staged:
+        staged.rec["artifact_id"] = 1
+        with staged.open("payload", ".bin", size=len(data)) as f:
+            f.write(data)
+    assert terminal.getvalue() == ""
+
+
+def test_s3_promotion_by_copy_shows_a_bar(S3Artifact, dj_s3_store, terminal, monkeypatch):
+    from datajoint.hash_registry import get_store_backend
+
+    monkeypatch.setattr(promote, "S3_COPY_PART", 5 * MIB)
+    fs = get_store_backend(dj_s3_store.name).fs
+    fs.connect()
+    copies = []
+
+    def on_call(model, parsed, **kwargs):
+        if model.name == "UploadPartCopy":
+            copies.append(model.name)
+
+    fs.s3.meta.events.register("after-call.s3", on_call)
+    data = os.urandom(12 * MIB)
+    try:
+        with dj_staged.staged_insert1(S3Artifact) as staged:
+            staged.rec["artifact_id"] = 1
+            _write(staged, "content", data)
+    finally:
+        fs.s3.meta.events.unregister("after-call.s3", on_call)
+    assert "promoting" in terminal.getvalue()
+    assert len(copies) == 3  # 12 MiB in parts of 5 MiB, each copied inside the server
+    assert (S3Artifact & "artifact_id=1").fetch1("content") == data
+
+
+def test_s3_framing_shows_a_bar(S3Artifact, terminal):
+    data = os.urandom(20 * MIB)
+    with dj_staged.staged_insert1(S3Artifact) as staged:
+        staged.rec["artifact_id"] = 1
+        _write(staged, "payload", data)
+    assert "framing" in terminal.getvalue()
+    assert (S3Artifact & "artifact_id=1").fetch1("payload") == data
+
+
+def test_s3_promotion_silent_when_turned_off(S3Artifact, terminal, monkeypatch):
+    monkeypatch.setenv("DJ_STAGED_PROGRESS", "0")
+    data = os.urandom(12 * MIB)
+    with dj_staged.staged_insert1(S3Artifact) as staged:
+        staged.rec["artifact_id"] = 1
+        _write(staged, "content", data)
+    assert terminal.getvalue() == ""
+    assert (S3Artifact & "artifact_id=1").fetch1("content") == data
