@@ -1,20 +1,22 @@
 """A batch of many small rows against as many ``staged_insert1`` blocks, side by side in one process.
 
-Run alone: ``.venv/bin/python -m bench.multirow`` (``DJ_STAGED_BENCH_ROWS``, default 10000).
+Run alone: ``.venv/bin/python -m bench.multirow`` (``DJ_STAGED_BENCH_BATCH_ROWS``, default 10000);
+``make bench`` runs it after the other rows and reports it in ``results.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 
 from dj_staged.measure import measured
-from dj_staged.testing.services import connect_datajoint, embedded_postgres, local_stores
+from dj_staged.testing.services import PostgresInfo, connect_datajoint, embedded_postgres, local_stores
 
 
 def _setup(pg, store_root: Path):
@@ -67,10 +69,12 @@ def measure(Segment, rows: int) -> dict:
     }
 
 
-def run(rows: int | None = None) -> dict:
-    """Start PostgreSQL and a temporary store, measure, clean up."""
-    rows = rows or int(os.environ.get("DJ_STAGED_BENCH_ROWS", "10000"))
-    with tempfile.TemporaryDirectory(prefix="dj-staged-bench-rows-") as tmp, embedded_postgres() as pg:
+def run(rows: int | None = None, pg: PostgresInfo | None = None) -> dict:
+    """Measure on ``pg`` (or a PostgreSQL started here) with a temporary store; clean up."""
+    rows = rows or int(os.environ.get("DJ_STAGED_BENCH_BATCH_ROWS", "10000"))
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="dj-staged-bench-rows-"))
+        pg = pg or stack.enter_context(embedded_postgres())
         store = Path(tmp) / "store"
         store.mkdir()
         schema, Segment = _setup(pg, store)
@@ -80,7 +84,13 @@ def run(rows: int | None = None) -> dict:
             schema.drop(prompt=False)
 
 
+def main() -> None:
+    """Print one ``RESULT {json}`` line; on the run's shared PostgreSQL when ``bench.run`` started this."""
+    from .common import PG_ENV, postgres_from_env
+
+    pg = postgres_from_env() if all(name in os.environ for name in PG_ENV) else None
+    print("RESULT " + json.dumps(run(pg=pg)), flush=True)
+
+
 if __name__ == "__main__":
-    start = time.perf_counter()
-    print(run())
-    print(f"total {time.perf_counter() - start:.1f} s")
+    main()

@@ -90,9 +90,11 @@ class Terminal(io.StringIO):
         return True
 
 
-@pytest.fixture
-def terminal(monkeypatch) -> Terminal:
-    """stderr replaced by a terminal-like buffer, the bar threshold lowered to 1 MiB, progress on."""
+def on_terminal(monkeypatch) -> Terminal:
+    """stderr replaced by a terminal-like buffer, the bar threshold lowered to 1 MiB, progress on.
+
+    Called in the test body: pytest's output capture resets ``sys.stderr`` between setup and call.
+    """
     stream = Terminal()
     monkeypatch.setattr(sys, "stderr", stream)
     monkeypatch.setattr(progress, "MIN_BYTES", MIB)
@@ -118,7 +120,8 @@ def _write(staged, field: str, data: bytes) -> None:
             f.write(data[start : start + MIB])
 
 
-def test_staged_blob_without_size_shows_the_rehash(LocalArtifact, terminal):
+def test_staged_blob_without_size_shows_the_rehash(LocalArtifact, monkeypatch):
+    terminal = on_terminal(monkeypatch)
     data = os.urandom(3 * MIB)
     with dj_staged.staged_insert1(LocalArtifact) as staged:
         staged.rec["artifact_id"] = 1
@@ -127,7 +130,8 @@ def test_staged_blob_without_size_shows_the_rehash(LocalArtifact, terminal):
     assert (LocalArtifact & "artifact_id=1").fetch1("payload") == data
 
 
-def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, terminal):
+def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, monkeypatch):
+    terminal = on_terminal(monkeypatch)
     data = os.urandom(3 * MIB)
     with dj_staged.staged_insert1(LocalArtifact) as staged:
         staged.rec["artifact_id"] = 1
@@ -136,7 +140,8 @@ def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, terminal):
     assert terminal.getvalue() == ""
 
 
-def test_s3_promotion_by_copy_shows_a_bar(S3Artifact, dj_s3_store, terminal, monkeypatch):
+def test_s3_promotion_by_copy_shows_a_bar(S3Artifact, dj_s3_store, monkeypatch):
+    terminal = on_terminal(monkeypatch)
     from datajoint.hash_registry import get_store_backend
 
     monkeypatch.setattr(promote, "S3_COPY_PART", 5 * MIB)
@@ -161,7 +166,8 @@ def test_s3_promotion_by_copy_shows_a_bar(S3Artifact, dj_s3_store, terminal, mon
     assert (S3Artifact & "artifact_id=1").fetch1("content") == data
 
 
-def test_s3_framing_shows_a_bar(S3Artifact, terminal):
+def test_s3_framing_shows_a_bar(S3Artifact, monkeypatch):
+    terminal = on_terminal(monkeypatch)
     data = os.urandom(20 * MIB)
     with dj_staged.staged_insert1(S3Artifact) as staged:
         staged.rec["artifact_id"] = 1
@@ -170,7 +176,8 @@ def test_s3_framing_shows_a_bar(S3Artifact, terminal):
     assert (S3Artifact & "artifact_id=1").fetch1("payload") == data
 
 
-def test_s3_promotion_silent_when_turned_off(S3Artifact, terminal, monkeypatch):
+def test_s3_promotion_silent_when_turned_off(S3Artifact, monkeypatch):
+    terminal = on_terminal(monkeypatch)
     monkeypatch.setenv("DJ_STAGED_PROGRESS", "0")
     data = os.urandom(12 * MIB)
     with dj_staged.staged_insert1(S3Artifact) as staged:

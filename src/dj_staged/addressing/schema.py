@@ -113,14 +113,14 @@ def inspect_written(session: Any, field: str) -> dict:
         info = fs.info(full)
     except FileNotFoundError:
         info = None
-    if info is None or (info["type"] == "directory" and not find_strict(fs, full)):
+    is_dir = info is not None and info["type"] == "directory"
+    files = find_strict(fs, full, detail=True) if is_dir else None  # listed once: it costs per file
+    if info is None or (is_dir and not files):
         raise DataJointError(
             f"Nothing was written to field '{field}' ({codec_label(slot.codec)}) through its staged handle; "
             "write the content inside the block, or do not ask for a handle"
         )
-    is_dir = info["type"] == "directory"
     if is_dir:
-        files = find_strict(fs, full, detail=True)
         size = sum(entry.get("size") or 0 for entry in files.values())
         item_count = len(files)
     else:
