@@ -8,6 +8,8 @@ promotion) and the row's insert.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from numpy.lib import format as npy_format
 
 import dj_staged
@@ -27,24 +29,45 @@ def _block(ctx: Context, body) -> Work:
     return work
 
 
-def object_file(ctx: Context) -> Work:
-    """``<object@>``, one file through ``staged.open()``."""
+def _file_row(field: str, doc: str, size: bool = False) -> Callable[[Context], Work]:
+    """A row writing the payload into ``field`` through ``staged.open()``, with ``size=`` when ``size``."""
 
-    def body(staged) -> None:
-        with staged.open("raw", ".bin") as f:
-            write_chunks(f, ctx.n, ctx.source)
+    def row(ctx: Context) -> Work:
+        def body(staged) -> None:
+            with staged.open(field, ".bin", size=ctx.n * CHUNK if size else None) as f:
+                write_chunks(f, ctx.n, ctx.source)
 
-    return _block(ctx, body)
+        return _block(ctx, body)
+
+    row.__doc__ = doc
+    return row
 
 
-def object_directory(ctx: Context) -> Work:
-    """``<object@>``, a Zarr directory through ``staged.store()``."""
-    warm_up(ctx)
+def _zarr_row(field: str, doc: str) -> Callable[[Context], Work]:
+    """A row writing the Zarr frames into ``field`` through ``staged.store()``."""
 
-    def body(staged) -> None:
-        write_frames(staged.store("raw", ".zarr"), frame_count(ctx.nbytes))
+    def row(ctx: Context) -> Work:
+        warm_up(ctx)
 
-    return _block(ctx, body)
+        def body(staged) -> None:
+            write_frames(staged.store(field, ".zarr"), frame_count(ctx.nbytes))
+
+        return _block(ctx, body)
+
+    row.__doc__ = doc
+    return row
+
+
+object_file = _file_row("raw", "``<object@>``, one file through ``staged.open()``.")
+object_directory = _zarr_row("raw", "``<object@>``, a Zarr directory through ``staged.store()``.")
+blob_bytes_sized = _file_row(
+    "payload", "``<blob@>`` raw bytes with ``open(..., size=N)``: hashed while they stream (one pass).", size=True
+)
+blob_bytes_unsized = _file_row(
+    "payload", "``<blob@>`` raw bytes of unknown length: header patched at exit, then one re-read to hash."
+)
+hash_ = _file_row("content", "``<hash@>``: the bytes written are the value.")
+zarr = _zarr_row("frames", '``<zarr@>`` through ``staged.store(field, ".zarr")``.')
 
 
 def npy(ctx: Context) -> Work:
@@ -54,26 +77,6 @@ def npy(ctx: Context) -> Work:
     def body(staged) -> None:
         with staged.open("waveform", ".npy") as f:
             npy_format.write_array_header_2_0(f, header)
-            write_chunks(f, ctx.n, ctx.source)
-
-    return _block(ctx, body)
-
-
-def blob_bytes_sized(ctx: Context) -> Work:
-    """``<blob@>`` raw bytes with ``open(..., size=N)``: hashed while they stream (one pass)."""
-
-    def body(staged) -> None:
-        with staged.open("payload", ".bin", size=ctx.n * CHUNK) as f:
-            write_chunks(f, ctx.n, ctx.source)
-
-    return _block(ctx, body)
-
-
-def blob_bytes_unsized(ctx: Context) -> Work:
-    """``<blob@>`` raw bytes of unknown length: header patched at exit, then one re-read to hash."""
-
-    def body(staged) -> None:
-        with staged.open("payload", ".bin") as f:
             write_chunks(f, ctx.n, ctx.source)
 
     return _block(ctx, body)
@@ -98,25 +101,5 @@ def attach(ctx: Context) -> Work:
         staged.set_filename("report", "payload.bin")
         with staged.open("report", ".bin") as f:
             write_chunks(f, ctx.n, ctx.source)
-
-    return _block(ctx, body)
-
-
-def hash_(ctx: Context) -> Work:
-    """``<hash@>``: the bytes written are the value."""
-
-    def body(staged) -> None:
-        with staged.open("content", ".bin") as f:
-            write_chunks(f, ctx.n, ctx.source)
-
-    return _block(ctx, body)
-
-
-def zarr(ctx: Context) -> Work:
-    """``<zarr@>`` through ``staged.store(field, ".zarr")``."""
-    warm_up(ctx)
-
-    def body(staged) -> None:
-        write_frames(staged.store("frames", ".zarr"), frame_count(ctx.nbytes))
 
     return _block(ctx, body)
