@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import datajoint as dj
 import pytest
+
+
+@contextlib.contextmanager
+def s3_calls(store) -> Iterator[tuple[Counter, list[int]]]:
+    """Count the S3 operations the store's client makes inside the block, and the bytes each GetObject returned.
+
+    It listens on botocore's ``after-call`` events, the client's own extension point.
+    """
+    from datajoint.hash_registry import get_store_backend
+
+    fs = get_store_backend(store.name).fs
+    fs.connect()
+    calls: Counter = Counter()
+    downloaded: list[int] = []
+
+    def on_call(model, parsed, **kwargs):
+        calls[model.name] += 1
+        if model.name == "GetObject":
+            downloaded.append(parsed.get("ContentLength", 0))
+
+    fs.s3.meta.events.register("after-call.s3", on_call)
+    try:
+        yield calls, downloaded
+    finally:
+        fs.s3.meta.events.unregister("after-call.s3", on_call)
 
 
 def declare(schema, name: str, definition: str, tier=dj.Manual):

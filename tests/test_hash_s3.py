@@ -6,7 +6,7 @@ import os
 
 import datajoint as dj
 import pytest
-from conftest import declare
+from conftest import declare, s3_calls
 
 import dj_staged
 
@@ -87,30 +87,12 @@ def test_exception_on_s3_leaves_no_staging(S3Artifact, dj_s3_store):
 
 def test_promotion_is_a_server_side_copy(S3Artifact, dj_s3_store):
     """Count what the S3 client downloads during the whole staged insert: nothing (hashed while written)."""
-    from collections import Counter
-
-    from datajoint.hash_registry import get_store_backend
-
-    fs = get_store_backend(dj_s3_store.name).fs
-    fs.connect()
-    calls: Counter = Counter()
-    downloaded = []
-
-    def on_call(model, parsed, **kwargs):
-        calls[model.name] += 1
-        if model.name == "GetObject":
-            downloaded.append(parsed.get("ContentLength", 0))
-
-    fs.s3.meta.events.register("after-call.s3", on_call)
-    try:
-        data = os.urandom(12 << 20)
-        with dj_staged.staged_insert1(S3Artifact) as staged:
-            staged.rec["artifact_id"] = 5
-            with staged.open("content", ".bin") as f:
-                for start in range(0, len(data), 1 << 20):
-                    f.write(data[start : start + (1 << 20)])
-    finally:
-        fs.s3.meta.events.unregister("after-call.s3", on_call)
+    data = os.urandom(12 << 20)
+    with s3_calls(dj_s3_store) as (calls, downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
+        staged.rec["artifact_id"] = 5
+        with staged.open("content", ".bin") as f:
+            for start in range(0, len(data), 1 << 20):
+                f.write(data[start : start + (1 << 20)])
     assert calls["CopyObject"] + calls["UploadPartCopy"] >= 1  # promotion copied inside the server
     assert downloaded == [] and calls["GetObject"] == 0
     assert calls["PutObject"] + calls["UploadPart"] >= 1  # the caller's bytes went up once

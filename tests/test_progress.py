@@ -18,7 +18,7 @@ import termios
 import textwrap
 
 import pytest
-from conftest import declare
+from conftest import declare, s3_calls
 
 import dj_staged
 from dj_staged import progress
@@ -142,27 +142,13 @@ def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, monkeypatc
 
 def test_s3_promotion_by_copy_shows_a_bar(S3Artifact, dj_s3_store, monkeypatch):
     terminal = on_terminal(monkeypatch)
-    from datajoint.hash_registry import get_store_backend
-
     monkeypatch.setattr(promote, "S3_COPY_PART", 5 * MIB)
-    fs = get_store_backend(dj_s3_store.name).fs
-    fs.connect()
-    copies = []
-
-    def on_call(model, parsed, **kwargs):
-        if model.name == "UploadPartCopy":
-            copies.append(model.name)
-
-    fs.s3.meta.events.register("after-call.s3", on_call)
     data = os.urandom(12 * MIB)
-    try:
-        with dj_staged.staged_insert1(S3Artifact) as staged:
-            staged.rec["artifact_id"] = 1
-            _write(staged, "content", data)
-    finally:
-        fs.s3.meta.events.unregister("after-call.s3", on_call)
+    with s3_calls(dj_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
+        staged.rec["artifact_id"] = 1
+        _write(staged, "content", data)
     assert "promoting" in terminal.getvalue()
-    assert len(copies) == 3  # 12 MiB in parts of 5 MiB, each copied inside the server
+    assert calls["UploadPartCopy"] == 3  # 12 MiB in parts of 5 MiB, each copied inside the server
     assert (S3Artifact & "artifact_id=1").fetch1("content") == data
 
 

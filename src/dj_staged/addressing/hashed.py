@@ -142,7 +142,6 @@ class HashAddressedStaging:
         )
         session.protect(field, canonical)  # an existing, unreferenced object must survive gc until our insert
         state["promoted"] = self._promote(backend, candidate, canonical)
-        state["canonical_path"] = canonical
         return {
             "hash": content_hash,
             "path": canonical,

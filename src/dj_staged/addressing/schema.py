@@ -98,6 +98,14 @@ class SchemaAddressedStaging:
             remove_object(slot.backend, path)
 
 
+def nothing_written(field: str, codec: Any) -> DataJointError:
+    """The error for a staged field whose handle received nothing by the end of the block."""
+    return DataJointError(
+        f"Nothing was written to field '{field}' ({codec_label(codec)}) through its staged handle; "
+        "write the content inside the block, or do not ask for a handle"
+    )
+
+
 def inspect_written(session: Any, field: str) -> dict:
     """``{path, store, size, ext, is_dir, item_count, timestamp}`` for what is at the field's path.
 
@@ -116,10 +124,7 @@ def inspect_written(session: Any, field: str) -> dict:
     is_dir = info is not None and info["type"] == "directory"
     files = find_strict(fs, full, detail=True) if is_dir else None  # listed once: it costs per file
     if info is None or (is_dir and not files):
-        raise DataJointError(
-            f"Nothing was written to field '{field}' ({codec_label(slot.codec)}) through its staged handle; "
-            "write the content inside the block, or do not ask for a handle"
-        )
+        raise nothing_written(field, slot.codec)
     if is_dir:
         size = sum(entry.get("size") or 0 for entry in files.values())
         item_count = len(files)

@@ -54,7 +54,7 @@ from datajoint.codecs import Codec
 from datajoint.errors import DataJointError
 from zarr.errors import BaseZarrError
 
-from ..addressing.schema import SchemaAddressedStaging, codec_label, remove_object
+from ..addressing.schema import SchemaAddressedStaging, codec_label, nothing_written, remove_object
 from ..protocol import participant_for, register_adapter
 
 logger = logging.getLogger(__name__)
@@ -130,10 +130,7 @@ class ZarrStaging(SchemaAddressedStaging):
             shape, dtype = read_array_metadata(slot.backend.get_fsmap(path), label)
         except DataJointError:
             if _nothing_at(slot.backend.fs, slot.backend._full_path(path)):
-                raise DataJointError(
-                    f"Nothing was written to field '{field}' ({codec}) through its staged handle; "
-                    "write the array inside the block, or do not ask for a handle"
-                ) from None
+                raise nothing_written(field, slot.codec) from None
             raise
         if np.dtype(dtype).hasobject:
             raise DataJointError(f"{label} holds an object-dtype array; <zarr> does not store those")

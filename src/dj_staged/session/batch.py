@@ -23,7 +23,6 @@ already used in the batch is rejected as soon as the row asks for a handle
 
 from __future__ import annotations
 
-import logging
 from types import TracebackType
 from typing import Any
 
@@ -33,8 +32,6 @@ from ..gc.leases import LeaseKeeper
 from .lifecycle import _as_table, finish
 from .rows import finalized_view
 from .session import StagedSession
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 1000
 
@@ -55,20 +52,16 @@ class StagedRow:
         session = self._session
         batch = self._batch
         batch._open_row = None
-        if exc_type is None:
-            try:
-                row, fields = session._finalize()
-            except Exception:
-                session._unwind()
-                batch._release(session)
-                session._close(release=False)
-                raise
-            batch._accept(session, row, fields)
-        elif issubclass(exc_type, Exception):
+
+        def commit() -> None:
+            batch._accept(session, *session._finalize())
+
+        def unwind() -> None:
             session._unwind()
             batch._release(session)
-            session._close(release=False)
-        return False
+
+        # the row's leases stay with the batch until it commits or unwinds
+        return finish(exc_type, commit, unwind, lambda: session._close(release=False))
 
 
 class StagedBatch:
@@ -131,8 +124,6 @@ class StagedBatch:
 
     def _close(self) -> None:
         self.closed = True
-        for session, _row, _fields in self._rows:
-            session._close(release=False)
         self._leases.release()
 
 
