@@ -1,4 +1,4 @@
-"""One row in a fresh process: ``python -m bench.child ROW NBYTES FOLDER``; prints one ``RESULT {json}`` line.
+"""One row in a fresh process: forked by ``bench.run`` (:func:`report`), or ``python -m bench.child ROW NBYTES FOLDER``.
 
 A fresh process per row makes its peak RSS its own. The clock and the RSS
 sampler (:func:`dj_staged.measure.measured`) cover the row's work and an fsync
@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import resource
 import shutil
 import sys
+import traceback
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from dj_staged.measure import measured
@@ -78,6 +81,23 @@ def measure(key: str, nbytes: int, folder: Path) -> dict:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def report(key: str, nbytes: int, folder: str, out: Connection) -> None:
+    """Measure the row and send its figures (or the error's traceback) through ``out``: a forked child's entry.
+
+    The row's own output (DataJoint's log lines) is dropped so that the run's
+    progress lines stay readable; an error comes back as its traceback.
+    """
+    silent = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(silent, sys.stdout.fileno())
+    os.dup2(silent, sys.stderr.fileno())
+    try:
+        out.send(measure(key, nbytes, Path(folder)))
+    except BaseException:
+        out.send({"key": key, "payload_bytes": nbytes, "error": traceback.format_exc()})
+    finally:
+        out.close()
 
 
 def main() -> None:

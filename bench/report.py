@@ -10,7 +10,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from .plan import Row
+from .plan import FAST_EXTRA_ROUNDS, MD5_EXTRA_ROUNDS, ZARR_EXTRA_ROUNDS, Row
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -135,6 +135,7 @@ def _mark(ok: bool) -> str:
 
 def markdown(derived: list[dict], verdicts: list[dict], meta: dict) -> str:
     """The report: how it was measured, the table, the targets."""
+    fast_rounds = meta["rounds"] + FAST_EXTRA_ROUNDS if meta["rounds"] > 1 else 1
     lines = [
         "# dj-staged benchmark results",
         "",
@@ -145,11 +146,14 @@ def markdown(derived: list[dict], verdicts: list[dict], meta: dict) -> str:
         f"dj-staged {meta['dj_staged']}, zarr {meta['zarr']}, numpy {meta['numpy']}.",
         "",
         "How: one embedded PostgreSQL for the run; a local `file` store and the baselines' files in one temporary "
-        "folder on the same disk. Every row runs in its own fresh process, once per round "
+        "folder on the same disk. Every row runs in its own fresh process (forked from a server that has only "
+        "imported the modules), once per round "
         f"({meta['rounds']} rounds; each round runs the rows compared with one baseline as a block, together with "
         "that baseline, the first round in table order, later ones shuffled within each block; "
-        "plain and staged Zarr rows get two more rounds, "
-        "their spread being the widest; DataJoint's `insert1 <blob@>` and the scaling rows run once). "
+        f"the rows compared with the plain write get {FAST_EXTRA_ROUNDS} more rounds, the Zarr rows "
+        f"{ZARR_EXTRA_ROUNDS} more and the hash-addressed rows with their write + MD5 baseline {MD5_EXTRA_ROUNDS} "
+        "more (see *Noise*); "
+        "DataJoint's `insert1 <blob@>` and the scaling rows run once). "
         "Byte rows write the same bytes in the same 4 MiB chunks (incompressible float64 values); Zarr "
         "rows write the same 2 MiB uint16 chunks, one per frame (`bench/zarr_memory.py`'s writer).",
         "",
@@ -158,7 +162,10 @@ def markdown(derived: list[dict], verdicts: list[dict], meta: dict) -> str:
         "does it for them and every row pays for durability the same way.",
         "- **Page cache**: this machine is a VM that returns memory idle for a few seconds to its host; the next "
         "write into it costs about 3 s per GiB in page faults, whichever row happens to do it. Before its clock "
-        "starts, each row writes and deletes (unsynced, so nothing reaches the disk) a file of its payload's size.",
+        "starts, each row writes and deletes (unsynced, so nothing reaches the disk) a file of its payload's size. "
+        "That removes the steady cost but not all of it: a GiB written to fresh page cache still stalls now and "
+        "then for 1 to 2 s of system time (a plain Python loop writing 1 GiB and fsyncing it, run 12 times back to "
+        "back, measured 0.23 to 2.3 s for the write and a steady 0.28 to 0.37 s for the fsync).",
         "- `insert1` rows get their value (array, file) prepared before the clock starts.",
         "- **wall s**: the row's work plus the fsync; *best* of the rounds (other developers' jobs share the 2 "
         "cores, and noise only adds time) and *median*. **CPU s**: user + system time of the row's process in "
@@ -172,7 +179,10 @@ def markdown(derived: list[dict], verdicts: list[dict], meta: dict) -> str:
         "started.",
         "- **Noise**: a staged row that does the same work as its baseline (`<hash@>` and write + MD5: one MD5 and "
         "one write of the same bytes) is expected at a ratio of 1.00; on these 2 shared cores such pairs differ by "
-        "up to about 15 % either way from one run to the next, so read ratios below 1 as *equal*.",
+        "up to about 15 % either way from one run to the next, so read ratios below 1 as *equal*. The stalls above "
+        "weigh most on the rows compared with the plain write, which take well under a second: one stall on "
+        "either side of a pair moves its ratio by 0.5 or more. Those rows therefore run "
+        f"{fast_rounds} rounds, so that the median pair is a clean one unless stalls hit most rounds.",
         "",
         "| row | GiB | rounds | wall s best | wall s median | CPU s | MiB/s | peak RSS MiB | above start MiB "
         "| ratio to baseline: paired (best) | vs DataJoint | load |",

@@ -4,9 +4,9 @@ Environment:
 
 - ``DJ_STAGED_BENCH_GIB``: payload of the main rows in GiB (default 1);
 - ``DJ_STAGED_BENCH_SCALING_GIB``: sizes of the scaling rows (default ``1,2,4``; empty: none);
-- ``DJ_STAGED_BENCH_ROUNDS``: rounds over the rows (default 3; the Zarr rows get two more, slow rows and
-  the scaling series one); a row's wall time is its best round (the median is kept too), its memory the
-  largest seen;
+- ``DJ_STAGED_BENCH_ROUNDS``: rounds over the rows (default 3; the rows compared with a plain write get
+  six more, the Zarr rows four more, slow rows and the scaling series one); a row's wall time is its best
+  round (the median is kept too), its memory the largest seen;
 - ``DJ_STAGED_BENCH_ROWS``: only these row keys, comma-separated (default all); the key ``batch`` is the
   multi-row benchmark (``bench/multirow.py``, ``DJ_STAGED_BENCH_BATCH_ROWS`` rows, default 10000), run last;
 - ``DJ_STAGED_BENCH_DIR``: folder for the store and the baselines' files (default the system temp folder);
@@ -16,6 +16,8 @@ Environment:
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.context
 import os
 import random
 import statistics
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from dj_staged.testing.services import embedded_postgres
 
+from . import child
 from .common import PG_ENV
 from .plan import Row, all_rows, payload_bytes
 from .report import machine, write
@@ -46,9 +49,9 @@ def selected_rows() -> list[Row]:
     return [row for row in rows if row.key in wanted] if wanted else rows
 
 
-def run_batch(env: dict[str, str]) -> dict:
+def run_batch() -> dict:
     """The multi-row benchmark in a fresh child process."""
-    done = subprocess.run([sys.executable, "-m", "bench.multirow"], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "bench.multirow"], cwd=REPO, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
@@ -56,21 +59,39 @@ def run_batch(env: dict[str, str]) -> dict:
     return {"error": "\n".join(tail) or f"exit {done.returncode}"}
 
 
-def run_row(row: Row, nbytes: int, folder: Path, env: dict[str, str]) -> dict:
+def forks() -> multiprocessing.context.ForkServerContext:
+    """Children forked from one server that has imported the rows' modules once.
+
+    A fresh interpreter per row would spend about 1.3 s importing DataJoint,
+    Zarr and numpy, a tenth of the whole run; a fork of a process that has done
+    only that is as fresh for the row's memory and costs milliseconds.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bench.child"])
+    return context
+
+
+def run_row(row: Row, nbytes: int, folder: Path, context: multiprocessing.context.ForkServerContext) -> dict:
     """Run ``row`` in a fresh child process; its figures, or the error it failed with."""
     load = os.getloadavg()[0]
-    command = [sys.executable, "-m", "bench.child", row.key, str(nbytes), str(folder)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return {**json.loads(line[len("RESULT ") :]), "load_before": load}
-    tail = (done.stderr or done.stdout).strip().splitlines()[-15:]
-    return {"key": row.key, "payload_bytes": nbytes, "error": "\n".join(tail) or f"exit {done.returncode}"}
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=child.report, args=(row.key, nbytes, str(folder), send))
+    process.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:
+        result = {"key": row.key, "payload_bytes": nbytes, "error": "the row's process died without a result"}
+    process.join()
+    if "error" in result:
+        result["error"] = "\n".join(result["error"].strip().splitlines()[-15:]) + f" (exit {process.exitcode})"
+        return result
+    return {**result, "load_before": load}
 
 
 def row_rounds(row: Row, rounds: int) -> int:
     """How many times ``row`` is measured in a run of ``rounds`` rounds."""
-    return 1 if rounds == 1 else min(row.rounds or rounds, rounds + 2)
+    return 1 if rounds == 1 or row.once else rounds + row.extra_rounds
 
 
 def block(row: Row) -> str:
@@ -88,7 +109,7 @@ def schedule(rows: list[Row], rounds: int) -> list[tuple[int, Row]]:
     """
     blocks = list(dict.fromkeys(block(row) for row in rows))
     plan = []
-    for r in range(1, rounds + 3):
+    for r in range(1, max((row_rounds(row, rounds) for row in rows), default=0) + 1):
         for name in blocks:
             order = [row for row in rows if block(row) == name and r <= row_rounds(row, rounds)]
             if r > 1:
@@ -125,21 +146,23 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="dj-staged-bench-", dir=os.environ.get("DJ_STAGED_BENCH_DIR")) as tmp,
         embedded_postgres() as pg,
     ):
-        env = {**os.environ, **dict(zip(PG_ENV, (pg.host, str(pg.port), pg.user, pg.password), strict=True))}
+        os.environ.update(zip(PG_ENV, (pg.host, str(pg.port), pg.user, pg.password), strict=True))
+        context = forks()
         print(f"dj-staged bench: {gib:g} GiB payload, {len(rows)} rows, files in {tmp}", flush=True)
         plan = schedule(rows, rounds)
         for i, (r, row) in enumerate(plan, start=1):
-            result = run_row(row, payload_bytes(row, gib), Path(tmp) / row.key, env)
+            result = run_row(row, payload_bytes(row, gib), Path(tmp) / row.key, context)
             measured.setdefault(row.key, []).append(result)
             figures = (
                 f"ERROR {result['error'].splitlines()[-1]}"
                 if "error" in result
                 else f"{result['seconds']:8.2f} s {result['peak_above_before_mib']:8.1f} MiB above start"
             )
-            print(f"[{i:3}/{len(plan)}] round {r} {row.label:<48} {figures}", flush=True)
+            elapsed = time.perf_counter() - started
+            print(f"[{i:3}/{len(plan)} {elapsed:4.0f} s] round {r} {row.label:<48} {figures}", flush=True)
         batch = None
         if not wanted_keys() or "batch" in wanted_keys():
-            batch = run_batch(env)
+            batch = run_batch()
             print(f"batch: {batch}", flush=True)
     results = {key: combine(runs) for key, runs in measured.items()}
     meta = {**machine(), "payload_gib": gib, "rounds": rounds, "total_seconds": round(time.perf_counter() - started, 1)}
