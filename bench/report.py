@@ -10,7 +10,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from .plan import FAST_EXTRA_ROUNDS, MD5_EXTRA_ROUNDS, ZARR_EXTRA_ROUNDS, Row
+from .plan import Row
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -135,7 +135,6 @@ def _mark(ok: bool) -> str:
 
 def markdown(derived: list[dict], verdicts: list[dict], meta: dict) -> str:
     """The report: how it was measured, the table, the targets."""
-    fast_rounds = meta["rounds"] + FAST_EXTRA_ROUNDS if meta["rounds"] > 1 else 1
     lines = [
         "# dj-staged benchmark results",
         "",
@@ -148,12 +147,11 @@ def markdown(derived: list[dict], verdicts: list[dict], meta: dict) -> str:
         "How: one embedded PostgreSQL for the run; a local `file` store and the baselines' files in one temporary "
         "folder on the same disk. Every row runs in its own fresh process (forked from a server that has only "
         "imported the modules), once per round "
-        f"({meta['rounds']} rounds; each round runs the rows compared with one baseline as a block, together with "
-        "that baseline, the first round in table order, later ones shuffled within each block; "
-        f"the rows compared with the plain write get {FAST_EXTRA_ROUNDS} more rounds, the Zarr rows "
-        f"{ZARR_EXTRA_ROUNDS} more and the hash-addressed rows with their write + MD5 baseline {MD5_EXTRA_ROUNDS} "
-        "more (see *Noise*); "
-        "DataJoint's `insert1 <blob@>` and the scaling rows run once). "
+        f"({meta['rounds']} rounds, more where noise would otherwise decide a ratio: the *rounds* column; each "
+        "round runs the rows compared with one baseline as a block, together with that baseline, the first round "
+        "in table order, later ones shuffled within each block). DataJoint's `insert1` rows run once, so their "
+        "*vs DataJoint* figures come from one run of theirs; each size of the scaling series runs twice and "
+        "keeps the faster, so that one stall does not bend the line. "
         "Byte rows write the same bytes in the same 4 MiB chunks (incompressible float64 values); Zarr "
         "rows write the same 2 MiB uint16 chunks, one per frame (`bench/zarr_memory.py`'s writer).",
         "",
@@ -178,11 +176,13 @@ def markdown(derived: list[dict], verdicts: list[dict], meta: dict) -> str:
         "DataJoint's best wall for the same content / ours. **load**: mean 1-minute load average when the row "
         "started.",
         "- **Noise**: a staged row that does the same work as its baseline (`<hash@>` and write + MD5: one MD5 and "
-        "one write of the same bytes) is expected at a ratio of 1.00; on these 2 shared cores such pairs differ by "
-        "up to about 15 % either way from one run to the next, so read ratios below 1 as *equal*. The stalls above "
-        "weigh most on the rows compared with the plain write, which take well under a second: one stall on "
-        "either side of a pair moves its ratio by 0.5 or more. Those rows therefore run "
-        f"{fast_rounds} rounds, so that the median pair is a clean one unless stalls hit most rounds.",
+        "one write of the same bytes) is expected at a ratio of 1.00, and single rounds of such pairs differ by "
+        "up to 30 % either way on these 2 shared cores; read ratios below 1 as *equal*. The stalls above weigh "
+        "most on the rows compared with the plain write, which take well under a second (one stall on either "
+        "side of a pair moves its ratio by 0.5 or more), so those rows, the hash-addressed rows and the Zarr rows "
+        "run more rounds: the median pair is a clean one unless stalls hit most rounds. With the disk and its "
+        "stalls out of the way (`.venv/bin/python -m bench.overhead`: the same rows in turn in one process on "
+        "`/dev/shm`, no fsync), what a staged insert costs over its baseline is its fixed cost of 10 to 20 ms.",
         "",
         "| row | GiB | rounds | wall s best | wall s median | CPU s | MiB/s | peak RSS MiB | above start MiB "
         "| ratio to baseline: paired (best) | vs DataJoint | load |",

@@ -4,9 +4,9 @@ Environment:
 
 - ``DJ_STAGED_BENCH_GIB``: payload of the main rows in GiB (default 1);
 - ``DJ_STAGED_BENCH_SCALING_GIB``: sizes of the scaling rows (default ``1,2,4``; empty: none);
-- ``DJ_STAGED_BENCH_ROUNDS``: rounds over the rows (default 3; the rows compared with a plain write get
-  six more, the Zarr rows four more, slow rows and the scaling series one); a row's wall time is its best
-  round (the median is kept too), its memory the largest seen;
+- ``DJ_STAGED_BENCH_ROUNDS``: rounds over the rows (default 3; some rows get more, DataJoint's ``insert1``
+  rows one and the scaling series two, see ``bench/plan.py``); a row's wall time is its best round (the
+  median is kept too), its memory the largest seen;
 - ``DJ_STAGED_BENCH_ROWS``: only these row keys, comma-separated (default all); the key ``batch`` is the
   multi-row benchmark (``bench/multirow.py``, ``DJ_STAGED_BENCH_BATCH_ROWS`` rows, default 10000), run last;
 - ``DJ_STAGED_BENCH_DIR``: folder for the store and the baselines' files (default the system temp folder);
@@ -91,7 +91,7 @@ def run_row(row: Row, nbytes: int, folder: Path, context: multiprocessing.contex
 
 def row_rounds(row: Row, rounds: int) -> int:
     """How many times ``row`` is measured in a run of ``rounds`` rounds."""
-    return 1 if rounds == 1 or row.once else rounds + row.extra_rounds
+    return 1 if rounds == 1 else min(rounds + row.extra_rounds, row.max_rounds or rounds + row.extra_rounds)
 
 
 def block(row: Row) -> str:
