@@ -1,4 +1,4 @@
-"""One row in a fresh process: forked by ``bench.run`` (:func:`report`), or ``python -m bench.child ROW NBYTES FOLDER``.
+"""One row in a fresh process, forked by ``bench.run``: :func:`report` sends its figures back through a pipe.
 
 A fresh process per row makes its peak RSS its own. The clock and the RSS
 sampler (:func:`dj_staged.measure.measured`) cover the row's work and an fsync
@@ -8,10 +8,8 @@ of everything it wrote; the OS's own peak (``ru_maxrss``) is reported too.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import resource
-import shutil
 import sys
 import traceback
 from multiprocessing.connection import Connection
@@ -45,8 +43,7 @@ def measure(key: str, nbytes: int, folder: Path) -> dict:
     """Set the row up, run it once under the clock, clean up; return its figures."""
     row = find(key)
     ctx = Context(nbytes=nbytes, folder=folder)
-    for path in (ctx.store_root, ctx.plain_root):
-        path.mkdir(parents=True, exist_ok=True)
+    ctx.make_folders()
     try:
         work = row.setup(ctx)
         prime_page_cache(ctx)
@@ -63,8 +60,7 @@ def measure(key: str, nbytes: int, folder: Path) -> dict:
             p.stat().st_size for root in (ctx.store_root, ctx.plain_root) for p in root.rglob("*") if p.is_file()
         )
     finally:
-        ctx.drop()
-        shutil.rmtree(folder, ignore_errors=True)
+        ctx.remove()
     return {
         "key": key,
         "payload_bytes": nbytes,
@@ -98,12 +94,3 @@ def report(key: str, nbytes: int, folder: str, out: Connection) -> None:
         out.send({"key": key, "payload_bytes": nbytes, "error": traceback.format_exc()})
     finally:
         out.close()
-
-
-def main() -> None:
-    key, nbytes, folder = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
-    print("RESULT " + json.dumps(measure(key, nbytes, folder)), flush=True)
-
-
-if __name__ == "__main__":
-    main()

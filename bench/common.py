@@ -10,6 +10,7 @@ how the bytes reach the disk. Zarr rows write the frames of
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,11 @@ PG_ENV = (
 )
 
 Work = Callable[[], None]
+
+
+def postgres_to_env(pg: PostgresInfo) -> None:
+    """Hand the run's PostgreSQL to the processes started after this (read back by :func:`postgres_from_env`)."""
+    os.environ.update(zip(PG_ENV, (pg.host, str(pg.port), pg.user, pg.password), strict=True))
 
 
 def postgres_from_env() -> PostgresInfo:
@@ -131,10 +137,22 @@ class Context:
             self._table = _declare(self)
         return self._table
 
+    def make_folders(self) -> None:
+        """Create the store's and the baselines' folders."""
+        for path in (self.store_root, self.plain_root):
+            path.mkdir(parents=True, exist_ok=True)
+
     def drop(self) -> None:
         """Drop the row's schema, if one was declared."""
         if self._schema is not None:
             self._schema.drop(prompt=False)
+
+    def remove(self) -> None:
+        """Drop the row's schema and delete everything it wrote."""
+        try:
+            self.drop()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _declare(ctx: Context) -> Any:

@@ -14,8 +14,6 @@ cost (the heading, the lease, the row's insert) and whatever it costs per byte.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -23,7 +21,7 @@ from pathlib import Path
 
 from dj_staged.testing.services import embedded_postgres
 
-from .common import MIB, PG_ENV, Context
+from .common import MIB, Context, postgres_to_env
 from .plan import find
 
 DEFAULT_ROWS = "plain_write,dj_staged_object,object_file,npy"
@@ -39,18 +37,16 @@ def main() -> None:
     rows = [find(key.strip()) for key in args.rows.split(",")]
     seconds: dict[str, list[float]] = {row.label: [] for row in rows}
     with embedded_postgres() as pg, tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        os.environ.update(zip(PG_ENV, (pg.host, str(pg.port), pg.user, pg.password), strict=True))
+        postgres_to_env(pg)
         for rep in range(args.reps):
             for i, row in enumerate(rows):
                 ctx = Context(nbytes=args.mib * MIB, folder=Path(tmp) / f"{rep}-{i}")
-                for root in (ctx.store_root, ctx.plain_root):
-                    root.mkdir(parents=True)
+                ctx.make_folders()
                 work = row.setup(ctx)
                 start = time.perf_counter()
                 work()
                 seconds[row.label].append(time.perf_counter() - start)
-                ctx.drop()
-                shutil.rmtree(ctx.folder)
+                ctx.remove()
     base = statistics.median(seconds[rows[0].label])
     print(f"{args.mib} MiB per insert, {args.reps} inserts per row, in {args.dir}; baseline: {rows[0].label}")
     for label, values in seconds.items():

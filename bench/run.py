@@ -30,7 +30,7 @@ from pathlib import Path
 from dj_staged.testing.services import embedded_postgres
 
 from . import child
-from .common import PG_ENV
+from .common import postgres_to_env
 from .plan import Row, all_rows, payload_bytes
 from .report import machine, write
 
@@ -91,7 +91,8 @@ def run_row(row: Row, nbytes: int, folder: Path, context: multiprocessing.contex
 
 def row_rounds(row: Row, rounds: int) -> int:
     """How many times ``row`` is measured in a run of ``rounds`` rounds."""
-    return 1 if rounds == 1 else min(rounds + row.extra_rounds, row.max_rounds or rounds + row.extra_rounds)
+    wanted = rounds + row.extra_rounds
+    return 1 if rounds == 1 else min(wanted, row.max_rounds or wanted)
 
 
 def block(row: Row) -> str:
@@ -146,7 +147,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="dj-staged-bench-", dir=os.environ.get("DJ_STAGED_BENCH_DIR")) as tmp,
         embedded_postgres() as pg,
     ):
-        os.environ.update(zip(PG_ENV, (pg.host, str(pg.port), pg.user, pg.password), strict=True))
+        postgres_to_env(pg)
         context = forks()
         print(f"dj-staged bench: {gib:g} GiB payload, {len(rows)} rows, files in {tmp}", flush=True)
         plan = schedule(rows, rounds)
