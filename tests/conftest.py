@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +61,25 @@ def store_files(store, *, leases: bool = False) -> list[str]:
 def lease_files(store) -> list[str]:
     """The lease files in a local store."""
     return [f for f in store_files(store, leases=True) if f.startswith(LEASES)]
+
+
+def lease_records(store) -> list[dict]:
+    """The lease headers (``lease.json``) in a local store, parsed."""
+    root = Path(store.spec["location"])
+    return [json.loads((root / f).read_bytes()) for f in lease_files(store) if f.endswith("/lease.json")]
+
+
+def wait_for_session_end(connection, pid: int, timeout: float = 30.0) -> None:
+    """Wait until the database session ``pid`` is gone (PostgreSQL releases its locks as it exits).
+
+    A killed client's backend notices the closed socket and exits shortly
+    after; this polls that state, bounded by ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while connection.query("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", args=(pid,)).fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"database session {pid} did not end within {timeout} s")
+        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -125,7 +125,7 @@ def test_cleanup_error_never_masks_the_original(dj_schema, dj_local_store, caplo
         def decode(self, stored, *, key=None, context=None):
             return stored
 
-        def cleanup_staged(self, session, field):
+        def cleanup_staged(self, field):
             raise OSError("store unreachable during cleanup")
 
     try:

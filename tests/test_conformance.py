@@ -43,7 +43,7 @@ class PagesCodec(dj_staged.SchemaAddressedStaging, SchemaCodec):
         fsmap = self._get_backend(stored["store"], config=self._codec_config(key, context)).get_fsmap(stored["path"])
         return [fsmap[page_name(index)] for index in range(stored["pages"])]
 
-    def _enrich_staged_metadata(self, base, session, field):
+    def _enrich_staged_metadata(self, base, field):
         return {"path": base["path"], "store": base["store"], "pages": base["item_count"], "size": base["size"]}
 
 
@@ -61,7 +61,7 @@ class FramedCodec(dj_staged.HashAddressedStaging, dj.Codec):
     def decode(self, stored, *, key=None, context=None):
         return stored[4:]
 
-    def _stored_prefix(self, session, field, content_size):
+    def _stored_prefix(self, field, content_size):
         return b"FRM1"
 
 

@@ -18,8 +18,8 @@ from dj_staged.testing import SchemaAddressedConformance
 class OffByOneLinesCodec(LinesCodec):
     name = "lines_off_by_one"
 
-    def _enrich_staged_metadata(self, base, session, field):
-        metadata = super()._enrich_staged_metadata(base, session, field)
+    def _enrich_staged_metadata(self, base, field):
+        metadata = super()._enrich_staged_metadata(base, field)
         return {**metadata, "lines": metadata["lines"] + 1}
 
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import datajoint as dj
 import numpy as np
 import psycopg2
 import pytest
-from conftest import declare, lease_files, store_files
+from conftest import declare, lease_files, lease_records, store_files, wait_for_session_end
 
 import dj_staged
 import dj_staged.gc
@@ -132,23 +132,26 @@ def test_cleanup_failure_is_logged_and_the_leftover_reclaimed_by_gc(
         with dj_staged.staged_insert1(Recording) as staged:
             staged.rec["recording_id"] = 2
             write_raw_directory(staged)
-            leftover = staged.slot("raw").state["path"]
+            leftover = staged.field("raw").state.path
             dj_faulty_store.plan.fail("remove", path="/raw_", times=None)
             raise RuntimeError("instrument disconnected")
     assert type(raised.value) is RuntimeError
     assert "Cleanup of staged field 'raw' failed" in caplog.text
     left = [p for p in store_files(dj_faulty_store) if p not in committed]
     assert left and all(p.startswith(leftover + "/") for p in left)
-    assert len(Recording()) == 1 and lease_files(dj_faulty_store) == []
+    assert len(Recording()) == 1
+    [lease] = lease_records(dj_faulty_store)  # abandoned, not removed: it names what is left
+    assert [path for entry in lease["entries"] for path in entry["paths"]] == [leftover]
     dj_faulty_store.plan.clear()  # the store recovers
-    assert dj_staged.gc.collect(dj_schema, store="main", dry_run=False).deleted == 0  # within the grace period
-    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False, now=time.time() + LATER)
+    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # default grace: a dead lease's objects go
     assert report.section("schema").paths == sorted(left)
+    assert report.section("leases").deleted == 2  # the lease's header and its "abandoned" mark
+    assert lease_files(dj_faulty_store) == []
     assert_untouched(Recording, dj_faulty_store, committed)
 
 
 def test_store_refusing_the_lease_stops_the_write_before_it_starts(Recording, dj_faulty_store, committed):
-    refused = dj_faulty_store.plan.fail("move", path="_leases", error=OSError(errno.EACCES, "Permission denied"))
+    refused = dj_faulty_store.plan.fail("open", path="_leases", error=OSError(errno.EACCES, "Permission denied"))
     with pytest.raises(OSError) as raised, dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 2
         with staged.open("raw", ".bin") as f:
@@ -163,10 +166,10 @@ def test_lease_removal_failure_does_not_fail_the_insert(Recording, dj_faulty_sto
         write_waveform(staged)
         write_raw_file(staged)
         dj_faulty_store.plan.fail("remove", path="_leases", times=None)
-    assert "Removing the lease of staged field" in caplog.text
-    assert len(Recording()) == 2 and len(lease_files(dj_faulty_store)) == 2
+    assert "Removing lease" in caplog.text
+    assert len(Recording()) == 2 and len(lease_files(dj_faulty_store)) == 2  # its header and one added entry
     dj_faulty_store.plan.clear()
-    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False, now=time.time() + LATER)
+    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # the lease is dead: its lock was released
     assert report.section("leases").deleted == 2 and report.section("schema").count == 0
     assert lease_files(dj_faulty_store) == []
     assert (Path(dj_faulty_store.spec["location"]) / (Recording & {"recording_id": 2}).fetch1("raw").path).exists()
@@ -240,6 +243,7 @@ with dj_staged.staged_insert1(Recording) as staged:
         fsmap[f"c/{i}"] = b"x" * 1000
     with staged.open("waveform", ".npy") as f:
         f.write(b"\\x93NUMPY half a header")
+    print("session", connection.query("SELECT pg_backend_pid()").fetchone()[0], flush=True)
     print("written", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     print("unreachable", flush=True)
@@ -271,8 +275,9 @@ def test_process_killed_mid_write(Recording, dj_faulty_store, dj_schema, dj_post
     left = [p for p in store_files(dj_faulty_store) if p not in live]
     assert len(left) == 4 and len(lease_files(dj_faulty_store)) == 2
     assert len(Recording()) == 1
-    assert dj_staged.gc.collect(dj_schema, store="main", grace=0, dry_run=False).deleted == 0  # leases still live
-    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False, now=time.time() + LATER)
+    pid = int(re.search(r"^session (\d+)$", result.stdout, re.MULTILINE).group(1))
+    wait_for_session_end(dj_schema.connection, pid)  # its lease lock goes with its database session
+    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # default grace: no waiting
     assert sorted(report.section("schema").paths) == sorted(left)
     assert report.section("leases").deleted == 2 and report.errors == []
     assert store_files(dj_faulty_store, leases=True) == live
@@ -311,7 +316,7 @@ def stage_report(Table, store, content=b"second report"):
 def test_hash_addressed_store_faults(Reports, dj_faulty_store, dj_schema, operation, path):
     before = snapshot(dj_faulty_store)
     if operation == "write":
-        error = dj_faulty_store.plan.fail("write", path=path)
+        error = dj_faulty_store.plan.fail("write", path=f"{path}{dj_schema.database}/")
         with pytest.raises(OSError) as raised:
             stage_report(Reports, dj_faulty_store)
     else:
@@ -334,13 +339,19 @@ def test_hash_addressed_leftovers_are_reclaimed_by_gc(Reports, dj_faulty_store, 
         staged.set_filename("report", "second.txt")
         with staged.open("report", ".txt") as f:
             f.write(b"interrupted report")
-        staging = staged.slot("report").state["staging_path"]
+        staging = staged.field("report").state.staging_path
         report = dj_staged.gc.collect(dj_schema, store="main", grace=0, dry_run=False)
         assert report.section("staging").protected == {staging: LEASED_REASON} and report.deleted == 0
         raise KeyboardInterrupt
     assert [p for p in store_files(dj_faulty_store) if p not in before] == [staging]
-    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False, now=time.time() + LATER)
-    assert report.section("staging").paths == [staging] and report.deleted == 1
+    [lease] = lease_records(dj_faulty_store)
+    assert (
+        (Path(dj_faulty_store.spec["location"]) / lease_files(dj_faulty_store)[0])
+        .parent.joinpath("abandoned.json")
+        .exists()
+    )
+    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # default grace: abandoned, so at once
+    assert report.section("staging").paths == [staging] and report.section("staging").deleted == 1
     assert snapshot(dj_faulty_store) == before
     assert len(Reports()) == 1 and len(Reports & {"report_id": 1}) == 1
 

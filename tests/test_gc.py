@@ -14,11 +14,11 @@ import datajoint as dj
 import numpy as np
 import pytest
 from conftest import declare, lease_files, store_files
+from dj_staged.gc.leases import Lease, LeaseKeeper, write_lease
 
 import dj_staged
 import dj_staged.gc
 from dj_staged.cli import main, parse_duration
-from dj_staged.gc.leases import Lease, LeaseKeeper, write_lease
 from dj_staged.gc.policy import LEASED, YOUNG
 
 DAY = 86400.0
@@ -73,8 +73,8 @@ def test_a_block_holds_a_lease_naming_its_paths_and_removes_it(Recording, dj_loc
         leases = [read_lease(dj_local_store, p) for p in lease_files(dj_local_store)]
         assert sorted(lease["field"] for lease in leases) == ["raw", "waveform"]
         written = {lease["field"]: lease["paths"] for lease in leases}
-        assert written["waveform"] == [staged.slot("waveform").state["path"]]
-        assert written["raw"] == [staged.slot("raw").state["path"]]
+        assert written["waveform"] == [staged.field("waveform").state.path]
+        assert written["raw"] == [staged.field("raw").state.path]
         assert all(lease["schema"] == Recording.database and lease["expires"] > time.time() for lease in leases)
     assert lease_files(dj_local_store) == []
     assert len(Recording()) == 1
@@ -97,7 +97,7 @@ def test_datajoint_collector_alone_would_delete_a_write_in_flight(Recording, dj_
         staged.rec["recording_id"] = 1
         with staged.open("raw", ".bin") as f:
             f.write(b"in flight")
-        in_flight = staged.slot("raw").state["path"]
+        in_flight = staged.field("raw").state.path
         stats = dj.gc.GarbageCollector(dj_schema_of(Recording), store="main").collect()
         assert in_flight in stats["orphaned_schema_paths"]
         ours = collect(dj_schema_of(Recording), grace=0)
@@ -299,7 +299,7 @@ def test_keyboard_interrupt_leftover_is_reclaimed_after_grace(Recording, dj_loca
         staged.rec["recording_id"] = 2
         with staged.open("raw", ".bin") as f:
             f.write(b"interrupted")
-        leftover = staged.slot("raw").state["path"]
+        leftover = staged.field("raw").state.path
         raise KeyboardInterrupt
     assert leftover in store_files(dj_local_store) and len(Recording()) == 1
     assert collect(schema, dry_run=False).deleted == 0  # younger than 24 h

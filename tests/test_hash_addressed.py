@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import datajoint as dj
@@ -14,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dj_staged
-from dj_staged.addressing.hashing import HashingWriter, encode_digest
+from dj_staged.addressing.handles import StagedFile
+from dj_staged.addressing.hashing import encode_digest
+from dj_staged.errors import HandleModeError
 
 
 @pytest.fixture(params=[None, [2, 2]], ids=["flat", "subfolded"])
@@ -216,15 +219,17 @@ def test_seek_falls_back_to_one_reread(Artifact, store):
 
 
 def test_store_mode_and_second_handle_rejected(Artifact, store):
-    with pytest.raises(dj.DataJointError, match=r"does not support staged.store\(\)"):
+    with pytest.raises(HandleModeError, match=r"does not support staged.store\(\)") as raised:
         with dj_staged.staged_insert1(Artifact) as staged:
             staged.rec["artifact_id"] = 2
             staged.store("payload", ".bin")
-    with pytest.raises(dj.DataJointError, match="already has an open staged handle"):
+    assert raised.value.field == "payload"
+    with pytest.raises(HandleModeError, match="already has a staged handle") as raised:
         with dj_staged.staged_insert1(Artifact) as staged:
             staged.rec["artifact_id"] = 2
             staged.open("content").write(b"a")
             staged.open("content")
+    assert raised.value.field == "content"
     assert store_files(store) == [] and len(Artifact()) == 0
 
 
@@ -280,10 +285,10 @@ def test_concurrent_canonical_collision_falls_through_to_dedup(dj_schema, store)
 
         name = "racinghash_test"
 
-        def _promote(self, backend, staged, canonical):
-            with backend.open(staged, "rb") as source, backend.open(canonical, "wb") as other_writer:
+        def _promote(self, field, staged, canonical, callback):
+            with field.backend.open(staged, "rb") as source, field.backend.open(canonical, "wb") as other_writer:
                 other_writer.write(source.read())
-            return super()._promote(backend, staged, canonical)
+            return super()._promote(field, staged, canonical, callback)
 
     try:
         Table = declare(dj_schema, "Racing", "k : int32\n---\nv : <racinghash_test@main>")
@@ -291,8 +296,8 @@ def test_concurrent_canonical_collision_falls_through_to_dedup(dj_schema, store)
             staged.rec["k"] = 1
             with staged.open("v") as f:
                 f.write(b"same bytes")
-            slot = staged.slot("v")
-        assert slot.state["promoted"] is False  # the dedup branch
+            field = staged.field("v")
+        assert field.state.promoted is False  # the dedup branch
         assert (Table & "k=1").fetch1("v") == b"same bytes"
         assert staging_files(store) == [] and len(store_files(store)) == 1
     finally:
@@ -314,7 +319,7 @@ def test_custom_hash_addressed_codec_participates(dj_schema, store):
         def decode(self, stored, *, key=None):
             return stored[4:]
 
-        def _stored_prefix(self, session, field, content_size):
+        def _stored_prefix(self, field, content_size):
             return b"FRM1"
 
     try:
@@ -335,7 +340,29 @@ def test_custom_hash_addressed_codec_participates(dj_schema, store):
 @given(parts=st.lists(st.binary(max_size=5000), max_size=20), prefix=st.binary(max_size=64))
 def test_streaming_digest_equals_datajoint_compute_hash(tmp_path_factory, parts, prefix):
     path = tmp_path_factory.mktemp("h") / "f"
-    with open(path, "wb") as raw, HashingWriter(raw, prefix) as writer:
+    with open(path, "wb") as raw, StagedFile(raw, prefix=prefix, hashing=True) as writer:
         for part in parts:
             writer.write(part)
-    assert encode_digest(writer.md5) == compute_hash(prefix + b"".join(parts)) == compute_hash(path.read_bytes())
+        digest = writer.digest()
+    assert encode_digest(digest) == compute_hash(prefix + b"".join(parts)) == compute_hash(path.read_bytes())
+
+
+@pytest.mark.parametrize("writable", [False, True], ids=["bytes", "reused-buffer"])
+def test_background_digest_of_a_large_stream_equals_compute_hash(tmp_path, writable):
+    """Past 8 MiB the digest runs in a thread; a buffer the caller reuses after write() must not corrupt it."""
+    rng = np.random.default_rng(1)
+    pieces = [rng.bytes(n) for n in (3 << 20, 5 << 20, 100, 6 << 20, 70_000, 1 << 20)]
+    buffer = bytearray(max(len(p) for p in pieces))
+    path = tmp_path / "large"
+    with open(path, "wb") as raw, StagedFile(raw, prefix=b"head", hashing=True) as writer:
+        for piece in pieces:
+            if writable:
+                buffer[: len(piece)] = piece
+                writer.write(memoryview(buffer)[: len(piece)])
+                buffer[:] = bytes(len(buffer))  # the caller reuses its buffer at once
+            else:
+                writer.write(piece)
+        digest = writer.digest()
+    expected = compute_hash(b"head" + b"".join(pieces))
+    assert encode_digest(digest) == expected == compute_hash(path.read_bytes())
+    assert not [t for t in threading.enumerate() if t.name == "dj-staged-md5"]

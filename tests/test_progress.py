@@ -39,7 +39,8 @@ REHASH_SCRIPT = textwrap.dedent(
     progress.MIN_BYTES = 1 << 20
     Path(sys.argv[1], "object.bin").write_bytes(os.urandom(32 << 20))
     backend = StorageBackend({"protocol": "file", "location": sys.argv[1]})
-    rehash(backend, "object.bin", size=32 << 20)
+    with progress.progress_callback("hashing", 32 << 20) as callback:
+        rehash(backend, "object.bin", callback=callback)
     """
 )
 
@@ -143,6 +144,7 @@ def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, monkeypatc
 def test_s3_promotion_by_copy_shows_a_bar(S3Artifact, dj_s3_store, monkeypatch):
     terminal = on_terminal(monkeypatch)
     monkeypatch.setattr(promote, "S3_COPY_PART", 5 * MIB)
+    monkeypatch.setattr(promote, "S3_PART_COPY", MIB)  # copy part by part (so progress can follow) from 1 MiB
     data = os.urandom(12 * MIB)
     with s3_calls(dj_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
         staged.rec["artifact_id"] = 1

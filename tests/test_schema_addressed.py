@@ -11,6 +11,7 @@ import zarr
 from conftest import declare, store_files
 
 import dj_staged
+from dj_staged.errors import ContentError
 
 TOKEN_AND_TIME = ("path", "timestamp")
 
@@ -108,8 +109,10 @@ def test_object_zarr_through_store_fetches_back(Recording):
     ],
 )
 def test_npy_bad_content_leaves_nothing(Recording, dj_local_store, content, message):
-    with pytest.raises(dj.DataJointError, match=message), dj_staged.staged_insert1(Recording) as staged:
+    with pytest.raises(ContentError, match=message) as raised, dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 3
+        with staged.open("raw", ".bin") as f:
+            f.write(b"a valid raw value")
         with staged.open("waveform", ".npy") as f:
             if content == "truncated":
                 np.save(f, np.arange(1000.0))
@@ -122,6 +125,7 @@ def test_npy_bad_content_leaves_nothing(Recording, dj_local_store, content, mess
                 f.write(b"extra")
             else:
                 f.write(content)
+    assert raised.value.field == "waveform"
     assert len(Recording()) == 0
     assert store_files(dj_local_store) == []
 
@@ -262,7 +266,7 @@ def test_custom_schema_addressed_codec_participates(dj_schema, dj_local_store):
         def decode(self, stored, *, key=None, context=None):
             return stored["pages"]
 
-        def _enrich_staged_metadata(self, base, session, field):
+        def _enrich_staged_metadata(self, base, field):
             return {"path": base["path"], "store": base["store"], "pages": base["item_count"]}
 
     try:

@@ -171,7 +171,9 @@ def test_session_used_after_the_block(Mixed, dj_local_store, ending):
     ):
         with pytest.raises(dj.DataJointError, match="closed"):
             use()
-    assert store_files(dj_local_store, leases=True) == files and lease_files(dj_local_store) == []
+    assert store_files(dj_local_store, leases=True) == files
+    # an interrupted block cleans up nothing in-process: its lease stays, abandoned, naming what it wrote
+    assert bool(lease_files(dj_local_store)) == (ending == "interrupt")
     assert len(Mixed()) == (1 if ending == "clean" else 0)
 
 

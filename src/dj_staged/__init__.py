@@ -1,43 +1,53 @@
 """dj-staged: staged insert for every DataJoint object-store codec.
 
-Importing the package changes nothing in DataJoint. Use
-:func:`staged_insert1` directly, or call :func:`enable` to make
-``Table.staged_insert1`` this engine (and :func:`disable` to restore
-DataJoint's own).
+Importing the package changes nothing in DataJoint and loads nothing heavy:
+the names below are imported on first use. Use :func:`staged_insert1`
+directly, or call :func:`enable` to make ``Table.staged_insert1`` this engine
+(and :func:`disable` to restore DataJoint's own).
 """
 
-from .addressing import HashAddressedStaging, SchemaAddressedStaging
-from .codecs import BlobArrayWriter, open_blob_array  # importing .codecs registers the built-in adapters
-from .protocol import StagedCodec, participant_for, register_adapter
-from .session import (
-    StagedBatch,
-    StagedInsert,
-    StagedInsert1,
-    StagedSession,
-    disable,
-    enable,
-    is_enabled,
-    staged_insert,
-    staged_insert1,
-)
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-__all__ = [
-    "BlobArrayWriter",
-    "HashAddressedStaging",
-    "SchemaAddressedStaging",
-    "StagedBatch",
-    "StagedCodec",
-    "StagedInsert",
-    "StagedInsert1",
-    "StagedSession",
-    "disable",
-    "enable",
-    "is_enabled",
-    "open_blob_array",
-    "participant_for",
-    "register_adapter",
-    "staged_insert",
-    "staged_insert1",
-]
+try:
+    __version__ = version("dj-staged")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+_EXPORTS = {
+    "BatchInsert": "dj_staged.session",
+    "BlobArrayWriter": "dj_staged.codecs.blob",
+    "HashAddressedStaging": "dj_staged.addressing",
+    "SchemaAddressedStaging": "dj_staged.addressing",
+    "StagedBatch": "dj_staged.session",
+    "StagedCodec": "dj_staged.protocol",
+    "StagedField": "dj_staged.protocol",
+    "StagedInsert1": "dj_staged.session",
+    "StagedSession": "dj_staged.session",
+    "disable": "dj_staged.session",
+    "enable": "dj_staged.session",
+    "is_enabled": "dj_staged.session",
+    "open_blob_array": "dj_staged.codecs.blob",
+    "participant_for": "dj_staged.protocol",
+    "register_adapter": "dj_staged.protocol",
+    "staged_insert": "dj_staged.session",
+    "staged_insert1": "dj_staged.session",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dj_staged' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

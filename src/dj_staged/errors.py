@@ -1,23 +1,160 @@
-"""Error messages shared by the session and the lifecycles.
+"""The errors a staged insert raises, as one tree: catch by class, never by wording.
 
-DataJoint 2.3.5's staged insert words some errors in a way that existing code
-and users already know; those texts are kept verbatim here.
+::
+
+    DataJointError                          (DataJoint's base class)
+    ├── DuplicateError                      (DataJoint's: a key already in the table, or twice in one batch)
+    └── StagedInsertError                   everything refused or failed by dj-staged
+        ├── MissingPrimaryKeyError          store()/open() before the whole primary key is set
+        ├── NotParticipatingError           the field's codec does not take part in staged insert
+        ├── HandleModeError                 store() for a file value, open() for a directory, a read mode,
+        │                                   a second handle for a one-sequence value, a closed session
+        ├── InvalidPathError (+ ValueError) an extension, filename or key that would leave the store's location
+        ├── NothingWrittenError             a handle that received nothing a value can be made of
+        ├── ContentError                    what was written does not make a valid value (bad .npy, wrong size)
+        ├── IncompleteObjectError           fencing: an object the row would reference is missing or changed
+        ├── LeaseLostError                  fencing: the write's lease lapsed, so the collector may have run
+        ├── UnsupportedBackendError         the database cannot hold leases (dj-staged needs PostgreSQL)
+        └── AmbiguousCommitError            the connection died during the commit and the outcome is unknown
+
+Each error that concerns one field names it in ``.field``. Warnings a user may
+want to act on are :class:`CommitRecoveredWarning` (the connection died after the
+commit, and the row was found committed) and :class:`IgnoredValueWarning`.
 """
 
 from __future__ import annotations
 
-from datajoint.errors import DataJointError
+from datajoint.errors import DataJointError, DuplicateError
+
+__all__ = [
+    "AmbiguousCommitError",
+    "CommitRecoveredWarning",
+    "ContentError",
+    "DataJointError",
+    "DuplicateError",
+    "HandleModeError",
+    "IgnoredValueWarning",
+    "IncompleteObjectError",
+    "InvalidPathError",
+    "LeaseLostError",
+    "MissingPrimaryKeyError",
+    "NotParticipatingError",
+    "NothingWrittenError",
+    "StagedInsertError",
+    "UnsupportedBackendError",
+]
+
+
+class StagedInsertError(DataJointError):
+    """Base class of every error dj-staged raises; ``field`` names the field concerned, if one is."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class MissingPrimaryKeyError(StagedInsertError):
+    """``store()``/``open()`` was called before every primary-key attribute was set on ``staged.rec``."""
+
+
+class NotParticipatingError(StagedInsertError):
+    """The field is not an object-store field whose codec takes part in staged insert."""
+
+
+class HandleModeError(StagedInsertError):
+    """The handle asked for does not fit the field's value, or the session no longer gives handles."""
+
+
+class InvalidPathError(StagedInsertError, ValueError):
+    """An extension, filename or primary-key value that would put an object outside the field's location."""
+
+
+class NothingWrittenError(StagedInsertError):
+    """A handle was asked for but nothing a value can be made of was written through it."""
+
+
+class ContentError(StagedInsertError):
+    """What was written does not form a valid value for the codec (a bad ``.npy`` header, a size mismatch)."""
+
+
+class IncompleteObjectError(StagedInsertError):
+    """Fencing: an object the row would reference is missing, or differs from what was written through the handle."""
+
+
+class LeaseLostError(StagedInsertError):
+    """Fencing: the write's lease was not held continuously until the commit, so nothing is inserted."""
+
+
+class UnsupportedBackendError(StagedInsertError):
+    """The database backend cannot hold dj-staged's leases (advisory locks); dj-staged needs PostgreSQL."""
+
+
+class AmbiguousCommitError(StagedInsertError):
+    """The connection died during the commit and it could not be found out whether the row exists.
+
+    Every object is kept: if the row exists it references them, and if it does
+    not, ``dj-staged gc`` reclaims them. ``keys`` lists the rows concerned.
+    """
+
+    def __init__(self, message: str, *, keys: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.keys = list(keys or [])
+
+
+class CommitRecoveredWarning(UserWarning):
+    """The connection died after the commit was sent; the row was looked up and found committed."""
+
+
+class IgnoredValueWarning(UserWarning):
+    """A value set on ``staged.rec`` for a field written through a handle is ignored."""
+
 
 STORAGE_NOT_CONFIGURED = "Storage is not configured. Set stores.default and stores.<name> settings in datajoint.json."
 
 
-def storage_not_configured(field: str, cause: Exception) -> DataJointError:
-    """The 2.3.5 message, followed by which field asked and what DataJoint said."""
-    return DataJointError(f"{STORAGE_NOT_CONFIGURED} (field '{field}': {cause})")
+def storage_not_configured(field: str, cause: Exception) -> StagedInsertError:
+    """DataJoint 2.3.5's message, followed by which field asked and what DataJoint said."""
+    return StagedInsertError(f"{STORAGE_NOT_CONFIGURED} (field '{field}': {cause})", field=field)
 
 
-def missing_primary_key(missing: set[str]) -> DataJointError:
-    """The 2.3.5 message for ``store()``/``open()`` before the whole key is set."""
-    return DataJointError(
-        f"Primary key values must be set in staged.rec before calling store() or open(). Missing: {missing}"
+def missing_primary_key(missing: set[str], field: str | None = None) -> MissingPrimaryKeyError:
+    """DataJoint 2.3.5's message for ``store()``/``open()`` before the whole key is set."""
+    return MissingPrimaryKeyError(
+        f"Primary key values must be set in staged.rec before calling store() or open(). Missing: {missing}",
+        field=field,
     )
+
+
+def codec_label(codec: object) -> str:
+    """``<name>`` of a codec, for messages."""
+    return f"<{getattr(codec, 'name', type(codec).__name__)}>"
+
+
+def nothing_written(field: str, codec: object) -> NothingWrittenError:
+    """The error for a staged field whose handle received nothing a value can be made of."""
+    return NothingWrittenError(
+        f"Nothing was written to field '{field}' ({codec_label(codec)}) through its staged handle; "
+        "write the content inside the block, or do not ask for a handle",
+        field=field,
+    )
+
+
+def _package_dir(module: object) -> str:
+    return str(getattr(module, "__file__", "")).rsplit("/", 1)[0] + "/"
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Issue a warning attributed to the user's line (a ``with`` block's, or a ``populate()`` call's).
+
+    Frames of dj-staged and of DataJoint are skipped, whatever their depth.
+    """
+    import sys
+    import warnings
+
+    import datajoint
+
+    internal = (_package_dir(sys.modules[__package__]), _package_dir(datajoint))
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is the caller of warn()
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)

@@ -1,47 +1,133 @@
 """The codec-side staged-write protocol and how a field's participant is found.
 
-A codec takes part in staged insert by implementing three methods::
+A codec takes part in staged insert by implementing three methods, each given
+the :class:`StagedField` being written::
 
-    staged_handle(session, field, ext, *, mode, file_mode="wb") -> FSMap | file
-    finalize_staged(session, field) -> dict      # the column value to insert
-    cleanup_staged(session, field) -> None       # remove what was staged
+    staged_handle(field, *, mode, file_mode="wb") -> FSMap | file   # mode "store" or "open"
+    finalize_staged(field) -> dict      # the column value to insert
+    cleanup_staged(field) -> None       # remove what was staged
 
 either directly or by inheriting a lifecycle mixin
 (:class:`dj_staged.SchemaAddressedStaging`, :class:`dj_staged.HashAddressedStaging`).
+Whatever the codec writes, it leases first with ``field.lease(path)``: the
+collector never deletes a leased path, and it knows of no other.
+
 DataJoint's built-in codec classes cannot be edited, so this package registers
 *adapters* for them: objects implementing the same three methods on the
 codec's behalf, looked up by the codec's exact class (a subclass may change
-``encode``, so it does not inherit its parent's adapter).
+``encode``, so it does not inherit its parent's adapter), or by
+``"package:ClassName"`` for a class that need not be imported to be named.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+
+from ._datajoint import full_path
+from .errors import codec_label
+
+if TYPE_CHECKING:
+    from .leases import LeaseKeeper
+
+HandleMode = Literal["store", "open"]
 
 PROTOCOL_METHODS = ("staged_handle", "finalize_staged", "cleanup_staged")
 
-HANDLE_MODES = ("store", "open")
+
+@dataclass(eq=False)
+class StagedField:
+    """One field of one staged row, as handed to the field's participant."""
+
+    name: str
+    codec: Any
+    participant: Any
+    table: Any
+    store_name: str
+    spec: dict[str, Any]
+    backend: Any
+    ext: str | None
+    primary_key: dict[str, Any]
+    leases: LeaseKeeper
+    durable: bool = True
+    progress: Callable[[str, int | None], Callback] | None = None
+    size: int | None = None
+    filename: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    state: Any = None
+    handles: list[Any] = field(default_factory=list)
+    reclaims: list[str] = field(default_factory=list)
+
+    @property
+    def schema(self) -> str:
+        """The table's schema (its database name)."""
+        return self.table.database
+
+    @property
+    def table_name(self) -> str:
+        """The table's name as DataJoint stores it (``insert1`` builds paths with it)."""
+        return self.table.table_name
+
+    @property
+    def label(self) -> str:
+        """``Field 'name' (<codec>)``, for messages."""
+        return f"Field '{self.name}' ({codec_label(self.codec)})"
+
+    def full_path(self, path: str) -> str:
+        """The filesystem path of a store-relative ``path`` (for ``backend.fs`` calls)."""
+        return full_path(self.backend, path)
+
+    def lease(self, *paths: str) -> None:
+        """Protect ``paths`` from the collector until the row is committed (or the write is abandoned).
+
+        Call it before writing a path, and before referencing an object that
+        already exists. Raises if the lease cannot be recorded, so nothing is
+        written unprotected.
+        """
+        self.leases.lease(self.store_name, self.backend, paths, field=self.name, key=self.primary_key)
+
+    def is_leased(self, path: str) -> bool:
+        """Whether this writer leased ``path`` in the field's store."""
+        return self.leases.covers(self.store_name, path)
+
+    def reclaim(self, path: str) -> None:
+        """Remove ``path``, a canonical object this field created, unless another row or writer uses it."""
+        self.reclaims.append(path)
+
+    def callback(self, description: str, total: int | None) -> Callback:
+        """A progress callback for a long wait that runs none of the caller's code (re-read, copy)."""
+        if self.progress is None:
+            return DEFAULT_CALLBACK
+        return self.progress(description, total)
 
 
 @runtime_checkable
 class StagedCodec(Protocol):
     """What the session calls for each field written through ``store()``/``open()``."""
 
-    def staged_handle(self, session: Any, field: str, ext: str | None, *, mode: str, file_mode: str = "wb") -> Any:
+    def staged_handle(self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb") -> Any:
         """Return a write handle (``mode="store"``: ``fsspec.FSMap``; ``mode="open"``: file object)."""
 
-    def finalize_staged(self, session: Any, field: str) -> dict:
-        """Inspect what was written and return the column value ``insert1`` would have stored."""
+    def finalize_staged(self, field: StagedField) -> dict[str, Any]:
+        """Check what was written and return the column value ``insert1`` would have stored."""
 
-    def cleanup_staged(self, session: Any, field: str) -> None:
+    def cleanup_staged(self, field: StagedField) -> None:
         """Remove what this field staged; never an object another row may reference."""
 
 
-_adapters: dict[type, StagedCodec] = {}
+_adapters: dict[type | str, StagedCodec] = {}
 
 
-def register_adapter(codec_class: type, adapter: StagedCodec) -> None:
-    """Let ``adapter`` speak the protocol for codecs of exactly ``codec_class``."""
+def class_name(codec_class: type) -> str:
+    """``"package:ClassName"``: the top-level package of the class's module and its qualified name."""
+    return f"{codec_class.__module__.split('.', 1)[0]}:{codec_class.__qualname__}"
+
+
+def register_adapter(codec_class: type | str, adapter: StagedCodec) -> None:
+    """Let ``adapter`` speak the protocol for codecs of exactly ``codec_class`` (a class or ``"package:Name"``)."""
     _adapters[codec_class] = adapter
 
 
@@ -49,4 +135,7 @@ def participant_for(codec: Any) -> StagedCodec | None:
     """The object implementing the protocol for ``codec``, or None if it does not take part."""
     if all(callable(getattr(codec, name, None)) for name in PROTOCOL_METHODS):
         return codec
-    return _adapters.get(type(codec))
+    import dj_staged.codecs  # noqa: F401  (registers the adapters of DataJoint's built-in codecs on first use)
+
+    found = _adapters.get(type(codec))
+    return found if found is not None else _adapters.get(class_name(type(codec)))

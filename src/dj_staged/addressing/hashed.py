@@ -5,19 +5,21 @@ canonical path depends on the content and is not known yet. The stored bytes
 are a codec *prefix* followed by the caller's content (``<hash@>``: no prefix;
 ``<attach@>``: ``filename\\0``; ``<blob@>``: the blob header). Finalization:
 
-1. makes the staging object hold exactly the stored bytes. A prefix known when
-   the handle is opened is written first; one whose length is known but value
-   is not (a bytes blob's length) is written as a placeholder and patched in
-   place on a local store; otherwise the content is framed into a second
-   staging object (:func:`~dj_staged.addressing.promote.compose_prefixed`);
-2. takes the MD5 computed during the caller's writes when they were sequential
-   and started with the prefix, or re-reads the object once, streaming;
-3. promotes it to DataJoint's canonical path (``build_hash_path`` with the
-   store's ``hash_prefix`` and ``subfolding``), or drops it when that content
-   already exists (dedup; also when it appears concurrently);
-4. returns ``{hash, path, schema, store, size}``, what ``<hash@>`` stores.
+1. checks the staging object is the one the handle wrote, with its size;
+2. makes it hold exactly the stored bytes. A prefix known when the handle is
+   opened is written first; one whose length is known but value is not (a bytes
+   blob's length) is written as a placeholder and patched in place on a local
+   store; otherwise the content is framed into a second staging object
+   (:func:`~dj_staged.addressing.promote.compose_prefixed`);
+3. takes the MD5 computed while the caller wrote, when the writes were
+   sequential and started with the prefix, or re-reads the object once;
+4. leases the canonical path (``build_hash_path`` with the store's
+   ``hash_prefix`` and ``subfolding``), then promotes the object there, or drops
+   it when that content already exists (dedup; also when it appears concurrently);
+5. returns ``{hash, path, schema, store, size}``, what ``<hash@>`` stores.
 
-Cleanup removes staging objects only, never a canonical one.
+Cleanup removes staging objects, and a canonical object only if this field
+created it and nothing else uses it (:meth:`~dj_staged.protocol.StagedField.reclaim`).
 
 Example (a custom codec storing raw bytes with a magic prefix)::
 
@@ -27,33 +29,61 @@ Example (a custom codec storing raw bytes with a magic prefix)::
         def get_dtype(self, is_store):
             return "<hash>"
 
-        def _stored_prefix(self, session, field, content_size):
+        def _stored_prefix(self, field, content_size):
             return b"FRM1"
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from dataclasses import dataclass
 from typing import Any
 
-from datajoint.errors import DataJointError
 from datajoint.hash_registry import build_hash_path
 from datajoint.storage import generate_token
 
-from .hashing import HashingWriter, encode_digest, rehash
+from .. import steps
+from ..durability import fsync_path, is_local
+from ..errors import ContentError, HandleModeError, IncompleteObjectError
+from ..layout import STAGING_PREFIX
+from ..protocol import StagedField
+from .handles import StagedFile, same_file
+from .hashing import encode_digest, rehash
 from .paths import check_relative_path
 from .promote import compose_prefixed, promote
-from .schema import check_mode, codec_label
-
-STAGING_PREFIX = "_staging"
+from .schema import check_mode
 
 PREFIXED, PLACEHOLDER, CONTENT = "prefixed", "placeholder", "content"
+STAGING_TOKEN_LENGTH = 16
 
 
-def staging_path(session: Any, field: str, ext: str | None, token_length: int) -> str:
+def staging_path(field: StagedField) -> str:
     """``_staging/{schema}/{table}/{field}_{token}{ext}`` for a new staged object."""
-    token = generate_token(token_length)
-    path = f"{STAGING_PREFIX}/{session.table.database}/{session.table.table_name}/{field}_{token}{ext or ''}"
-    return check_relative_path(field, path)
+    token = generate_token(STAGING_TOKEN_LENGTH)
+    path = f"{STAGING_PREFIX}/{field.schema}/{field.table_name}/{field.name}_{token}{field.ext or ''}"
+    return check_relative_path(field.name, path)
+
+
+@dataclass
+class HashAddressedState:
+    """What the hash-addressed lifecycle keeps for one field."""
+
+    staging_path: str
+    handle: StagedFile
+    layout: str
+    written_prefix: bytes
+    framed_path: str | None = None
+    canonical: str | None = None
+    promoted: bool | None = None
+
+
+def hash_state(field: StagedField) -> HashAddressedState:
+    """The field's hash-addressed state (set by its handle)."""
+    state = field.state
+    if not isinstance(state, HashAddressedState):
+        raise TypeError(f"{field.label} has no hash-addressed staging state")
+    return state
 
 
 class HashAddressedStaging:
@@ -61,7 +91,7 @@ class HashAddressedStaging:
 
     staged_modes: tuple[str, ...] = ("open",)
 
-    def _stored_prefix(self, session: Any, field: str, content_size: int | None) -> bytes | None:
+    def _stored_prefix(self, field: StagedField, content_size: int | None) -> bytes | None:
         """Codec hook: bytes stored before the caller's content.
 
         Called with ``content_size=None`` when the handle is opened (return None
@@ -70,94 +100,136 @@ class HashAddressedStaging:
         """
         return b""
 
-    def _prefix_length(self, session: Any, field: str) -> int | None:
+    def _prefix_length(self, field: StagedField) -> int | None:
         """Codec hook: the prefix's length when it is fixed before its value is known."""
         return None
 
-    def _check_content(self, session: Any, field: str, content_size: int) -> None:
-        """Codec hook: raise ``DataJointError`` if the content would not decode on fetch."""
+    def _check_content(self, field: StagedField, content_size: int) -> None:
+        """Codec hook: raise ``ContentError`` if the content would not decode on fetch."""
 
-    def staged_handle(self, session: Any, field: str, ext: str | None, *, mode: str, file_mode: str = "wb") -> Any:
-        """A hashing write handle on a fresh staging object."""
-        check_mode(self, session, field, mode)
+    def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
+        """A hashing write handle on a fresh, leased staging object."""
+        check_mode(self, field, mode)
         if file_mode != "wb":
-            raise DataJointError(
-                f"Field '{field}' ({codec_label(session.slot(field).codec)}) is written as one byte sequence: "
-                f"open it with mode 'wb', not {file_mode!r}"
+            raise HandleModeError(
+                f"{field.label} is written as one byte sequence: open it with mode 'wb', not {file_mode!r}",
+                field=field.name,
             )
-        slot = session.slot(field)
-        if "writer" in slot.state:
-            raise DataJointError(
-                f"Field '{field}' ({codec_label(slot.codec)}) already has an open staged handle; a hash-addressed "
-                "value is one byte sequence written through one handle"
+        if field.state is not None:
+            raise HandleModeError(
+                f"{field.label} already has a staged handle; a hash-addressed value is one byte sequence written "
+                "through one handle",
+                field=field.name,
             )
-        path = staging_path(session, field, slot.ext, slot.spec.get("token_length", 8))
-        slot.state["staging_path"] = path
-        prefix = self._stored_prefix(session, field, None)
+        path = staging_path(field)
+        field.lease(path)
+        local = is_local(field.backend.fs)
+        prefix = self._stored_prefix(field, None)
         layout = PREFIXED
         if prefix is None:
-            length = self._prefix_length(session, field)
-            if length is not None and slot.backend.protocol == "file":
+            length = self._prefix_length(field)
+            if length is not None and local:
                 prefix, layout = bytes(length), PLACEHOLDER
             else:
                 prefix, layout = b"", CONTENT
-        writer = HashingWriter(slot.backend.open(path, "wb"), prefix, hashing=layout == PREFIXED)
-        slot.state.update(writer=writer, layout=layout, written_prefix=prefix)
-        return writer
+        raw = field.backend.open(path, "wb")
+        try:
+            handle = StagedFile(raw, prefix=prefix, hashing=layout == PREFIXED, durable=field.durable and local)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error is what the caller must see
+                raw.close()
+            with contextlib.suppress(Exception):
+                field.backend.remove(path)
+            raise
+        field.state = HashAddressedState(path, handle, layout, prefix)
+        return handle
 
-    def finalize_staged(self, session: Any, field: str) -> dict:
+    def finalize_staged(self, field: StagedField) -> dict:
         """Hash the stored bytes, promote them to the canonical path, return ``<hash@>``'s column value."""
-        slot = session.slot(field)
-        state = slot.state
-        backend = slot.backend
-        staged = state["staging_path"]
-        written = backend.fs.size(backend._full_path(staged))
-        content_size = written - len(state["written_prefix"])
-        self._check_content(session, field, content_size)
-        prefix = self._stored_prefix(session, field, content_size)
+        state = hash_state(field)
+        backend = field.backend
+        staged = state.staging_path
+        written = self._verify(field, state)
+        content_size = written - len(state.written_prefix)
+        self._check_content(field, content_size)
+        prefix = self._stored_prefix(field, content_size)
         if prefix is None:
-            raise DataJointError(f"Field '{field}' ({codec_label(slot.codec)}) cannot frame its content")
+            raise ContentError(f"{field.label} cannot frame its content", field=field.name)
         candidate, md5 = staged, None
-        if state["layout"] == PREFIXED and prefix == state["written_prefix"]:
-            if state["writer"].sequential and state["writer"].hashing:
-                md5 = state["writer"].md5
-        elif state["layout"] == PLACEHOLDER and len(prefix) == len(state["written_prefix"]):
+        local = is_local(backend.fs)
+        if state.layout == PREFIXED and prefix == state.written_prefix:
+            md5 = state.handle.digest()
+        elif state.layout == PLACEHOLDER and len(prefix) == len(state.written_prefix):
             with backend.open(staged, "r+b") as patch:
                 patch.write(prefix)
+            if field.durable and local:
+                fsync_path(field.full_path(staged))
         else:
             candidate = staged + ".framed"
-            state["framed_path"] = candidate
-            compose_prefixed(backend, prefix, staged, candidate, offset=len(state["written_prefix"]))
+            field.lease(candidate)
+            state.framed_path = candidate
+            with field.callback("framing", content_size) as callback:
+                compose_prefixed(backend, prefix, staged, candidate, len(state.written_prefix), callback)
+            if field.durable and local:
+                fsync_path(field.full_path(candidate))
             backend.remove(staged)
         size = len(prefix) + content_size
         if md5 is None:
-            md5 = rehash(backend, candidate, size=size)
+            with field.callback("hashing", size) as callback:
+                md5 = rehash(backend, candidate, callback=callback)
         content_hash = encode_digest(md5)
-        subfolding = slot.spec.get("subfolding")
+        subfolding = field.spec.get("subfolding")
         canonical = build_hash_path(
-            content_hash,
-            session.table.database,
-            tuple(subfolding) if subfolding else None,
-            hash_prefix=slot.spec["hash_prefix"],
+            content_hash, field.schema, tuple(subfolding) if subfolding else None, hash_prefix=field.spec["hash_prefix"]
         )
-        session.protect(field, canonical)  # an existing, unreferenced object must survive gc until our insert
-        state["promoted"] = self._promote(backend, candidate, canonical)
+        field.lease(canonical)  # before looking: an existing, unreferenced object must survive gc until our commit
+        state.canonical = canonical
+        steps.reach("writer.promote", field=field.name, path=canonical)
+        with field.callback("promoting", size) as callback:
+            state.promoted = self._promote(field, candidate, canonical, callback)
+        if not state.promoted:
+            steps.reach("writer.dedup", field=field.name, path=canonical)
         return {
             "hash": content_hash,
             "path": canonical,
-            "schema": session.table.database,
-            "store": slot.store_name,
+            "schema": field.schema,
+            "store": field.store_name,
             "size": size,
         }
 
-    def _promote(self, backend: Any, staged: str, canonical: str) -> bool:
-        """Move the staged object to ``canonical``; False when that content already exists (dedup)."""
-        return promote(backend, staged, canonical)
+    def _verify(self, field: StagedField, state: HashAddressedState) -> int:
+        """The staging object's size, after checking it is what the handle wrote (fencing)."""
+        record = state.handle.record
+        full = field.full_path(state.staging_path)
+        try:
+            size = int(field.backend.fs.info(full)["size"])
+            found = os.stat(full) if is_local(field.backend.fs) else None
+        except FileNotFoundError:
+            raise IncompleteObjectError(
+                f"{field.label}: its staging object was removed after it was written; nothing was inserted",
+                field=field.name,
+            ) from None
+        if record is not None and (size != record.size or (found is not None and not same_file(record, found))):
+            raise IncompleteObjectError(
+                f"{field.label}: its staging object changed after it was written ({record.size} bytes written, "
+                f"{size} found); nothing was inserted",
+                field=field.name,
+            )
+        steps.reach("writer.verify", field=field.name, path=state.staging_path)
+        return size
 
-    def cleanup_staged(self, session: Any, field: str) -> None:
-        """Delete this field's staging objects if they are still there; canonical objects stay."""
-        slot = session.slot(field)
-        for key in ("staging_path", "framed_path"):
-            path = slot.state.get(key)
-            if path is not None and slot.backend.exists(path):
-                slot.backend.remove(path)
+    def _promote(self, field: StagedField, staged: str, canonical: str, callback: Any) -> bool:
+        """Move the staged object to ``canonical``; False when that content already exists (dedup)."""
+        return promote(field.backend, staged, canonical, durable=field.durable, callback=callback)
+
+    def cleanup_staged(self, field: StagedField) -> None:
+        """Delete this field's staging objects; a canonical object it created is reclaimed (if unshared)."""
+        state = field.state
+        if not isinstance(state, HashAddressedState):
+            return
+        state.handle.abort()
+        for path in (state.staging_path, state.framed_path):
+            if path is not None and field.backend.exists(path):
+                field.backend.remove(path)
+        if state.promoted and state.canonical is not None:
+            field.reclaim(state.canonical)

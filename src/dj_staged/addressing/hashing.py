@@ -1,20 +1,33 @@
-"""DataJoint's content hash, computed while the caller writes or by one streaming re-read.
+"""DataJoint's content hash, computed alongside the caller's writes or by one streaming re-read.
 
 The hash is ``datajoint.hash_registry.compute_hash``'s: MD5 of the stored bytes,
 base32, padding stripped, lowercase. ``compute_hash`` takes the content in one
-``bytes`` object; these helpers feed the same digest incrementally so nothing is
-held in memory, and :func:`encode_digest` is checked against it in the tests.
+``bytes`` object; :class:`StreamingMD5` feeds the same digest piece by piece so
+nothing is held in memory, and :func:`encode_digest` is checked against it in the
+tests.
+
+MD5 is most of the cost of a hash-addressed write, and ``hashlib`` releases the
+GIL for large buffers, so once a stream is large the digest runs in a
+background thread while the caller's thread writes: the write and the hash of
+the same bytes overlap on two cores. The queue between them is bounded, so
+memory stays flat however fast the caller writes.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import queue
+import threading
 from typing import Any
 
-from ..progress import byte_bar
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-CHUNK = 8 << 20
+CHUNK = 8 << 20  # re-read chunk
+PIECE = 4 << 20  # the largest piece handed to the hashing thread at once
+_INLINE = 8 << 20  # a stream shorter than this is hashed inline: a thread is not worth it
+_SMALL = 64 << 10  # pieces below this are gathered into one before being handed over
+_QUEUED = 8  # pieces waiting for the hashing thread at most (bounded memory)
 
 
 def encode_digest(md5: Any) -> str:
@@ -22,78 +35,116 @@ def encode_digest(md5: Any) -> str:
     return base64.b32encode(md5.digest()).decode("ascii").rstrip("=").lower()
 
 
-class HashingWriter:
-    """A write handle that feeds every byte to MD5 as long as the writes are sequential.
+class StreamingMD5:
+    """MD5 of a byte stream fed in order with :meth:`update`; large streams are hashed in a background thread.
 
-    Any seek or truncate makes the running digest unusable (``sequential`` turns
-    False) and finalization re-reads the object instead. ``hashing=False`` skips
-    the digest from the start, for an object whose stored bytes are not known
-    yet (a placeholder or missing prefix): it would be re-read anyway, and MD5
-    is most of the cost of a write.
+    A piece handed over is not copied when it cannot change (``bytes``);
+    anything else is copied, because the caller may reuse its buffer as soon
+    as ``write`` returns. An error in the thread is raised at the next
+    :meth:`update` or at :meth:`result`; :meth:`close` stops the thread.
     """
 
-    def __init__(self, raw: Any, prefix: bytes = b"", *, hashing: bool = True) -> None:
-        self._raw = raw
+    def __init__(self) -> None:
         self._md5 = hashlib.md5()
-        self.hashing = hashing
-        self.sequential = True
-        if prefix:
-            self.write(prefix)
+        self._fed = 0
+        self._gathered = bytearray()
+        self._queue: queue.Queue[Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stopping = False
 
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        if self.sequential and self.hashing:
+    def update(self, view: memoryview) -> None:
+        """Feed the next piece of the stream."""
+        if self._error is not None:
+            raise self._error
+        self._fed += len(view)
+        if self._queue is None and self._fed <= _INLINE:
             self._md5.update(view)
-        written = self._raw.write(view)
-        return len(view) if written is None else written
+            return
+        if len(view) < _SMALL:
+            self._gathered += view
+            if len(self._gathered) >= PIECE:
+                self._hand_over(bytes(self._gathered))
+                self._gathered.clear()
+            return
+        if self._gathered:
+            self._hand_over(bytes(self._gathered))
+            self._gathered.clear()
+        for start in range(0, len(view), PIECE):
+            piece = view[start : start + PIECE]
+            self._hand_over(piece if isinstance(view.obj, bytes) else bytes(piece))
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.sequential = False
-        return self._raw.seek(offset, whence)
+    def _hand_over(self, piece: Any) -> None:
+        if self._queue is None:
+            self._queue = queue.Queue(maxsize=_QUEUED)
+            self._thread = threading.Thread(target=self._run, name="dj-staged-md5", daemon=True)
+            self._thread.start()
+        self._queue.put(piece)
 
-    def truncate(self, size: int | None = None) -> int:
-        self.sequential = False
-        return self._raw.truncate(size) if size is not None else self._raw.truncate()
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (piece := self._queue.get()) is not None:
+            if self._error is None and not self._stopping:
+                try:
+                    self._md5.update(piece)
+                except BaseException as error:  # surfaces in the caller's thread
+                    self._error = error
 
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def close(self) -> None:
-        self._raw.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._raw.closed
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return self._raw.seekable()
-
-    @property
-    def md5(self) -> Any:
-        """The running digest (meaningful only while ``hashing`` and ``sequential``)."""
+    def result(self) -> Any:
+        """The finished digest (a ``hashlib`` MD5 object); waits for the thread."""
+        if self._gathered:
+            if self._queue is None:
+                self._md5.update(self._gathered)
+            else:
+                self._hand_over(bytes(self._gathered))
+            self._gathered.clear()
+        self.close()
+        if self._error is not None:
+            raise self._error
         return self._md5
 
-    def __enter__(self) -> HashingWriter:
-        return self
+    def close(self) -> None:
+        """Stop the hashing thread (after what was handed over), whatever happened; idempotent."""
+        if self._thread is None:
+            return
+        assert self._queue is not None
+        if self._error is not None:
+            self._stopping = True
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = None
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
-
-def rehash(backend: Any, path: str, prefix: bytes = b"", size: int | None = None) -> Any:
-    """MD5 of ``prefix`` followed by the object at ``path``, read once in chunks."""
+def rehash(backend: Any, path: str, prefix: bytes = b"", callback: Callback = DEFAULT_CALLBACK) -> Any:
+    """MD5 of ``prefix`` followed by the object at ``path``, read once while the previous chunk is hashed."""
     md5 = hashlib.md5(prefix)
-    with backend.open(path, "rb") as source, byte_bar("hashing", size) as bar:
-        while chunk := source.read(CHUNK):
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            with backend.open(path, "rb") as source:
+                while not stop.is_set() and (chunk := source.read(CHUNK)):
+                    chunks.put(chunk)
+        except BaseException as error:
+            chunks.put(error)
+            return
+        chunks.put(None)
+
+    reader = threading.Thread(target=read, name="dj-staged-reread", daemon=True)
+    reader.start()
+    try:
+        while (chunk := chunks.get()) is not None:
+            if isinstance(chunk, BaseException):
+                raise chunk
             md5.update(chunk)
-            bar.update(len(chunk))
+            callback.relative_update(len(chunk))
+    finally:
+        stop.set()
+        while reader.is_alive():
+            try:
+                chunks.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        reader.join()
     return md5

@@ -5,15 +5,16 @@ or by a concurrent writer between our check and our move) the staging copy is
 dropped instead (dedup). Per protocol:
 
 - ``file``: ``os.link`` (fails if the destination exists, atomically) then unlink
-  the staging name; a rename in effect, no byte is copied.
+  the staging name; a rename in effect, no byte is copied. With durability on,
+  the directories that gained or lost an entry are fsynced.
 - ``s3``: an existence check, then a server-side copy, then delete the staging
   object; nothing is downloaded. Below 256 MiB the copy is s3fs's (``CopyObject``
   or a multipart ``UploadPartCopy``); from 256 MiB on it is a multipart
-  ``UploadPartCopy`` done here part by part, so a progress bar can follow it (the
-  user waits for it without their own code running). S3 has no conditional copy,
+  ``UploadPartCopy`` done here part by part, so a progress callback can follow it
+  (the user waits for it without their own code running). S3 has no conditional copy,
   so two writers racing on the same hash may both copy; they copy identical
   bytes, so either result is the same.
-- anything else: existence check, then fsspec's ``mv`` (no progress bar).
+- anything else: existence check, then fsspec's ``mv`` (no progress).
 """
 
 from __future__ import annotations
@@ -23,29 +24,39 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .. import progress
-from ..progress import byte_bar
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+
+from .._datajoint import call_s3, full_path
+from ..durability import fsync_directories, is_local
 from .hashing import CHUNK
 
 S3_FIRST_PART = 8 << 20
 S3_COPY_PART = 128 << 20
 S3_MAX_PARTS = 10_000
 S3_SMALL = 16 << 20
+S3_PART_COPY = 256 << 20  # from this size on, copy part by part so a callback can follow
 
 
-def promote(backend: Any, staging: str, canonical: str) -> bool:
+def promote(
+    backend: Any, staging: str, canonical: str, *, durable: bool = False, callback: Callback = DEFAULT_CALLBACK
+) -> bool:
     """Move ``staging`` to ``canonical``; False (and the staging copy removed) if canonical already exists."""
     fs = backend.fs
-    source, target = backend._full_path(staging), backend._full_path(canonical)
-    if backend.protocol == "file":
-        return _promote_local(source, target)
+    source, target = full_path(backend, staging), full_path(backend, canonical)
+    if is_local(fs):
+        promoted = _promote_local(fs, source, target)
+        if durable:
+            root = full_path(backend, "")
+            fsync_directories(os.path.dirname(target), root)
+            fsync_directories(os.path.dirname(source), os.path.dirname(source))
+        return promoted
     if fs.exists(target):
         fs.rm(source)
         return False
     if backend.protocol == "s3":
         size = fs.size(source)
-        if size >= progress.MIN_BYTES:
-            _copy_s3(fs, source, target, size)
+        if size >= S3_PART_COPY:
+            _copy_s3(fs, source, target, size, callback)
         else:
             fs.copy(source, target)
         fs.rm(source)
@@ -54,98 +65,108 @@ def promote(backend: Any, staging: str, canonical: str) -> bool:
     return True
 
 
-def _promote_local(source: str, target: str) -> bool:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+def _promote_local(fs: Any, source: str, target: str) -> bool:
+    fs.makedirs(os.path.dirname(target), exist_ok=True)
     try:
-        os.link(source, target)
+        fs.link(source, target)
     except FileExistsError:
-        os.unlink(source)
+        fs.rm_file(source)
         return False
     except OSError as error:
         if error.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
             raise
-        if os.path.exists(target):
-            os.unlink(source)
+        if fs.exists(target):
+            fs.rm_file(source)
             return False
-        os.replace(source, target)
+        fs.mv(source, target)
         return True
-    os.unlink(source)
+    fs.rm_file(source)
     return True
 
 
-def compose_prefixed(backend: Any, prefix: bytes, source: str, target: str, offset: int = 0) -> None:
+def compose_prefixed(
+    backend: Any, prefix: bytes, source: str, target: str, offset: int = 0, callback: Callback = DEFAULT_CALLBACK
+) -> None:
     """Write ``prefix`` + the bytes of ``source`` from ``offset`` on to ``target``.
 
     On S3 only the first few MiB travel through the client: the rest is copied
     server-side with ``UploadPartCopy``.
     """
     fs = backend.fs
-    source_full, target_full = backend._full_path(source), backend._full_path(target)
+    source_full, target_full = full_path(backend, source), full_path(backend, target)
     remaining = fs.size(source_full) - offset
+    callback.set_size(remaining)
     if backend.protocol == "s3" and len(prefix) + remaining > S3_SMALL:
-        _compose_s3(fs, prefix, source_full, target_full, offset, remaining)
+        _compose_s3(fs, prefix, source_full, target_full, offset, remaining, callback)
         return
-    with backend.open(source, "rb") as src, backend.open(target, "wb") as dst, byte_bar("framing", remaining) as bar:
+    with backend.open(source, "rb") as src, backend.open(target, "wb") as dst:
         dst.write(prefix)
         src.seek(offset)
         while chunk := src.read(CHUNK):
             dst.write(chunk)
-            bar.update(len(chunk))
+            callback.relative_update(len(chunk))
 
 
-def _compose_s3(fs: Any, prefix: bytes, source: str, target: str, offset: int, remaining: int) -> None:
+def _compose_s3(
+    fs: Any, prefix: bytes, source: str, target: str, offset: int, remaining: int, callback: Callback
+) -> None:
     """``prefix`` + the first few MiB of ``source`` as the first part, the rest copied server-side."""
     with fs.open(source, "rb") as src:
         src.seek(offset)
         head = src.read(S3_FIRST_PART)
 
     def fill(bucket: str, key: str, upload_id: str, parts: list[dict]) -> None:
-        first = fs.call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=prefix + head)
+        first = call_s3(fs, "upload_part", Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=prefix + head)
         parts.append({"PartNumber": 1, "ETag": first["ETag"]})
-        bar.update(len(head))
-        _copy_parts(fs, source, offset + len(head), offset + remaining, (bucket, key, upload_id), parts, bar)
+        callback.relative_update(len(head))
+        _copy_parts(fs, source, offset + len(head), offset + remaining, (bucket, key, upload_id), parts, callback)
 
-    with byte_bar("framing", remaining) as bar:
-        _multipart_upload(fs, target, fill)
+    _multipart_upload(fs, target, fill)
 
 
-def _copy_s3(fs: Any, source: str, target: str, size: int) -> None:
-    """Copy ``source`` to ``target`` inside S3, part by part, with a progress bar."""
+def _copy_s3(fs: Any, source: str, target: str, size: int, callback: Callback) -> None:
+    """Copy ``source`` to ``target`` inside S3, part by part, reporting progress."""
+    callback.set_size(size)
 
     def fill(bucket: str, key: str, upload_id: str, parts: list[dict]) -> None:
-        _copy_parts(fs, source, 0, size, (bucket, key, upload_id), parts, bar)
+        _copy_parts(fs, source, 0, size, (bucket, key, upload_id), parts, callback)
 
-    with byte_bar("promoting", size) as bar:
-        _multipart_upload(fs, target, fill)
+    _multipart_upload(fs, target, fill)
 
 
 def _multipart_upload(fs: Any, target: str, fill: Callable[[str, str, str, list[dict]], None]) -> None:
     """Create a multipart upload of ``target``, let ``fill`` add its parts, complete it (abort on any error)."""
     bucket, key, _ = fs.split_path(target)
-    upload_id = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
+    upload_id = call_s3(fs, "create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
     parts: list[dict] = []
     try:
         fill(bucket, key, upload_id, parts)
-        fs.call_s3(
-            "complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        call_s3(
+            fs,
+            "complete_multipart_upload",
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
         )
     except BaseException:
-        fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+        call_s3(fs, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
         raise
     fs.invalidate_cache(target)
 
 
 def _copy_parts(
-    fs: Any, source: str, start: int, end: int, upload: tuple[str, str, str], parts: list[dict], bar: Any
+    fs: Any, source: str, start: int, end: int, upload: tuple[str, str, str], parts: list[dict], callback: Callback
 ) -> None:
-    """Append ``UploadPartCopy`` parts for bytes ``[start, end)`` of ``source``, advancing ``bar``."""
+    """Append ``UploadPartCopy`` parts for bytes ``[start, end)`` of ``source``, reporting progress."""
     bucket, key, upload_id = upload
     src_bucket, src_key, _ = fs.split_path(source)
     step = max(S3_COPY_PART, -(-(end - start) // (S3_MAX_PARTS - len(parts))))
     while start < end:
         stop = min(start + step, end)
         number = len(parts) + 1
-        copied = fs.call_s3(
+        copied = call_s3(
+            fs,
             "upload_part_copy",
             Bucket=bucket,
             Key=key,
@@ -155,5 +176,5 @@ def _copy_parts(
             CopySourceRange=f"bytes={start}-{stop - 1}",
         )
         parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
-        bar.update(stop - start)
+        callback.relative_update(stop - start)
         start = stop

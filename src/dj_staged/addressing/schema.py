@@ -2,10 +2,12 @@
 
 The path is the one ordinary ``insert1`` builds for the row
 (``datajoint.storage.build_object_path`` with the store's ``schema_prefix``,
-``partition_pattern`` and ``token_length`` and the table's ``table_name``).
-Finalization inspects what was written and builds the ``<object@>``-shaped
-metadata, which a codec refines in :meth:`_enrich_staged_metadata`; cleanup
-deletes the file or directory.
+``partition_pattern`` and ``token_length`` and the table's ``table_name``); it is
+leased before the handle is returned. Finalization checks that what is at the
+path is what the handles wrote (fencing), makes it durable on a local store,
+and builds the ``<object@>``-shaped metadata, which a codec refines in
+:meth:`SchemaAddressedStaging._enrich_staged_metadata`; cleanup deletes the
+file or directory.
 
 Example (a custom codec)::
 
@@ -13,39 +15,58 @@ Example (a custom codec)::
         name = "tiffstack"
         staged_modes = ("store",)
 
-        def _enrich_staged_metadata(self, base, session, field):
+        def _enrich_staged_metadata(self, base, field):
             return {"path": base["path"], "store": base["store"], "n_pages": base["item_count"]}
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import fsspec
-from datajoint.errors import DataJointError
 from datajoint.storage import build_object_path
 
+from .. import steps
+from .._datajoint import full_path
+from ..durability import fsync_directories, fsync_tree, is_local
+from ..errors import HandleModeError, IncompleteObjectError, nothing_written
+from ..listing import find_strict
+from ..protocol import StagedField
+from .handles import StagedFile, same_file
+from .journal import WriteJournal, journaled_map
 from .paths import check_relative_path
 
 _FILE_MODES = ("wb", "w", "xb", "x", "ab", "a", "w+b", "wb+", "r+b", "rb+")
 
 
-def codec_label(codec: Any) -> str:
-    """``<name>`` for messages."""
-    return f"<{getattr(codec, 'name', type(codec).__name__)}>"
-
-
-def check_mode(participant: Any, session: Any, field: str, mode: str) -> None:
+def check_mode(participant: Any, field: StagedField, mode: str) -> None:
     """Raise unless the participant serves ``mode`` (``"store"`` or ``"open"``)."""
     allowed = getattr(participant, "staged_modes", ("store", "open"))
     if mode not in allowed:
-        codec = codec_label(session.slot(field).codec)
         hint = {
-            "store": f"use staged.open('{field}', ext): a {codec} value is a single file",
-            "open": f"use staged.store('{field}', ext): a {codec} value is a directory",
+            "store": f"use staged.open('{field.name}', ext): its value is a single file",
+            "open": f"use staged.store('{field.name}', ext): its value is a directory",
         }[mode]
-        raise DataJointError(f"Field '{field}' ({codec}) does not support staged.{mode}(); {hint}")
+        raise HandleModeError(f"{field.label} does not support staged.{mode}(); {hint}", field=field.name)
+
+
+@dataclass
+class SchemaAddressedState:
+    """What the schema-addressed lifecycle keeps for one field."""
+
+    path: str
+    files: list[StagedFile] = field(default_factory=list)
+    journal: WriteJournal | None = None
+
+
+def schema_state(field: StagedField) -> SchemaAddressedState:
+    """The field's schema-addressed state (set by its first handle)."""
+    state = field.state
+    if not isinstance(state, SchemaAddressedState):
+        raise TypeError(f"{field.label} has no schema-addressed staging state")
+    return state
 
 
 class SchemaAddressedStaging:
@@ -54,108 +75,126 @@ class SchemaAddressedStaging:
     #: Which of ``store()`` / ``open()`` the codec serves.
     staged_modes: tuple[str, ...] = ("store", "open")
 
-    def staged_handle(self, session: Any, field: str, ext: str | None, *, mode: str, file_mode: str = "wb") -> Any:
+    def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
         """A handle at the canonical path; a second call for the field reuses the same path."""
-        check_mode(self, session, field, mode)
-        slot = session.slot(field)
-        path = slot.state.get("path") or self._claim_path(session, field)
+        check_mode(self, field, mode)
+        if field.state is None:
+            field.state = SchemaAddressedState(self._claim_path(field))
+        state = schema_state(field)
+        local = is_local(field.backend.fs)
         if mode == "store":
-            return slot.backend.get_fsmap(path)
+            if state.journal is None:
+                state.journal = WriteJournal()
+            return journaled_map(field.backend, field.full_path(state.path), state.journal)
         if file_mode not in _FILE_MODES:
-            raise DataJointError(f"Field '{field}': staged.open() writes; mode {file_mode!r} is not a write mode")
-        return slot.backend.open(path, file_mode)
+            raise HandleModeError(
+                f"Field '{field.name}': staged.open() writes; mode {file_mode!r} is not a write mode", field=field.name
+            )
+        handle = StagedFile(field.backend.open(state.path, file_mode), durable=field.durable and local)
+        state.files.append(handle)
+        return handle
 
-    def _claim_path(self, session: Any, field: str) -> str:
-        slot = session.slot(field)
-        path, token = build_object_path(
-            schema=session.table.database,
-            table=session.table.table_name,
-            field=field,
-            primary_key=slot.primary_key,
-            ext=slot.ext,
-            partition_pattern=slot.spec.get("partition_pattern"),
-            token_length=slot.spec.get("token_length", 8),
-            schema_prefix=slot.spec["schema_prefix"],
+    def _claim_path(self, field: StagedField) -> str:
+        path, _token = build_object_path(
+            schema=field.schema,
+            table=field.table_name,
+            field=field.name,
+            primary_key=field.primary_key,
+            ext=field.ext,
+            partition_pattern=field.spec.get("partition_pattern"),
+            token_length=field.spec.get("token_length", 8),
+            schema_prefix=field.spec["schema_prefix"],
         )
-        slot.state["path"] = check_relative_path(field, path)
-        slot.state["token"] = token
+        path = check_relative_path(field.name, path)
+        field.lease(path)
         return path
 
-    def finalize_staged(self, session: Any, field: str) -> dict:
-        """Inspect what was written, then let the codec refine the metadata."""
-        base = inspect_written(session, field)
-        return self._enrich_staged_metadata(base, session, field)
+    def finalize_staged(self, field: StagedField) -> dict:
+        """Check what was written, make it durable, then let the codec refine the metadata."""
+        base = inspect_written(field)
+        return self._enrich_staged_metadata(base, field)
 
-    def _enrich_staged_metadata(self, base: dict, session: Any, field: str) -> dict:
+    def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
         """Codec hook: turn the ``<object@>``-shaped ``base`` into this codec's column value."""
         return base
 
-    def cleanup_staged(self, session: Any, field: str) -> None:
+    def cleanup_staged(self, field: StagedField) -> None:
         """Delete the file or directory at the canonical path, if anything is there."""
-        slot = session.slot(field)
-        path = slot.state.get("path")
-        if path is not None:
-            remove_object(slot.backend, path)
+        state = field.state
+        if isinstance(state, SchemaAddressedState):
+            remove_object(field.backend, state.path)
 
 
-def nothing_written(field: str, codec: Any) -> DataJointError:
-    """The error for a staged field whose handle received nothing by the end of the block."""
-    return DataJointError(
-        f"Nothing was written to field '{field}' ({codec_label(codec)}) through its staged handle; "
-        "write the content inside the block, or do not ask for a handle"
+def _changed(field: StagedField, what: str) -> IncompleteObjectError:
+    return IncompleteObjectError(
+        f"{field.label}: {what} since it was written through its handle, so the row would not reference what was "
+        "written; nothing was inserted",
+        field=field.name,
     )
 
 
-def inspect_written(session: Any, field: str) -> dict:
-    """``{path, store, size, ext, is_dir, item_count, timestamp}`` for what is at the field's path.
+def inspect_written(field: StagedField) -> dict:
+    """``{path, store, size, ext, is_dir, item_count, timestamp}`` for what is at the field's path, checked.
 
-    The shape is ``ObjectCodec.encode``'s; nothing at the path is an error (a
-    staged field that was never written would otherwise become a row pointing
-    at nothing).
+    The shape is ``ObjectCodec.encode``'s. A file must be the one the last
+    handle closed, with the size it left (an empty file is an empty value); a
+    directory must be non-empty, and every file written through its handle in
+    this process must still be there with the size it was written with.
     """
-    slot = session.slot(field)
-    path = slot.state["path"]
-    fs = slot.backend.fs
-    full = slot.backend._full_path(path)
+    state = schema_state(field)
+    fs = field.backend.fs
+    full = field.full_path(state.path)
+    local = is_local(fs)
     try:
         info = fs.info(full)
     except FileNotFoundError:
         info = None
+    written = [handle.record for handle in state.files if handle.record is not None]
     is_dir = info is not None and info["type"] == "directory"
+    missing = state.journal.missing() if state.journal is not None else []
+    if missing:
+        shown = ", ".join(path[len(full) + 1 :] or path for path in missing[:5])
+        raise _changed(field, f"{len(missing)} of the files written through store() are gone or changed ({shown})")
+    if info is None:
+        if written:
+            raise _changed(field, "the file was removed")
+        raise nothing_written(field.name, field.codec)
     files = find_strict(fs, full, detail=True) if is_dir else None  # listed once: it costs per file
-    if info is None or (is_dir and not files):
-        raise nothing_written(field, slot.codec)
+    if is_dir and not files:
+        raise nothing_written(field.name, field.codec)
+    if not is_dir and written:
+        last = written[-1]
+        if local and not same_file(last, os.stat(full)):
+            raise _changed(field, "the file was replaced or changed")
+        if not local and int(info["size"]) != last.size:
+            raise _changed(field, f"its size changed from {last.size} to {info['size']} bytes")
+    if field.durable and local:
+        root = field.full_path("")
+        if is_dir:
+            fsync_tree(full, list(files), root)
+        else:
+            fsync_directories(os.path.dirname(full), root)
+    steps.reach("writer.verify", field=field.name, path=state.path)
     if is_dir:
         size = sum(entry.get("size") or 0 for entry in files.values())
         item_count = len(files)
     else:
         size, item_count = info["size"], None
     return {
-        "path": path,
-        "store": slot.store_name,
+        "path": state.path,
+        "store": field.store_name,
         "size": size,
-        "ext": slot.ext,
+        "ext": field.ext,
         "is_dir": is_dir,
         "item_count": item_count,
         "timestamp": datetime.now(UTC).isoformat(),
     }
 
 
-def find_strict(fs: Any, path: str, **kwargs: Any) -> Any:
-    """``fs.find`` that raises when a directory cannot be listed.
-
-    fsspec's generic (walk-based) ``find`` skips such a directory silently,
-    which would turn a store failure into "nothing was written".
-    """
-    if type(fs).find is fsspec.AbstractFileSystem.find:
-        kwargs["on_error"] = "raise"
-    return fs.find(path, **kwargs)
-
-
 def remove_object(backend: Any, path: str) -> None:
     """Remove a file or a directory tree at ``path``; absent is fine."""
     fs = backend.fs
-    full = backend._full_path(path)
+    full = full_path(backend, path)
     if fs.isdir(full):
         fs.rm(full, recursive=True)
     elif fs.exists(full):

@@ -12,13 +12,14 @@ from .blob import BlobArrayWriter, BlobStaging, open_blob_array
 from .hash import HashStaging
 from .npy import NpyStaging
 from .object import ObjectStaging
-from .zarr import ZarrCodec, ZarrStaging  # <zarr@>: our codec, or staged support for another package's
+from .zarr import ZarrCodec, ZarrStaging
 
 register_adapter(ObjectCodec, ObjectStaging())
 register_adapter(NpyCodec, NpyStaging())
 register_adapter(BlobCodec, BlobStaging())
 register_adapter(AttachCodec, AttachStaging())
 register_adapter(HashCodec, HashStaging())
+register_adapter("dj_zarr_codecs:ZarrArrayCodec", ZarrStaging())  # another package's <zarr@>
 
 __all__ = [
     "AttachStaging",

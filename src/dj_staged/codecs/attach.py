@@ -18,11 +18,9 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
-
-from datajoint.errors import DataJointError
-
 from ..addressing.hashed import HashAddressedStaging
+from ..errors import ContentError
+from ..protocol import StagedField
 
 
 class AttachStaging(HashAddressedStaging):
@@ -30,13 +28,13 @@ class AttachStaging(HashAddressedStaging):
 
     accepts_filename = True
 
-    def _stored_prefix(self, session: Any, field: str, content_size: int | None) -> bytes | None:
-        filename = session.filename(field)
-        if filename is None:
+    def _stored_prefix(self, field: StagedField, content_size: int | None) -> bytes | None:
+        if field.filename is None:
             if content_size is None:
                 return None
-            raise DataJointError(
-                f"Field '{field}' (<attach@>) has no filename: call staged.set_filename('{field}', 'name.ext') "
-                "inside the block (before open() is cheapest)"
+            raise ContentError(
+                f"{field.label} has no filename: call staged.set_filename('{field.name}', 'name.ext') "
+                "inside the block (before open() is cheapest)",
+                field=field.name,
             )
-        return filename.encode("utf-8") + b"\x00"
+        return field.filename.encode("utf-8") + b"\x00"

@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 from datajoint import blob
-from datajoint.errors import DataJointError
 
 from ..addressing.hashed import HashAddressedStaging
+from ..errors import ContentError
+from ..protocol import StagedField
 
 _LENGTH = 8
 
@@ -61,35 +62,35 @@ def array_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
 
 def _check_array_dtype(field: str, dtype: np.dtype) -> None:
     if dtype.kind not in "biuf" or dtype.byteorder == ">":
-        raise DataJointError(
+        raise ContentError(
             f"Field '{field}' (<blob@>): streaming supports native-order boolean, integer and float arrays, "
-            f"not {dtype}; insert other arrays with insert1"
+            f"not {dtype}; insert other arrays with insert1",
+            field=field,
         )
 
 
 class BlobStaging(HashAddressedStaging):
     """Adapter speaking the protocol for ``datajoint.builtin_codecs.blob.BlobCodec`` (store mode)."""
 
-    def _stored_prefix(self, session: Any, field: str, content_size: int | None) -> bytes | None:
-        slot = session.slot(field)
-        array = slot.options.get("blob_array")
+    def _stored_prefix(self, field: StagedField, content_size: int | None) -> bytes | None:
+        array = field.options.get("blob_array")
         if array is not None:
             return array_header(*array)
-        if slot.size is not None:
-            return bytes_header(slot.size)
+        if field.size is not None:
+            return bytes_header(field.size)
         return None if content_size is None else bytes_header(content_size)
 
-    def _prefix_length(self, session: Any, field: str) -> int | None:
+    def _prefix_length(self, field: StagedField) -> int | None:
         return len(bytes_header(0))
 
-    def _check_content(self, session: Any, field: str, content_size: int) -> None:
-        slot = session.slot(field)
-        array = slot.options.get("blob_array")
-        expected = math.prod(array[0]) * array[1].itemsize if array is not None else slot.size
+    def _check_content(self, field: StagedField, content_size: int) -> None:
+        array = field.options.get("blob_array")
+        expected = math.prod(array[0]) * array[1].itemsize if array is not None else field.size
         if expected is not None and content_size != expected:
-            raise DataJointError(
-                f"Field '{field}' (<blob@>) received {content_size} bytes but {expected} were declared; "
-                "the blob would not decode, so no row is inserted"
+            raise ContentError(
+                f"{field.label} received {content_size} bytes but {expected} were declared; "
+                "the blob would not decode, so no row is inserted",
+                field=field.name,
             )
 
 
@@ -108,12 +109,15 @@ class BlobArrayWriter:
         slab = np.asarray(slab)
         leading = self.shape[:-1]
         if slab.dtype != self.dtype or slab.shape[:-1] != leading or slab.ndim != len(self.shape):
-            raise DataJointError(
+            raise ContentError(
                 f"Field '{self._field}' (<blob@>): each slab must be {self.dtype} with shape {leading + ('k',)}, "
-                f"got {slab.dtype} {slab.shape}"
+                f"got {slab.dtype} {slab.shape}",
+                field=self._field,
             )
         if self.filled + slab.shape[-1] > self.shape[-1]:
-            raise DataJointError(f"Field '{self._field}' (<blob@>): slabs exceed the declared shape {self.shape}")
+            raise ContentError(
+                f"Field '{self._field}' (<blob@>): slabs exceed the declared shape {self.shape}", field=self._field
+            )
         self._handle.write(slab.tobytes(order="F"))
         self.filled += slab.shape[-1]
 

@@ -18,10 +18,11 @@ import math
 from typing import Any
 
 import numpy as np
-from datajoint.errors import DataJointError
 from numpy.lib import format as npy_format
 
 from ..addressing.schema import SchemaAddressedStaging
+from ..errors import ContentError
+from ..protocol import StagedField
 
 
 def read_npy_header(handle: Any, field: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -35,9 +36,10 @@ def read_npy_header(handle: Any, field: str) -> tuple[tuple[int, ...], bool, np.
         else:
             raise ValueError(f"unsupported .npy version {version}")
     except (ValueError, EOFError, SyntaxError) as error:  # not OSError: a store failure must surface as itself
-        raise DataJointError(
+        raise ContentError(
             f"Field '{field}' (<npy@>) does not hold a valid .npy file ({error}); write it with "
-            "np.save(f, array, allow_pickle=False)"
+            "np.save(f, array, allow_pickle=False)",
+            field=field,
         ) from error
     return tuple(shape), fortran_order, dtype, handle.tell()
 
@@ -47,16 +49,18 @@ class NpyStaging(SchemaAddressedStaging):
 
     staged_modes = ("open",)
 
-    def _enrich_staged_metadata(self, base: dict, session: Any, field: str) -> dict:
-        slot = session.slot(field)
-        with slot.backend.open(base["path"], "rb") as handle:
-            shape, _fortran, dtype, offset = read_npy_header(handle, field)
+    def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
+        with field.backend.open(base["path"], "rb") as handle:
+            shape, _fortran, dtype, offset = read_npy_header(handle, field.name)
         if dtype.hasobject:
-            raise DataJointError(f"Field '{field}' (<npy@>) holds an object-dtype array; <npy> does not store those")
+            raise ContentError(
+                f"{field.label} holds an object-dtype array; <npy> does not store those", field=field.name
+            )
         expected = offset + math.prod(shape) * dtype.itemsize
         if base["size"] != expected:
-            raise DataJointError(
-                f"Field '{field}' (<npy@>) is truncated or has trailing data: the header announces "
-                f"{shape} {dtype} ({expected} bytes in all), the file has {base['size']} bytes"
+            raise ContentError(
+                f"{field.label} is truncated or has trailing data: the header announces "
+                f"{shape} {dtype} ({expected} bytes in all), the file has {base['size']} bytes",
+                field=field.name,
             )
         return {"path": base["path"], "store": base["store"], "dtype": str(dtype), "shape": list(shape)}

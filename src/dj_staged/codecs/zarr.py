@@ -43,19 +43,18 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib.metadata import entry_points
 from typing import Any
 
 import datajoint as dj
 import numpy as np
 import zarr
 from datajoint.builtin_codecs.schema import SchemaCodec
-from datajoint.codecs import Codec
 from datajoint.errors import DataJointError
 from zarr.errors import BaseZarrError
 
-from ..addressing.schema import SchemaAddressedStaging, codec_label, nothing_written, remove_object
-from ..protocol import participant_for, register_adapter
+from ..addressing.schema import SchemaAddressedStaging, remove_object
+from ..errors import ContentError, HandleModeError
+from ..protocol import StagedField
 
 logger = logging.getLogger(__name__)
 
@@ -85,19 +84,11 @@ def read_array_metadata(fsmap: Any, label: str) -> tuple[list[int], str]:
     try:
         array = zarr.open_array(fsmap, mode="r")
     except _METADATA_ERRORS as error:
-        raise DataJointError(
+        raise ContentError(
             f"{label} does not hold a Zarr array ({type(error).__name__}: {error}); "
             "write one with zarr.open(staged.store(field, '.zarr'), mode='w', shape=..., dtype=...)"
         ) from error
     return list(array.shape), str(array.dtype)
-
-
-def _nothing_at(fs: Any, full_path: str) -> bool:
-    """Whether nothing at all was written at ``full_path`` (a missing or empty directory)."""
-    try:
-        return not fs.exists(full_path) or (fs.isdir(full_path) and not fs.ls(full_path))
-    except FileNotFoundError:
-        return True
 
 
 class ZarrStaging(SchemaAddressedStaging):
@@ -105,36 +96,30 @@ class ZarrStaging(SchemaAddressedStaging):
 
     staged_modes = ("store",)
 
-    def staged_handle(self, session: Any, field: str, ext: str | None, *, mode: str, file_mode: str = "wb") -> Any:
+    def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
         """An ``fsspec.FSMap`` at the field's canonical ``.zarr`` path (``staged.store(field, ".zarr")``)."""
-        codec = codec_label(session.slot(field).codec)
         if mode == "open":
-            raise DataJointError(
-                f"Field '{field}' ({codec}) does not support staged.open(): a Zarr store is a directory of "
-                f"chunks, not one file; use zarr.open(staged.store('{field}', '.zarr'), mode='w', ...)"
+            raise HandleModeError(
+                f"{field.label} does not support staged.open(): a Zarr store is a directory of chunks, not one "
+                f"file; use zarr.open(staged.store('{field.name}', '.zarr'), mode='w', ...)",
+                field=field.name,
             )
-        if ext != ZARR_EXT:
-            raise DataJointError(
-                f"Field '{field}' ({codec}) is stored at a '.zarr' path, as insert1 writes it; "
-                f"call staged.store('{field}', '.zarr'), not with {ext or 'no extension'!r}"
+        if field.ext != ZARR_EXT:
+            raise HandleModeError(
+                f"{field.label} is stored at a '.zarr' path, as insert1 writes it; "
+                f"call staged.store('{field.name}', '.zarr'), not with {field.ext or 'no extension'!r}",
+                field=field.name,
             )
-        return super().staged_handle(session, field, ext, mode=mode, file_mode=file_mode)
+        return super().staged_handle(field, mode=mode, file_mode=file_mode)
 
-    def finalize_staged(self, session: Any, field: str) -> dict:
+    def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
         """Read the array's metadata (never its chunks) and return the column value."""
-        slot = session.slot(field)
-        path = slot.state["path"]
-        codec = codec_label(slot.codec)
-        label = f"Field '{field}' ({codec})"
-        try:
-            shape, dtype = read_array_metadata(slot.backend.get_fsmap(path), label)
-        except DataJointError:
-            if _nothing_at(slot.backend.fs, slot.backend._full_path(path)):
-                raise nothing_written(field, slot.codec) from None
-            raise
+        shape, dtype = read_array_metadata(field.backend.get_fsmap(base["path"]), field.label)
         if np.dtype(dtype).hasobject:
-            raise DataJointError(f"{label} holds an object-dtype array; <zarr> does not store those")
-        return column_value(path, slot.store_name, shape, dtype)
+            raise ContentError(
+                f"{field.label} holds an object-dtype array; <zarr> does not store those", field=field.name
+            )
+        return column_value(base["path"], field.store_name, shape, dtype)
 
 
 class ZarrCodec(ZarrStaging, SchemaCodec, register=False):
@@ -175,50 +160,3 @@ class ZarrCodec(ZarrStaging, SchemaCodec, register=False):
         config = self._codec_config(key, context)
         backend = self._get_backend(stored.get("store"), config=config)
         return zarr.open_array(backend.get_fsmap(stored["path"]), mode="r")
-
-
-def _registered(name: str) -> Codec | None:
-    # Peek at DataJoint's registry without triggering its entry-point loading,
-    # which would register whichever `name` entry point it happens to list first.
-    from datajoint.codecs import _codec_registry
-
-    return _codec_registry.get(name)
-
-
-def _provided_codec(name: str) -> Codec | None:
-    """The codec another package provides under ``name`` (registered, or declared by an entry point)."""
-    existing = _registered(name)
-    if existing is not None:
-        return existing
-    for group in ("datajoint.codecs", "datajoint.types"):
-        for point in entry_points(group=group, name=name):
-            if point.value.startswith("dj_staged."):
-                continue
-            try:
-                codec_class = point.load()  # a dj.Codec subclass registers itself on definition
-            except Exception:
-                logger.warning("Could not load codec entry point %s = %s", name, point.value, exc_info=True)
-                continue
-            if _registered(name) is None:
-                from datajoint.codecs import _codec_registry
-
-                _codec_registry[name] = codec_class()  # as DataJoint's own loader does for such classes
-            return _registered(name)
-    return None
-
-
-def install(name: str = "zarr") -> Codec | None:
-    """Give another package's codec ``name`` staged support; return that codec, or None if there is none.
-
-    Never registers or replaces anything under ``name`` itself: when no other
-    package provides it, DataJoint registers :class:`ZarrCodec` through this
-    package's entry point on first use.
-    """
-    foreign = _provided_codec(name)
-    if foreign is None or participant_for(foreign) is foreign:
-        return foreign
-    register_adapter(type(foreign), ZarrStaging())
-    return foreign
-
-
-install()

@@ -1,9 +1,13 @@
-"""Which stored objects a collection may delete: grouped into objects, never in flight, never young.
+"""Which stored objects a collection may delete: grouped into objects, judged by leases, references and age.
 
 Files are grouped into the object they belong to (every chunk of a Zarr
-directory is one object), and an object is collectable only when no live lease
-covers it and its newest file is older than the grace period. An object whose
-store reports no modification time is never collected.
+directory is one object). An object is kept when a row references it, when a
+live lease covers it (a staged write in flight, however old its files), or,
+when no lease names it at all, while it is younger than the grace period: that
+protects DataJoint's own ``insert1`` between writing an object and inserting
+its row. An object a dead lease names (its writer is gone, or was interrupted)
+belongs to no row unless one references it, so it is collected at once. An
+object whose store reports no modification time is never collected by age.
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .leases import covers
-from .listing import StoredFile
+from ..leases import covers
+from ..listing import StoredFile
 
-LEASED, YOUNG, UNDATED = "in flight (live lease)", "younger than the grace period", "no modification time"
+REFERENCED = "referenced by a row"
+LEASED = "in flight (live lease)"
+YOUNG = "younger than the grace period"
+UNDATED = "no modification time"
+OUTSIDE = "outside dj-staged's and DataJoint's sections"
+ABANDONED = "named by a dead lease"
 
 
 @dataclass
@@ -23,24 +32,36 @@ class Decision:
 
     collectable: dict[str, list[StoredFile]] = field(default_factory=dict)
     protected: dict[str, str] = field(default_factory=dict)
+    abandoned: set[str] = field(default_factory=set)
 
 
-def classify(files: Iterable[StoredFile], root_of: Callable[[str], str], leased: list[str], cutoff: float) -> Decision:
-    """Sort ``files`` (all candidates for deletion) into collectable and protected objects.
+@dataclass
+class Rules:
+    """What a collection knows when it judges: references, live and dead lease paths, the age cutoff."""
 
-    ``cutoff`` is the newest modification time an object may have and still
-    be collected (``now - grace``).
-    """
+    referenced: Callable[[str, list[StoredFile]], bool]
+    live: list[str]
+    dead: list[str]
+    cutoff: float
+
+
+def classify(files: Iterable[StoredFile], root_of: Callable[[str], str], rules: Rules) -> Decision:
+    """Sort ``files`` into collectable and protected objects (``cutoff`` is ``now - grace``)."""
     groups: dict[str, list[StoredFile]] = {}
     for stored in files:
         groups.setdefault(root_of(stored.path), []).append(stored)
     decision = Decision()
     for root, members in sorted(groups.items()):
-        if covers(leased, root) or any(covers(leased, m.path) for m in members):
+        if rules.referenced(root, members):
+            decision.protected[root] = REFERENCED
+        elif covers(rules.live, root) or any(covers(rules.live, m.path) for m in members):
             decision.protected[root] = LEASED
+        elif covers(rules.dead, root) or any(covers(rules.dead, m.path) for m in members):
+            decision.collectable[root] = members
+            decision.abandoned.add(root)
         elif any(m.mtime is None for m in members):
             decision.protected[root] = UNDATED
-        elif max(m.mtime for m in members) > cutoff:
+        elif max(m.mtime for m in members if m.mtime is not None) > rules.cutoff:
             decision.protected[root] = YOUNG
         else:
             decision.collectable[root] = members
@@ -66,3 +87,8 @@ def schema_root(path: str, schema_prefix: str) -> str:
         if "=" not in segments[index]:
             return "/".join(segments[: index + 1])
     return path
+
+
+def lease_root(path: str) -> str:
+    """``_staging/_leases/{schema}/{lease_id}``: the lease a lease file belongs to."""
+    return "/".join(path.split("/")[:4])

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .listing import StoredFile
+from ..listing import StoredFile
 
 
 @dataclass

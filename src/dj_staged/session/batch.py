@@ -11,14 +11,14 @@ Example::
                     np.save(f, segment, allow_pickle=False)
     # clean exit of the outer block: every row inserted in one transaction
 
-Each row is finalized when its inner block exits (metadata computed,
-hash-addressed content promoted); only its metadata is kept. An exception in an
-inner block unwinds that row; if the caller catches it inside the outer block
-the batch goes on without the row, otherwise the whole batch unwinds: no rows,
-and every schema-addressed object and staging object of the batch removed
-(canonical hash objects stay: other rows may reference them). A primary key
-already used in the batch is rejected as soon as the row asks for a handle
-(before its bytes are written), or at the row's exit if it stages nothing.
+Each row is finalized when its inner block exits (checked against the table,
+metadata computed, hash-addressed content promoted); only its metadata is kept.
+An exception in an inner block unwinds that row; if the caller catches it
+inside the outer block the batch goes on without the row, otherwise the whole
+batch unwinds. A primary key already used in the batch (compared as the table
+types it) is rejected as soon as the row asks for a handle, before its bytes
+are written, or at the row's exit if it stages nothing. The whole batch holds
+one lease, released once its rows are visible.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from datajoint.errors import DataJointError
+from datajoint.errors import DuplicateError
 
-from ..gc.leases import LeaseKeeper
-from .lifecycle import _as_table, finish
-from .rows import finalized_view
+from ..errors import HandleModeError
+from ..leases import LeaseKeeper
+from .commit import Group
+from .lifecycle import _as_table, commit_rows, finish
+from .rows import key_token
 from .session import StagedSession
 
 DEFAULT_CHUNK = 1000
@@ -41,7 +43,9 @@ class StagedRow:
 
     def __init__(self, batch: StagedBatch) -> None:
         self._batch = batch
-        self._session = StagedSession(batch.table, leases=batch._leases, on_key=batch._reserve)
+        self._session = StagedSession(
+            batch.table, leases=batch.leases, on_key=batch._reserve, allow_direct_insert=batch.allow_direct_insert
+        )
 
     def __enter__(self) -> StagedSession:
         return self._session
@@ -49,31 +53,36 @@ class StagedRow:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        session = self._session
-        batch = self._batch
-        batch._open_row = None
+        self._batch._open_row = None
+        return finish(exc_type, self)
 
-        def commit() -> None:
-            batch._accept(session, *session._finalize())
+    def commit(self) -> None:
+        self._batch._accept(self._session, *self._session._finalize())
 
-        def unwind() -> None:
-            session._unwind()
-            batch._release(session)
+    def unwind(self) -> None:
+        if not self._session._unwind():
+            self._batch._rows_clean = False  # the batch's lease must outlive it, abandoned, to name the leftovers
+        self._batch._forget(self._session)
 
-        # the row's leases stay with the batch until it commits or unwinds
-        return finish(exc_type, commit, unwind, lambda: session._close(release=False))
+    def abandon(self) -> None:
+        """Nothing for one row: the interruption ends the whole batch, which abandons its lease."""
+
+    def close(self) -> None:
+        self._session._close()
 
 
 class StagedBatch:
     """The object a ``with staged_insert(Table) as batch:`` block works with."""
 
-    def __init__(self, table: Any, chunk_size: int = DEFAULT_CHUNK) -> None:
+    def __init__(self, table: Any, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> None:
         self.table = table
         self.chunk_size = chunk_size
-        self._leases = LeaseKeeper()
+        self.allow_direct_insert = allow_direct_insert
+        self.leases = LeaseKeeper(table.connection, table.database, table.table_name)
         self._keys: set[tuple] = set()
         self._rows: list[tuple[StagedSession, dict[str, Any], frozenset[str]]] = []
         self._open_row: StagedRow | None = None
+        self._rows_clean = True
         self.closed = False
 
     def __len__(self) -> int:
@@ -83,55 +92,82 @@ class StagedBatch:
     def row(self) -> StagedRow:
         """Start the next row: ``with batch.row() as staged: ...``."""
         if self.closed:
-            raise DataJointError("This staged batch has ended: rows can be added only inside its block")
+            raise HandleModeError("This staged batch has ended: rows can be added only inside its block")
         if self._open_row is not None:
-            raise DataJointError("The previous row of this batch is still open: finish its block first")
+            raise HandleModeError("The previous row of this batch is still open: finish its block first")
         self._open_row = StagedRow(self)
         return self._open_row
 
-    def _key_of(self, key: dict[str, Any]) -> tuple:
-        return tuple(key[name] for name in self.table.primary_key)
-
     def _reserve(self, key: dict[str, Any]) -> None:
-        token = self._key_of(key)
+        token = key_token(self.table, key)
         if token in self._keys:
-            raise DataJointError(f"Duplicate primary key {key} within this staged batch: each row needs its own key")
+            raise DuplicateError(
+                f"Duplicate primary key {key} within this staged batch: each row needs its own key "
+                f"(keys are compared as {self.table.full_table_name} types them)"
+            )
         self._keys.add(token)
 
-    def _release(self, session: StagedSession) -> None:
-        self._leases.release_session(session)
+    def _forget(self, session: StagedSession) -> None:
         if session._key_announced is not None:
-            self._keys.discard(self._key_of(session._key_announced))
+            self._keys.discard(key_token(self.table, session._key_announced))
 
     def _accept(self, session: StagedSession, row: dict[str, Any], fields: set[str]) -> None:
         self._rows.append((session, row, frozenset(fields)))
 
-    def _insert_all(self) -> None:
-        """Insert every row in one transaction, grouped by columns, ``chunk_size`` rows per statement."""
-        groups: dict[tuple, list[dict[str, Any]]] = {}
+    def groups(self) -> list[Group]:
+        """The rows grouped by the columns they set (one ``INSERT`` statement shape per group)."""
+        grouped: dict[tuple, list[dict[str, Any]]] = {}
         for _session, row, fields in self._rows:
-            groups.setdefault((tuple(sorted(row)), fields), []).append(row)
-        connection = self.table.connection
-        with connection.transaction:
-            for (_columns, fields), rows in groups.items():
-                view = finalized_view(self.table, fields)
-                for start in range(0, len(rows), self.chunk_size):
-                    view.insert(rows[start : start + self.chunk_size])
+            grouped.setdefault((tuple(sorted(row)), fields), []).append(row)
+        return [(rows, fields) for (_columns, fields), rows in grouped.items()]
 
-    def _unwind(self) -> None:
+    def commit(self) -> None:
+        if not self._rows:
+            if self._rows_clean:
+                self.leases.release()
+            else:
+                self.leases.abandon()
+            return
+        commit_rows(
+            self.table,
+            self.groups(),
+            self.leases,
+            allow_direct_insert=self.allow_direct_insert,
+            unwind=self._unwind_rows,
+            description=f"{len(self._rows)} rows of {self.table.full_table_name}",
+            chunk_size=self.chunk_size,
+            release=self.leases.release if self._rows_clean else self.leases.abandon,
+        )
+
+    def _unwind_rows(self) -> bool:
+        clean = True
         for session, _row, _fields in self._rows:
-            session._unwind()
+            clean = session._unwind() and clean
+        return clean
 
-    def _close(self) -> None:
+    def unwind(self) -> None:
+        if self._unwind_rows() and self._rows_clean:
+            self.leases.release()
+        else:
+            self.leases.abandon()
+
+    def abandon(self) -> None:
+        self.leases.abandon()
+
+    def close(self) -> None:
         self.closed = True
-        self._leases.release()
 
 
-class StagedInsert:
+class BatchInsert:
     """Context manager returned by :func:`staged_insert` and, after ``enable()``, ``Table.staged_insert``."""
 
-    def __init__(self, table: Any, chunk_size: int = DEFAULT_CHUNK) -> None:
-        self._batch = StagedBatch(_as_table(table), chunk_size=chunk_size)
+    def __init__(self, table: Any, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> None:
+        self._table = _as_table(table)
+        self._batch = StagedBatch(self._table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)
+
+    def __call__(self, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> BatchInsert:
+        """``Table.staged_insert(chunk_size=..., allow_direct_insert=True)`` after ``enable()``."""
+        return BatchInsert(self._table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)
 
     def __enter__(self) -> StagedBatch:
         return self._batch
@@ -139,10 +175,9 @@ class StagedInsert:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        batch = self._batch
-        return finish(exc_type, batch._insert_all, batch._unwind, batch._close)
+        return finish(exc_type, self._batch)
 
 
-def staged_insert(table: Any, chunk_size: int = DEFAULT_CHUNK) -> StagedInsert:
+def staged_insert(table: Any, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> BatchInsert:
     """Stage many rows of ``table`` and insert them together: ``with staged_insert(Table) as batch: ...``."""
-    return StagedInsert(table, chunk_size=chunk_size)
+    return BatchInsert(table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)

@@ -1,42 +1,119 @@
-"""The four phases of one staged insert: setup, drafting, finalization, unwinding.
+"""The phases of a staged insert, and how a block ends.
 
 Setup creates the session; drafting is the caller's block; on a clean exit
-finalization computes each staged column value and inserts the row once; on an
-``Exception`` (raised in the block, by finalization or by the insert) unwinding
-removes what was staged and the original exception propagates. A
-``BaseException`` such as ``KeyboardInterrupt`` propagates untouched: its
-leftovers are reclaimed by ``dj-staged gc``.
+finalization computes each staged column value and the row is committed
+(:mod:`dj_staged.session.commit`); on an ``Exception`` (raised in the block,
+by finalization or by the insert) unwinding removes what was staged and the
+original exception propagates. A ``BaseException`` such as
+``KeyboardInterrupt`` propagates untouched and nothing is cleaned up
+in-process: the lease is marked abandoned, and the collector reclaims what it
+names at once. A commit whose outcome could not be found out keeps everything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
+from ..errors import AmbiguousCommitError, CommitRecoveredWarning, warn
+from .commit import COMMITTED, NOT_COMMITTED, CommitDoubt, Group, ambiguous, insert_rows, outcome
 from .session import StagedSession
+from .transaction import Pending, defer
+
+logger = logging.getLogger(__name__)
 
 
-def finish(
-    exc_type: type[BaseException] | None,
-    commit: Callable[[], None],
-    unwind: Callable[[], None],
-    close: Callable[[], None],
-) -> bool:
+class Writer(Protocol):
+    """What ends a staged block: a single row or a batch."""
+
+    def commit(self) -> None: ...
+
+    def unwind(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def finish(exc_type: type[BaseException] | None, writer: Writer) -> bool:
     """End a staged block: commit on a clean exit, unwind on an ``Exception`` (including one from
-    the commit), leave a ``BaseException`` untouched, always close; never swallow the exception."""
+    the commit), abandon on a ``BaseException`` or a commit of unknown outcome, always close;
+    never swallow the exception."""
     try:
         if exc_type is None:
             try:
-                commit()
+                writer.commit()
+            except AmbiguousCommitError:
+                writer.abandon()
+                raise
             except Exception:
-                unwind()
+                writer.unwind()
+                raise
+            except BaseException:
+                writer.abandon()
                 raise
         elif issubclass(exc_type, Exception):
-            unwind()
+            writer.unwind()
+        else:
+            writer.abandon()
     finally:
-        close()
+        writer.close()
     return False
+
+
+def commit_rows(
+    table: Any,
+    groups: list[Group],
+    leases: Any,
+    *,
+    allow_direct_insert: bool,
+    unwind: Any,
+    description: str,
+    chunk_size: int | None = None,
+    release: Any = None,
+) -> None:
+    """Insert finalized rows and settle their leases, now or when the enclosing transaction ends.
+
+    ``release`` ends the lease once the rows are visible (default: release it;
+    a batch with leftovers from a row that could not be cleaned up abandons it).
+    """
+    release = release if release is not None else leases.release
+    try:
+        now = insert_rows(table, groups, leases.fence, allow_direct_insert=allow_direct_insert, chunk_size=chunk_size)
+    except CommitDoubt as doubt:
+        found = outcome(table, groups)
+        if found == COMMITTED:
+            warn(
+                f"The connection was lost during the commit of {description}; the rows were looked up and found "
+                f"committed ({type(doubt.cause).__name__}: {doubt.cause})",
+                CommitRecoveredWarning,
+            )
+            release()
+            return
+        if found == NOT_COMMITTED:
+            raise doubt.cause from None
+        raise ambiguous(table, groups, doubt.cause) from doubt.cause
+    if now:
+        release()
+        return
+
+    def rolled_back() -> None:
+        if unwind():
+            leases.release()
+        else:
+            leases.abandon()
+
+    defer(
+        table.connection,
+        Pending(
+            committed=release,
+            rolled_back=rolled_back,
+            outcome=lambda: outcome(table, groups),
+            abandoned=leases.abandon,
+            description=description,
+        ),
+    )
 
 
 def _as_table(table: Any) -> Any:
@@ -47,8 +124,13 @@ def _as_table(table: Any) -> Any:
 class StagedInsert1:
     """Context manager returned by :func:`staged_insert1` and, after ``enable()``, ``Table.staged_insert1``."""
 
-    def __init__(self, table: Any) -> None:
-        self._session = StagedSession(_as_table(table))
+    def __init__(self, table: Any, *, allow_direct_insert: bool = False) -> None:
+        self._table = _as_table(table)
+        self._session = StagedSession(self._table, allow_direct_insert=allow_direct_insert)
+
+    def __call__(self, *, allow_direct_insert: bool = False) -> StagedInsert1:
+        """``Table.staged_insert1(allow_direct_insert=True)`` after ``enable()``: the same, with options."""
+        return StagedInsert1(self._table, allow_direct_insert=allow_direct_insert)
 
     def __enter__(self) -> StagedSession:
         return self._session
@@ -56,12 +138,38 @@ class StagedInsert1:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        return finish(exc_type, self)
+
+    def commit(self) -> None:
         session = self._session
-        return finish(exc_type, session._finalize_and_insert, session._unwind, session._close)
+        row, fields = session._finalize()
+        commit_rows(
+            session.table,
+            [([row], frozenset(fields))],
+            session.leases,
+            allow_direct_insert=session.allow_direct_insert,
+            unwind=session._unwind,
+            description=f"1 row of {session.table.full_table_name}",
+        )
+
+    def unwind(self) -> None:
+        if self._session._unwind():
+            self._session.leases.release()
+        else:
+            self._session.leases.abandon()
+
+    def abandon(self) -> None:
+        self._session.leases.abandon()
+
+    def close(self) -> None:
+        self._session._close()
 
 
-def staged_insert1(table: Any) -> StagedInsert1:
+def staged_insert1(table: Any, *, allow_direct_insert: bool = False) -> StagedInsert1:
     """Stage one row of ``table``: ``with staged_insert1(Table) as staged: ...``.
+
+    ``allow_direct_insert=True`` permits a staged insert into an auto-populated
+    table outside its ``make()``, as for DataJoint's ``insert``.
 
     Example::
 
@@ -70,4 +178,4 @@ def staged_insert1(table: Any) -> StagedInsert1:
             with staged.open("waveform", ".npy") as f:
                 np.save(f, big_array, allow_pickle=False)
     """
-    return StagedInsert1(table)
+    return StagedInsert1(table, allow_direct_insert=allow_direct_insert)

@@ -1,35 +1,95 @@
-"""Insert a row whose staged columns already hold their final, encoded value.
+"""Rows as the table sees them: finalized values inserted unchanged, keys compared as typed, refusals found early.
 
-``Table.insert1`` runs every codec value through the whole codec chain, so a
-finalized ``<blob@>`` column value handed to it would be packed as a new blob.
-Instead of changing anything shared (the table's heading, the codec registry),
-the row is inserted through a private shallow copy of the table whose own
-heading copy declares the staged columns as plain JSON. Everything else about
-the insert (other codecs, provenance, duplicate errors, the SQL) is DataJoint's.
+DataJoint's ``insert1`` runs every value through its codec chain, which would
+re-encode a finalized column value (a ``<blob@>`` metadata dict would be packed
+as a new blob). The row therefore goes through a private copy of the table
+whose own heading copy declares the staged fields as plain JSON. Everything
+else about the insert (other codecs, provenance, duplicate errors, the SQL) is
+DataJoint's.
 """
 
 from __future__ import annotations
 
-import copy
+import datetime
+import decimal
+import uuid
 from collections.abc import Iterable
 from typing import Any
+
+import numpy as np
+
+from .._datajoint import with_json_columns
+
+SAVEPOINT = "dj_staged_check"
 
 
 def finalized_view(table: Any, fields: Iterable[str]) -> Any:
     """A copy of ``table`` that stores ``fields`` as JSON without encoding them."""
+    return with_json_columns(table, set(fields))
+
+
+def insert_finalized(table: Any, rows: list[dict[str, Any]], fields: Iterable[str], **options: Any) -> None:
+    """``insert(rows)`` with ``fields`` inserted exactly as given."""
+    finalized_view(table, fields).insert(rows, **options)
+
+
+def _typed(attr: Any, value: Any) -> Any:
+    """``value`` as the database will hold it for ``attr`` (unchanged when it cannot be converted)."""
+    sql = (attr.type or "").lower()
+    try:
+        if attr.uuid:
+            return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        if sql.startswith(("decimal", "numeric")):
+            return decimal.Decimal(str(value))
+        if "int" in sql or sql.endswith("serial"):
+            if isinstance(value, float | np.floating) and not float(value).is_integer():
+                return value
+            return int(decimal.Decimal(str(value)))
+        if sql in ("double precision", "real") or sql.startswith("float"):
+            return float(value)
+        if sql == "boolean":
+            return bool(value) if isinstance(value, bool | int | np.bool_ | np.integer) else value
+        if attr.string:
+            return str(value)
+        if sql == "date" and isinstance(value, str):
+            return datetime.date.fromisoformat(value)
+        if sql.startswith("timestamp") and isinstance(value, str):
+            return datetime.datetime.fromisoformat(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return value
+    return value
+
+
+def key_token(table: Any, key: dict[str, Any]) -> tuple:
+    """The primary key as the table types it, so ``1`` and ``'1'`` of an ``int32`` are the same key."""
+    attributes = table.heading.attributes
+    return tuple(_typed(attributes[name], key[name]) for name in table.primary_key)
+
+
+def check_row(table: Any, row: dict[str, Any], fields: Iterable[str], *, allow_direct_insert: bool) -> None:
+    """Raise what DataJoint's insert of ``row`` would raise, without inserting it.
+
+    The row goes through DataJoint's own insert on the finalized view, with an
+    empty JSON value in each staged field, and is rolled back at once (to a
+    savepoint inside an open transaction): unknown attributes, missing values,
+    values of the wrong type, a duplicate key and a missing parent all fail
+    here with DataJoint's error class and wording, before anything is hashed
+    at length or promoted.
+    """
     fields = set(fields)
-    heading = table.heading
-    _ = heading.attributes  # loads the attributes from the database if not yet loaded
-    view_heading = copy.copy(heading)
-    view_heading._attributes = {
-        name: attr._replace(codec=None, json=True) if name in fields else attr
-        for name, attr in heading._attributes.items()
-    }
-    view = copy.copy(table)
-    view._heading = view_heading
-    return view
-
-
-def insert_finalized(table: Any, row: dict[str, Any], fields: Iterable[str], **kwargs: Any) -> None:
-    """``insert1(row)`` with ``fields`` inserted exactly as given."""
-    finalized_view(table, fields).insert1(row, **kwargs)
+    trial = {**row, **dict.fromkeys(fields, {})}
+    view = finalized_view(table, fields)
+    connection = table.connection
+    if connection.in_transaction:
+        connection.query(f"SAVEPOINT {SAVEPOINT}")
+        try:
+            view.insert1(trial, allow_direct_insert=allow_direct_insert)
+        finally:
+            connection.query(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+            connection.query(f"RELEASE SAVEPOINT {SAVEPOINT}")
+        return
+    connection.start_transaction()
+    try:
+        view.insert1(trial, allow_direct_insert=allow_direct_insert)
+    finally:
+        connection.cancel_transaction()

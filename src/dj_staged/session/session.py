@@ -2,30 +2,51 @@
 
 It keeps DataJoint 2.3.5's API (``rec``, ``store``, ``open``, ``fs``) and adds
 ``set_filename`` for attachments. Everything codec-specific is delegated to the
-field's participant (see :mod:`dj_staged.protocol`).
+field's participant (see :mod:`dj_staged.protocol`), which receives a typed
+:class:`~dj_staged.protocol.StagedField` per field.
+
+Before the first byte is written, the first ``store()``/``open()`` refuses what
+the insert would refuse for certain: an auto-populated table outside its
+``make()``, and a primary key already in the table.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from typing import IO, Any
 
 import fsspec
-from datajoint.errors import DataJointError
+from datajoint.errors import DataJointError, DuplicateError
 from datajoint.hash_registry import get_store_backend
 
-from ..addressing.paths import check_extension, check_filename
-from ..errors import missing_primary_key, storage_not_configured
-from ..gc.leases import LeaseKeeper
-from ..protocol import participant_for
-from .rows import insert_finalized
-from .slot import FieldSlot
+from .. import steps
+from .._datajoint import config_of, inserts_allowed, reset_transaction_state
+from ..addressing.paths import check_extension, check_filename, check_key
+from ..durability import durable
+from ..errors import (
+    HandleModeError,
+    IgnoredValueWarning,
+    NotParticipatingError,
+    StagedInsertError,
+    codec_label,
+    missing_primary_key,
+    storage_not_configured,
+    warn,
+)
+from ..leases import LeaseKeeper, reclaim
+from ..progress import progress_callback
+from ..protocol import StagedField, participant_for
+from .rows import check_row, key_token
 
 logger = logging.getLogger(__name__)
 
 DRAFTING, FINALIZING, UNWINDING, CLOSED = "drafting", "finalizing", "unwinding", "closed"
+
+AUTO_POPULATED_REFUSAL = (
+    "Inserts into an auto-populated table can only be done inside its make method during a populate call. "
+    "To override, set keyword argument allow_direct_insert=True."
+)
 
 
 class StagedSession:
@@ -37,14 +58,18 @@ class StagedSession:
         *,
         leases: LeaseKeeper | None = None,
         on_key: Callable[[dict[str, Any]], None] | None = None,
+        allow_direct_insert: bool = False,
     ) -> None:
         self._table = table
         self._rec: dict[str, Any] = {}
-        self._slots: dict[str, FieldSlot] = {}
+        self._fields: dict[str, StagedField] = {}
         self._filenames: dict[str, str] = {}
-        self._leases = leases if leases is not None else LeaseKeeper()  # in-flight marks for `dj-staged gc`
+        self._leases = leases if leases is not None else LeaseKeeper(table.connection, table.database, table.table_name)
         self._on_key = on_key
         self._key_announced: dict[str, Any] | None = None
+        self._checked = False
+        self.allow_direct_insert = allow_direct_insert
+        self.durable = durable()
         self.phase = DRAFTING
 
     @property
@@ -56,6 +81,11 @@ class StagedSession:
     def rec(self) -> dict[str, Any]:
         """Record dict for setting attribute values (primary key first)."""
         return self._rec
+
+    @property
+    def leases(self) -> LeaseKeeper:
+        """The lease protecting what this block writes."""
+        return self._leases
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -77,22 +107,14 @@ class StagedSession:
     @property
     def staged_fields(self) -> list[str]:
         """Fields written through ``store()``/``open()`` so far, in order of first use."""
-        return list(self._slots)
+        return list(self._fields)
 
-    def slot(self, field: str) -> FieldSlot:
-        """The state of a field already claimed through ``store()``/``open()``."""
+    def field(self, name: str) -> StagedField:
+        """The staged field ``name`` (what its codec was given), once claimed through ``store()``/``open()``."""
         try:
-            return self._slots[field]
+            return self._fields[name]
         except KeyError:
-            raise DataJointError(f"Field '{field}' has not been staged in this block") from None
-
-    def protect(self, field: str, path: str) -> None:
-        """Mark ``path`` as in flight for ``field`` until the block ends, so ``dj-staged gc`` leaves it alone.
-
-        Lifecycles call it for an object the row will reference before the row
-        exists (a canonical hash object about to be shared).
-        """
-        self._leases.cover(self, field, path)
+            raise StagedInsertError(f"Field '{name}' has not been staged in this block", field=name) from None
 
     def filename(self, field: str) -> str | None:
         """The filename given with :meth:`set_filename`, if any."""
@@ -111,10 +133,11 @@ class StagedSession:
 
         ``size``, when known, is the number of bytes that will be written; a
         ``<blob@>`` field then hashes its content while it streams, and any
-        other count at exit is an error.
+        other count at exit is an error. A handle closed after zero bytes holds
+        an empty value.
         """
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-            raise DataJointError(f"size for field '{field}' must be a non-negative int, got {size!r}")
+            raise StagedInsertError(f"size for field '{field}' must be a non-negative int, got {size!r}", field=field)
         return self._handle(field, ext, mode="open", file_mode=mode, size=size)
 
     def set_filename(self, field: str, filename: str) -> None:
@@ -123,9 +146,13 @@ class StagedSession:
         attr = self._attribute(field)
         participant = participant_for(attr.codec) if attr.codec is not None else None
         if not getattr(participant, "accepts_filename", False):
-            codec = f"<{attr.codec.name}>" if attr.codec is not None else attr.type
-            raise DataJointError(f"Field '{field}' ({codec}) does not take a filename; set_filename is for <attach@>")
+            codec = codec_label(attr.codec) if attr.codec is not None else attr.type
+            raise HandleModeError(
+                f"Field '{field}' ({codec}) does not take a filename; set_filename is for <attach@>", field=field
+            )
         self._filenames[field] = check_filename(field, filename)
+        if field in self._fields:
+            self._fields[field].filename = self._filenames[field]
 
     def _handle(
         self,
@@ -138,77 +165,113 @@ class StagedSession:
         options: dict[str, Any] | None = None,
     ) -> Any:
         self._require_open()
-        new = field not in self._slots
-        slot = self._claim(field, ext)
+        new = field not in self._fields
+        staged = self._claim(field, ext)
         if size is not None:
-            slot.size = size
-        slot.options.update(options or {})
+            staged.size = size
+        staged.options.update(options or {})
         try:
-            handle = slot.participant.staged_handle(self, field, slot.ext, mode=mode, file_mode=file_mode)
-        except Exception:
+            handle = staged.participant.staged_handle(staged, mode=mode, file_mode=file_mode)
+        except BaseException:
             if new:  # the field stages nothing; remove what the failed handle may have created
                 try:
-                    slot.participant.cleanup_staged(self, field)
+                    staged.participant.cleanup_staged(staged)
                 except Exception:
                     logger.warning("Cleanup after a failed handle for '%s' failed", field, exc_info=True)
-                del self._slots[field]
+                del self._fields[field]
             raise
-        slot.handles.append(handle)
-        self._leases.cover(self, field)
+        staged.handles.append(handle)
+        steps.reach("writer.write", field=field, mode=mode)
         return handle
 
-    def _claim(self, field: str, ext: str) -> FieldSlot:
+    def _claim(self, field: str, ext: str) -> StagedField:
         """Resolve ``field`` on its first use; check consistency on later ones."""
-        if field in self._slots:
-            slot = self._slots[field]
-            if check_extension(field, ext) != slot.ext:
-                raise DataJointError(
-                    f"Field '{field}' was already staged with extension {slot.ext!r}; "
-                    f"a second handle must use the same extension, not {ext!r}"
+        if field in self._fields:
+            staged = self._fields[field]
+            if check_extension(field, ext) != staged.ext:
+                raise HandleModeError(
+                    f"Field '{field}' was already staged with extension {staged.ext!r}; "
+                    f"a second handle must use the same extension, not {ext!r}",
+                    field=field,
                 )
-            return slot
+            return staged
         attr = self._attribute(field)
         participant = self._participant(field, attr)
         primary_key = self.primary_key
+        extension = check_extension(field, ext)
+        check_key(field, primary_key)
+        self._refuse_early(primary_key)
         self._announce_key(primary_key)
         store_name, spec, backend = self._resolve_store(field, attr)
-        slot = FieldSlot(
-            field=field,
+        staged = StagedField(
+            name=field,
             codec=attr.codec,
             participant=participant,
+            table=self._table,
             store_name=store_name,
             spec=spec,
             backend=backend,
-            ext=check_extension(field, ext),
+            ext=extension,
             primary_key=primary_key,
+            leases=self._leases,
+            durable=self.durable,
+            progress=progress_callback,
+            filename=self._filenames.get(field),
         )
-        self._slots[field] = slot
-        return slot
+        self._fields[field] = staged
+        return staged
+
+    def _refuse_early(self, key: dict[str, Any]) -> None:
+        """Before the first byte: refuse what the insert would refuse whatever is written."""
+        if self._checked:
+            return
+        if not self.allow_direct_insert and not inserts_allowed(self._table):
+            raise DataJointError(AUTO_POPULATED_REFUSAL)
+        if self._key_in_table(key):
+            raise DuplicateError(
+                f"Duplicate entry: {key} is already in {self._table.full_table_name}; "
+                "a staged insert needs a primary key that is not in the table yet"
+            )
+        self._checked = True
+
+    def _key_in_table(self, key: dict[str, Any]) -> bool:
+        try:
+            return key in self._table
+        except DataJointError:
+            raise
+        except Exception:
+            reset_transaction_state(self._table.connection)
+            raise
 
     def _attribute(self, field: str) -> Any:
         if field not in self._table.heading.names:
-            raise DataJointError(f"Attribute '{field}' not found in table heading")
+            raise NotParticipatingError(f"Attribute '{field}' not found in table heading", field=field)
         return self._table.heading[field]
 
     @staticmethod
     def _participant(field: str, attr: Any) -> Any:
         codec = attr.codec
         if codec is None:
-            raise DataJointError(
+            raise NotParticipatingError(
                 f"Attribute '{field}' ({attr.type}) is not an object-store codec field; "
-                "set its value on staged.rec instead of using store()/open()"
+                "set its value on staged.rec instead of using store()/open()",
+                field=field,
             )
         if attr.store is None:
-            raise DataJointError(
+            raise NotParticipatingError(
                 f"Attribute '{field}' (<{codec.name}>) is stored in the table, not in an object store; "
-                f"declare it <{codec.name}@> or <{codec.name}@store> to stage it, or set its value on staged.rec"
+                f"declare it <{codec.name}@> or <{codec.name}@store> to stage it, or set its value on staged.rec",
+                field=field,
             )
         participant = participant_for(codec)
         if participant is None:
-            raise DataJointError(
-                f"Codec <{codec.name}> of attribute '{field}' does not support staged insert: it implements none of "
-                "staged_handle/finalize_staged/cleanup_staged. Set the value on staged.rec (ordinary insert) or use "
-                "a codec that participates (see the compatibility matrix in the README)."
+            owner = type(codec).__module__.split(".", 1)[0]
+            raise NotParticipatingError(
+                f"Codec <{codec.name}> ({owner}.{type(codec).__qualname__}) of attribute '{field}' does not support "
+                "staged insert: it implements none of staged_handle/finalize_staged/cleanup_staged and no adapter "
+                "is registered for it. Set the value on staged.rec (ordinary insert), or give it staged support "
+                "with dj_staged.register_adapter(CodecClass, adapter) (see docs/codec-authors.md).",
+                field=field,
             )
         return participant
 
@@ -226,11 +289,11 @@ class StagedSession:
 
     @property
     def _config(self) -> Any:
-        return self._table.connection._config
+        return config_of(self._table.connection)
 
     def _require_open(self) -> None:
         if self.phase != DRAFTING:
-            raise DataJointError(
+            raise HandleModeError(
                 f"This staged insert is {self.phase}: store(), open() and set_filename() work only inside its block"
             )
 
@@ -240,64 +303,100 @@ class StagedSession:
             self._on_key(key)
             self._key_announced = dict(key)
 
-    def _finalize_and_insert(self) -> None:
-        """Finalization, then the row's one insert."""
-        row, fields = self._finalize()
-        insert_finalized(self._table, row, fields)
+    def key_token(self) -> tuple:
+        """The row's primary key as the table types it."""
+        return key_token(self._table, self.primary_key)
 
     def _finalize(self) -> tuple[dict[str, Any], set[str]]:
-        """Close handles and build each staged column value; return the row and its finalized fields."""
+        """Close handles, check the row, build each staged column value; return the row and its staged fields."""
         self.phase = FINALIZING
         if self._on_key is not None:
             self._announce_key(self.primary_key)
         self._close_handles()
-        for field, slot in self._slots.items():
-            current = {k: self._rec.get(k) for k in slot.primary_key}
-            if current != slot.primary_key:
-                raise DataJointError(
-                    f"The primary key changed after store()/open() for field '{field}' "
-                    f"({slot.primary_key} → {current}); set the whole key before asking for a handle"
+        for name, staged in self._fields.items():
+            current = {k: self._rec.get(k) for k in staged.primary_key}
+            if current != staged.primary_key:
+                raise StagedInsertError(
+                    f"The primary key changed after store()/open() for field '{name}' "
+                    f"({staged.primary_key} → {current}); set the whole key before asking for a handle",
+                    field=name,
                 )
         row = dict(self._rec)
-        finalized: dict[str, dict] = {}
-        for field, slot in self._slots.items():
-            if field in row:
-                warnings.warn(
-                    f"staged.rec['{field}'] is ignored: the field was written through store()/open(), "
+        for name in self._fields:
+            if name in row:
+                warn(
+                    f"staged.rec['{name}'] is ignored: the field was written through store()/open(), "
                     "and its value is computed from what was written",
-                    stacklevel=3,
+                    IgnoredValueWarning,
                 )
-            finalized[field] = slot.participant.finalize_staged(self, field)
-            self._leases.cover(self, field, finalized[field].get("path"))
+                del row[name]
+        check_row(self._table, row, self._fields, allow_direct_insert=self.allow_direct_insert)
+        finalized = {name: staged.participant.finalize_staged(staged) for name, staged in self._fields.items()}
+        for name, value in finalized.items():
+            path = value.get("path") if isinstance(value, dict) else None
+            staged = self._fields[name]
+            if path is not None and not staged.is_leased(path):
+                staged.lease(path)  # a codec that returned a path it did not lease: protect it until the commit
         row.update(finalized)
-        for slot in self._slots.values():
-            slot.handles.clear()
         return row, set(finalized)
 
-    def _unwind(self) -> None:
-        """Unwinding: remove what every staged field wrote; never raise over the caller's error."""
-        self.phase = UNWINDING
-        self._close_handles()
-        for field, slot in self._slots.items():
-            try:
-                slot.participant.cleanup_staged(self, field)
-            except Exception:
-                logger.warning("Cleanup of staged field '%s' failed; `dj-staged gc` reclaims it", field, exc_info=True)
+    def _unwind(self) -> bool:
+        """Unwinding: remove what every staged field wrote; never raise over the caller's error.
 
-    def _close_handles(self) -> None:
-        for slot in self._slots.values():
-            for handle in slot.handles:
-                close = getattr(handle, "close", None)
-                if close is None or getattr(handle, "closed", False):
+        Returns whether everything was removed; if not, the caller abandons the
+        lease instead of releasing it, so the collector knows what is left.
+        """
+        self.phase = UNWINDING
+        self._close_handles(abort=True)
+        clean = True
+        for name, staged in self._fields.items():
+            try:
+                staged.participant.cleanup_staged(staged)
+            except Exception:
+                clean = False
+                logger.warning("Cleanup of staged field '%s' failed; `dj-staged gc` reclaims it", name, exc_info=True)
+        return self._reclaim() and clean
+
+    def _reclaim(self) -> bool:
+        """Remove the canonical objects the fields created, unless another row or writer uses them."""
+        clean = True
+        for staged in self._fields.values():
+            if not staged.reclaims:
+                continue
+            try:
+                reclaim(
+                    self._table.connection,
+                    staged.backend,
+                    staged.schema,
+                    staged.reclaims,
+                    exclude_lease=self._leases.lease_id,
+                )
+            except Exception:
+                clean = False
+                logger.warning("Reclaiming %s failed; `dj-staged gc` reclaims them", staged.reclaims, exc_info=True)
+            staged.reclaims.clear()
+        return clean
+
+    def _close_handles(self, abort: bool = False) -> None:
+        for staged in self._fields.values():
+            for handle in staged.handles:
+                if getattr(handle, "closed", False):
+                    continue
+                finish = getattr(handle, "abort", None) if abort else None
+                finish = finish if callable(finish) else getattr(handle, "close", None)
+                if finish is None:
                     continue
                 try:
-                    close()
+                    finish()
                 except Exception:
                     if self.phase != UNWINDING:
                         raise
-                    logger.warning("Closing a handle of field '%s' failed", slot.field, exc_info=True)
+                    logger.warning("Closing a handle of field '%s' failed", staged.name, exc_info=True)
+            staged.handles.clear()
 
-    def _close(self, *, release: bool = True) -> None:
+    def _close(self) -> None:
         self.phase = CLOSED
-        if release:
-            self._leases.release()
+        for staged in self._fields.values():
+            close = getattr(staged.state, "close", None)
+            if callable(close):
+                close()

@@ -267,9 +267,9 @@ class HashAddressedConformance(StagedCodecConformance):
         assert column_value(table, STAGED, FIELD) == column_value(table, ORDINARY, FIELD)
         assert store_files(store) == [canonical], "the staging copy must be dropped, nothing else left"
         assert object_identity(store, canonical) == identity, "the other writer's object was replaced"
-        slot = staged.slot(FIELD)
-        if isinstance(slot.participant, HashAddressedStaging):
-            assert slot.state["promoted"] is False, "promotion did not take the dedup branch"
+        field = staged.field(FIELD)
+        if isinstance(field.participant, HashAddressedStaging):
+            assert field.state.promoted is False, "promotion did not take the dedup branch"
 
 
 class NonParticipatingCodecConformance(_Suite):

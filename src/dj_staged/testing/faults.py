@@ -149,6 +149,10 @@ class FaultyFileSystem(LocalFileSystem):
         self.plan.check("move", path1)
         return super().mv(path1, path2, recursive=recursive, **kwargs)
 
+    def link(self, src: str, dst: str, **kwargs: Any) -> None:
+        self.plan.check("move", src)
+        return super().link(src, dst, **kwargs)
+
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         self.plan.check("copy", path1)
         return super().cp_file(path1, path2, **kwargs)

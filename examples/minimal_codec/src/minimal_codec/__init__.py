@@ -46,10 +46,10 @@ class LinesCodec(dj_staged.SchemaAddressedStaging, SchemaCodec):
         backend = self._get_backend(stored["store"], config=self._codec_config(key, context))
         return backend.get_buffer(stored["path"]).decode("utf-8").splitlines()
 
-    def _enrich_staged_metadata(self, base: dict, session: Any, field: str) -> dict:
+    def _enrich_staged_metadata(self, base: dict, field: dj_staged.StagedField) -> dict:
         """What ``encode`` returns, computed from the written file (read in chunks, never whole)."""
         lines = 0
-        with session.slot(field).backend.open(base["path"], "rb") as f:
+        with field.backend.open(base["path"], "rb") as f:
             while chunk := f.read(CHUNK):
                 lines += chunk.count(b"\n")
         return {"path": base["path"], "store": base["store"], "size": base["size"], "lines": lines}

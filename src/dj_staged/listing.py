@@ -1,38 +1,35 @@
-"""Listing and deleting files of one section of a store, with the age of each file.
+"""Listing the files of one section of a store, strictly, with each file's size and age.
 
-The walk is strict: a directory that cannot be listed raises instead of being
-skipped silently (fsspec's default), because a partial listing of live objects
-must never turn into a list of things to delete.
+One recursive listing per section (on S3 a single paginated ``ListObjectsV2``
+without a delimiter). The walk is strict: a directory that cannot be listed
+raises instead of being skipped (fsspec's generic default), because a partial
+listing of live objects must never become a list of things to delete.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-logger = logging.getLogger(__name__)
+import fsspec
+
+from ._datajoint import full_path
 
 _MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "mtime_ns")
 
 
 @dataclass(frozen=True)
 class StoredFile:
-    """A file in a store: its size and modification time (POSIX seconds, None when the store has none)."""
+    """A file in a store: its path relative to the store's root, size and modification time (None if unknown)."""
 
     path: str
     size: int
     mtime: float | None
 
 
-def section_path(*parts: str) -> str:
-    """Join non-empty path parts with ``/``."""
-    return "/".join(part.strip("/") for part in parts if part and part.strip("/"))
-
-
 def mtime_of(info: dict[str, Any]) -> float | None:
-    """Modification time from an fsspec info dict, whatever the backend calls it."""
+    """Modification time (POSIX seconds) from an fsspec info dict, whatever the backend calls it."""
     for key in _MTIME_KEYS:
         value = info.get(key)
         if value in (None, ""):
@@ -49,31 +46,40 @@ def mtime_of(info: dict[str, Any]) -> float | None:
     return None
 
 
+def find_strict(fs: Any, path: str, **kwargs: Any) -> Any:
+    """``fs.find`` that raises when a directory cannot be listed (fsspec's generic ``find`` skips it)."""
+    if type(fs).find is fsspec.AbstractFileSystem.find:
+        kwargs["on_error"] = "raise"
+    return fs.find(path, **kwargs)
+
+
 def list_files(backend: Any, section: str) -> dict[str, StoredFile]:
     """Every file under ``section`` (relative to the store root), keyed by its relative path."""
     fs = backend.fs
     fs.invalidate_cache()  # another process may have written since this filesystem last listed
-    root = backend._full_path("").rstrip("/")
-    top = backend._full_path(section).rstrip("/")
-    if not fs.exists(top):
+    root = full_path(backend, "").rstrip("/")
+    top = full_path(backend, section).rstrip("/")
+    try:
+        found = find_strict(fs, top, detail=True)
+    except FileNotFoundError:
         return {}
     files: dict[str, StoredFile] = {}
-    for folder, _dirs, entries in fs.walk(top, detail=True, on_error="raise"):
-        for name, info in entries.items():
-            if info.get("type", "file") != "file":
-                continue
-            full = f"{folder.rstrip('/')}/{name}"
-            relative = full[len(root) :].lstrip("/")
-            files[relative] = StoredFile(relative, int(info.get("size") or 0), mtime_of(info))
+    for full, info in found.items():
+        if info.get("type", "file") != "file":
+            continue
+        relative = full[len(root) :].lstrip("/") if full.startswith(root) else full
+        files[relative] = StoredFile(relative, int(info.get("size") or 0), mtime_of(info))
     return files
 
 
 def delete_file(backend: Any, path: str, stop_at: str) -> None:
     """Delete one file, then prune the directories it leaves empty, up to (not including) ``stop_at``."""
     fs = backend.fs
-    full = backend._full_path(path)
+    full = full_path(backend, path)
     fs.rm(full)
-    boundary = backend._full_path(stop_at).rstrip("/")
+    if backend.protocol == "s3":
+        return  # no directories to prune
+    boundary = full_path(backend, stop_at).rstrip("/")
     parent = full.rsplit("/", 1)[0]
     while parent.startswith(boundary + "/"):
         try:

@@ -1,0 +1,129 @@
+"""Every private name of DataJoint (and s3fs) that dj-staged uses, behind one door.
+
+Each function says in one line why DataJoint's public API does not serve. The
+module also checks, on import, that the installed DataJoint is one this
+package was written against, and fails clearly otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from importlib.metadata import version as installed_version
+from typing import Any
+
+SUPPORTED = ((2, 3, 5), (2, 4, 0))  # >= first, < second
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def check_version(found: str | None = None) -> str:
+    """Raise ``ImportError`` unless the installed DataJoint is ``>=2.3.5,<2.4``; return its version."""
+    found = found if found is not None else installed_version("datajoint")
+    low, high = SUPPORTED
+    if not low <= _release(found) < high:
+        raise ImportError(
+            f"dj-staged supports DataJoint >=2.3.5,<2.4; DataJoint {found} is installed. "
+            "Install a supported DataJoint (pip install 'datajoint>=2.3.5,<2.4') or a dj-staged made for yours."
+        )
+    return found
+
+
+DATAJOINT_VERSION = check_version()
+
+
+def full_path(backend: Any, path: str) -> str:
+    """The filesystem path of a store-relative path.
+
+    ``StorageBackend`` offers ``open``/``exists``/``get_fsmap`` on relative
+    paths but no public way to address the same object through its ``fs``,
+    which listing, walking and server-side copies need.
+    """
+    return backend._full_path(path)
+
+
+def all_attributes(heading: Any) -> dict[str, Any]:
+    """Every attribute of a heading, hidden ones included (``heading.attributes`` leaves hidden ones out)."""
+    _ = heading.attributes  # loads the heading from the database on first use
+    return heading._attributes
+
+
+def with_json_columns(table: Any, fields: set[str]) -> Any:
+    """A private copy of ``table`` whose ``fields`` are plain JSON columns without a codec.
+
+    ``insert1`` runs every value through its codec chain; a finalized column
+    value must be inserted as it is. DataJoint has no public switch for that,
+    so the copy gets a copied heading whose attributes for ``fields`` drop the
+    codec. Nothing shared is modified.
+    """
+    heading = table.heading
+    attributes = all_attributes(heading)
+    view_heading = copy.copy(heading)
+    view_heading._attributes = {
+        name: attr._replace(codec=None, json=True) if name in fields else attr for name, attr in attributes.items()
+    }
+    view = copy.copy(table)
+    view._heading = view_heading
+    return view
+
+
+def registered_codec(name: str) -> Any:
+    """The codec registered under ``name``, without loading entry points.
+
+    ``datajoint.codecs.get_codec`` loads every ``datajoint.codecs`` entry point
+    first, which would register whichever provider of a name is listed first.
+    """
+    from datajoint.codecs import _codec_registry
+
+    return _codec_registry.get(name)
+
+
+def is_missing_codec(codec: Any) -> bool:
+    """Whether ``codec`` is DataJoint's placeholder for a codec not registered in this process (no public test)."""
+    from datajoint.heading import _MissingType
+
+    return isinstance(codec, _MissingType)
+
+
+def is_hash_name(name: str) -> bool:
+    """Whether a file name is a content hash as DataJoint's collector recognizes one (its pattern is private)."""
+    from datajoint.gc import _BASE32_HASH
+
+    return bool(_BASE32_HASH.match(name))
+
+
+def is_covered(path: str, referenced: set[str]) -> bool:
+    """DataJoint's collector's rule for whether a stored file belongs to a referenced object (private helper)."""
+    from datajoint.gc import _is_covered
+
+    return _is_covered(path, referenced)
+
+
+def inserts_allowed(table: Any) -> bool:
+    """Whether DataJoint would accept a direct insert into ``table`` now.
+
+    Auto-populated tables accept inserts only inside ``make()``, a state
+    DataJoint keeps in the private class attribute ``_allow_insert``.
+    """
+    return bool(getattr(table, "_allow_insert", True))
+
+
+def config_of(connection: Any) -> Any:
+    """The configuration a connection was made with (``Connection`` keeps it privately as ``_config``)."""
+    return connection._config
+
+
+def reset_transaction_state(connection: Any) -> None:
+    """Forget a transaction the server already ended (the connection was lost mid-transaction).
+
+    ``Connection.in_transaction`` trusts a private flag that a lost ``COMMIT``
+    leaves set, which would make the next ``start_transaction`` fail.
+    """
+    connection._in_transaction = False
+
+
+def call_s3(fs: Any, method: str, **kwargs: Any) -> Any:
+    """Call an S3 API method through s3fs's client: multipart copies and listings s3fs does not expose."""
+    return fs.call_s3(method, **kwargs)

@@ -1,0 +1,188 @@
+"""The file handle ``staged.open()`` returns: what the caller writes, exactly, durably, and checked.
+
+A :class:`StagedFile` wraps the store's own file object and adds four things:
+
+- **content-relative offsets**: a hash-addressed object stores a codec prefix
+  (an attachment's file name, a blob header) before the caller's content;
+  ``tell()``, ``seek()`` and ``truncate()`` address the content, never the prefix;
+- **hashing while writing**: with ``hashing=True`` the stored bytes are fed to
+  MD5 as they are written, in a background thread for large streams; any seek
+  or truncate gives that up (finalization re-reads the object instead);
+- **durability**: on a local store the file is fsynced when it is closed;
+- **a record of what was written** (:class:`WriteRecord`: size, and on a local
+  store the inode), which finalization compares with what is in the store
+  (fencing: an object removed or replaced meanwhile fails the commit).
+
+Anything else (``read``, ``readable``, ``name``) is the wrapped file's.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from fsspec.spec import AbstractBufferedFile
+
+from .hashing import PIECE, StreamingMD5
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """What a handle left when it was closed: the stored size and, on a local store, the file's identity."""
+
+    size: int
+    inode: tuple[int, int] | None = None
+
+
+class StagedFile:
+    """A write handle on one staged object; see the module docstring."""
+
+    def __init__(self, raw: Any, *, prefix: bytes = b"", hashing: bool = False, durable: bool = False) -> None:
+        self._raw = raw
+        self._offset = len(prefix)
+        self._md5 = StreamingMD5() if hashing else None
+        self._durable = durable
+        self.sequential = True
+        self.record: WriteRecord | None = None
+        if prefix:
+            self._write(memoryview(prefix))
+
+    def write(self, data: Any) -> int:
+        """Write ``data`` after the content written so far (or at the position a ``seek`` chose)."""
+        view = memoryview(data).cast("B")
+        self._write(view)
+        return len(view)
+
+    def _write(self, view: memoryview) -> None:
+        if self._md5 is None or not self.sequential:
+            self._raw.write(view)
+            return
+        for start in range(0, len(view), PIECE):  # hash a piece while the next one is being written
+            piece = view[start : start + PIECE]
+            self._md5.update(piece)
+            self._raw.write(piece)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def _not_sequential(self) -> None:
+        if self.sequential and self._md5 is not None:
+            self._md5.close()
+        self.sequential = False
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` in the content (``whence`` as for ``io``); never before the content's start."""
+        if whence == io.SEEK_SET:
+            if offset < 0:
+                raise ValueError(f"negative seek position {offset}")
+            target = self._raw.seek(offset + self._offset, io.SEEK_SET)
+        else:
+            current = self._raw.tell() if whence == io.SEEK_CUR else None
+            target = self._raw.seek(offset, whence)
+            if target < self._offset:
+                self._raw.seek(current if current is not None else self._offset, io.SEEK_SET)
+                raise ValueError(f"seek to {target - self._offset} would be before the start of the content")
+        self._not_sequential()
+        return target - self._offset
+
+    def tell(self) -> int:
+        """The position in the content."""
+        return self._raw.tell() - self._offset
+
+    def truncate(self, size: int | None = None) -> int:
+        """Cut the content at ``size`` (default: the current position)."""
+        if size is not None and size < 0:
+            raise ValueError(f"negative size {size}")
+        self._not_sequential()
+        result = self._raw.truncate() if size is None else self._raw.truncate(size + self._offset)
+        return (result if result is not None else self._raw.tell()) - self._offset
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return bool(self._raw.seekable())
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._raw.closed)
+
+    @property
+    def content_offset(self) -> int:
+        """Bytes stored before the caller's content."""
+        return self._offset
+
+    def digest(self) -> Any:
+        """The MD5 of the stored bytes computed while writing, or None if it was not (or could not be) kept."""
+        if self._md5 is None or not self.sequential:
+            return None
+        return self._md5.result()
+
+    def close(self) -> None:
+        """Flush, make durable (local store), record what was written, close; idempotent."""
+        if self.closed:
+            return
+        try:
+            self._raw.flush()
+            self.record = self._identify()
+        except BaseException:
+            self.abort()
+            raise
+        self._raw.close()
+
+    def _identify(self) -> WriteRecord:
+        fileno = getattr(self._raw, "fileno", None)
+        descriptor = None
+        if callable(fileno):
+            try:
+                descriptor = fileno()
+            except (OSError, ValueError, io.UnsupportedOperation):
+                descriptor = None
+        if descriptor is None:
+            return WriteRecord(size=int(self._raw.tell()))
+        if self._durable:
+            os.fsync(descriptor)
+        stat = os.fstat(descriptor)
+        return WriteRecord(size=stat.st_size, inode=(stat.st_dev, stat.st_ino))
+
+    def abort(self) -> None:
+        """Close without finishing the object: an S3 multipart upload is aborted, not completed."""
+        if self._md5 is not None:
+            self._md5.close()
+        if self.closed:
+            return
+        if isinstance(self._raw, AbstractBufferedFile) and "w" in self._raw.mode:
+            try:
+                self._raw.discard()
+            except Exception:
+                logger.warning("Aborting an upload failed; `dj-staged gc` aborts it later", exc_info=True)
+            self._raw.closed = True
+            return
+        self._raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    def __enter__(self) -> StagedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def same_file(record: WriteRecord | None, stat: os.stat_result) -> bool:
+    """Whether ``stat`` describes the file a handle wrote (same identity and size) on a local store."""
+    if record is None:
+        return False
+    if record.inode is not None and (stat.st_dev, stat.st_ino) != record.inode:
+        return False
+    return stat.st_size == record.size

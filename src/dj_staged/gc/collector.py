@@ -1,0 +1,194 @@
+"""One collection of a schema's sections in a store, by the writer–collector protocol.
+
+The collector's steps, in order (``docs/spec.md`` says why no interleaving with
+a writer loses a committed row):
+
+1. **list** every section (``_schema/``, ``_hash/``, ``_staging/``, leases) and,
+   on S3, the incomplete multipart uploads; nothing is decided yet;
+2. take the schema's **gate** exclusively (writers hold it shared while they
+   add a path to a lease), then **read the leases**: live ones are those whose
+   lock some database session holds;
+3. **read the references** of every row of the schema, strictly;
+4. **delete** what no row references and no live lease covers, and, when no
+   lease names it at all, what is older than the grace period; then release
+   the gate.
+
+A dry run does steps 1 to 3 without the gate and deletes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import timedelta
+from typing import Any
+
+from datajoint.hash_registry import get_store_backend
+
+from .. import steps
+from .._datajoint import config_of, is_covered, is_hash_name
+from ..leases import covers, exclusive_gate, held_lease_keys, scan_leases
+from ..listing import StoredFile, delete_file, list_files
+from ..references import referenced_paths
+from .policy import LEASED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
+from .report import Report, SectionReport
+from .sections import HASH, LEASES, SCHEMA, STAGING, UPLOADS, check_layout, section_roots
+from .uploads import abort_upload, list_uploads
+
+DEFAULT_GRACE = timedelta(hours=24)
+
+
+def collect(
+    *schemas: Any,
+    store: str | None = None,
+    grace: timedelta | float = DEFAULT_GRACE,
+    dry_run: bool = True,
+    now: float | None = None,
+    config: Any = None,
+    datajoint: bool = True,
+) -> Report:
+    """Report (and with ``dry_run=False`` delete) what no row references and no staged write still needs.
+
+    ``datajoint=True`` covers DataJoint's ``_schema/`` and ``_hash/`` sections
+    as well as ``_staging/``; ``datajoint=False`` only ``_staging/`` and its leases.
+    ``now`` (POSIX seconds) replaces the clock for the age test only.
+    """
+    if not schemas:
+        raise ValueError("collect() needs at least one schema")
+    config = config if config is not None else config_of(schemas[0].connection)
+    grace_seconds = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
+    spec = config.get_store_spec(store)
+    check_layout(spec, [schema.database for schema in schemas])
+    backend = get_store_backend(store, config=config)
+    store_name = store if store is not None else config.stores["default"]
+    cutoff = (time.time() if now is None else now) - grace_seconds
+    report = Report(dry_run=dry_run, grace=grace_seconds)
+    for schema in schemas:
+        collection = _Collection(schema, backend, spec, store_name, cutoff, datajoint)
+        report.sections.extend(collection.run(dry_run))
+    return report
+
+
+def collect_staging(*schemas: Any, **options: Any) -> Report:
+    """Only dj-staged's sections: ``_staging/{schema}/`` and its leases."""
+    return collect(*schemas, datajoint=False, **options)
+
+
+class _Collection:
+    """The collection of one schema in one store."""
+
+    def __init__(self, schema: Any, backend: Any, spec: dict, store: str, cutoff: float, datajoint: bool) -> None:
+        self.schema = schema
+        self.name = schema.database
+        self.backend = backend
+        self.spec = spec
+        self.store = store
+        self.cutoff = cutoff
+        self.roots = section_roots(spec, self.name)
+        self.sections = [SCHEMA, HASH, STAGING, LEASES] if datajoint else [STAGING, LEASES]
+
+    def run(self, dry_run: bool) -> list[SectionReport]:
+        listed = {section: list_files(self.backend, self.roots[section]) for section in self.sections}
+        uploads: dict[str, tuple[StoredFile, str]] = {}
+        for section in self.sections:
+            if section != LEASES:
+                uploads.update(list_uploads(self.backend, self.roots[section]))
+        steps.reach("collector.list", schema=self.name, store=self.store)
+        connection = self.schema.connection
+        window = contextlib.nullcontext(None) if dry_run else exclusive_gate(connection, self.name)
+        with window as gate:
+            records = scan_leases(self.backend, self.name)
+            held = held_lease_keys(connection)
+            live = [p for r in records if r.readable and r.lock in held for p in r.paths]
+            dead = [p for r in records if r.readable and r.lock not in held for p in r.paths]
+            steps.reach("collector.read_leases", schema=self.name, live=live, dead=dead)
+            referenced = referenced_paths([self.schema])
+            steps.reach("collector.read_references", schema=self.name, referenced=len(referenced))
+            reports = self._judge(listed, uploads, records, held, Rules(self._referenced(referenced), live, dead, 0))
+            if gate is not None:
+                steps.reach("collector.delete", schema=self.name, paths=[p for r in reports for p in r.paths])
+                self._delete(reports, uploads, gate)
+        return reports
+
+    def _referenced(self, referenced: set[str]) -> Any:
+        def check(root: str, members: list[StoredFile]) -> bool:
+            return root in referenced or any(is_covered(m.path, referenced) for m in members)
+
+        return check
+
+    def _judge(
+        self,
+        listed: dict[str, dict[str, StoredFile]],
+        uploads: dict[str, tuple[StoredFile, str]],
+        records: list[Any],
+        held: set[int],
+        rules: Rules,
+    ) -> list[SectionReport]:
+        rules.cutoff = self.cutoff
+        prefix = self.spec["schema_prefix"].strip("/")
+        roots = {
+            SCHEMA: lambda p: schema_root(p, prefix),
+            HASH: lambda p: p,
+            STAGING: staging_root,
+        }
+        reports = []
+        for section in self.sections:
+            if section == LEASES:
+                continue
+            files = listed[section].values()
+            if section == HASH:
+                files = [f for f in files if is_hash_name(f.path.rsplit("/", 1)[-1])]
+            decision = classify(files, roots[section], rules)
+            reports.append(SectionReport(self.store, self.name, section, decision.collectable, decision.protected))
+        reports.append(self._uploads(uploads, rules))
+        reports.append(self._leases(listed[LEASES], records, held))
+        return reports
+
+    def _uploads(self, uploads: dict[str, tuple[StoredFile, str]], rules: Rules) -> SectionReport:
+        """Incomplete uploads, judged by the key they would create (never referenced: they are not objects)."""
+        report = SectionReport(self.store, self.name, UPLOADS)
+        for name, (stored, _key) in sorted(uploads.items()):
+            if covers(rules.live, stored.path):
+                report.protected[name] = LEASED
+            elif covers(rules.dead, stored.path) or (stored.mtime is not None and stored.mtime <= rules.cutoff):
+                report.collectable[name] = [StoredFile(name, stored.size, stored.mtime)]
+            else:
+                report.protected[name] = YOUNG
+        return report
+
+    def _leases(self, files: dict[str, StoredFile], records: list[Any], held: set[int]) -> SectionReport:
+        """Live leases are kept; dead and unreadable ones are collected (their paths are judged above)."""
+        report = SectionReport(self.store, self.name, LEASES)
+        live = {r.folder for r in records if r.readable and r.lock in held}
+        for path, stored in sorted(files.items()):
+            root = lease_root(path)
+            if root in live:
+                report.protected[root] = LEASED
+            else:
+                report.collectable.setdefault(root, []).append(stored)
+        return report
+
+    def _delete(self, reports: list[SectionReport], uploads: dict[str, tuple[StoredFile, str]], gate: Any) -> None:
+        """Delete what the reports list, object by object, confirming the gate is still held before each."""
+        failed = False
+        for entry in sorted(reports, key=lambda r: r.section == LEASES):  # leases last: their paths first
+            if entry.section == LEASES and failed:
+                entry.errors.append("dead leases kept: some of the objects they name could not be deleted")
+                continue
+            stop_at = self.roots.get(entry.section, "")
+            for files in entry.collectable.values():
+                gate.confirm()
+                for stored in files:
+                    try:
+                        if entry.section == UPLOADS:
+                            abort_upload(self.backend, stored.path, uploads[stored.path][1])
+                        else:
+                            delete_file(self.backend, stored.path, stop_at)
+                    except FileNotFoundError:
+                        continue
+                    except Exception as error:
+                        failed = True
+                        entry.errors.append(f"could not delete {stored.path}: {type(error).__name__}: {error}")
+                        continue
+                    entry.deleted += 1
+                    entry.freed_bytes += stored.size

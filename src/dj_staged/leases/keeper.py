@@ -1,0 +1,151 @@
+"""The writer's side of a lease: take it before the first byte, fence before the commit, release after.
+
+One :class:`LeaseKeeper` serves one writer (a ``staged_insert1`` block, or a
+whole ``staged_insert`` batch): one lease lock on the database session that
+will insert the rows, and one lease folder in each store the writer uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from .. import steps
+from ..errors import LeaseLostError
+from .locks import LeaseLock, acquire_lease_lock, lease_held, release_lease_lock, shared_gate
+from .records import LeaseEntry, LeaseRecord, mark_abandoned, remove_lease, write_entry, write_header
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Leases the paths of one writer in its stores, backed by one advisory lock on its database session."""
+
+    def __init__(self, connection: Any, schema: str, table: str) -> None:
+        self.connection = connection
+        self.schema = schema
+        self.table = table
+        self.lease_id = uuid.uuid4().hex
+        self.lock: LeaseLock | None = None
+        self._stores: dict[str, tuple[Any, int]] = {}  # store name -> (backend, entries written)
+        self._paths: set[tuple[str, str]] = set()
+        self._mutex = threading.Lock()
+        self.ended = False
+
+    @property
+    def paths(self) -> list[tuple[str, str]]:
+        """``(store, path)`` of every path leased so far."""
+        return sorted(self._paths)
+
+    def covers(self, store: str, path: str) -> bool:
+        """Whether ``path`` in ``store`` is leased by this writer."""
+        return (store, path) in self._paths
+
+    def lease(self, store: str, backend: Any, paths: Sequence[str], *, field: str, key: dict[str, Any]) -> None:
+        """Lease ``paths`` in ``store`` before they are written or referenced.
+
+        Takes the lease lock on the first call, then writes the lease record
+        (or adds an entry to it) while holding the schema's gate shared, so no
+        collector is between reading the leases and deleting at that moment.
+        Raises if the store or the database refuses: a write no lease protects
+        must not start.
+        """
+        with self._mutex:
+            new = [p for p in dict.fromkeys(paths) if (store, p) not in self._paths]
+            if not new:
+                return
+            entry = LeaseEntry(field=field, key=dict(key), paths=new, at=time.time())
+            with shared_gate(self.connection, self.schema):
+                if self.lock is None:
+                    self.lock = acquire_lease_lock(self.connection)
+                if store not in self._stores:
+                    try:
+                        write_header(backend, self._record(store), entry)
+                    except BaseException:
+                        _quietly(remove_lease, backend, self.schema, self.lease_id)
+                        raise
+                    self._stores[store] = (backend, 0)
+                else:
+                    backend, written = self._stores[store]
+                    write_entry(backend, self.schema, self.lease_id, written + 1, entry)
+                    self._stores[store] = (backend, written + 1)
+            self._paths.update((store, p) for p in new)
+        steps.reach("writer.lease", lease=self.lease_id, store=store, paths=new, field=field)
+
+    def _record(self, store: str) -> LeaseRecord:
+        assert self.lock is not None
+        return LeaseRecord(
+            lease_id=self.lease_id,
+            schema=self.schema,
+            lock=self.lock.key,
+            table=self.table,
+            store=store,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            db_pid=self.lock.pid,
+            started=time.time(),
+        )
+
+    def fence(self) -> None:
+        """Raise :class:`LeaseLostError` unless the lease lock was held without a break until now."""
+        if self.lock is None:
+            return
+        if not lease_held(self.connection, self.lock):
+            raise LeaseLostError(
+                f"The lease of this staged insert into {self.schema}.{self.table} lapsed before its commit (the "
+                "database session that held it ended), so a collector may have removed its objects; nothing was "
+                "inserted. Run the staged insert again."
+            )
+
+    def release(self) -> None:
+        """The rows are visible (or nothing was written): remove the lease records, then the lock."""
+        with self._mutex:
+            if self.ended:
+                return
+            self.ended = True
+            for store, (backend, _written) in self._stores.items():
+                try:
+                    remove_lease(backend, self.schema, self.lease_id)
+                except Exception:
+                    logger.warning("Removing lease %s in store %s failed", self.lease_id, store, exc_info=True)
+            self._unlock()
+        steps.reach("writer.release", lease=self.lease_id)
+
+    def abandon(self) -> None:
+        """The block was interrupted: mark the lease abandoned and let it die, keeping what it names.
+
+        The collector reclaims what an abandoned (or dead) lease names at once,
+        without waiting for the grace period, unless a row references it.
+        """
+        with self._mutex:
+            if self.ended:
+                return
+            self.ended = True
+            for store, (backend, _written) in self._stores.items():
+                try:
+                    mark_abandoned(backend, self.schema, self.lease_id)
+                except Exception:
+                    logger.warning("Marking lease %s in store %s abandoned failed", self.lease_id, store, exc_info=True)
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self.lock is None:
+            return
+        try:
+            release_lease_lock(self.connection, self.lock)
+        except Exception:
+            logger.warning("Releasing the lease lock failed; it ends with the database session", exc_info=True)
+
+
+def _quietly(action: Any, *args: Any) -> None:
+    """Run a best-effort cleanup after a failure; its own failure is logged, never raised over the first."""
+    try:
+        action(*args)
+    except Exception:
+        logger.debug("Cleanup %s%s failed", getattr(action, "__name__", action), args, exc_info=True)

@@ -1,0 +1,194 @@
+"""PostgreSQL advisory locks: the liveness of a lease, and the gate between writers and collectors.
+
+Two kinds of lock, in two namespaces of PostgreSQL's two-key advisory locks:
+
+- the **lease lock** ``(LEASE_NS, key)``: a session-level lock a writer takes
+  on the database session that will insert its row, before it writes a byte.
+  The lease is live exactly while the lock is held. PostgreSQL releases it when
+  the session ends, so a killed writer's lease dies with its connection, and a
+  paused writer's lease stays live however long it sleeps: no clock, no
+  heartbeat. Because the row's ``INSERT`` runs on the same session, the row is
+  visible before the lock can be seen released.
+- the **gate** ``(GATE_NS, crc32(schema))``: writers hold it shared while they
+  add paths to a lease; a collector holds it exclusively while it reads the
+  leases, reads the references and deletes. So a path is either leased before a
+  collector looks, or added after that collector has finished deleting.
+
+A session never conflicts with its own locks, so the exclusive gate is taken
+on a dedicated session (:func:`gate_connection`), never on a writer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UnsupportedBackendError
+
+LEASE_NS = 0x646A7331  # "djs1"
+GATE_NS = 0x646A7332  # "djs2"
+GATE_TIMEOUT = "60s"
+
+_HELD = (
+    "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid AND objsubid = 2 "
+    "AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+@dataclass(frozen=True)
+class LeaseLock:
+    """A lease lock held by one database session, identified by its backend pid and start time."""
+
+    key: int
+    pid: int
+    session_start: str
+
+
+def require_postgres(connection: Any) -> None:
+    """Raise unless ``connection`` is PostgreSQL, the one backend with the locks leases need."""
+    backend = getattr(getattr(connection, "adapter", None), "backend", None)
+    if backend != "postgresql":
+        raise UnsupportedBackendError(
+            f"dj-staged needs a PostgreSQL database for its leases (advisory locks); this connection is {backend!r}"
+        )
+
+
+def _session(connection: Any) -> tuple[int, str]:
+    row = connection.query(
+        "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()", reconnect=False
+    ).fetchone()
+    return int(row[0]), str(row[1])
+
+
+def acquire_lease_lock(connection: Any) -> LeaseLock:
+    """Take a fresh lease lock on ``connection``'s session (a random key no other session holds)."""
+    require_postgres(connection)
+    while True:
+        key = secrets.randbelow(1 << 31)
+        row = connection.query(
+            "SELECT pg_try_advisory_lock(%s, %s), pid, backend_start::text FROM pg_stat_activity "
+            "WHERE pid = pg_backend_pid()",
+            args=(LEASE_NS, key),
+            reconnect=False,
+        ).fetchone()
+        if row[0]:
+            return LeaseLock(key=key, pid=int(row[1]), session_start=str(row[2]))
+
+
+def lease_held(connection: Any, lock: LeaseLock) -> bool:
+    """Fencing: whether ``connection`` is still the session that took ``lock`` and still holds it.
+
+    A session-level lock is held from the moment it is taken until it is
+    released or the session ends; the same session holding it now therefore
+    means it never lapsed.
+    """
+    row = connection.query(
+        "SELECT pid, backend_start::text, EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+        "AND classid = %s::oid AND objid = %s::oid AND objsubid = 2 AND granted AND pid = pg_backend_pid()) "
+        "FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        args=(LEASE_NS, lock.key),
+        reconnect=False,
+    ).fetchone()
+    return (int(row[0]), str(row[1])) == (lock.pid, lock.session_start) and bool(row[2])
+
+
+def release_lease_lock(connection: Any, lock: LeaseLock) -> None:
+    """Release ``lock`` if this session still holds it (a lost session released it already)."""
+    if _session(connection) == (lock.pid, lock.session_start):
+        connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(LEASE_NS, lock.key), reconnect=False)
+
+
+def held_lease_keys(connection: Any) -> set[int]:
+    """The keys of every lease lock some session of this database holds right now."""
+    return {int(row[0]) for row in connection.query(_HELD, args=(LEASE_NS,)).fetchall()}
+
+
+def gate_key(schema: str) -> int:
+    """The gate's second key for ``schema``."""
+    return zlib.crc32(schema.encode()) & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def shared_gate(connection: Any, schema: str) -> Iterator[None]:
+    """Hold the schema's gate shared on ``connection`` (a writer adding paths to its lease)."""
+    require_postgres(connection)
+    args = (GATE_NS, gate_key(schema))
+    connection.query("SELECT pg_advisory_lock_shared(%s, %s)", args=args, reconnect=False)
+    try:
+        yield
+    finally:
+        connection.query("SELECT pg_advisory_unlock_shared(%s, %s)", args=args, reconnect=False)
+
+
+_gate_connections: dict[tuple, Any] = {}
+_gate_lock = threading.Lock()
+_exclusive = threading.Lock()  # one exclusive holder per process at a time: its sessions never conflict in PostgreSQL
+
+
+def gate_connection(connection: Any) -> Any:
+    """A dedicated DataJoint connection to the same server, for the exclusive gate (one per process)."""
+    import datajoint as dj
+
+    from .._datajoint import config_of
+
+    info = connection.conn_info
+    key = (info["host"], info["port"], info["user"], info.get("database_name"))
+    with _gate_lock:
+        dedicated = _gate_connections.get(key)
+        if dedicated is None or not dedicated.is_connected:
+            dedicated = dj.Connection(
+                host=info["host"],
+                user=info["user"],
+                password=info["passwd"],
+                port=info["port"],
+                use_tls=info.get("ssl_input"),
+                database_name=info.get("database_name"),
+                backend=connection.adapter.backend,
+                config_override=config_of(connection),
+            )
+            _gate_connections[key] = dedicated
+        return dedicated
+
+
+@dataclass
+class Gate:
+    """The exclusive gate of one schema, held by a dedicated session."""
+
+    connection: Any
+    schema: str
+
+    def confirm(self) -> None:
+        """Raise unless the dedicated session still holds the gate (checked before each deletion)."""
+        row = self.connection.query(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid "
+            "AND objid = %s::oid AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted AND pid = pg_backend_pid())",
+            args=(GATE_NS, gate_key(self.schema)),
+            reconnect=False,
+        ).fetchone()
+        if not row[0]:
+            raise RuntimeError(f"the collector lost the gate of schema {self.schema!r}; it stopped deleting")
+
+
+@contextlib.contextmanager
+def exclusive_gate(connection: Any, schema: str, timeout: str = GATE_TIMEOUT) -> Iterator[Gate]:
+    """Hold the schema's gate exclusively on a dedicated session.
+
+    Waits at most ``timeout`` for writers to finish adding paths to their
+    leases (each holds the gate shared for one small write), then raises
+    PostgreSQL's lock-timeout error. Queries on the dedicated session never
+    reconnect: a new session would silently not hold the gate.
+    """
+    require_postgres(connection)
+    with _exclusive:
+        dedicated = gate_connection(connection)
+        dedicated.query(f"SET lock_timeout = '{timeout}'", reconnect=False)
+        dedicated.query("SELECT pg_advisory_lock(%s, %s)", args=(GATE_NS, gate_key(schema)), reconnect=False)
+        try:
+            yield Gate(dedicated, schema)
+        finally:
+            dedicated.query("SELECT pg_advisory_unlock(%s, %s)", args=(GATE_NS, gate_key(schema)), reconnect=False)

@@ -1,0 +1,173 @@
+"""Lease records in a store: which paths a staged write in flight will reference.
+
+A lease lives in the store it protects, in a folder of its own::
+
+    _staging/_leases/{schema}/{lease_id}/lease.json      who writes, and the lease lock's key
+    _staging/_leases/{schema}/{lease_id}/{n:06d}.json    paths added to the lease, one file per addition
+    _staging/_leases/{schema}/{lease_id}/abandoned.json  the block ended by KeyboardInterrupt/SystemExit
+
+Files are only ever added, never rewritten, so adding a path costs one small
+write however many paths the lease holds (a batch of many rows). Every write
+happens while the writer holds the schema's gate shared, and a collector reads
+leases only while it holds the gate exclusively, so it never sees half a file;
+a half file left by a killed writer names paths that writer never wrote.
+
+Whether a lease is live is not in the record: it is whether its lock is held
+(see :mod:`dj_staged.leases.locks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .._datajoint import full_path
+from ..layout import lease_section
+
+logger = logging.getLogger(__name__)
+
+LEASE_VERSION = 2
+HEADER = "lease.json"
+ABANDONED = "abandoned.json"
+
+
+@dataclass
+class LeaseEntry:
+    """Paths one field of one row adds to a lease."""
+
+    field: str
+    key: dict[str, Any]
+    paths: list[str]
+    at: float
+
+
+@dataclass
+class LeaseRecord:
+    """A lease as a collector or ``dj-staged status`` reads it back."""
+
+    lease_id: str
+    schema: str
+    lock: int | None = None
+    table: str = ""
+    store: str = ""
+    host: str = ""
+    pid: int = 0
+    db_pid: int = 0
+    started: float = 0.0
+    entries: list[LeaseEntry] = field(default_factory=list)
+    abandoned: bool = False
+    readable: bool = True
+    files: list[str] = field(default_factory=list)
+    newest: float | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        """Every path the lease names."""
+        return [path for entry in self.entries for path in entry.paths]
+
+    @property
+    def folder(self) -> str:
+        return lease_folder(self.schema, self.lease_id)
+
+
+def lease_folder(schema: str, lease_id: str) -> str:
+    """``_staging/_leases/{schema}/{lease_id}``."""
+    return f"{lease_section(schema)}/{lease_id}"
+
+
+def _dumps(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, default=str).encode()
+
+
+def write_header(backend: Any, record: LeaseRecord, first: LeaseEntry) -> None:
+    """Create the lease folder with its header, naming the first paths."""
+    header = {
+        "version": LEASE_VERSION,
+        **{k: v for k, v in asdict(record).items() if k in _HEADER_KEYS},
+        "entries": [asdict(first)],
+    }
+    backend.fs.pipe_file(full_path(backend, f"{record.folder}/{HEADER}"), _dumps(header))
+
+
+_HEADER_KEYS = ("lease_id", "schema", "lock", "table", "store", "host", "pid", "db_pid", "started")
+
+
+def write_entry(backend: Any, schema: str, lease_id: str, number: int, entry: LeaseEntry) -> None:
+    """Add ``entry`` to a lease as its ``number``-th addition."""
+    path = f"{lease_folder(schema, lease_id)}/{number:06d}.json"
+    backend.fs.pipe_file(full_path(backend, path), _dumps(asdict(entry)))
+
+
+def mark_abandoned(backend: Any, schema: str, lease_id: str) -> None:
+    """Record that the block ended by ``KeyboardInterrupt``/``SystemExit``: its objects belong to no row."""
+    path = f"{lease_folder(schema, lease_id)}/{ABANDONED}"
+    backend.fs.pipe_file(full_path(backend, path), _dumps({"at": time.time()}))
+
+
+def remove_lease(backend: Any, schema: str, lease_id: str) -> None:
+    """Delete a lease folder; absent is fine."""
+    fs = backend.fs
+    folder = full_path(backend, lease_folder(schema, lease_id))
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(folder, recursive=True)
+
+
+def parse_lease(schema: str, lease_id: str, contents: dict[str, bytes | None]) -> LeaseRecord:
+    """Build a record from a lease folder's files (name → bytes; None for a file that vanished)."""
+    record = LeaseRecord(lease_id=lease_id, schema=schema, files=sorted(contents))
+    header = contents.get(HEADER)
+    try:
+        data = json.loads(header) if header is not None else None
+        if not isinstance(data, dict) or data.get("version") != LEASE_VERSION:
+            raise ValueError("not a dj-staged lease header")
+        for key in _HEADER_KEYS:
+            if key in data:
+                setattr(record, key, data[key])
+        record.entries = [LeaseEntry(**entry) for entry in data.get("entries", [])]
+    except (ValueError, TypeError):
+        record.readable = False
+    for name in sorted(contents):
+        data_bytes = contents[name]
+        if name == ABANDONED:
+            record.abandoned = True
+        elif name != HEADER and name.endswith(".json") and data_bytes is not None:
+            try:
+                record.entries.append(LeaseEntry(**json.loads(data_bytes)))
+            except (ValueError, TypeError):
+                logger.debug("Skipping an unreadable lease entry %s/%s", lease_id, name)
+    return record
+
+
+def scan_leases(backend: Any, schema: str) -> list[LeaseRecord]:
+    """Every lease of ``schema`` in the store: one listing, then the lease files read together."""
+    from ..listing import list_files
+
+    section = lease_section(schema)
+    listed = list_files(backend, section)
+    folders: dict[str, dict[str, float | None]] = {}
+    for path, stored in listed.items():
+        parts = path[len(section) + 1 :].split("/")
+        if len(parts) == 2:
+            folders.setdefault(parts[0], {})[parts[1]] = stored.mtime
+    fulls = {
+        full_path(backend, f"{section}/{lease_id}/{name}"): (lease_id, name)
+        for lease_id, names in folders.items()
+        for name in names
+    }
+    contents: dict[str, dict[str, bytes | None]] = {lease_id: {} for lease_id in folders}
+    if fulls:
+        fetched = backend.fs.cat(list(fulls), on_error="return")
+        for full, (lease_id, name) in fulls.items():
+            data = fetched.get(full)
+            contents[lease_id][name] = data if isinstance(data, bytes) else None
+    records = []
+    for lease_id, names in sorted(folders.items()):
+        record = parse_lease(schema, lease_id, contents[lease_id])
+        times = [t for t in names.values() if t is not None]
+        record.newest = max(times) if times else None
+        records.append(record)
+    return records
