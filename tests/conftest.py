@@ -95,3 +95,35 @@ def Recording(dj_schema, dj_local_store):
         note = "" : varchar(64)
         """,
     )
+
+
+@pytest.fixture
+def foreign_lease(dj_postgres, dj_local_store):
+    """Write a lease of another writer into the local store; ``live=True`` holds its lock on a separate session.
+
+    Usage: ``with foreign_lease(schema_name, paths, live=True) as folder: ...``.
+    """
+    import secrets
+    import uuid
+
+    from datajoint.hash_registry import get_store_backend
+
+    from dj_staged.leases.locks import LEASE_NS
+    from dj_staged.leases.records import LeaseEntry, LeaseRecord, lease_folder, write_header
+
+    @contextlib.contextmanager
+    def lease(schema_name: str, paths: list[str], *, live: bool) -> Iterator[str]:
+        session = dj.Connection(dj_postgres.host, dj_postgres.user, dj_postgres.password, dj_postgres.port)
+        key = secrets.randbelow(1 << 31)
+        if live:
+            session.query("SELECT pg_advisory_lock(%s, %s)", args=(LEASE_NS, key))
+        lease_id = uuid.uuid4().hex
+        record = LeaseRecord(lease_id=lease_id, schema=schema_name, lock=key, table="recording", store="main")
+        entry = LeaseEntry(field="blob", key={"recording_id": 99}, paths=paths, at=time.time())
+        write_header(get_store_backend("main"), record, entry)
+        try:
+            yield lease_folder(schema_name, lease_id)
+        finally:
+            session.close()
+
+    return lease

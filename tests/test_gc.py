@@ -6,20 +6,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import datajoint as dj
 import numpy as np
 import pytest
-from conftest import declare, lease_files, store_files
-from dj_staged.gc.leases import Lease, LeaseKeeper, write_lease
+from conftest import declare, lease_files, lease_records, store_files
 
 import dj_staged
 import dj_staged.gc
 from dj_staged.cli import main, parse_duration
 from dj_staged.gc.policy import LEASED, YOUNG
+from dj_staged.leases import held_lease_keys
 
 DAY = 86400.0
 LATER = 2 * DAY  # an injected clock two days ahead: every lease expired, every object older than 24 h
@@ -70,25 +69,40 @@ def test_a_block_holds_a_lease_naming_its_paths_and_removes_it(Recording, dj_loc
             np.save(f, np.ones(3))
         fsmap = staged.store("raw", ".zarr")
         fsmap["zarr.json"] = b"{}"
-        leases = [read_lease(dj_local_store, p) for p in lease_files(dj_local_store)]
-        assert sorted(lease["field"] for lease in leases) == ["raw", "waveform"]
-        written = {lease["field"]: lease["paths"] for lease in leases}
-        assert written["waveform"] == [staged.field("waveform").state.path]
-        assert written["raw"] == [staged.field("raw").state.path]
-        assert all(lease["schema"] == Recording.database and lease["expires"] > time.time() for lease in leases)
+        (lease,) = lease_records(dj_local_store)  # one lease per block, one folder per store
+        held = Recording.connection.query(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s::oid AND granted",
+            args=(lease["lock"],),
+        ).fetchone()[0]
+        assert held == 1 and lease["schema"] == Recording.database and lease["table"] == Recording.table_name
+        entries = [(entry["field"], entry["paths"]) for entry in lease["entries"]]
+        added = [
+            json.loads((Path(dj_local_store.spec["location"]) / p).read_bytes())
+            for p in lease_files(dj_local_store)
+            if not p.endswith(("lease.json", "abandoned.json"))
+        ]
+        entries += [(entry["field"], entry["paths"]) for entry in added]
+        assert sorted(entries) == sorted(
+            [("waveform", [staged.field("waveform").state.path]), ("raw", [staged.field("raw").state.path])]
+        )
     assert lease_files(dj_local_store) == []
     assert len(Recording()) == 1
 
 
 @pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
-def test_lease_is_removed_when_the_block_fails(Recording, dj_local_store, failure):
+def test_lease_ends_when_the_block_fails(Recording, dj_local_store, failure):
     with pytest.raises(failure), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("raw", ".bin") as f:
             f.write(b"partial")
         assert len(lease_files(dj_local_store)) == 1
+        lock = lease_records(dj_local_store)[0]["lock"]
         raise failure
-    assert lease_files(dj_local_store) == []
+    assert lock not in held_lease_keys(Recording.connection)  # no longer live either way
+    if failure is RuntimeError:
+        assert lease_files(dj_local_store) == [] and store_files(dj_local_store) == []
+    else:  # interrupted: nothing cleaned up in-process; the lease stays, abandoned, naming what was written
+        assert sorted(Path(p).name for p in lease_files(dj_local_store)) == ["abandoned.json", "lease.json"]
 
 
 def test_datajoint_collector_alone_would_delete_a_write_in_flight(Recording, dj_local_store):
@@ -221,78 +235,63 @@ def test_staging_leftovers_are_reported_then_deleted(Recording, dj_local_store):
     assert not (Path(dj_local_store.spec["location"]) / f"_staging/{db}/recording/raw_bbbbbbbb.zarr").exists()
 
 
-def dead_writer_lease(store, schema_name: str, paths: list[str], heartbeat: float, ttl: float = 300) -> Lease:
-    from datajoint.hash_registry import get_store_backend
-
-    lease = Lease("deadbeef", schema_name, "recording", "blob", "main", paths, ttl, heartbeat, "elsewhere", 4242)
-    write_lease(get_store_backend("main"), lease)
-    return lease
-
-
-def test_live_lease_protects_old_staging_files(Recording, dj_local_store):
+def test_live_lease_protects_old_staging_files(Recording, dj_local_store, foreign_lease):
     db = Recording.database
     path = f"_staging/{db}/recording/blob_dddddddd.bin"
     put(dj_local_store, path, age=3 * DAY)  # a write that started days ago and is still going
-    dead_writer_lease(dj_local_store, db, [path], heartbeat=time.time())
-    report = collect(dj_schema_of(Recording), grace=0, dry_run=False)
-    assert report.section("staging").protected == {path: LEASED}
-    assert path in store_files(dj_local_store)
+    with foreign_lease(db, [path], live=True):
+        report = collect(dj_schema_of(Recording), grace=0, dry_run=False)
+        assert report.section("staging").protected == {path: LEASED}
+        assert path in store_files(dj_local_store)
 
 
-def test_expired_lease_of_a_dead_writer_is_reclaimed_with_its_objects(Recording, dj_local_store):
-    db = Recording.database
-    path = f"_staging/{db}/recording/blob_eeeeeeee.bin"
-    put(dj_local_store, path, age=3 * DAY)
-    lease = dead_writer_lease(dj_local_store, db, [path], heartbeat=time.time() - 2 * DAY)
-    os.utime(Path(dj_local_store.spec["location"]) / lease.relative_path, (time.time() - 2 * DAY,) * 2)
-    report = collect(dj_schema_of(Recording), dry_run=False)
-    assert report.section("staging").paths == [path]
-    assert report.section("leases").paths == [lease.relative_path]
-    assert store_files(dj_local_store, leases=True) == []
-
-
-def test_a_lease_renewed_by_the_store_clock_stays_live(Recording, dj_local_store):
-    """A writer whose clock lags: its recorded expiry is past, but the store saw it renew just now."""
+def test_a_live_lease_does_not_depend_on_the_collector_clock(Recording, dj_local_store, foreign_lease):
+    """A collector whose clock runs days ahead of the writer's still sees the lease live: no clock decides it."""
     db = Recording.database
     path = f"_staging/{db}/recording/blob_ffffffff.bin"
-    put(dj_local_store, path, age=3 * DAY)
-    dead_writer_lease(dj_local_store, db, [path], heartbeat=time.time() - DAY)
-    report = collect(dj_schema_of(Recording), grace=0, dry_run=False)
-    assert report.section("staging").protected == {path: LEASED} and report.deleted == 0
+    put(dj_local_store, path)
+    with foreign_lease(db, [path], live=True):
+        report = collect(dj_schema_of(Recording), grace=0, dry_run=False, now=time.time() + 30 * DAY)
+        assert report.section("staging").protected == {path: LEASED} and report.deleted == 0
 
 
-def test_unreadable_young_lease_blocks_deletion(Recording, dj_local_store):
+def test_a_dead_lease_is_reclaimed_with_its_objects_at_once(Recording, dj_local_store, foreign_lease):
+    """A writer that died (its lock is free): what it names belongs to no row, so no grace period applies."""
+    db = Recording.database
+    path = f"_staging/{db}/recording/blob_eeeeeeee.bin"
+    put(dj_local_store, path)  # brand new
+    with foreign_lease(db, [path], live=False) as folder:
+        report = collect(dj_schema_of(Recording), dry_run=False)
+        assert report.section("staging").paths == [path]
+        assert report.section("leases").paths == [f"{folder}/lease.json"]
+        assert store_files(dj_local_store, leases=True) == []
+
+
+def test_a_dead_lease_never_releases_what_a_row_references(Recording, dj_local_store, foreign_lease):
+    """A writer that died after its commit, before removing its lease: the row's objects stay."""
+    paths = stage(Recording, {"recording_id": 1})
+    with foreign_lease(Recording.database, list(paths), live=False):
+        report = collect(dj_schema_of(Recording), dry_run=False)
+    assert report.section("schema").paths == [] and report.section("leases").deleted == 1
+    assert all(p in store_files(dj_local_store) for p in paths)
+    assert (Recording & {"recording_id": 1}).fetch1("raw").read() == b"raw bytes"
+
+
+def test_unreadable_lease_is_collected_and_protects_nothing_by_itself(Recording, dj_local_store):
+    """A lease folder without a readable header was left by a writer killed while creating it, before it wrote."""
     db = Recording.database
     gone = orphan(Recording, {"recording_id": 1})
-    bad = put(dj_local_store, f"_staging/_leases/{db}/garbled.json", b"{not json")
-    report = collect(dj_schema_of(Recording), grace=0, now=time.time() + 60, dry_run=False)
-    assert report.deleted == 0 and any("unreadable lease" in e for e in report.errors)
-    assert all(p in store_files(dj_local_store) for p in gone)
-    os.utime(bad, (time.time() - 2 * DAY,) * 2)
+    young = f"_staging/{db}/recording/blob_gggggggg.bin"
+    put(dj_local_store, young)
+    bad = f"_staging/_leases/{db}/0123abcd/lease.json"
+    put(dj_local_store, bad, b"{not json")
     report = collect(dj_schema_of(Recording), dry_run=False, now=time.time() + LATER)
-    assert report.errors == [] and report.deleted == 3  # two orphans and the garbled lease
+    assert report.errors == [] and sorted(report.section("schema").paths) == sorted(gone)
+    assert report.section("leases").paths == [bad]
+    assert report.section("staging").paths == [young]  # older than the grace by the injected clock
 
 
-def test_lease_heartbeat_is_renewed_while_the_block_runs(Recording, dj_local_store):
-    with dj_staged.staged_insert1(Recording) as staged:
-        staged._leases = keeper = LeaseKeeper(ttl=60, renew_every=0.01)
-        staged.rec["recording_id"] = 1
-        with staged.open("raw", ".bin") as f:
-            f.write(b"slow acquisition")
-        (lease_path,) = lease_files(dj_local_store)
-        first = read_lease(dj_local_store, lease_path)["heartbeat"]
-        deadline = time.monotonic() + 30
-        while keeper.renewals < 3 and time.monotonic() < deadline:
-            threading.Event().wait(0.01)
-        assert keeper.renewals >= 3
-        assert read_lease(dj_local_store, lease_path)["heartbeat"] > first
-        with staged.open("waveform", ".npy") as f:
-            np.save(f, np.ones(1))
-    assert lease_files(dj_local_store) == []
-    assert keeper._thread is not None and not keeper._thread.is_alive()
-
-
-def test_keyboard_interrupt_leftover_is_reclaimed_after_grace(Recording, dj_local_store):
+def test_keyboard_interrupt_leftover_is_reclaimed_at_once(Recording, dj_local_store):
     schema = dj_schema_of(Recording)
     kept = stage(Recording, {"recording_id": 1})
     with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Recording) as staged:
@@ -302,8 +301,7 @@ def test_keyboard_interrupt_leftover_is_reclaimed_after_grace(Recording, dj_loca
         leftover = staged.field("raw").state.path
         raise KeyboardInterrupt
     assert leftover in store_files(dj_local_store) and len(Recording()) == 1
-    assert collect(schema, dry_run=False).deleted == 0  # younger than 24 h
-    report = collect(schema, dry_run=False, now=time.time() + LATER)
+    report = collect(schema, dry_run=False)  # default grace: the abandoned write is reclaimed at once
     assert report.section("schema").paths == [leftover]
     assert sorted(store_files(dj_local_store)) == sorted(kept)
     assert Recording.fetch1("raw").read() == b"raw bytes"

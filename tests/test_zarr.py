@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from conftest import declare, store_files
 from datajoint.builtin_codecs.schema import SchemaCodec
 
 import dj_staged
-from dj_staged.codecs.zarr import ZarrCodec, ZarrStaging, install
+from dj_staged.codecs.zarr import ZarrCodec
 
 FRAMES = "subject_id : int32\nsession_id : int32\n---\nn_frames = 0 : int32\nframes : <zarr@{store}>"
 
@@ -74,7 +72,6 @@ def test_zarr_codec_is_registered_through_the_entry_point():
     codec = dj.codecs.get_codec("zarr")
     assert type(codec) is ZarrCodec
     assert dj_staged.participant_for(codec) is codec
-    assert install("zarr") is codec  # our own codec needs no adapter and is not replaced
 
 
 def test_zarr_insert1_still_works(Imaging, dj_local_store, tmp_path):
@@ -328,83 +325,3 @@ def _check_staged_like_insert1(schema, codec_name: str) -> None:
     assert staged["provenance"]["dj_staged"] == dj_staged.__version__  # who wrote it, as for our own codec
     assert same_location(staged["path"].replace("session_id=2", "session_id=1"), inserted["path"])
     np.testing.assert_array_equal((Table & {"session_id": 2}).fetch1("frames")[:], array)
-
-
-def test_registered_foreign_codec_gets_staged_support_and_is_not_replaced(dj_schema, dj_local_store):
-    name = "zarr_standin_test"
-    stand_in = type("Registered", (_stand_in_class(name),), {})  # defining it registers it under `name`
-    try:
-        codec = dj.codecs.get_codec(name)
-        assert type(codec) is stand_in and dj_staged.participant_for(codec) is None
-        assert install(name) is codec
-        assert dj.codecs.get_codec(name) is codec
-        assert isinstance(dj_staged.participant_for(codec), ZarrStaging)
-        _check_staged_like_insert1(dj_schema, name)
-    finally:
-        dj.codecs.unregister_codec(name)
-
-
-def test_foreign_codec_declared_by_entry_point_is_loaded_not_replaced(dj_schema, dj_local_store, tmp_path):
-    name = "zarr_entrypoint_test"
-    (tmp_path / "standin_zarr_codecs.py").write_text(
-        "from test_zarr import _stand_in_class\n"
-        f"StandIn = type('StandInFromEntryPoint', (_stand_in_class({name!r}),), {{}})\n"
-    )
-    dist = tmp_path / "standin_zarr_codecs-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: standin-zarr-codecs\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[datajoint.codecs]\n{name} = standin_zarr_codecs:StandIn\n")
-    dj.codecs.list_codecs()  # DataJoint has loaded the entry points it saw before this package appeared
-    sys.path.insert(0, str(tmp_path))
-    try:
-        assert name not in dj.codecs._codec_registry
-        codec = install(name)  # loads the other package's entry point, as DataJoint would on first use
-        assert type(codec).__name__ == "StandInFromEntryPoint"
-        assert dj.codecs.get_codec(name) is codec
-        _check_staged_like_insert1(dj_schema, name)
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("standin_zarr_codecs", None)
-        if name in dj.codecs._codec_registry:
-            dj.codecs.unregister_codec(name)
-
-
-FOREIGN_ZARR = """
-from datajoint.builtin_codecs.schema import SchemaCodec
-
-
-class OtherZarrCodec(SchemaCodec):
-    name = "zarr"
-
-    def encode(self, value, *, key=None, context=None, store_name=None):
-        raise NotImplementedError
-
-    def decode(self, stored, *, key=None, context=None):
-        raise NotImplementedError
-"""
-
-PROBE = """
-import subprocess
-import sys
-sys.path.{placement}
-import datajoint as dj
-{first}
-import dj_staged
-from dj_staged.codecs.zarr import ZarrStaging
-codec = dj.codecs.get_codec("zarr")
-print(type(codec).__module__, type(dj_staged.participant_for(codec)).__name__)
-"""
-
-
-@pytest.mark.parametrize("placement", ["insert(0, {path!r})", "append({path!r})"])  # listed before / after ours
-@pytest.mark.parametrize("first", ["dj.codecs.get_codec('zarr')", "import dj_staged"])
-def test_another_packages_zarr_codec_wins_and_gets_staged_support(tmp_path, placement, first):
-    (tmp_path / "other_zarr_codecs.py").write_text(FOREIGN_ZARR)
-    dist = tmp_path / "other_zarr_codecs-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: other-zarr-codecs\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[datajoint.codecs]\nzarr = other_zarr_codecs:OtherZarrCodec\n")
-    code = PROBE.format(placement=placement.format(path=str(tmp_path)), first=first)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["other_zarr_codecs", "ZarrStaging"]

@@ -139,8 +139,11 @@ class _Collection:
             if section == HASH:
                 files = [f for f in files if is_hash_name(f.path.rsplit("/", 1)[-1])]
             decision = classify(files, roots[section], rules)
-            reports.append(SectionReport(self.store, self.name, section, decision.collectable, decision.protected))
-        reports.append(self._uploads(uploads, rules))
+            report = SectionReport(self.store, self.name, section, decision.collectable, decision.protected)
+            report.referenced = decision.referenced
+            reports.append(report)
+        if self.backend.protocol == "s3":
+            reports.append(self._uploads(uploads, rules))
         reports.append(self._leases(listed[LEASES], records, held))
         return reports
 

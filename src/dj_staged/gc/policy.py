@@ -33,6 +33,7 @@ class Decision:
     collectable: dict[str, list[StoredFile]] = field(default_factory=dict)
     protected: dict[str, str] = field(default_factory=dict)
     abandoned: set[str] = field(default_factory=set)
+    referenced: int = 0
 
 
 @dataclass
@@ -53,7 +54,7 @@ def classify(files: Iterable[StoredFile], root_of: Callable[[str], str], rules: 
     decision = Decision()
     for root, members in sorted(groups.items()):
         if rules.referenced(root, members):
-            decision.protected[root] = REFERENCED
+            decision.referenced += 1  # counted, not listed: a schema's live objects are most of its store
         elif covers(rules.live, root) or any(covers(rules.live, m.path) for m in members):
             decision.protected[root] = LEASED
         elif covers(rules.dead, root) or any(covers(rules.dead, m.path) for m in members):

@@ -21,6 +21,7 @@ class SectionReport:
     deleted: int = 0
     freed_bytes: int = 0
     errors: list[str] = field(default_factory=list)
+    referenced: int = 0
 
     @property
     def count(self) -> int:
@@ -51,6 +52,7 @@ class SectionReport:
             "oldest": _iso(self.oldest),
             "collectable": sorted(self.collectable),
             "protected": dict(sorted(self.protected.items())),
+            "referenced": self.referenced,
             "deleted_files": self.deleted,
             "freed_bytes": self.freed_bytes,
             "errors": list(self.errors),
