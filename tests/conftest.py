@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -127,3 +128,79 @@ def foreign_lease(dj_postgres, dj_local_store):
             session.close()
 
     return lease
+
+
+class Pause:
+    """An observer of a protocol step that pauses the thread it was armed for until released.
+
+    ``with steps.observe("collector.list", pause):`` then start the party's
+    thread; ``pause.wait()`` returns once that thread is paused at the step,
+    ``pause.go()`` lets it continue.
+    """
+
+    def __init__(self, thread_name: str, timeout: float = 60.0) -> None:
+        self.thread_name = thread_name
+        self.timeout = timeout
+        self.reached = threading.Event()
+        self.released = threading.Event()
+        self.context: dict = {}
+
+    def __call__(self, step: str, **context) -> None:
+        if threading.current_thread().name != self.thread_name or self.reached.is_set():
+            return
+        self.context = {"step": step, **context}
+        self.reached.set()
+        if not self.released.wait(self.timeout):
+            raise TimeoutError(f"{self.thread_name} was never released from {step}")
+
+    def wait(self) -> None:
+        if not self.reached.wait(self.timeout):
+            raise TimeoutError(f"{self.thread_name} never reached its step")
+
+    def go(self) -> None:
+        self.released.set()
+
+
+class Party(threading.Thread):
+    """A thread that runs one party of a race and keeps its result or error for the test."""
+
+    def __init__(self, name: str, target, *args, **kwargs) -> None:
+        super().__init__(name=name, daemon=True)
+        self._call = (target, args, kwargs)
+        self.result = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        target, args, kwargs = self._call
+        try:
+            self.result = target(*args, **kwargs)
+        except BaseException as error:
+            self.error = error
+
+    def outcome(self, timeout: float = 60.0):
+        self.join(timeout)
+        if self.is_alive():
+            raise TimeoutError(f"{self.name} did not finish")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def wait_for_lock_waiter(connection, timeout: float = 30.0) -> None:
+    """Wait until some session waits for an advisory lock (a writer blocked on a collector's gate)."""
+    deadline = time.monotonic() + timeout
+    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    while not connection.query(query).fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no session started waiting for an advisory lock")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def elsewhere(dj_postgres, dj_schema):
+    """The test's schema reached through a second database session, as another process would reach it."""
+    connection = dj.Connection(dj_postgres.host, dj_postgres.user, dj_postgres.password, dj_postgres.port)
+    try:
+        yield dj.Schema(dj_schema.database, connection=connection, create_schema=False, create_tables=False)
+    finally:
+        connection.close()

@@ -94,15 +94,17 @@ class _Collection:
             if section != LEASES:
                 uploads.update(list_uploads(self.backend, self.roots[section]))
         steps.reach("collector.list", schema=self.name, store=self.store)
-        connection = self.schema.connection
-        window = contextlib.nullcontext(None) if dry_run else exclusive_gate(connection, self.name)
+        window = contextlib.nullcontext(None) if dry_run else exclusive_gate(self.schema.connection, self.name)
         with window as gate:
+            # inside the window every query runs on the gate's own session: a writer waiting for the gate
+            # may hold this process's main connection
+            schema = self.schema if gate is None else _on(gate.connection, self.schema)
             records = scan_leases(self.backend, self.name)
-            held = held_lease_keys(connection)
+            held = held_lease_keys(schema.connection)
             live = [p for r in records if r.readable and r.lock in held for p in r.paths]
             dead = [p for r in records if r.readable and r.lock not in held for p in r.paths]
             steps.reach("collector.read_leases", schema=self.name, live=live, dead=dead)
-            referenced = referenced_paths([self.schema])
+            referenced = referenced_paths([schema])
             steps.reach("collector.read_references", schema=self.name, referenced=len(referenced))
             reports = self._judge(listed, uploads, records, held, Rules(self._referenced(referenced), live, dead, 0))
             if gate is not None:
@@ -195,3 +197,10 @@ class _Collection:
                         continue
                     entry.deleted += 1
                     entry.freed_bytes += stored.size
+
+
+def _on(connection: Any, schema: Any) -> Any:
+    """The same schema, reached through ``connection``."""
+    import datajoint as dj
+
+    return dj.Schema(schema.database, connection=connection, create_schema=False, create_tables=False)

@@ -1,0 +1,113 @@
+"""Durable commits: on a local store a row commits only after the bytes it references are on disk.
+
+``os.fsync`` is wrapped (it still syncs) to record what was synced and when,
+relative to the ``writer.commit`` step; the same wrapper stands in for a disk
+that fails to sync. Files are identified by inode, so a hash-addressed object
+synced under its staging name and then hard-linked to its canonical name counts.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import declare, store_files
+
+import dj_staged
+from dj_staged import steps
+
+DEFINITION = """
+k : int32
+---
+waveform : <npy@main>
+raw : <object@main>
+frames : <object@main>
+content : <hash@main>
+report : <attach@main>
+payload : <blob@main>
+"""
+
+
+@pytest.fixture
+def synced(monkeypatch):
+    """The (device, inode) of every file or directory fsynced, in order."""
+    seen: list[tuple[int, int]] = []
+    real = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        stat = os.fstat(descriptor)
+        seen.append((stat.st_dev, stat.st_ino))
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return seen
+
+
+def stage_everything(Table) -> None:
+    with dj_staged.staged_insert1(Table) as staged:
+        staged.rec["k"] = 1
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.arange(100.0))
+        with staged.open("raw", ".bin") as f:
+            f.write(b"raw bytes" * 100)
+        z = zarr.open(staged.store("frames", ".zarr"), mode="w", shape=(4, 8), chunks=(1, 8), dtype="int16")
+        for i in range(4):
+            z[i] = i
+        with staged.open("content", ".bin") as f:
+            f.write(os.urandom(10_000))
+        with staged.open("report", ".txt") as f:  # the filename comes after: the content is framed at exit
+            f.write(b"attached")
+        staged.set_filename("report", "report.txt")
+        with staged.open("payload", ".bin") as f:  # no size: the blob header is patched in place at exit
+            f.write(b"blob bytes")
+
+
+def identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def test_every_file_and_directory_a_row_references_is_synced_before_its_insert(dj_schema, dj_local_store, synced):
+    Table = declare(dj_schema, "Durable", DEFINITION)
+    at_commit: list[int] = []
+    with steps.observe("writer.commit", lambda **context: at_commit.append(len(synced))):
+        stage_everything(Table)
+    before = set(synced[: at_commit[0]])
+    root = Path(dj_local_store.spec["location"])
+    files = [root / p for p in store_files(dj_local_store)]
+    assert len(files) == 9  # npy, raw, zarr.json + 4 chunks, the hash, attach and blob objects (2 of them hashed)
+    assert [f for f in files if identity(f) not in before] == []
+    folders = {folder for f in files for folder in f.relative_to(root).parents if folder != Path(".")}
+    assert [d for d in folders if identity(root / d) not in before] == []
+    assert identity(root) in before
+    fetched = Table.fetch1()
+    assert fetched["payload"] == b"blob bytes" and fetched["raw"].read() == b"raw bytes" * 100
+
+
+def test_turned_off_nothing_is_synced(dj_schema, dj_local_store, synced, monkeypatch):
+    monkeypatch.setenv("DJ_STAGED_DURABLE", "0")
+    Table = declare(dj_schema, "Scratch", DEFINITION)
+    stage_everything(Table)
+    assert synced == [] and len(Table()) == 1
+
+
+def test_a_disk_that_fails_to_sync_fails_the_commit(dj_schema, dj_local_store, monkeypatch):
+    """An fsync error means the bytes may not be on disk: nothing is inserted and nothing is left."""
+    real = os.fsync
+    broken = OSError(errno.EIO, "Input/output error")
+
+    def fsync(descriptor: int) -> None:
+        if os.readlink(f"/proc/self/fd/{descriptor}").endswith(".zarr"):
+            raise broken
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    Table = declare(dj_schema, "Failing", DEFINITION)
+    with pytest.raises(OSError) as raised:
+        stage_everything(Table)
+    assert raised.value is broken
+    assert len(Table()) == 0 and store_files(dj_local_store) == []
