@@ -98,9 +98,8 @@ def Recording(dj_schema, dj_local_store):
     )
 
 
-@pytest.fixture
-def foreign_lease(dj_postgres, dj_local_store):
-    """Write a lease of another writer into the local store; ``live=True`` holds its lock on a separate session.
+def _foreign_lease(dj_postgres, store):
+    """Write a lease of another writer into ``store``; ``live=True`` holds its lock on a separate session.
 
     Usage: ``with foreign_lease(schema_name, paths, live=True) as folder: ...``.
     """
@@ -119,15 +118,27 @@ def foreign_lease(dj_postgres, dj_local_store):
         if live:
             session.query("SELECT pg_advisory_lock(%s, %s)", args=(LEASE_NS, key))
         lease_id = uuid.uuid4().hex
-        record = LeaseRecord(lease_id=lease_id, schema=schema_name, lock=key, table="recording", store="main")
+        record = LeaseRecord(lease_id=lease_id, schema=schema_name, lock=key, table="recording", store=store.name)
         entry = LeaseEntry(field="blob", key={"recording_id": 99}, paths=paths, at=time.time())
-        write_header(get_store_backend("main"), record, entry)
+        write_header(get_store_backend(store.name), record, entry)
         try:
             yield lease_folder(schema_name, lease_id)
         finally:
             session.close()
 
     return lease
+
+
+@pytest.fixture
+def foreign_lease(dj_postgres, dj_local_store):
+    """Another writer's lease in the local store (see :func:`_foreign_lease`)."""
+    return _foreign_lease(dj_postgres, dj_local_store)
+
+
+@pytest.fixture
+def s3_foreign_lease(dj_postgres, dj_s3_store):
+    """Another writer's lease in the S3 store (see :func:`_foreign_lease`)."""
+    return _foreign_lease(dj_postgres, dj_s3_store)
 
 
 class Pause:

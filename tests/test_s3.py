@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import boto3
@@ -13,7 +14,7 @@ from datajoint.hash_registry import get_store_backend
 
 import dj_staged
 import dj_staged.gc
-from dj_staged.gc.policy import LEASED
+from dj_staged.gc.policy import LEASED, YOUNG
 
 LATER = 2 * 86400.0
 
@@ -134,3 +135,69 @@ def test_staging_leftovers_on_s3(dj_schema, dj_s3_store):
     assert report.section("staging").oldest is not None
     dj_staged.gc.collect_staging(dj_schema, store="s3", now=time.time() + LATER, dry_run=False)
     assert bucket_keys(dj_s3_store, leases=True) == []
+
+
+def s3_client(store):
+    spec = store.spec
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://{spec['endpoint']}",
+        aws_access_key_id=spec["access_key"],
+        aws_secret_access_key=spec["secret_key"],
+        region_name="us-east-1",
+    )
+
+
+def uploads(store) -> list[str]:
+    """Keys (relative to the location) of the incomplete multipart uploads in the store's bucket."""
+    found = s3_client(store).list_multipart_uploads(Bucket=store.spec["bucket"]).get("Uploads", [])
+    return sorted(u["Key"][len(store.spec["location"]) + 1 :] for u in found)
+
+
+def test_a_failed_large_write_aborts_its_own_upload(Recording, dj_s3_store):
+    with pytest.raises(RuntimeError, match="instrument lost"), dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("raw", ".bin") as f:
+            f.write(os.urandom(52 << 20))  # past s3fs's 50 MiB block: a multipart upload is under way
+            assert uploads(dj_s3_store) == [staged.field("raw").state.path]
+            raise RuntimeError("instrument lost")
+    assert uploads(dj_s3_store) == [] and bucket_keys(dj_s3_store) == []
+    assert len(Recording()) == 0
+
+
+def start_upload(store, path: str, part: bytes) -> str:
+    """An incomplete multipart upload of ``path`` holding one part, as a killed writer leaves it."""
+    client, bucket = s3_client(store), store.spec["bucket"]
+    key = f"{store.spec['location']}/{path}"
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=part)
+    return upload
+
+
+@pytest.mark.parametrize("lease", ["live", "dead", "none"])
+def test_the_collector_aborts_uploads_no_live_lease_covers(dj_schema, dj_s3_store, elsewhere, lease, s3_foreign_lease):
+    path = f"_schema/{dj_schema.database}/recording/recording_id=7/raw_abcdefgh.bin"
+    upload = start_upload(dj_s3_store, path, b"p" * 1000)
+    (started,) = [
+        u["Initiated"].timestamp()
+        for u in s3_client(dj_s3_store).list_multipart_uploads(Bucket=dj_s3_store.spec["bucket"])["Uploads"]
+    ]  # moto reports a fixed date in 2010: judge from there
+    with s3_foreign_lease(dj_schema.database, [path], live=lease == "live") if lease != "none" else _nothing():
+        dry = dj_staged.gc.collect(elsewhere, store="s3", now=started + 60)
+        section = dry.section("uploads")
+        name = f"{path}#upload={upload}"
+        if lease == "dead":  # what a dead writer names is collected at once
+            assert section.paths == [name] and section.bytes == 1000
+        else:  # a live write's upload, or one no lease names and younger than the grace period
+            assert section.protected == {name: LEASED if lease == "live" else YOUNG}
+        report = dj_staged.gc.collect(elsewhere, store="s3", dry_run=False, now=started + LATER)
+    assert uploads(dj_s3_store) == ([path] if lease == "live" else [])
+    assert report.section("uploads").deleted == (0 if lease == "live" else 1)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

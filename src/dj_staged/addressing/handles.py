@@ -175,8 +175,11 @@ class StagedFile:
     def __enter__(self) -> StagedFile:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()  # the caller's own block failed: do not complete a partial object
 
 
 def same_file(record: WriteRecord | None, stat: os.stat_result) -> bool:
