@@ -3,6 +3,10 @@
 Each function says in one line why DataJoint's public API does not serve. The
 module also checks, on import, that the installed DataJoint is one this
 package was written against, and fails clearly otherwise.
+
+Not here: the helpers ``SchemaCodec`` offers its subclasses (``_build_path``,
+``_get_backend``, ``_codec_config``, ``_extract_context``), which are DataJoint's
+extension API for codecs; our codec classes use them as any codec does.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ one lease, released once its rows are visible.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from datajoint.errors import DuplicateError
@@ -31,14 +30,14 @@ from datajoint.errors import DuplicateError
 from ..errors import HandleModeError
 from ..leases import LeaseKeeper
 from .commit import Group
-from .lifecycle import _as_table, commit_rows, finish
+from .lifecycle import Block, _as_table, commit_rows
 from .rows import key_token
 from .session import StagedSession
 
 DEFAULT_CHUNK = 1000
 
 
-class StagedRow:
+class StagedRow(Block):
     """Context manager for one row of a batch; yields a :class:`StagedSession`."""
 
     def __init__(self, batch: StagedBatch) -> None:
@@ -49,12 +48,6 @@ class StagedRow:
 
     def __enter__(self) -> StagedSession:
         return self._session
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        self._batch._open_row = None
-        return finish(exc_type, self)
 
     def commit(self) -> None:
         self._batch._accept(self._session, *self._session._finalize())
@@ -68,6 +61,7 @@ class StagedRow:
         """Nothing for one row: the interruption ends the whole batch, which abandons its lease."""
 
     def close(self) -> None:
+        self._batch._open_row = None
         self._session._close()
 
 
@@ -158,7 +152,7 @@ class StagedBatch:
         self.closed = True
 
 
-class BatchInsert:
+class BatchInsert(Block):
     """Context manager returned by :func:`staged_insert` and, after ``enable()``, ``Table.staged_insert``."""
 
     def __init__(self, table: Any, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> None:
@@ -172,10 +166,8 @@ class BatchInsert:
     def __enter__(self) -> StagedBatch:
         return self._batch
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        return finish(exc_type, self._batch)
+    def _writer(self) -> StagedBatch:
+        return self._batch
 
 
 def staged_insert(table: Any, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> BatchInsert:

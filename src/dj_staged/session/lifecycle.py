@@ -116,12 +116,24 @@ def commit_rows(
     )
 
 
+class Block:
+    """A ``with`` block that ends through :func:`finish`; subclasses say which writer it ends."""
+
+    def _writer(self) -> Writer:
+        return self  # type: ignore[return-value]
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return finish(exc_type, self._writer())
+
+
 def _as_table(table: Any) -> Any:
     """Accept a table class (``Recording``) or an instance (``Recording()``)."""
     return table() if isinstance(table, type) else table
 
 
-class StagedInsert1:
+class StagedInsert1(Block):
     """Context manager returned by :func:`staged_insert1` and, after ``enable()``, ``Table.staged_insert1``."""
 
     def __init__(self, table: Any, *, allow_direct_insert: bool = False) -> None:
@@ -134,11 +146,6 @@ class StagedInsert1:
 
     def __enter__(self) -> StagedSession:
         return self._session
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        return finish(exc_type, self)
 
     def commit(self) -> None:
         session = self._session

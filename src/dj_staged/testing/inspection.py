@@ -14,6 +14,8 @@ import numpy as np
 from datajoint.hash_registry import build_hash_path, compute_hash, get_store_backend
 from datajoint.storage import TOKEN_ALPHABET, build_object_path
 
+from .._datajoint import full_path
+
 #: The engine's own bookkeeping (leases for ``dj-staged gc``), not a codec's artifact; tests/test_gc.py covers it.
 ENGINE_PREFIXES = ("_staging/_leases/",)
 
@@ -23,7 +25,7 @@ _EXTENSION = re.compile(r"(\.[A-Za-z0-9][A-Za-z0-9_-]*)*")
 def store_files(store_name: str) -> list[str]:
     """Every object in store ``store_name``, relative to the store's root, sorted."""
     backend = get_store_backend(store_name)
-    root = backend._full_path("").rstrip("/")
+    root = full_path(backend, "").rstrip("/")
     fs = backend.fs
     fs.invalidate_cache()
     if not fs.exists(root):
@@ -35,14 +37,14 @@ def store_files(store_name: str) -> list[str]:
 def read_object(store_name: str, path: str) -> bytes:
     """The bytes of the object at ``path`` in store ``store_name``."""
     backend = get_store_backend(store_name)
-    return backend.fs.cat_file(backend._full_path(path))
+    return backend.fs.cat_file(full_path(backend, path))
 
 
 def object_identity(store_name: str, path: str) -> tuple:
     """What changes when an object is replaced, even by identical bytes (inode, mtime; S3: ETag, LastModified)."""
     backend = get_store_backend(store_name)
     backend.fs.invalidate_cache()
-    info = backend.fs.info(backend._full_path(path))
+    info = backend.fs.info(full_path(backend, path))
     return tuple(str(info.get(name)) for name in ("ino", "mtime", "created", "ETag", "LastModified"))
 
 
