@@ -153,7 +153,7 @@ def main() -> None:
                 staged.rec["demo_id"] = demo_id
                 write(staged)
             with dj.config.override(download_path=tmp):
-                ok = bool(check((Demo & {"demo_id": demo_id}).fetch1(field)))
+                ok = bool(check((Demo() & {"demo_id": demo_id}).fetch1(field)))
             failures += not ok
             print(
                 f"{codec:<22}{SIZE / MIB:>8.0f}{m.seconds:>10.2f}{m.peak_above_before / MIB:>10.1f}  "

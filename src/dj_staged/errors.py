@@ -24,6 +24,8 @@ commit, and the row was found committed) and :class:`IgnoredValueWarning`.
 
 from __future__ import annotations
 
+from types import FrameType
+
 from datajoint.errors import DataJointError, DuplicateError
 
 __all__ = [
@@ -154,7 +156,8 @@ def warn(message: str, category: type[Warning]) -> None:
     import datajoint
 
     internal = (_package_dir(sys.modules[__package__]), _package_dir(datajoint))
-    level, frame = 2, sys._getframe(1)  # stacklevel 2 is the caller of warn()
-    while frame is not None and frame.f_code.co_filename.startswith(internal):
-        level, frame = level + 1, frame.f_back
+    level = 2  # stacklevel 2 is the caller of warn()
+    caller: FrameType | None = sys._getframe(1)
+    while caller is not None and caller.f_code.co_filename.startswith(internal):
+        level, caller = level + 1, caller.f_back
     warnings.warn(message, category, stacklevel=level)

@@ -134,7 +134,7 @@ def journaled_map(backend: Any, full: str, journal: WriteJournal) -> fsspec.FSMa
     cls = _classes.get(type(fs))
     if cls is None:
         cls = _classes[type(fs)] = type(f"Journaling{type(fs).__name__}", (_Journaling, type(fs)), {})
-    recording = object.__new__(cls)  # a copy of the store's instance, with the same settings and state
+    recording: Any = object.__new__(cls)  # a copy of the store's instance, with the same settings and state
     recording.__dict__.update(fs.__dict__)
     recording.journal = journal
     recording._unjournaled = fs

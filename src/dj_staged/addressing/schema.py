@@ -159,7 +159,7 @@ def inspect_written(field: StagedField) -> dict:
         if written:
             raise _changed(field, "the file was removed")
         raise nothing_written(field.name, field.codec)
-    files = find_strict(fs, full, detail=True) if is_dir else None  # listed once: it costs per file
+    files: dict[str, Any] = find_strict(fs, full, detail=True) if is_dir else {}  # listed once: it costs per file
     if is_dir and not files:
         raise nothing_written(field.name, field.codec)
     if not is_dir and written:

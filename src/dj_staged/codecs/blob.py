@@ -35,6 +35,7 @@ is equal; for incompressible content the column values are identical.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -131,10 +132,10 @@ class BlobArrayWriter:
         self.close()
 
 
-def open_blob_array(staged: Any, field: str, shape: tuple[int, ...], dtype: Any, ext: str = "") -> BlobArrayWriter:
+def open_blob_array(staged: Any, field: str, shape: int | Sequence[int], dtype: Any, ext: str = "") -> BlobArrayWriter:
     """Stream an array of known ``shape`` and ``dtype`` into the ``<blob@>`` field ``field``."""
-    shape = tuple(int(n) for n in np.atleast_1d(shape)) if np.ndim(shape) else (int(shape),)
+    dims = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(n) for n in shape)
     dtype = np.dtype(dtype)
     _check_array_dtype(field, dtype)
-    handle = staged._handle(field, ext, mode="open", options={"blob_array": (shape, dtype)})
-    return BlobArrayWriter(handle, field, shape, dtype)
+    handle = staged._handle(field, ext, mode="open", options={"blob_array": (dims, dtype)})
+    return BlobArrayWriter(handle, field, dims, dtype)

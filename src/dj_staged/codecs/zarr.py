@@ -122,7 +122,7 @@ class ZarrStaging(SchemaAddressedStaging):
         return column_value(base["path"], field.store_name, shape, dtype)
 
 
-class ZarrCodec(ZarrStaging, SchemaCodec, register=False):
+class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-arg]  # DataJoint's class keyword
     """``<zarr@>``: numpy or zarr arrays in, read-only ``zarr.Array`` out; staged insert for larger ones."""
 
     name = "zarr"

@@ -137,7 +137,7 @@ class _Collection:
         for section in self.sections:
             if section == LEASES:
                 continue
-            files = listed[section].values()
+            files = list(listed[section].values())
             if section == HASH:
                 files = [f for f in files if is_hash_name(f.path.rsplit("/", 1)[-1])]
             decision = classify(files, roots[section], rules)

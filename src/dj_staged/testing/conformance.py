@@ -276,7 +276,9 @@ class NonParticipatingCodecConformance(_Suite):
     """Suite for a field type that must be refused by ``store()``/``open()`` (in-table, reference, no protocol)."""
 
     def test_staged_handle_rejects_non_participating_codecs(self, table: Any, dj_conformance_store: StoreInfo) -> None:
-        name = re.match(r"<(\w+)", self.codec).group(1)
+        match = re.match(r"<(\w+)", self.codec)
+        assert match is not None, f"codec {self.codec!r} is not written as <name...>"
+        name = match.group(1)
         for ask in ("store", "open"):
             with pytest.raises(DataJointError) as caught:
                 with staged_insert1(table) as staged:
