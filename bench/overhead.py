@@ -1,14 +1,7 @@
-"""What a staged insert costs on top of the bytes it writes, with the disk out of the way.
+"""``make bench``'s rows in turn in one process: what a staged insert costs on top of the bytes it writes.
 
-Run: ``.venv/bin/python -m bench.overhead [--rows KEY,KEY,...] [--mib 256] [--reps 15] [--dir /dev/shm]``.
-
-``make bench``'s rows (by key; the first is the baseline, by default the plain
-write against DataJoint's own staged insert of an ``<object@>`` file and our
-staged ``<object@>`` and ``<npy@>``) write the same bytes, in turn, in one
-process, into a memory-backed folder and without an fsync, so that the page
-faults and disk stalls that dominate ``make bench``'s sub-second rows on a
-shared VM do not enter. What is left over the baseline is each insert's fixed
-cost (the heading, the lease, the row's insert) and whatever it costs per byte.
+``.venv/bin/python -m bench.overhead [--rows KEY,...] [--mib 256] [--reps 15] [--dir /dev/shm] [--fsync]``. No fsync
+(unless ``--fsync``), no disk stalls (memory-backed folder): what is left over the first row is each insert's own cost.
 """
 
 from __future__ import annotations
@@ -16,43 +9,41 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
+from dj_staged.measure import measured
 from dj_staged.testing.services import embedded_postgres
 
-from .common import MIB, Context, postgres_to_env
 from .plan import find
+from .rows import MIB, Context
 
-DEFAULT_ROWS = "plain_write,dj_staged_object,object_file,npy"
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default=DEFAULT_ROWS, help="row keys of make bench; the first is the baseline")
+def main(argv: list[str] | None = None) -> None:
+    """Run the rows in turn; print each one's median and best seconds, MiB/s, peak RSS above start, median ratio."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rows", default="plain_write,dj_staged_object,object_file,npy", help="the first: baseline")
     parser.add_argument("--mib", type=int, default=256, help="payload per insert (MiB, a multiple of 4)")
     parser.add_argument("--reps", type=int, default=15, help="inserts per row, taken in turn")
     parser.add_argument("--dir", default="/dev/shm", help="a memory-backed folder")
-    args = parser.parse_args()
-    rows = [find(key.strip()) for key in args.rows.split(",")]
-    seconds: dict[str, list[float]] = {row.label: [] for row in rows}
+    parser.add_argument("--fsync", action="store_true", help="the baselines fsync what they write, as in make bench")
+    args = parser.parse_args(argv)
+    runs: dict[str, list] = {key.strip(): [] for key in args.rows.split(",")}
     with embedded_postgres() as pg, tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        postgres_to_env(pg)
         for rep in range(args.reps):
-            for i, row in enumerate(rows):
-                ctx = Context(nbytes=args.mib * MIB, folder=Path(tmp) / f"{rep}-{i}")
-                ctx.make_folders()
-                work = row.setup(ctx)
-                start = time.perf_counter()
-                work()
-                seconds[row.label].append(time.perf_counter() - start)
+            for key, measurements in runs.items():
+                ctx = Context(args.mib * MIB, Path(tmp) / f"{rep}-{key}", pg, fsync=args.fsync)
+                find(key).set_up(ctx)
+                with measured() as m:
+                    find(key).work(ctx)
+                measurements.append(m)
                 ctx.remove()
-    base = statistics.median(seconds[rows[0].label])
-    print(f"{args.mib} MiB per insert, {args.reps} inserts per row, in {args.dir}; baseline: {rows[0].label}")
-    for label, values in seconds.items():
-        median = statistics.median(values)
-        extra = f"  {(median - base) * 1000:+6.1f} ms, {median / base:.2f} ×" if label != rows[0].label else ""
-        print(f"{label:<48} median {median * 1000:7.1f} ms  best {min(values) * 1000:7.1f} ms{extra}")
+    base = statistics.median(m.seconds for m in next(iter(runs.values())))
+    print(f"{args.mib} MiB per insert, {args.reps} inserts per row, in {args.dir}")
+    for key, ms in runs.items():
+        median, best = statistics.median(m.seconds for m in ms), min(m.seconds for m in ms)
+        above = max(m.peak_above_before for m in ms) / MIB
+        print(f"{find(key).label:<46} median {median * 1000:7.1f} ms, best {best * 1000:7.1f} ms, "
+              f"{args.mib / median:5.0f} MiB/s, peak RSS +{above:4.0f} MiB, {median / base:.2f} ×")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,195 +1,180 @@
-"""The rows of the benchmark, their baselines, and the targets they are held to."""
+"""The rows, their targets, their rounds (set here, before measuring; ``DJ_STAGED_BENCH_ROUNDS`` caps them all).
+
+A ratio pairs a row's rounds with its baseline's one by one, so a row runs in its baselines' *block*:
+a round runs block after block, the rows of a block back to back.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
-from . import baselines, datajoint_rows, staged
-from .common import GIB, Context, Work
+from .rows import GC_OBJECTS, GIB, SEGMENT, Work
+from .rows import Context as C
 
-PLAIN, MD5, ZARR = "plain write", "write + MD5", "plain zarr"
-# Extra rounds, on top of the run's, for the rows whose ratio noise would otherwise decide:
-# - the rows compared with a plain write take well under a second at 1 GiB, while a page-fault stall of this VM
-#   (1 to 2 s of system time for a GiB of fresh page cache, at random) lands on any of them;
-# - the Zarr rows spread the most of the longer rows (Zarr's thread pools on 2 shared cores).
-# - the hash-addressed rows and their write + MD5 baseline do the same work, so their ratio is all noise.
-FAST_EXTRA_ROUNDS = 6
-ZARR_EXTRA_ROUNDS = 4
-MD5_EXTRA_ROUNDS = 3
-# The scaling series runs each size twice and keeps the faster: one stall would otherwise bend the line.
-SCALING_ROUNDS = 2
+FAST = 9  # rows compared with the plain write: well under a second a GiB, one page-fault stall decides a pair
+MD5 = 6  # hash-addressed rows do their baselines' work: their ratio is noise unless paired often
+ZARR = 7  # Zarr's thread pools spread the most of the longer rows on 2 shared cores
+ONCE = 1  # DataJoint's insert1 rows (tens of seconds, GiBs of memory), the gc row
+SCALING = 2  # each size twice, the faster kept, so that one stall does not bend the line
+DEFAULT = 3  # the many-rows block and the S3 rows
+
+
+@dataclass(frozen=True)
+class Target:
+    """A check on one figure: ``metric`` against ``limit``; ``baseline`` is the row a ratio or speed-up uses."""
+
+    metric: str  # ratio, speedup, rss, rss_per_row, seconds, downloaded, listings
+    limit: float
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
 class Row:
-    """One measurement: what runs, what it is compared with, and which targets apply."""
+    """One measurement: what runs, what it is compared with, the targets it is held to, its rounds."""
 
     key: str
     label: str
-    group: str  # "baseline", "datajoint", "ours", "scaling"
-    setup: Callable[[Context], Work]
-    baseline: str | None = None  # label of the row its ratio is taken against
-    datajoint: str | None = None  # label of DataJoint's row for the same content (speed-up)
-    max_ratio: float | None = None  # target on the ratio to ``baseline``
-    min_speedup: float | None = None  # target on DataJoint's time over ours
-    rss_target: bool = False  # peak RSS at most 128 MiB above the RSS before the block
-    gib: float | None = None  # payload for scaling rows; None: the run's payload
-    extra_rounds: int = 0  # measured this many times more than the run's rounds
-    max_rounds: int | None = None  # at most this many rounds (DataJoint's slow rows, the scaling series)
+    group: str  # the report's section
+    block: str  # rows run back to back in each round
+    work: Work
+    rounds: int
+    baseline: str | None = None  # key of the row in the ratio column
+    prepare: Callable[[C], Any] | None = None  # before the clock; its result is ctx.value
+    store: str | None = None  # the table is declared on this store before the clock (s3: a bucket on moto)
+    zarr: bool = False  # Zarr is warmed up before the clock
+    datajoint: str | None = None  # key of DataJoint's row for the same content (speed-up column)
+    targets: tuple[Target, ...] = ()
+    harness_fsync: bool = False  # the harness fsyncs the local store inside the clock
+    gib: float | None = None  # the scaling rows' payload; None: the run's
+
+    def set_up(self, ctx: C) -> None:
+        """Everything before the clock: declare the table, warm Zarr up, prepare the value the work uses."""
+        if self.store:
+            ctx.table(self.store)
+        if self.zarr:
+            ctx.warm_up()
+        ctx.value = self.prepare(ctx) if self.prepare else None
 
 
+RSS = Target("rss", 128)  # MiB
+W, M, Z, PUT, ZPUT = "plain_write", "write_md5", "plain_zarr", "s3_put", "s3_plain_zarr"
+HASHED = (Target("ratio", 0.85, M), Target("ratio", 1.10, "md5"))  # the issue's, besides <= 1.15 x write + MD5
+ROWS_GROUP, S3 = "many small <npy@> rows", "S3 (moto on 127.0.0.1)"
+raw, payload, report, content = (partial(C.into, field=name) for name in ("raw", "payload", "report", "content"))
+sized, named = partial(C.into, field="payload", sized=True), partial(C.into, field="report", filename="payload.bin")
+zarr_raw, zarr_frames = partial(C.zarr_into, field="raw"), partial(C.zarr_into, field="frames")
+
+
+def dj(key: str, label: str, block: str, work: Work, rounds: int, baseline: str | None, **kw: Any) -> Row:
+    """DataJoint's own path for the same content; it does not fsync, so the harness does."""
+    kw = {"group": "DataJoint 2.3.5", "store": "main", **kw}
+    return Row(key, label, kw.pop("group"), block, work, rounds, baseline, harness_fsync=True, **kw)
+
+
+def ours(key: str, label: str, block: str, work: Work, rounds: int, baseline: str, limit: float, **kw: Any) -> Row:
+    """dj-staged: at most ``limit`` × ``baseline`` (paired), peak RSS ≤ start + 128 MiB, and ``extra`` targets.
+
+    The harness adds no fsync: dj-staged is to make what it staged durable itself before it commits.
+    """
+    kw = {"group": "dj-staged", "store": "main", **kw}
+    targets = (RSS, Target("ratio", limit, baseline), *kw.pop("extra", ()))
+    return Row(key, label, kw.pop("group"), block, work, rounds, baseline, targets=targets, **kw)
+
+
+# fmt: off
 ROWS: list[Row] = [
-    Row("plain_write", PLAIN, "baseline", baselines.plain_write, extra_rounds=FAST_EXTRA_ROUNDS),
-    Row("write_md5", MD5, "baseline", baselines.write_md5, baseline=PLAIN, extra_rounds=MD5_EXTRA_ROUNDS),
-    Row("plain_zarr", ZARR, "baseline", baselines.plain_zarr, baseline=PLAIN, extra_rounds=ZARR_EXTRA_ROUNDS),
-    Row("dj_npy", "insert1 <npy@> (array in memory)", "datajoint", datajoint_rows.npy, baseline=PLAIN, max_rounds=1),
-    Row(
-        "dj_blob",
-        "insert1 <blob@> (float64 array in memory)",
-        "datajoint",
-        datajoint_rows.blob,
-        baseline=MD5,
-        max_rounds=1,
-    ),
-    Row("dj_attach", "insert1 <attach@> (file)", "datajoint", datajoint_rows.attach, baseline=MD5, max_rounds=1),
-    Row("dj_zarr", "insert1 <zarr@> (array in memory)", "datajoint", datajoint_rows.zarr, baseline=ZARR, max_rounds=1),
-    Row(
-        "dj_staged_object",
-        "DataJoint's staged insert <object@> (file)",
-        "datajoint",
-        datajoint_rows.builtin_staged_object,
-        baseline=PLAIN,
-        extra_rounds=FAST_EXTRA_ROUNDS,
-    ),
-    Row(
-        "object_file",
-        "staged <object@> (file)",
-        "ours",
-        staged.object_file,
-        baseline=PLAIN,
-        extra_rounds=FAST_EXTRA_ROUNDS,
-        datajoint="DataJoint's staged insert <object@> (file)",
-        max_ratio=1.10,
-        rss_target=True,
-    ),
-    Row(
-        "object_directory",
-        "staged <object@> (Zarr directory)",
-        "ours",
-        staged.object_directory,
-        baseline=ZARR,
-        max_ratio=1.10,
-        rss_target=True,
-        extra_rounds=ZARR_EXTRA_ROUNDS,
-    ),
-    Row(
-        "npy",
-        "staged <npy@>",
-        "ours",
-        staged.npy,
-        baseline=PLAIN,
-        extra_rounds=FAST_EXTRA_ROUNDS,
-        datajoint="insert1 <npy@> (array in memory)",
-        max_ratio=1.10,
-        rss_target=True,
-    ),
-    Row(
-        "blob_sized",
-        "staged <blob@> bytes, open(size=N)",
-        "ours",
-        staged.blob_bytes_sized,
-        baseline=MD5,
-        extra_rounds=MD5_EXTRA_ROUNDS,
-        max_ratio=1.15,
-        rss_target=True,
-    ),
-    Row(
-        "blob_unsized",
-        "staged <blob@> bytes, no size (one re-read)",
-        "ours",
-        staged.blob_bytes_unsized,
-        baseline=MD5,
-        rss_target=True,
-    ),
-    Row(
-        "blob_array",
-        "staged <blob@> float64 array (streamed)",
-        "ours",
-        staged.blob_array,
-        baseline=MD5,
-        extra_rounds=MD5_EXTRA_ROUNDS,
-        datajoint="insert1 <blob@> (float64 array in memory)",
-        max_ratio=1.15,
-        min_speedup=5.0,
-        rss_target=True,
-    ),
-    Row(
-        "attach",
-        "staged <attach@> (set_filename first)",
-        "ours",
-        staged.attach,
-        baseline=MD5,
-        extra_rounds=MD5_EXTRA_ROUNDS,
-        datajoint="insert1 <attach@> (file)",
-        max_ratio=1.15,
-        rss_target=True,
-    ),
-    Row(
-        "hash",
-        "staged <hash@>",
-        "ours",
-        staged.hash_,
-        baseline=MD5,
-        max_ratio=1.15,
-        rss_target=True,
-        extra_rounds=MD5_EXTRA_ROUNDS,
-    ),
-    Row(
-        "zarr",
-        "staged <zarr@>",
-        "ours",
-        staged.zarr,
-        baseline=ZARR,
-        datajoint="insert1 <zarr@> (array in memory)",
-        max_ratio=1.10,
-        rss_target=True,
-        extra_rounds=ZARR_EXTRA_ROUNDS,
-    ),
+    Row(W, "plain write", "baselines", "write", C.plain_file, FAST),
+    Row(M, "write + MD5", "baselines", "md5", partial(C.plain_file, md5=True), MD5, W),
+    Row("md5", "MD5 only (in memory)", "baselines", "md5", C.md5_only, MD5, M),
+    Row(Z, "plain zarr", "baselines", "zarr", C.plain_zarr, ZARR, W, zarr=True),
+    dj("dj_npy", "insert1 <npy@> (array in memory)", "write", partial(C.insert1, field="waveform"), ONCE, W,
+       prepare=C.array),
+    dj("dj_blob", "insert1 <blob@> (float64 array in memory)", "md5", partial(C.insert1, field="payload"), ONCE, M,
+       prepare=C.array),
+    dj("dj_attach", "insert1 <attach@> (file)", "md5", partial(C.insert1, field="report"), ONCE, M,
+       prepare=C.attachment),
+    dj("dj_zarr", "insert1 <zarr@> (array in memory)", "zarr", partial(C.insert1, field="frames"), ONCE, Z,
+       zarr=True, prepare=C.stacked_frames),
+    dj("dj_staged_object", "DataJoint's staged insert <object@> (file)", "write", C.dj_staged_object, FAST, W),
+    ours("object_file", "staged <object@> (file)", "write", raw, FAST, W, 1.10, datajoint="dj_staged_object"),
+    ours("object_directory", "staged <object@> (Zarr directory)", "zarr", zarr_raw, ZARR, Z, 1.10, zarr=True),
+    ours("npy", "staged <npy@>", "write", C.staged_npy, FAST, W, 1.10, datajoint="dj_npy"),
+    ours("blob_sized", "staged <blob@> bytes, open(size=N)", "md5", sized, MD5, M, 1.15, extra=HASHED),
+    ours("blob_unsized", "staged <blob@> bytes, no size (one re-read)", "md5", payload, MD5, M, 1.0),
+    ours("blob_array", "staged <blob@> float64 array (streamed)", "md5", C.staged_blob_array, MD5, M, 1.15,
+         datajoint="dj_blob", extra=(*HASHED, Target("speedup", 5.0, "dj_blob"))),
+    ours("attach", "staged <attach@> (set_filename first)", "md5", named, MD5, M, 1.15, datajoint="dj_attach",
+         extra=HASHED),
+    ours("hash", "staged <hash@>", "md5", content, MD5, M, 1.15, extra=HASHED),
+    ours("zarr", "staged <zarr@>", "zarr", zarr_frames, ZARR, Z, 1.10, zarr=True, datajoint="dj_zarr"),
+    dj("dj_insert", "DataJoint insert(list)", "rows", C.dj_insert, DEFAULT, None, group=ROWS_GROUP, prepare=C.segments),
+    dj("dj_insert1_loop", "DataJoint insert1 loop", "rows", C.dj_insert1_loop, DEFAULT, None, group=ROWS_GROUP,
+       prepare=C.segments),
+    ours("staged_batch", "one staged_insert batch", "rows", C.staged_batch, DEFAULT, "dj_insert", 1.25,
+         group=ROWS_GROUP, extra=(Target("rss_per_row", 4.0),)),
+    ours("staged_blocks", "staged_insert1 blocks", "rows", C.staged_blocks, DEFAULT, "dj_insert1_loop", 1.5,
+         group=ROWS_GROUP),
+    Row(PUT, "s3fs put_file (moto)", S3, "s3", C.s3_put, DEFAULT, store="s3", prepare=C.attachment),
+    Row(ZPUT, "plain zarr on an s3fs FSMap (moto)", S3, "s3", C.s3_plain_zarr, DEFAULT, store="s3", zarr=True),
+    ours("s3_object", "staged <object@> file (moto)", "s3", raw, DEFAULT, PUT, 1.10, group=S3, store="s3"),
+    ours("s3_blob_sized", "staged <blob@> bytes, open(size=N) (moto)", "s3", sized, DEFAULT, PUT, 1.10, group=S3,
+         store="s3", extra=(Target("downloaded", 0),)),
+    ours("s3_hash", "staged <hash@> (moto)", "s3", content, DEFAULT, PUT, 1.10, group=S3, store="s3",
+         extra=(Target("downloaded", 0),)),
+    ours("s3_zarr", "staged <zarr@> (moto)", "s3", zarr_frames, DEFAULT, ZPUT, 1.10, group=S3, store="s3", zarr=True),
+    Row("gc_s3", f"gc.collect dry run, {GC_OBJECTS:,} objects (moto)", S3, "gc", C.gc_collect, ONCE, store="s3",
+        prepare=C.gc_store, targets=(Target("seconds", 5.0), Target("listings", 2))),
 ]
+# fmt: on
 
 
 def scaling_sizes() -> list[float]:
-    """GiB of the scaling rows (``DJ_STAGED_BENCH_SCALING_GIB``, default ``1,2,4``)."""
-    raw = os.environ.get("DJ_STAGED_BENCH_SCALING_GIB", "1,2,4")
-    return [float(part) for part in raw.split(",") if part.strip()]
+    """GiB of the scaling rows (``DJ_STAGED_BENCH_SCALING_GIB``, default ``1,2,4``; empty: none)."""
+    return [float(p) for p in os.environ.get("DJ_STAGED_BENCH_SCALING_GIB", "1,2,4").split(",") if p.strip()]
 
 
 def scaling_rows() -> list[Row]:
-    """Staged ``<blob@>`` (streamed float64 array) and ``<zarr@>`` at each scaling size."""
-    rows = []
-    for key, label, setup in (("blob_array", "<blob@> array", staged.blob_array), ("zarr", "<zarr@>", staged.zarr)):
-        for gib in scaling_sizes():
-            row = Row(f"{key}@{gib:g}", f"staged {label}, {gib:g} GiB", "scaling", setup, rss_target=True, gib=gib)
-            rows.append(dataclasses.replace(row, max_rounds=SCALING_ROUNDS))
-    return rows
+    """Staged ``<blob@>`` (streamed array) and ``<zarr@>`` at each scaling size, peak RSS checked."""
+    series = (("blob_array", "<blob@> array", C.staged_blob_array, False), ("zarr", "<zarr@>", zarr_frames, True))
+    return [Row(f"{key}@{gib:g}", f"staged {label}, {gib:g} GiB", "scaling", "scaling", work, SCALING, store="main",
+                zarr=zarr, targets=(RSS,), gib=gib)
+            for key, label, work, zarr in series for gib in scaling_sizes()]  # fmt: skip
 
 
 def all_rows() -> list[Row]:
-    """Every row in the order they run."""
+    """Every row in table order."""
     return ROWS + scaling_rows()
 
 
 def find(key: str) -> Row:
     """The row named ``key``."""
-    for row in all_rows():
-        if row.key == key:
-            return row
-    raise KeyError(key)
+    return next(row for row in all_rows() if row.key == key)
 
 
-def payload_bytes(row: Row, default_gib: float) -> int:
-    """Bytes the row writes."""
-    return int((row.gib if row.gib is not None else default_gib) * GIB)
+def rounds(row: Row, cap: int | None = None) -> int:
+    """How many times ``row`` runs: its declared rounds, at most ``cap``."""
+    return min(row.rounds, cap) if cap else row.rounds
+
+
+def schedule(rows: list[Row], cap: int | None = None) -> list[tuple[int, Row]]:
+    """``(round, row)`` in run order: block after block; from round 2 on, each block shuffled (seeded)."""
+    blocks = list(dict.fromkeys(row.block for row in rows))
+    plan = []
+    for n in range(1, max((rounds(row, cap) for row in rows), default=0) + 1):
+        for name in blocks:
+            order = [row for row in rows if row.block == name and n <= rounds(row, cap)]
+            if n > 1:
+                random.Random(f"{n}:{name}").shuffle(order)
+            plan += [(n, row) for row in order]
+    return plan
+
+
+def payload_bytes(row: Row, gib: float, batch_rows: int) -> int:
+    """Bytes the row writes: ``batch_rows`` KiB for the many-rows block, 1,000 KiB for gc, else ``gib``."""
+    small = {"rows": batch_rows, "gc": GC_OBJECTS}.get(row.block)
+    return small * SEGMENT.nbytes if small else int((row.gib or gib) * GIB)

@@ -1,175 +1,160 @@
-"""``make bench``: every row in its own process against one embedded PostgreSQL and a local store.
+"""``make bench``: every row in a fresh process, against one embedded PostgreSQL, a local store and moto.
 
-Environment:
-
-- ``DJ_STAGED_BENCH_GIB``: payload of the main rows in GiB (default 1);
-- ``DJ_STAGED_BENCH_SCALING_GIB``: sizes of the scaling rows (default ``1,2,4``; empty: none);
-- ``DJ_STAGED_BENCH_ROUNDS``: rounds over the rows (default 3; some rows get more, DataJoint's ``insert1``
-  rows one and the scaling series two, see ``bench/plan.py``); a row's wall time is its best round (the
-  median is kept too), its memory the largest seen;
-- ``DJ_STAGED_BENCH_ROWS``: only these row keys, comma-separated (default all); the key ``batch`` is the
-  multi-row benchmark (``bench/multirow.py``, ``DJ_STAGED_BENCH_BATCH_ROWS`` rows, default 10000), run last;
-- ``DJ_STAGED_BENCH_DIR``: folder for the store and the baselines' files (default the system temp folder);
-- ``DJ_STAGED_BENCH_OUT``: where ``results.md`` and ``results.json`` go (default ``bench/``).
+Environment (README, *Performance*): ``DJ_STAGED_BENCH_GIB`` (payload, default 1), ``DJ_STAGED_BENCH_SCALING_GIB``
+(default ``1,2,4``), ``DJ_STAGED_BENCH_BATCH_ROWS`` (default 10000), ``DJ_STAGED_BENCH_ROUNDS`` (caps every row's
+rounds), ``DJ_STAGED_BENCH_S3=0`` (no S3 rows), ``DJ_STAGED_BENCH_HARNESS_FSYNC=1`` (the harness fsyncs after every
+row), ``DJ_STAGED_BENCH_ROWS`` (only these keys), ``DJ_STAGED_BENCH_DIR`` (files), ``DJ_STAGED_BENCH_OUT`` (report).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import gc
+import logging
 import multiprocessing
-import multiprocessing.context
 import os
-import random
+import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections import Counter
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
+from typing import Any
 
-from dj_staged.testing.services import embedded_postgres
+from dj_staged.measure import measured
+from dj_staged.testing.services import embedded_postgres, moto_s3_server
 
-from . import child
-from .common import postgres_to_env
-from .plan import Row, all_rows, payload_bytes
-from .report import machine, write
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def wanted_keys() -> list[str]:
-    """The row keys asked for with ``DJ_STAGED_BENCH_ROWS`` (empty: all)."""
-    return [k.strip() for k in os.environ.get("DJ_STAGED_BENCH_ROWS", "").split(",") if k.strip()]
+from .plan import Row, all_rows, find, payload_bytes, schedule
+from .report import write
+from .rows import MIB, Context, chunks
 
 
-def selected_rows() -> list[Row]:
-    """The rows to run, in order."""
-    wanted = wanted_keys()
-    rows = all_rows()
-    return [row for row in rows if row.key in wanted] if wanted else rows
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid``, all its threads (from ``/proc``, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_batch() -> dict:
-    """The multi-row benchmark in a fresh child process."""
-    done = subprocess.run([sys.executable, "-m", "bench.multirow"], cwd=REPO, capture_output=True, text=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    tail = (done.stderr or done.stdout).strip().splitlines()[-15:]
-    return {"error": "\n".join(tail) or f"exit {done.returncode}"}
+def count_s3_calls(fs: Any) -> Counter:
+    """Count ``fs``'s S3 calls from now on, by operation, GetObject bytes, ListObjectsV2 prefix (as tests' s3_calls)."""
+    seen: Counter = Counter()
+    fs.connect()
+
+    def on_call(model: Any, parsed: dict, **_: Any) -> None:
+        seen[model.name] += 1
+        if model.name == "GetObject":
+            seen["bytes downloaded"] += parsed.get("ContentLength", 0)
+        elif model.name == "ListObjectsV2":
+            seen["list " + parsed.get("Prefix", "")] += 1
+
+    fs.s3.meta.events.register("after-call.s3", on_call)
+    return seen
 
 
-def forks() -> multiprocessing.context.ForkServerContext:
-    """Children forked from one server that has imported the rows' modules once.
+def measure(row: Row, ctx: Context) -> dict:
+    """Set ``row`` up, warm the page cache, run it under the clock and the RSS sampler; its figures.
 
-    A fresh interpreter per row would spend about 1.3 s importing DataJoint,
-    Zarr and numpy, a tenth of the whole run; a fork of a process that has done
-    only that is as fresh for the row's memory and costs milliseconds.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bench.child"])
-    return context
-
-
-def run_row(row: Row, nbytes: int, folder: Path, context: multiprocessing.context.ForkServerContext) -> dict:
-    """Run ``row`` in a fresh child process; its figures, or the error it failed with."""
-    load = os.getloadavg()[0]
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=child.report, args=(row.key, nbytes, str(folder), send))
-    process.start()
-    send.close()
-    try:
-        result = receive.recv()
-    except EOFError:
-        result = {"key": row.key, "payload_bytes": nbytes, "error": "the row's process died without a result"}
-    process.join()
-    if "error" in result:
-        result["error"] = "\n".join(result["error"].strip().splitlines()[-15:]) + f" (exit {process.exitcode})"
-        return result
-    return {**result, "load_before": load}
-
-
-def row_rounds(row: Row, rounds: int) -> int:
-    """How many times ``row`` is measured in a run of ``rounds`` rounds."""
-    wanted = rounds + row.extra_rounds
-    return 1 if rounds == 1 else min(wanted, row.max_rounds or wanted)
-
-
-def block(row: Row) -> str:
-    """The baseline ``row`` is compared with (a baseline's own label): a block's rows run back to back."""
-    return row.label if row.group == "baseline" else (row.baseline or "")
-
-
-def schedule(rows: list[Row], rounds: int) -> list[tuple[int, Row]]:
-    """``(round, row)`` in run order.
-
-    Each round runs block after block, so a row and its baseline are measured
-    minutes apart at most and their ratio can be taken round by round. Round 1
-    keeps the listed order; later rounds shuffle each block (seeded) against
-    position effects.
-    """
-    blocks = list(dict.fromkeys(block(row) for row in rows))
-    plan = []
-    for r in range(1, max((row_rounds(row, rounds) for row in rows), default=0) + 1):
-        for name in blocks:
-            order = [row for row in rows if block(row) == name and r <= row_rounds(row, rounds)]
-            if r > 1:
-                random.Random(f"{r}:{name}").shuffle(order)
-            plan += [(r, row) for row in order]
-    return plan
-
-
-def combine(runs: list[dict]) -> dict:
-    """One row's rounds as one result: best and median wall time, largest memory; the first error if any failed."""
-    errors = [run for run in runs if "error" in run]
-    if errors:
-        return errors[0]
-    seconds = sorted(run["seconds"] for run in runs)
-    peak = max(runs, key=lambda run: run["peak_above_before_mib"])
-    return {
-        **peak,
-        "seconds": seconds[0],
-        "seconds_median": statistics.median(seconds),
-        "cpu_seconds": min(run["cpu_seconds"] for run in runs),
-        "seconds_rounds": [round(run["seconds"], 3) for run in runs],
-        "load_before": statistics.mean(run["load_before"] for run in runs),
+    This VM returns idle memory to its host and writes into it then stall (3 s/GiB): a file of the payload's size,
+    written and deleted unsynced (nothing reaches the disk), warms every row's page cache."""
+    row.set_up(ctx)
+    with open(ctx.scratch / "prime.bin", "wb") as f:
+        f.writelines(chunks(ctx.n + 16, ctx.source))  # and 64 MiB more
+    os.unlink(f.name)
+    seen = count_s3_calls(ctx.s3fs()) if ctx.bucket else None
+    harness_fsync = row.harness_fsync or os.environ.get("DJ_STAGED_BENCH_HARNESS_FSYNC") == "1"
+    gc.collect()
+    cpu, moto = cpu_seconds(os.getpid()), cpu_seconds(ctx.parent_pid)
+    with measured() as m:
+        extra = (row.work(ctx) or {}) | ({"rows": ctx.batch_rows} if row.block == "rows" else {})
+        if harness_fsync:
+            ctx.sync(ctx.store_root)
+    cpu = cpu_seconds(os.getpid()) - cpu
+    if seen is not None:
+        lists = [n for k, n in seen.items() if k.startswith("list ")]
+        calls = sum(n for k, n in seen.items() if " " not in k)
+        extra |= {"moto_cpu_share": (cpu_seconds(ctx.parent_pid) - moto) / m.seconds, "s3_calls": calls}
+        extra |= {"downloaded_bytes": seen["bytes downloaded"] if calls else None, "list_calls": sum(lists) or None}
+        extra |= {"listings_per_prefix": max(lists) if lists else None, "prefixes_listed": len(lists)}
+    peak = max(m.rss_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return extra | {
+        "payload_bytes": ctx.nbytes,
+        "seconds": m.seconds,
+        "cpu_seconds": cpu,
+        "peak_mib": peak / MIB,
+        "peak_above_before_mib": (peak - m.rss_before) / MIB,
+        "harness_fsync": harness_fsync,
     }
 
 
+def child(key: str, nbytes: int, folder: str, services: tuple, batch_rows: int, out: Connection) -> None:
+    """A forked row: measure, clean up, send the figures or the traceback (its log lines dropped)."""
+    for stream in (sys.stdout, sys.stderr):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    try:
+        ctx = Context(nbytes, Path(folder), *services, batch_rows=batch_rows)
+        try:
+            out.send(measure(find(key), ctx))
+        finally:
+            ctx.remove()
+    except BaseException:
+        out.send({"error": traceback.format_exc()})
+
+
+def run_row(context: ForkServerContext, row: Row, *args: Any) -> dict:
+    """Run ``row`` in a fresh process forked from the server, which has only imported the modules."""
+    receive, send, result = *context.Pipe(duplex=False), None
+    process = context.Process(target=child, args=(row.key, *args, send))
+    process.start()
+    send.close()
+    with contextlib.suppress(EOFError):
+        result = receive.recv()
+    process.join()
+    return result or {"error": f"the row's process died without a result (exit {process.exitcode})"}
+
+
+def combine(runs: list[dict]) -> dict:
+    """A row's rounds as one result: best and median wall, the best round's CPU, the largest other figures."""
+    if errors := [run for run in runs if "error" in run]:
+        return {"error": "\n".join(errors[0]["error"].strip().splitlines()[-15:])}
+    best, seconds = min(runs, key=lambda run: run["seconds"]), [run["seconds"] for run in runs]
+    numbers = {k for run in runs for k, v in run.items() if type(v) in (int, float) and "seconds" not in k}
+    most = {k: max(run[k] for run in runs if type(run.get(k)) in (int, float)) for k in numbers}
+    return best | most | {"seconds_median": statistics.median(seconds), "seconds_rounds": seconds}
+
+
 def main() -> None:
-    gib = float(os.environ.get("DJ_STAGED_BENCH_GIB", "1"))
-    out = Path(os.environ.get("DJ_STAGED_BENCH_OUT", REPO / "bench"))
-    rows = selected_rows()
-    started = time.perf_counter()
-    rounds = int(os.environ.get("DJ_STAGED_BENCH_ROUNDS", "3"))
-    measured: dict[str, list[dict]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="dj-staged-bench-", dir=os.environ.get("DJ_STAGED_BENCH_DIR")) as tmp,
-        embedded_postgres() as pg,
-    ):
-        postgres_to_env(pg)
-        context = forks()
-        print(f"dj-staged bench: {gib:g} GiB payload, {len(rows)} rows, files in {tmp}", flush=True)
-        plan = schedule(rows, rounds)
-        for i, (r, row) in enumerate(plan, start=1):
-            result = run_row(row, payload_bytes(row, gib), Path(tmp) / row.key, context)
-            measured.setdefault(row.key, []).append(result)
-            figures = (
-                f"ERROR {result['error'].splitlines()[-1]}"
-                if "error" in result
-                else f"{result['seconds']:8.2f} s {result['peak_above_before_mib']:8.1f} MiB above start"
-            )
+    """Run the plan, print progress, write the report; exit non-zero if a row failed."""
+    env = os.environ.get
+    gib, batch_rows = float(env("DJ_STAGED_BENCH_GIB", "1")), int(env("DJ_STAGED_BENCH_BATCH_ROWS", "10000"))
+    cap = int(env("DJ_STAGED_BENCH_ROUNDS", "0")) or None
+    wanted = {key.strip() for key in env("DJ_STAGED_BENCH_ROWS", "").split(",") if key.strip()}
+    rows = [row for row in all_rows() if not wanted or row.key in wanted]
+    rows = [row for row in rows if row.store != "s3" or env("DJ_STAGED_BENCH_S3") != "0"]
+    plan, started, runs = schedule(rows, cap), time.perf_counter(), {}
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bench.plan", "zarr", "s3fs"])  # a fresh process per row without 1.3 s of imports
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=env("DJ_STAGED_BENCH_DIR")))
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+        s3 = stack.enter_context(moto_s3_server()) if any(row.store == "s3" for row in rows) else None
+        services = (stack.enter_context(embedded_postgres()), s3, os.getpid())  # moto runs in threads of this process
+        print(f"dj-staged bench: {gib:g} GiB, {len(rows)} rows, {len(plan)} runs, files in {tmp}", flush=True)
+        for i, (n, row) in enumerate(plan, start=1):
+            nbytes = payload_bytes(row, gib, batch_rows)
+            result = run_row(context, row, nbytes, str(Path(tmp) / row.key), services, batch_rows)
+            runs.setdefault(row.key, []).append(result)
+            shown = result["error"].strip().splitlines()[-1] if "error" in result else f"{result['seconds']:8.2f} s"
             elapsed = time.perf_counter() - started
-            print(f"[{i:3}/{len(plan)} {elapsed:4.0f} s] round {r} {row.label:<48} {figures}", flush=True)
-        batch = None
-        if not wanted_keys() or "batch" in wanted_keys():
-            batch = run_batch()
-            print(f"batch: {batch}", flush=True)
-    results = {key: combine(runs) for key, runs in measured.items()}
-    meta = {**machine(), "payload_gib": gib, "rounds": rounds, "total_seconds": round(time.perf_counter() - started, 1)}
-    md, js = write(rows, results, meta, out, batch)
-    print(f"wrote {md} and {js} in {meta['total_seconds']:.0f} s", flush=True)
-    if any("error" in r for r in results.values()) or (batch is not None and "error" in batch):
+            print(f"[{i:3}/{len(plan)} {elapsed:5.0f} s] round {n} {row.label:<48} {shown}", flush=True)
+    results = {key: combine(row_runs) for key, row_runs in runs.items()}
+    meta = {"payload_gib": gib, "batch_rows": batch_rows, "rounds_cap": cap, "seconds": time.perf_counter() - started}
+    md, js = write(rows, results, meta, Path(env("DJ_STAGED_BENCH_OUT", Path(__file__).parent)))
+    print(f"wrote {md} and {js} in {meta['seconds']:.0f} s", flush=True)
+    if any("error" in result for result in results.values()):
         raise SystemExit("some rows failed; see the report")
 
 

@@ -1,0 +1,254 @@
+"""One row's context (payload, folders, services, table), with every row's work and preparation as methods.
+
+Byte rows write the same incompressible bytes (four 4 MiB chunks of standard-normal float64, cycled) in the same
+chunks; Zarr rows the same uint16 frames, one 2 MiB chunk each."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datajoint as dj
+import numpy as np
+import zarr
+from datajoint.hash_registry import get_store_backend
+from numpy.lib import format as npy_format
+
+import dj_staged
+import dj_staged.gc
+from dj_staged.testing.services import PostgresInfo, S3Info, connect_datajoint, local_stores
+
+MIB, GIB, CHUNK = 1 << 20, 1 << 30, 4 << 20
+ROWS, SLAB = 512, (4 << 20) // (8 * 512)  # a Fortran-ordered (ROWS, SLAB) float64 slab is one chunk
+FRAME, FRAME_BYTES = (1024, 1024), 2 << 20
+SEGMENT = np.arange(256, dtype="float32")  # the 1 KiB array of the many-rows block
+GC_OBJECTS = 1000
+Work = Callable[["Context"], Any]  # a row's work returns None or a dict of extra figures
+
+
+def chunks(n: int, source: np.ndarray) -> Iterator[np.ndarray]:
+    """``n`` chunks cycled from ``source``, not copied."""
+    return (source[i % len(source)] for i in range(n))
+
+
+def frames(n: int) -> Iterator[np.ndarray]:
+    """``n`` distinct uint16 frames made from four."""
+    base = np.random.default_rng(0).integers(0, 65535, size=(4, *FRAME), dtype="uint16")
+    return (base[i % 4] + np.uint16(i) for i in range(n))
+
+
+def write_frames(target: Any, n: int) -> None:
+    """A Zarr array of ``n`` frames at ``target`` (a path or a mapping), one chunk per frame, filled in order."""
+    z = zarr.open(target, mode="w", shape=(n, *FRAME), chunks=(1, *FRAME), dtype="uint16")
+    for i, frame in enumerate(frames(n)):
+        z[i] = frame
+
+
+@dataclass
+class Context:
+    """One row's payload, services, folders (store ``main``, baselines' files, scratch) and, once declared, table."""
+
+    nbytes: int
+    folder: Path
+    pg: PostgresInfo
+    s3: S3Info | None = None
+    parent_pid: int = 0  # the process whose threads serve moto
+    batch_rows: int = 0
+    fsync: bool = True  # the baselines fsync what they write (not in bench.overhead without --fsync)
+    source: np.ndarray = field(default_factory=lambda: np.random.default_rng(0).standard_normal((4, CHUNK // 8)))
+    schema: Any = None
+    bucket: str | None = None
+    value: Any = None  # what the row's prepare made
+    _table: Any = None
+
+    def __post_init__(self) -> None:
+        self.n, self.frames = max(1, self.nbytes // CHUNK), max(1, self.nbytes // FRAME_BYTES)
+        self.store_root, self.plain_root, self.scratch = (self.folder / name for name in ("store", "plain", "scratch"))
+        for path in (self.store_root, self.plain_root, self.scratch):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def table(self, store: str = "main") -> Any:
+        """The benchmark table, every codec on ``store`` (``main``: local; ``s3``: a new bucket on moto)."""
+        if self._table is not None:
+            return self._table
+        stores, s3 = local_stores(self.store_root), self.s3
+        if store == "s3" and s3 is not None:
+            self.bucket = f"bench-{uuid.uuid4().hex[:12]}"
+            stores["s3"] = {"protocol": "s3", "endpoint": s3.endpoint, "bucket": self.bucket, "location": "data"}
+            stores["s3"] |= {"access_key": s3.access_key, "secret_key": s3.secret_key, "secure": False}
+        self.schema = dj.Schema(f"bench_{uuid.uuid4().hex[:10]}", connection=connect_datajoint(self.pg, stores))
+        if self.bucket is not None:
+            self.s3fs().mkdir(self.bucket)
+            self.s3fs().pipe(f"{self.bucket}/warm-up", b"x")  # the client's session, event loop and connection
+        codecs = {"raw": "object", "waveform": "npy", "payload": "blob", "report": "attach", "content": "hash"}
+        body = "".join(f"{name} = null : <{codec}@{store}>\n" for name, codec in {**codecs, "frames": "zarr"}.items())
+        self._table = self.schema(type("Bench", (dj.Manual,), {"definition": f"bench_id : int32\n---\n{body}"}))
+        return self._table
+
+    def s3fs(self) -> Any:
+        """DataJoint's filesystem for the ``s3`` store: the one the staged inserts use."""
+        return get_store_backend("s3").fs
+
+    def remove(self) -> None:
+        """Drop the schema, delete the bucket's objects and the folders."""
+        try:
+            if self.schema is not None:
+                self.schema.drop(prompt=False)
+            if self.bucket is not None:
+                self.s3fs().rm(self.bucket, recursive=True)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def sync(self, root: Path) -> None:
+        """fsync every file and directory under ``root`` (unless ``fsync`` is off)."""
+        for folder, _dirs, files in os.walk(root) if self.fsync else ():
+            for path in [*(os.path.join(folder, name) for name in files), folder]:
+                fd = os.open(path, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+
+    def warm_up(self) -> None:
+        """Zarr's first write sets up its codecs and event loop (on S3, the mapper's): done before the clock."""
+        s3 = self.bucket is not None
+        write_frames(self.s3fs().get_mapper(f"{self.bucket}/warm-up.zarr") if s3 else str(self.scratch / "w.zarr"), 2)
+
+    def plain_file(self, md5: bool = False) -> None:
+        """Baseline: write the payload to one local file (with its MD5 in the same pass if ``md5``), fsync it."""
+        digest = hashlib.md5()
+        with open(self.plain_root / "payload.bin", "wb") as f:
+            for chunk in chunks(self.n, self.source):
+                if md5:
+                    digest.update(chunk)
+                f.write(chunk)
+        self.sync(self.plain_root)
+
+    def md5_only(self) -> None:
+        """Baseline: MD5 of the same bytes in the same 4 MiB chunks, in memory."""
+        digest = hashlib.md5()
+        for chunk in chunks(self.n, self.source):
+            digest.update(chunk)
+
+    def plain_zarr(self) -> None:
+        """Baseline: Zarr writing the frames to a local folder, fsynced."""
+        write_frames(str(self.plain_root / "frames.zarr"), self.frames)
+        self.sync(self.plain_root)
+
+    def array(self) -> np.ndarray:
+        """Prepared: the payload as one float64 array ``(512, n)`` in memory, Fortran-ordered (bytes as written)."""
+        return np.concatenate(list(chunks(self.n, self.source))).reshape((ROWS, -1), order="F")
+
+    def attachment(self) -> str:
+        """Prepared: the payload as a local file."""
+        with open(self.scratch / "payload.bin", "wb") as f:
+            f.writelines(chunks(self.n, self.source))
+        return f.name
+
+    def stacked_frames(self) -> np.ndarray:
+        """Prepared: the Zarr rows' frames stacked in memory."""
+        return np.stack(list(frames(self.frames)))
+
+    def insert1(self, field: str) -> None:
+        """DataJoint's ``insert1`` of the prepared value into ``field``."""
+        self.table().insert1({"bench_id": 1, field: self.value})
+
+    def dj_staged_object(self) -> None:
+        """DataJoint 2.3.5's own ``Table.staged_insert1`` (``dj_staged.enable()`` never runs), an ``<object@>`` file."""
+        with self.table().staged_insert1 as staged:
+            staged.rec["bench_id"] = 1
+            with staged.open("raw", ".bin") as f:
+                f.writelines(chunks(self.n, self.source))
+
+    def into(self, field: str, sized: bool = False, filename: str | None = None) -> None:
+        """Ours: the payload into ``field`` through ``staged.open()`` (``size=`` if ``sized``; a filename first)."""
+        with dj_staged.staged_insert1(self.table()) as staged:
+            staged.rec["bench_id"] = 1
+            if filename is not None:
+                staged.set_filename(field, filename)
+            with staged.open(field, ".bin", size=self.n * CHUNK if sized else None) as f:
+                for chunk in chunks(self.n, self.source):  # dj-staged's handles have no writelines
+                    f.write(chunk)
+
+    def zarr_into(self, field: str) -> None:
+        """Ours: the frames written by Zarr into ``field`` through ``staged.store(field, ".zarr")``."""
+        with dj_staged.staged_insert1(self.table()) as staged:
+            staged.rec["bench_id"] = 1
+            write_frames(staged.store(field, ".zarr"), self.frames)
+
+    def staged_npy(self) -> None:
+        """Ours, ``<npy@>``: a ``.npy`` header, then the float64 payload chunk by chunk."""
+        with dj_staged.staged_insert1(self.table()) as staged:
+            staged.rec["bench_id"] = 1
+            header = {"descr": "<f8", "fortran_order": False, "shape": (self.n * CHUNK // 8,)}
+            with staged.open("waveform", ".npy") as f:
+                npy_format.write_array_header_2_0(f, header)
+                for chunk in chunks(self.n, self.source):
+                    f.write(chunk)
+
+    def staged_blob_array(self) -> None:
+        """Ours, ``<blob@>``: a float64 ``(512, n)`` array through ``open_blob_array``, slabs along the last axis."""
+        with dj_staged.staged_insert1(self.table()) as staged:
+            staged.rec["bench_id"] = 1
+            with dj_staged.open_blob_array(staged, "payload", (ROWS, self.n * SLAB), "float64") as out:
+                for chunk in chunks(self.n, self.source):
+                    out.write(chunk.reshape((ROWS, SLAB), order="F"))
+
+    def s3_put(self) -> None:
+        """Baseline: s3fs ``put_file`` of the prepared local file."""
+        self.s3fs().put_file(self.value, f"{self.bucket}/plain/payload.bin")
+
+    def s3_plain_zarr(self) -> None:
+        """Baseline: Zarr writing the frames to an s3fs ``FSMap``."""
+        write_frames(self.s3fs().get_mapper(f"{self.bucket}/plain/frames.zarr"), self.frames)
+
+    def segments(self) -> list[dict]:
+        """Prepared: ``batch_rows`` rows of a 1 KiB array, for DataJoint's inserts."""
+        return [{"bench_id": i, "waveform": SEGMENT} for i in range(self.batch_rows)]
+
+    def dj_insert(self) -> None:
+        """DataJoint's ``Table.insert`` of the prepared rows, one call."""
+        self.table().insert(self.value)
+
+    def dj_insert1_loop(self) -> None:
+        """DataJoint's ``insert1`` of the prepared rows, one call per row."""
+        for row in self.value:
+            self.table().insert1(row)
+
+    def segment(self, staged: Any, i: int) -> None:
+        """One small row in a staged block: its key, then a 1 KiB ``.npy`` through ``staged.open()``."""
+        staged.rec["bench_id"] = i
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, SEGMENT, allow_pickle=False)
+
+    def staged_batch(self) -> None:
+        """Ours: ``batch_rows`` small rows as one ``staged_insert`` batch."""
+        with dj_staged.staged_insert(self.table()) as batch:
+            for i in range(self.batch_rows):
+                with batch.row() as staged:
+                    self.segment(staged, i)
+
+    def staged_blocks(self) -> None:
+        """Ours: the same rows as ``batch_rows`` ``staged_insert1`` blocks."""
+        for i in range(self.batch_rows):
+            with dj_staged.staged_insert1(self.table()) as staged:
+                self.segment(staged, i)
+
+    def gc_store(self) -> None:
+        """Prepared: 1,000 small ``<object@>`` rows in one batch, then half of them deleted (objects orphaned)."""
+        with dj_staged.staged_insert(self.table()) as batch:
+            for i in range(GC_OBJECTS):
+                with batch.row() as staged:
+                    staged.rec["bench_id"] = i
+                    with staged.open("raw", ".bin") as f:
+                        f.write(SEGMENT.tobytes())
+        (self.table() & f"bench_id < {GC_OBJECTS // 2}").delete_quick()
+
+    def gc_collect(self) -> dict:
+        """One dry-run ``dj_staged.gc.collect`` with no grace period."""
+        report = dj_staged.gc.collect(self.schema, store="s3", grace=0, dry_run=True)
+        return {"objects": GC_OBJECTS, "collectable": report.count}
