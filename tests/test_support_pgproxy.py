@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import datajoint as dj
 import psycopg2
 import pytest
-from support.pgproxy import DroppedReply, ReplyDroppingProxy, connect_datajoint_through, datajoint_through
+from support.pgproxy import DroppedReply, ReplyDroppingProxy, connect_datajoint_through
 
 LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
@@ -210,16 +210,6 @@ def test_datajoint_autocommit_insert_reply_lost(proxy, server, table):
         connection.query(f"INSERT INTO {table} VALUES (%s)", (6,))
     assert rows(server, table) == [6]  # committed once: not re-executed on a new connection
     assert proxy.dropped[0].sql == f"INSERT INTO {table} VALUES (6)"
-
-
-def test_global_connection_through_proxy(proxy, dj_connection):
-    with datajoint_through(proxy) as connection:
-        assert dj.conn() is connection
-        assert dj.config.database.port == proxy.port
-        assert connection.query("SELECT 1").fetchone() == (1,)
-    assert not connection.is_connected
-    assert dj.conn() is dj_connection
-    assert dj.config.database.port != proxy.port
 
 
 def test_kill_connections(proxy, table):

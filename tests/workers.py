@@ -51,3 +51,45 @@ def insert(db: dict, stores: dict, schema_name: str, key: int, data: bytes, barr
     barrier.wait(timeout=60)
     Shared.insert1({"k": key, "v": data})
     return "ok"
+
+
+def paused_writer(db: dict, stores: dict, schema_name: str, parts: int) -> list[str]:
+    """Stage ``parts`` files through a ``store()`` handle, stopping the process (SIGSTOP) halfway."""
+    import datajoint as dj
+    from support.child import pause_here
+
+    import dj_staged
+
+    schema = dj.Schema(schema_name, connection=connect(db, stores), create_tables=False)
+    Table = schema(type("Paused", (dj.Manual,), {"definition": "k : int32\n---\nraw : <object@main>"}))
+    with dj_staged.staged_insert1(Table) as staged:
+        staged.rec["k"] = 1
+        fsmap = staged.store("raw", ".parts")
+        for i in range(parts):
+            if i == parts // 2:
+                pause_here("midway")
+            fsmap[f"part{i:03d}"] = part(i)
+    return sorted(fsmap)
+
+
+def part(i: int) -> bytes:
+    """The bytes of part ``i`` of a paused writer's directory."""
+    return f"part {i} ".encode() * 100
+
+
+def dedup_writer(db: dict, stores: dict, schema_name: str, data: bytes) -> str:
+    """Stage ``data`` into a ``<hash@>`` field, stopping the process at the protocol's ``writer.dedup`` step."""
+    import datajoint as dj
+    from support.child import pause_here
+
+    import dj_staged
+    from dj_staged import steps
+
+    schema = dj.Schema(schema_name, connection=connect(db, stores), create_tables=False)
+    Table = schema(type("Content", (dj.Manual,), {"definition": "k : int32\n---\nv : <hash@main>"}))
+    with steps.observe("writer.dedup", lambda **context: pause_here("dedup")):
+        with dj_staged.staged_insert1(Table) as staged:
+            staged.rec["k"] = 2
+            with staged.open("v", ".bin") as f:
+                f.write(data)
+    return "ok"

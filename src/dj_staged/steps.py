@@ -3,7 +3,8 @@
 Each party announces its steps in order (see ``docs/spec.md``):
 
 - writer: ``writer.lease``, ``writer.write``, ``writer.verify``, ``writer.promote``
-  or ``writer.dedup``, ``writer.commit``, ``writer.release``;
+  or ``writer.dedup``, ``writer.commit``, ``writer.release``; and ``writer.resolve``
+  when its commit lost its connection, before it looks its rows up;
 - collector: ``collector.list``, ``collector.read_leases``,
   ``collector.read_references``, ``collector.delete``.
 
@@ -26,6 +27,7 @@ WRITER_STEPS = (
     "writer.promote",
     "writer.dedup",
     "writer.commit",
+    "writer.resolve",
     "writer.release",
 )
 COLLECTOR_STEPS = ("collector.list", "collector.read_leases", "collector.read_references", "collector.delete")

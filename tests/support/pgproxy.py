@@ -26,7 +26,7 @@ import struct
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -392,35 +392,3 @@ def connect_datajoint_through(proxy: ReplyDroppingProxy, *, use_tls: bool | None
 
     pg = proxy.pg
     return dj.Connection(proxy.host, pg.user, pg.password, port=proxy.port, use_tls=use_tls, backend="postgresql")
-
-
-@contextlib.contextmanager
-def datajoint_through(proxy: ReplyDroppingProxy) -> Iterator[Any]:
-    """Point DataJoint's global config and ``dj.conn()`` at the proxy for the block; yield that connection.
-
-    Afterwards the proxied connection is closed, the config restored and ``dj.conn()`` returns the very
-    connection it returned before, so objects holding it keep working.
-    """
-    import datajoint as dj
-    import datajoint.instance as instance
-
-    database = dj.config.database
-    names = ("backend", "host", "port", "user", "password", "use_tls")
-    saved = {name: getattr(database, name) for name in names}
-    saved_connection = instance._singleton_connection
-    connection = None
-    try:
-        database.backend = "postgresql"
-        database.host = proxy.host
-        database.port = proxy.port
-        database.user = proxy.pg.user
-        database.password = proxy.pg.password
-        database.use_tls = False
-        connection = dj.conn(reset=True)
-        yield connection
-    finally:
-        if connection is not None:
-            connection.close()
-        for name, value in saved.items():
-            setattr(database, name, value)
-        instance._singleton_connection = saved_connection

@@ -122,6 +122,7 @@ def outcome(table: Any, groups: list[Group]) -> str:
     All rows were in one transaction, so one row of ours found means all committed.
     """
     connection = table.connection
+    steps.reach("writer.resolve", rows=sum(len(rows) for rows, _fields in groups))
     try:
         connection.connect()
         reset_transaction_state(connection)

@@ -10,15 +10,17 @@ DataJoint's.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
+import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .._datajoint import with_json_columns
+from .._datajoint import reset_transaction_state, with_json_columns
 
 SAVEPOINT = "dj_staged_check"
 
@@ -85,11 +87,27 @@ def check_row(table: Any, row: dict[str, Any], fields: Iterable[str], *, allow_d
         try:
             view.insert1(trial, allow_direct_insert=allow_direct_insert)
         finally:
-            connection.query(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-            connection.query(f"RELEASE SAVEPOINT {SAVEPOINT}")
+            with _keeping_the_first_error():
+                connection.query(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+                connection.query(f"RELEASE SAVEPOINT {SAVEPOINT}")
         return
     connection.start_transaction()
     try:
         view.insert1(trial, allow_direct_insert=allow_direct_insert)
     finally:
-        connection.cancel_transaction()
+        with _keeping_the_first_error():
+            try:
+                connection.cancel_transaction()
+            finally:
+                reset_transaction_state(connection)  # a connection that died has no transaction left either
+
+
+@contextlib.contextmanager
+def _keeping_the_first_error() -> Iterator[None]:
+    """Run a rollback after the trial: its own failure (a dead connection) must not hide the trial's error."""
+    pending = sys.exc_info()[1]
+    try:
+        yield
+    except Exception:
+        if pending is None:
+            raise

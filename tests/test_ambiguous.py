@@ -1,0 +1,141 @@
+"""Commits whose reply is lost: nothing is deleted until the rows have been looked up.
+
+The writer's database connection goes through a proxy on 127.0.0.1 that drops
+the server's reply to a chosen statement after the server executed it (a real
+network fault, on the real path). Every committed row is then fetched and its
+bytes compared.
+"""
+
+from __future__ import annotations
+
+import datajoint as dj
+import numpy as np
+import psycopg2
+import pytest
+import zarr
+from conftest import store_files
+from support.pgproxy import ReplyDroppingProxy, connect_datajoint_through
+
+import dj_staged
+import dj_staged.gc
+from dj_staged import steps
+from dj_staged.errors import AmbiguousCommitError, CommitRecoveredWarning
+from dj_staged.leases import held_lease_keys
+
+DEFINITION = """
+recording_id : int32
+---
+waveform : <npy@main>
+raw : <object@main>
+frames : <zarr@main>
+"""
+
+FRAMES = np.arange(6 * 8, dtype="uint16").reshape(6, 8)
+
+
+@pytest.fixture
+def proxy(dj_postgres):
+    with ReplyDroppingProxy(dj_postgres) as running:
+        yield running
+
+
+@pytest.fixture
+def proxied(proxy, dj_schema, dj_local_store):
+    """The test's schema through a connection that goes through the proxy, with a table of three codecs."""
+    connection = connect_datajoint_through(proxy)
+    schema = dj.Schema(dj_schema.database, connection=connection, create_schema=False)
+    table = schema(type("Recording", (dj.Manual,), {"definition": DEFINITION}))
+    yield table
+    connection.close()
+
+
+def write(staged, key: int) -> None:
+    staged.rec["recording_id"] = key
+    with staged.open("waveform", ".npy") as f:
+        np.save(f, np.full(5, key, dtype="float64"))
+    with staged.open("raw", ".bin") as f:
+        f.write(f"raw bytes of {key}".encode())
+    z = zarr.open(staged.store("frames", ".zarr"), mode="w", shape=FRAMES.shape, chunks=(2, 8), dtype="uint16")
+    z[:] = FRAMES + key
+
+
+def nth_insert(n: int):
+    """A matcher for the ``n``-th ``INSERT`` statement the proxy sees."""
+    seen = []
+
+    def match(sql: str) -> bool:
+        if sql.lstrip().upper().startswith("INSERT INTO"):
+            seen.append(sql)
+            return len(seen) == n
+        return False
+
+    return match
+
+
+def check_row(table, key: int) -> None:
+    """The committed row fetches exactly what was written."""
+    row = (table & {"recording_id": key}).fetch1()
+    np.testing.assert_array_equal(row["waveform"].load(), np.full(5, key, dtype="float64"))
+    assert row["raw"].read() == f"raw bytes of {key}".encode()
+    np.testing.assert_array_equal(row["frames"][:], FRAMES + key)
+
+
+def test_a_committed_row_whose_commit_reply_was_lost_keeps_its_objects(proxied, proxy, dj_local_store, dj_schema):
+    proxy.drop_reply_after(r"^\s*COMMIT")
+    with pytest.warns(CommitRecoveredWarning):
+        with dj_staged.staged_insert1(proxied) as staged:
+            write(staged, 1)
+    assert [d.tag for d in proxy.dropped] == ["COMMIT"]  # the server committed; the client never heard
+    check_row(proxied, 1)
+    assert not [f for f in store_files(dj_local_store, leases=True) if f.startswith("_staging/")]
+    assert dj_staged.gc.collect(dj_schema, store="main", grace=0, dry_run=False).deleted == 0
+
+
+def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, dj_schema):
+    proxy.drop_reply_after(r"^\s*COMMIT")
+    with pytest.warns(CommitRecoveredWarning), dj_staged.staged_insert(proxied) as batch:
+        for key in range(1, 6):
+            with batch.row() as staged:
+                write(staged, key)
+    assert [d.tag for d in proxy.dropped] == ["COMMIT"]
+    for key in range(1, 6):
+        check_row(proxied, key)
+    assert dj_staged.gc.collect(dj_schema, store="main", grace=0, dry_run=False).deleted == 0
+
+
+def test_an_insert_whose_reply_was_lost_did_not_commit_and_is_unwound(proxied, proxy, dj_local_store, dj_schema):
+    """The reply to the INSERT is lost inside the writer's transaction: the server rolls it back."""
+    proxy.drop_reply_after(nth_insert(2))  # the first INSERT is finalization's check, rolled back at once
+    with pytest.raises(psycopg2.OperationalError), dj_staged.staged_insert1(proxied) as staged:
+        write(staged, 1)
+    assert proxy.dropped[0].tag == "INSERT 0 1" and proxy.dropped[0].status == "T"  # executed, not committed
+    assert len(dj.FreeTable(dj_schema.connection, proxied.full_table_name)) == 0
+    assert store_files(dj_local_store, leases=True) == []
+
+
+def test_when_the_lookup_fails_too_everything_is_kept_for_the_collector(proxied, proxy, dj_local_store, dj_schema):
+    proxy.drop_reply_after(r"^\s*COMMIT")
+    with steps.observe("writer.resolve", lambda **context: proxy.close()):  # the database is now unreachable
+        with pytest.raises(AmbiguousCommitError) as raised, dj_staged.staged_insert1(proxied) as staged:
+            write(staged, 1)
+    assert raised.value.keys == [{"recording_id": 1}]
+    left = [f for f in store_files(dj_local_store) if not f.startswith("_staging/")]
+    assert len(left) == 2 + 4  # waveform, raw, and the Zarr array's zarr.json and three chunks: all kept
+    table = dj.FreeTable(dj_schema.connection, proxied.full_table_name)
+    assert not held_lease_keys(dj_schema.connection)  # the lease died with the session; its record names them
+    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # default grace
+    assert sum(s.deleted for s in report.sections if s.section != "leases") == 0  # the row references them
+    assert report.section("leases").deleted == len(report.section("leases").paths) > 0
+    check_row(table, 1)
+
+
+def test_a_user_transaction_whose_commit_reply_was_lost(proxied, proxy, dj_schema):
+    connection = proxied.connection
+    proxy.drop_reply_after(r"^\s*COMMIT")
+    with pytest.warns(CommitRecoveredWarning), pytest.raises(psycopg2.OperationalError):
+        with connection.transaction:
+            with dj_staged.staged_insert1(proxied) as staged:
+                write(staged, 1)
+    check_row(proxied, 1)
+    assert "commit_transaction" not in vars(connection)
+    assert dj_staged.gc.collect(dj_schema, store="main", grace=0, dry_run=False).deleted == 0
