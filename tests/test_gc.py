@@ -17,6 +17,7 @@ from conftest import declare, lease_files, lease_records, store_files
 import dj_staged
 import dj_staged.gc
 from dj_staged.cli import main, parse_duration
+from dj_staged.errors import StagedInsertError
 from dj_staged.gc.policy import LEASED, YOUNG
 from dj_staged.leases import held_lease_keys
 
@@ -309,7 +310,7 @@ def test_keyboard_interrupt_leftover_is_reclaimed_at_once(Recording, dj_local_st
 
 def test_store_whose_prefix_overlaps_staging_is_refused(dj_schema, dj_local_store):
     dj.config.stores["main"] = {**dj_local_store.spec, "schema_prefix": "_staging"}
-    with pytest.raises(dj.DataJointError, match="overlaps dj-staged's '_staging/' section"):
+    with pytest.raises(StagedInsertError):
         dj_staged.gc.collect(dj_schema, store="main")
 
 
@@ -333,7 +334,7 @@ def test_unreadable_references_refuse_collection(dj_schema, dj_local_store):
     dj.codecs.unregister_codec("gc_transient_test")  # e.g. the package defining the codec is not imported
     (live,) = store_files(dj_local_store)
     assert live in dj.gc.GarbageCollector(dj_schema, store="main").collect()["orphaned_schema_paths"]  # the hazard
-    with pytest.raises(dj.DataJointError, match=r"Refusing to collect: the references of .*transient.* not registered"):
+    with pytest.raises(StagedInsertError, match=r"Refusing to collect: the references of .*transient.* not registered"):
         dj_staged.gc.collect(dj_schema, store="main", grace=0, now=time.time() + LATER, dry_run=False)
     assert store_files(dj_local_store) == [live]
 
