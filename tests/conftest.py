@@ -215,3 +215,33 @@ def elsewhere(dj_postgres, dj_schema):
         yield dj.Schema(dj_schema.database, connection=connection, create_schema=False, create_tables=False)
     finally:
         connection.close()
+
+
+@pytest.fixture
+def Mixed(dj_schema, dj_local_store):
+    """A table with a field of every kind: plain, in-table codecs, a reference, and object-store codecs."""
+    return declare(
+        dj_schema,
+        "Mixed",
+        """
+        subject : varchar(255)
+        session : int32
+        ---
+        count = 0 : int32
+        inline = null : <blob>
+        inline_attach = null : <attach>
+        ref = null : <filepath@main>
+        raw = null : <object@main>
+        arr = null : <npy@main>
+        doc = null : <attach@main>
+        """,
+    )
+
+
+def attempt(table, rec: dict, call) -> None:
+    """A staged insert of ``table`` that sets ``rec`` and then does ``call(staged)``."""
+    import dj_staged
+
+    with dj_staged.staged_insert1(table) as staged:
+        staged.rec.update(rec)
+        call(staged)

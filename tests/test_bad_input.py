@@ -7,7 +7,7 @@ from pathlib import Path
 import datajoint as dj
 import numpy as np
 import pytest
-from conftest import declare, store_files
+from conftest import attempt, declare, store_files
 
 import dj_staged
 from dj_staged.errors import (
@@ -17,31 +17,6 @@ from dj_staged.errors import (
     NotParticipatingError,
     StagedInsertError,
 )
-
-
-@pytest.fixture
-def Mixed(dj_schema, dj_local_store):
-    return declare(
-        dj_schema,
-        "Mixed",
-        """
-        subject : varchar(255)
-        session : int32
-        ---
-        count = 0 : int32
-        inline = null : <blob>
-        inline_attach = null : <attach>
-        ref = null : <filepath@main>
-        raw = null : <object@main>
-        arr = null : <npy@main>
-        """,
-    )
-
-
-def attempt(table, rec, call):
-    with dj_staged.staged_insert1(table) as staged:
-        staged.rec.update(rec)
-        call(staged)
 
 
 @pytest.mark.parametrize("rec", [{}, {"subject": "m1"}, {"session": 1}])

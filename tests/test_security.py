@@ -11,26 +11,10 @@ from pathlib import Path
 import datajoint as dj
 import numpy as np
 import pytest
-from conftest import declare, lease_files, store_files
+from conftest import attempt, declare, lease_files, store_files
 
 import dj_staged
 from dj_staged.errors import HandleModeError, InvalidPathError, NotParticipatingError, StagedInsertError
-
-
-@pytest.fixture
-def Mixed(dj_schema, dj_local_store):
-    return declare(
-        dj_schema,
-        "Mixed",
-        """
-        subject : varchar(255)
-        session : int32
-        ---
-        raw = null : <object@main>
-        arr = null : <npy@main>
-        doc = null : <attach@main>
-        """,
-    )
 
 
 @pytest.fixture
@@ -43,12 +27,6 @@ def outside(tmp_path):
     before = files()
     yield files
     assert files() == before
-
-
-def attempt(table, rec, call):
-    with dj_staged.staged_insert1(table) as staged:
-        staged.rec.update(rec)
-        call(staged)
 
 
 KEY = {"subject": "m1", "session": 1}

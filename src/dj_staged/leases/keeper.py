@@ -105,17 +105,8 @@ class LeaseKeeper:
 
     def release(self) -> None:
         """The rows are visible (or nothing was written): remove the lease records, then the lock."""
-        with self._mutex:
-            if self.ended:
-                return
-            self.ended = True
-            for store, (backend, _written) in self._stores.items():
-                try:
-                    remove_lease(backend, self.schema, self.lease_id)
-                except Exception:
-                    logger.warning("Removing lease %s in store %s failed", self.lease_id, store, exc_info=True)
-            self._unlock()
-        steps.reach("writer.release", lease=self.lease_id)
+        if self._end(remove_lease, "Removing"):
+            steps.reach("writer.release", lease=self.lease_id)
 
     def abandon(self) -> None:
         """The block was interrupted: mark the lease abandoned and let it die, keeping what it names.
@@ -123,16 +114,21 @@ class LeaseKeeper:
         The collector reclaims what an abandoned (or dead) lease names at once,
         without waiting for the grace period, unless a row references it.
         """
+        self._end(mark_abandoned, "Marking abandoned")
+
+    def _end(self, action: Any, verb: str) -> bool:
+        """Apply ``action`` to the lease's record in every store, then release the lock; False if already ended."""
         with self._mutex:
             if self.ended:
-                return
+                return False
             self.ended = True
             for store, (backend, _written) in self._stores.items():
                 try:
-                    mark_abandoned(backend, self.schema, self.lease_id)
+                    action(backend, self.schema, self.lease_id)
                 except Exception:
-                    logger.warning("Marking lease %s in store %s abandoned failed", self.lease_id, store, exc_info=True)
+                    logger.warning("%s lease %s in store %s failed", verb, self.lease_id, store, exc_info=True)
             self._unlock()
+        return True
 
     def _unlock(self) -> None:
         if self.lock is None:
