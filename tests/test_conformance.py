@@ -8,6 +8,7 @@ import datajoint as dj
 import numpy as np
 import zarr
 from datajoint.builtin_codecs.schema import SchemaCodec
+from pytest_runs import run_pytest
 
 import dj_staged
 from dj_staged.testing import HashAddressedConformance, NonParticipatingCodecConformance, SchemaAddressedConformance
@@ -234,3 +235,71 @@ class TestRejectsFilepath(NonParticipatingCodecConformance):
 
 class TestRejectsCodecWithoutProtocol(NonParticipatingCodecConformance):
     codec = "<noprotocol_conformance@{store}>"
+
+
+def test_the_kit_fails_a_direct_codec_that_writes_without_a_lease(tmp_path):
+    """A codec implementing the protocol itself but never calling ``field.lease()``: the kit's lease test catches it."""
+    module = tmp_path / "test_unleased_codec.py"
+    module.write_text(UNLEASED_MODULE)
+    run = run_pytest(module, tmp_path)
+    leased_test = "TestUnleasedCodec::test_staged_write_is_leased_while_it_writes[local]"
+    assert run.outcomes[leased_test] == "failed", run.output
+    assert "without a lease" in run.failures[leased_test]
+    assert [name for name, outcome in run.outcomes.items() if outcome != "passed"] == [leased_test]
+
+
+UNLEASED_MODULE = """
+from dataclasses import dataclass
+
+from datajoint.builtin_codecs.schema import SchemaCodec
+from datajoint.storage import build_object_path
+
+from dj_staged.testing import SchemaAddressedConformance
+
+
+@dataclass
+class State:
+    path: str
+
+
+class UnleasedCodec(SchemaCodec):
+    name = "unleased_text"
+
+    def encode(self, value, *, key=None, context=None, store_name=None):
+        schema, table, field, primary_key = self._extract_context(key, context)
+        config = self._codec_config(key, context)
+        path, _ = self._build_path(schema, table, field, primary_key, ext=".txt", store_name=store_name, config=config)
+        self._get_backend(store_name, config=config).put_buffer(value.encode(), path)
+        return {"path": path, "store": store_name, "size": len(value.encode())}
+
+    def decode(self, stored, *, key=None, context=None):
+        backend = self._get_backend(stored["store"], config=self._codec_config(key, context))
+        return backend.get_buffer(stored["path"]).decode()
+
+    def staged_handle(self, field, *, mode, file_mode="wb"):
+        path, _ = build_object_path(
+            schema=field.schema, table=field.table_name, field=field.name, primary_key=field.primary_key,
+            ext=field.ext, partition_pattern=None, token_length=8, schema_prefix=field.spec["schema_prefix"],
+        )
+        field.state = State(path)  # and no field.lease(path): the bug this test is about
+        return field.backend.open(path, file_mode)
+
+    def finalize_staged(self, field):
+        return {"path": field.state.path, "store": field.store_name, "size": field.backend.size(field.state.path)}
+
+    def cleanup_staged(self, field):
+        if field.state is not None and field.backend.exists(field.state.path):
+            field.backend.remove(field.state.path)
+
+
+class TestUnleasedCodec(SchemaAddressedConformance):
+    codec = "<unleased_text@{store}>"
+    stores = ("local",)
+
+    def sample(self, tmp_path):
+        return "some text"
+
+    def write(self, staged, field, sample):
+        with staged.open(field, ".txt") as f:
+            f.write(sample.encode())
+"""

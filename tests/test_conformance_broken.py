@@ -44,5 +44,5 @@ def test_kit_fails_codec_whose_finalize_returns_wrong_metadata(tmp_path):
     metadata_test = "TestOffByOneLinesCodec::test_staged_insert_metadata_matches_encode[local]"
     assert run.returncode == 1, run.output
     assert {name for name, outcome in run.outcomes.items() if outcome != "passed"} == {metadata_test}, run.output
-    assert len(run.outcomes) == 6
+    assert len(run.outcomes) == 7
     assert "'lines': 3" in run.failures[metadata_test] and "'lines': 2" in run.failures[metadata_test]

@@ -14,6 +14,7 @@ KIT_TESTS = {
     "test_staged_insert_metadata_matches_encode",
     "test_staged_insert_fetch_roundtrip",
     "test_staged_cleanup_on_exception",
+    "test_staged_write_is_leased_while_it_writes",
     "test_staged_primary_key_required",
 }
 

@@ -27,6 +27,7 @@ content.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,27 @@ class StagedCodecConformance(_Suite):
         assert set(during) - set(before), "write() put nothing in the store, so cleanup was not exercised"
         assert store_files(dj_conformance_store.name) == before, "the unwinding left objects behind or removed some"
         assert len(table & STAGED) == 0 and len(table) == 1
+
+    def test_staged_write_is_leased_while_it_writes(
+        self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
+        """A collection with no grace period, its clock days ahead, runs while the block is open: nothing is lost."""
+        import dj_staged.gc
+
+        schema = dj.Schema(table.database, connection=table.connection, create_schema=False, create_tables=False)
+        with staged_insert1(table) as staged:
+            staged.rec.update(STAGED)
+            self.write(staged, FIELD, self.sample(tmp_path))
+            written = store_files(dj_conformance_store.name)
+            assert written, "write() put nothing in the store"
+            report = dj_staged.gc.collect(
+                schema, store=dj_conformance_store.name, grace=0, dry_run=False, now=time.time() + 30 * 86400
+            )
+            assert report.deleted == 0, f"the collector took what the codec wrote without a lease: {report.paths}"
+            assert store_files(dj_conformance_store.name) == written
+        self.insert_ordinary(table, ORDINARY, tmp_path)
+        (_, ours), (_, theirs) = self.fetch(table, STAGED, tmp_path), self.fetch(table, ORDINARY, tmp_path)
+        assert_equivalent(ours, theirs, f"fetched {FIELD}")
 
     def test_staged_primary_key_required(self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path) -> None:
         with staged_insert1(table) as staged:
