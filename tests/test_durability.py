@@ -111,3 +111,30 @@ def test_a_disk_that_fails_to_sync_fails_the_commit(dj_schema, dj_local_store, m
         stage_everything(Table)
     assert raised.value is broken
     assert len(Table()) == 0 and store_files(dj_local_store) == []
+
+
+def test_a_batch_syncs_every_row_once_before_its_one_insert(dj_schema, dj_local_store, synced):
+    """Rows are synced together at the commit; a row that unwound inside the batch leaves nothing to sync."""
+    Table = declare(dj_schema, "Trials", "trial : int32\n---\nsignal : <npy@main>\ncontent : <hash@main>")
+    at_commit: list[int] = []
+    with steps.observe("writer.commit", lambda **context: at_commit.append(len(synced))):
+        with dj_staged.staged_insert(Table) as batch:
+            for trial in range(4):
+                try:
+                    with batch.row() as staged:
+                        staged.rec["trial"] = trial
+                        with staged.open("signal", ".npy") as f:
+                            np.save(f, np.full(10, trial))
+                        with staged.open("content", ".bin") as f:
+                            f.write(os.urandom(1000))
+                        if trial == 2:
+                            raise RuntimeError("this trial is dropped")
+                except RuntimeError:
+                    pass
+            assert synced == []  # nothing synced while the rows were written
+    assert len(at_commit) == 1 and len(synced) == at_commit[0]
+    root = Path(dj_local_store.spec["location"])
+    files = [root / p for p in store_files(dj_local_store)]
+    assert len(files) == 6 and {identity(f) for f in files} <= set(synced)
+    assert len(synced) == len(set(synced))  # each file and directory once, however many rows share it
+    assert sorted(Table.fetch("trial")) == [0, 1, 3]

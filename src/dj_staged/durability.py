@@ -6,6 +6,11 @@ So on a local store every file written through a handle is fsynced (a Zarr
 directory's chunk files included), and so is each directory that gained an
 entry, before the ``INSERT``. On S3 a completed upload is already durable.
 
+The lifecycles do not sync as they go: they add what must be synced to the
+writer's :class:`SyncPlan`, which syncs it all, several at a time, right
+before the ``INSERT`` (a batch of many rows shares one plan, and the
+directories its rows share are synced once).
+
 ``DJ_STAGED_DURABLE=0`` (also ``false``, ``no``, ``off``) turns this off for
 scratch data: a crash of the machine shortly after a commit may then lose the
 bytes of a committed row.
@@ -14,6 +19,7 @@ bytes of a committed row.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -54,28 +60,59 @@ def fsync_files(paths: Iterable[str]) -> None:
         list(pool.map(fsync_path, paths))
 
 
-def fsync_directories(path: str, root: str) -> None:
-    """fsync ``path`` (a directory) and each parent up to and including ``root``: every entry they gained."""
-    root = root.rstrip("/")
-    current = path.rstrip("/")
-    while True:
-        fsync_path(current)
-        if current == root or not current.startswith(root + "/"):
+class SyncPlan:
+    """Files and directories (full local paths) that must be on disk before the writer's commit."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.files: set[str] = set()
+        self.folders: set[str] = set()
+        self._lock = threading.Lock()
+
+    def file(self, path: str) -> None:
+        """A file whose bytes the row will reference."""
+        if self.enabled:
+            with self._lock:
+                self.files.add(path)
+
+    def directories(self, path: str, root: str) -> None:
+        """``path`` (a directory) and each parent up to and including ``root``: they gained entries."""
+        if not self.enabled:
             return
-        current = os.path.dirname(current)
+        root, current = root.rstrip("/"), path.rstrip("/")
+        with self._lock:
+            while True:
+                self.folders.add(current)
+                if current == root or not current.startswith(root + "/"):
+                    return
+                current = os.path.dirname(current)
 
+    def tree(self, directory: str, files: Iterable[str], root: str) -> None:
+        """A directory value: its files, every directory under it, and its parents up to ``root``."""
+        if not self.enabled:
+            return
+        top = directory.rstrip("/")
+        for file in files:
+            self.file(file)
+            self.directories(os.path.dirname(file), top)
+        self.directories(top, root)
 
-def fsync_tree(directory: str, files: Iterable[str], root: str) -> None:
-    """fsync the ``files`` of a directory value, every directory under it, and its parents up to ``root``."""
-    files = list(files)
-    fsync_files(files)
-    top = directory.rstrip("/")
-    folders: set[str] = set()
-    for file in files:
-        folder = os.path.dirname(file)
-        while folder.startswith(top + "/") and folder not in folders:
-            folders.add(folder)
-            folder = os.path.dirname(folder)
-    for folder in sorted(folders, key=len, reverse=True):
-        fsync_path(folder)
-    fsync_directories(top, root)
+    def forget(self, path: str) -> None:
+        """A planned file that no longer exists under this name (a staging file moved to its canonical path)."""
+        with self._lock:
+            self.files.discard(path)
+
+    def merge(self, other: SyncPlan) -> None:
+        """Take over what ``other`` planned (a batch row accepted into its batch)."""
+        with self._lock, other._lock:
+            self.files |= other.files
+            self.folders |= other.folders
+            other.files, other.folders = set(), set()
+
+    def flush(self) -> None:
+        """Sync everything planned (files first, then directories, deepest first); the plan is then empty."""
+        with self._lock:
+            files, folders = sorted(self.files), sorted(self.folders, key=len, reverse=True)
+            self.files, self.folders = set(), set()
+        fsync_files(files)
+        fsync_files(folders)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from ._datajoint import full_path
+from .durability import SyncPlan
 from .errors import codec_label
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class StagedField:
     ext: str | None
     primary_key: dict[str, Any]
     leases: LeaseKeeper
-    durable: bool = True
+    sync: SyncPlan = field(default_factory=SyncPlan)
     progress: Callable[[str, int | None], Callback] | None = None
     size: int | None = None
     filename: str | None = None
@@ -60,6 +61,11 @@ class StagedField:
     state: Any = None
     handles: list[Any] = field(default_factory=list)
     reclaims: list[str] = field(default_factory=list)
+
+    @property
+    def durable(self) -> bool:
+        """Whether what this field writes must be on disk before the commit (``DJ_STAGED_DURABLE``)."""
+        return self.sync.enabled
 
     @property
     def schema(self) -> str:

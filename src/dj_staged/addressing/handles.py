@@ -8,9 +8,9 @@ A :class:`StagedFile` wraps the store's own file object and adds four things:
 - **hashing while writing**: with ``hashing=True`` the stored bytes are fed to
   MD5 as they are written, in a background thread for large streams; any seek
   or truncate gives that up (finalization re-reads the object instead);
-- **durability**: on a local store the file is fsynced when it is closed; while the
-  caller writes, the disk is already asked to write what came before (a background
-  ``fdatasync`` every 64 MiB), so the fsync at close finds little left to do;
+- **early write-back**: on a local store that must be durable, the disk is asked to
+  write what came before while the caller goes on writing (a background
+  ``fdatasync`` every 64 MiB), so the fsync before the commit finds little left;
 - **a record of what was written** (:class:`WriteRecord`: size, and on a local
   store the inode), which finalization compares with what is in the store
   (fencing: an object removed or replaced meanwhile fails the commit).
@@ -95,13 +95,12 @@ class WriteRecord:
 class StagedFile:
     """A write handle on one staged object; see the module docstring."""
 
-    def __init__(self, raw: Any, *, prefix: bytes = b"", hashing: bool = False, durable: bool = False) -> None:
+    def __init__(self, raw: Any, *, prefix: bytes = b"", hashing: bool = False, writeback: bool = False) -> None:
         self._raw = raw
         self._offset = len(prefix)
         self._md5 = StreamingMD5() if hashing else None
-        self._durable = durable
         self._writeback: _Writeback | None = None
-        if durable:
+        if writeback:
             descriptor = self._descriptor()
             self._writeback = _Writeback(descriptor) if descriptor is not None else None
         self.sequential = True
@@ -187,7 +186,7 @@ class StagedFile:
         return self._md5.result()
 
     def close(self) -> None:
-        """Flush, make durable (local store), record what was written, close; idempotent."""
+        """Flush, record what was written, close; idempotent."""
         if self.closed:
             return
         try:
@@ -214,8 +213,6 @@ class StagedFile:
             return WriteRecord(size=int(self._raw.tell()))
         if self._writeback is not None:
             self._writeback.stop()
-        if self._durable:
-            os.fsync(descriptor)
         stat = os.fstat(descriptor)
         return WriteRecord(size=stat.st_size, inode=(stat.st_dev, stat.st_ino))
 

@@ -44,7 +44,7 @@ from datajoint.hash_registry import build_hash_path
 from datajoint.storage import generate_token
 
 from .. import steps
-from ..durability import fsync_path, is_local
+from ..durability import is_local
 from ..errors import ContentError, HandleModeError, IncompleteObjectError
 from ..layout import STAGING_PREFIX
 from ..protocol import StagedField
@@ -133,8 +133,10 @@ class HashAddressedStaging:
             else:
                 prefix, layout = b"", CONTENT
         raw = field.backend.open(path, "wb")
+        if local:
+            field.sync.file(field.full_path(path))
         try:
-            handle = StagedFile(raw, prefix=prefix, hashing=layout == PREFIXED, durable=field.durable and local)
+            handle = StagedFile(raw, prefix=prefix, hashing=layout == PREFIXED, writeback=field.durable and local)
         except BaseException:
             with contextlib.suppress(Exception):  # the original error is what the caller must see
                 raw.close()
@@ -162,17 +164,16 @@ class HashAddressedStaging:
         elif state.layout == PLACEHOLDER and len(prefix) == len(state.written_prefix):
             with backend.open(staged, "r+b") as patch:
                 patch.write(prefix)
-            if field.durable and local:
-                fsync_path(field.full_path(staged))
         else:
             candidate = staged + ".framed"
             field.lease(candidate)
             state.framed_path = candidate
             with field.callback("framing", content_size) as callback:
                 compose_prefixed(backend, prefix, staged, candidate, len(state.written_prefix), callback)
-            if field.durable and local:
-                fsync_path(field.full_path(candidate))
             backend.remove(staged)
+            if local:
+                field.sync.forget(field.full_path(staged))
+                field.sync.file(field.full_path(candidate))
         size = len(prefix) + content_size
         if md5 is None:
             with field.callback("hashing", size) as callback:
@@ -187,6 +188,10 @@ class HashAddressedStaging:
         steps.reach("writer.promote", field=field.name, path=canonical)
         with field.callback("promoting", size) as callback:
             state.promoted = self._promote(field, candidate, canonical, callback)
+        if local:  # the bytes are the staging file's, now under their canonical name
+            field.sync.forget(field.full_path(candidate))
+            field.sync.file(field.full_path(canonical))
+            field.sync.directories(os.path.dirname(field.full_path(canonical)), field.full_path(""))
         if not state.promoted:
             steps.reach("writer.dedup", field=field.name, path=canonical)
         return {
@@ -220,7 +225,7 @@ class HashAddressedStaging:
 
     def _promote(self, field: StagedField, staged: str, canonical: str, callback: Any) -> bool:
         """Move the staged object to ``canonical``; False when that content already exists (dedup)."""
-        return promote(field.backend, staged, canonical, durable=field.durable, callback=callback)
+        return promote(field.backend, staged, canonical, callback=callback)
 
     def cleanup_staged(self, field: StagedField) -> None:
         """Delete this field's staging objects; a canonical object it created is reclaimed (if unshared)."""

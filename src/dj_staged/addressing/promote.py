@@ -5,8 +5,7 @@ or by a concurrent writer between our check and our move) the staging copy is
 dropped instead (dedup). Per protocol:
 
 - ``file``: ``os.link`` (fails if the destination exists, atomically) then unlink
-  the staging name; a rename in effect, no byte is copied. With durability on,
-  the directories that gained or lost an entry are fsynced.
+  the staging name; a rename in effect, no byte is copied.
 - ``s3``: an existence check, then a server-side copy, then delete the staging
   object; nothing is downloaded. Below 256 MiB the copy is s3fs's (``CopyObject``
   or a multipart ``UploadPartCopy``); from 256 MiB on it is a multipart
@@ -27,7 +26,7 @@ from typing import Any
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from .._datajoint import call_s3, full_path
-from ..durability import fsync_directories, is_local
+from ..durability import is_local
 from .hashing import CHUNK
 
 S3_FIRST_PART = 8 << 20
@@ -37,19 +36,12 @@ S3_SMALL = 16 << 20
 S3_PART_COPY = 256 << 20  # from this size on, copy part by part so a callback can follow
 
 
-def promote(
-    backend: Any, staging: str, canonical: str, *, durable: bool = False, callback: Callback = DEFAULT_CALLBACK
-) -> bool:
+def promote(backend: Any, staging: str, canonical: str, *, callback: Callback = DEFAULT_CALLBACK) -> bool:
     """Move ``staging`` to ``canonical``; False (and the staging copy removed) if canonical already exists."""
     fs = backend.fs
     source, target = full_path(backend, staging), full_path(backend, canonical)
     if is_local(fs):
-        promoted = _promote_local(fs, source, target)
-        if durable:
-            root = full_path(backend, "")
-            fsync_directories(os.path.dirname(target), root)
-            fsync_directories(os.path.dirname(source), os.path.dirname(source))
-        return promoted
+        return _promote_local(fs, source, target)
     if fs.exists(target):
         fs.rm(source)
         return False

@@ -30,7 +30,7 @@ from datajoint.storage import build_object_path
 
 from .. import steps
 from .._datajoint import full_path
-from ..durability import fsync_directories, fsync_tree, is_local
+from ..durability import is_local
 from ..errors import HandleModeError, IncompleteObjectError, nothing_written
 from ..listing import find_strict
 from ..protocol import StagedField
@@ -90,7 +90,9 @@ class SchemaAddressedStaging:
             raise HandleModeError(
                 f"Field '{field.name}': staged.open() writes; mode {file_mode!r} is not a write mode", field=field.name
             )
-        handle = StagedFile(field.backend.open(state.path, file_mode), durable=field.durable and local)
+        handle = StagedFile(field.backend.open(state.path, file_mode), writeback=field.durable and local)
+        if local:
+            field.sync.file(field.full_path(state.path))
         state.files.append(handle)
         return handle
 
@@ -168,12 +170,12 @@ def inspect_written(field: StagedField) -> dict:
             raise _changed(field, "the file was replaced or changed")
         if not local and int(info["size"]) != last.size:
             raise _changed(field, f"its size changed from {last.size} to {info['size']} bytes")
-    if field.durable and local:
+    if local:
         root = field.full_path("")
         if is_dir:
-            fsync_tree(full, list(files), root)
+            field.sync.tree(full, list(files), root)
         else:
-            fsync_directories(os.path.dirname(full), root)
+            field.sync.directories(os.path.dirname(full), root)
     steps.reach("writer.verify", field=field.name, path=state.path)
     if is_dir:
         size = sum(entry.get("size") or 0 for entry in files.values())

@@ -27,6 +27,7 @@ from typing import Any
 
 from datajoint.errors import DuplicateError
 
+from ..durability import SyncPlan, durable
 from ..errors import HandleModeError
 from ..leases import LeaseKeeper
 from .commit import Group
@@ -50,7 +51,9 @@ class StagedRow(Block):
         return self._session
 
     def commit(self) -> None:
-        self._batch._accept(self._session, *self._session._finalize())
+        row, fields = self._session._finalize()
+        self._batch.sync.merge(self._session.sync)
+        self._batch._accept(self._session, row, fields)
 
     def unwind(self) -> None:
         if not self._session._unwind():
@@ -73,6 +76,7 @@ class StagedBatch:
         self.chunk_size = chunk_size
         self.allow_direct_insert = allow_direct_insert
         self.leases = LeaseKeeper(table.connection, table.database, table.table_name)
+        self.sync = SyncPlan(durable())  # every accepted row's files and directories, synced once at the commit
         self._keys: set[tuple] = set()
         self._rows: list[tuple[StagedSession, dict[str, Any], frozenset[str]]] = []
         self._open_row: StagedRow | None = None
@@ -131,6 +135,7 @@ class StagedBatch:
             description=f"{len(self._rows)} rows of {self.table.full_table_name}",
             chunk_size=self.chunk_size,
             release=self.leases.release if self._rows_clean else self.leases.abandon,
+            sync=self.sync,
         )
 
     def _unwind_rows(self) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import steps
 from .._datajoint import reset_transaction_state
+from ..durability import SyncPlan
 from ..errors import AmbiguousCommitError
 from .rows import finalized_view, key_token
 
@@ -72,12 +73,16 @@ def insert_rows(
     *,
     allow_direct_insert: bool,
     chunk_size: int | None = None,
+    sync: SyncPlan | None = None,
 ) -> bool:
-    """Insert the rows of ``groups`` after fencing; True if committed now, False if left to the open transaction.
+    """Insert the rows of ``groups`` after syncing and fencing; True if committed now, False if left to the
+    open transaction.
 
     Raises the insert's own error (nothing committed), or :class:`CommitDoubt`
     when the ``COMMIT`` itself lost its connection.
     """
+    if sync is not None:
+        sync.flush()  # the bytes the rows reference are on disk before any of them can commit
     connection = table.connection
     options = {"allow_direct_insert": allow_direct_insert, "chunk_size": chunk_size}
     count = sum(len(rows) for rows, _fields in groups)

@@ -72,6 +72,7 @@ def commit_rows(
     description: str,
     chunk_size: int | None = None,
     release: Any = None,
+    sync: Any = None,
 ) -> None:
     """Insert finalized rows and settle their leases, now or when the enclosing transaction ends.
 
@@ -80,7 +81,9 @@ def commit_rows(
     """
     release = release if release is not None else leases.release
     try:
-        now = insert_rows(table, groups, leases.fence, allow_direct_insert=allow_direct_insert, chunk_size=chunk_size)
+        now = insert_rows(
+            table, groups, leases.fence, allow_direct_insert=allow_direct_insert, chunk_size=chunk_size, sync=sync
+        )
     except CommitDoubt as doubt:
         found = outcome(table, groups)
         if found == COMMITTED:
@@ -157,6 +160,7 @@ class StagedInsert1(Block):
             allow_direct_insert=session.allow_direct_insert,
             unwind=session._unwind,
             description=f"1 row of {session.table.full_table_name}",
+            sync=session.sync,
         )
 
     def unwind(self) -> None:

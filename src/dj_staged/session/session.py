@@ -23,7 +23,7 @@ from datajoint.hash_registry import get_store_backend
 from .. import steps
 from .._datajoint import config_of, inserts_allowed, reset_transaction_state
 from ..addressing.paths import check_extension, check_filename, check_key
-from ..durability import durable
+from ..durability import SyncPlan, durable
 from ..errors import (
     HandleModeError,
     IgnoredValueWarning,
@@ -69,7 +69,7 @@ class StagedSession:
         self._key_announced: dict[str, Any] | None = None
         self._checked = False
         self.allow_direct_insert = allow_direct_insert
-        self.durable = durable()
+        self.sync = SyncPlan(durable())  # what must be on disk before this row commits
         self.phase = DRAFTING
 
     @property
@@ -214,7 +214,7 @@ class StagedSession:
             ext=extension,
             primary_key=primary_key,
             leases=self._leases,
-            durable=self.durable,
+            sync=self.sync,
             progress=progress_callback,
             filename=self._filenames.get(field),
         )
