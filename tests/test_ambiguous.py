@@ -13,14 +13,15 @@ import numpy as np
 import psycopg2
 import pytest
 import zarr
-from conftest import store_files
+from conftest import store_files, wait_for_session_end
+from datajoint.hash_registry import get_store_backend
 from support.pgproxy import ReplyDroppingProxy, connect_datajoint_through
 
 import dj_staged
 import dj_staged.gc
 from dj_staged import steps
 from dj_staged.errors import AmbiguousCommitError, CommitRecoveredWarning
-from dj_staged.leases import held_lease_keys
+from dj_staged.leases import held_lease_keys, scan_leases
 
 DEFINITION = """
 recording_id : int32
@@ -59,19 +60,6 @@ def write(staged, key: int) -> None:
     z[:] = FRAMES + key
 
 
-def nth_insert(n: int):
-    """A matcher for the ``n``-th ``INSERT`` statement the proxy sees."""
-    seen = []
-
-    def match(sql: str) -> bool:
-        if sql.lstrip().upper().startswith("INSERT INTO"):
-            seen.append(sql)
-            return len(seen) == n
-        return False
-
-    return match
-
-
 def check_row(table, key: int) -> None:
     """The committed row fetches exactly what was written."""
     row = (table & {"recording_id": key}).fetch1()
@@ -105,7 +93,7 @@ def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, dj_
 
 def test_an_insert_whose_reply_was_lost_did_not_commit_and_is_unwound(proxied, proxy, dj_local_store, dj_schema):
     """The reply to the INSERT is lost inside the writer's transaction: the server rolls it back."""
-    proxy.drop_reply_after(nth_insert(2))  # the first INSERT is finalization's check, rolled back at once
+    proxy.drop_reply_after(r"^INSERT INTO")  # finalization's check is one "BEGIN; INSERT ...; ROLLBACK"
     with pytest.raises(psycopg2.OperationalError), dj_staged.staged_insert1(proxied) as staged:
         write(staged, 1)
     assert proxy.dropped[0].tag == "INSERT 0 1" and proxy.dropped[0].status == "T"  # executed, not committed
@@ -122,7 +110,9 @@ def test_when_the_lookup_fails_too_everything_is_kept_for_the_collector(proxied,
     left = [f for f in store_files(dj_local_store) if not f.startswith("_staging/")]
     assert len(left) == 2 + 4  # waveform, raw, and the Zarr array's zarr.json and three chunks: all kept
     table = dj.FreeTable(dj_schema.connection, proxied.full_table_name)
-    assert not held_lease_keys(dj_schema.connection)  # the lease died with the session; its record names them
+    (lease,) = scan_leases(get_store_backend("main"), dj_schema.database)
+    wait_for_session_end(dj_schema.connection, lease.db_pid)  # the server notices the cut connection
+    assert lease.lock not in held_lease_keys(dj_schema.connection)  # the lease died with it; its record names them
     report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # default grace
     assert sum(s.deleted for s in report.sections if s.section != "leases") == 0  # the row references them
     assert report.section("leases").deleted == len(report.section("leases").paths) > 0

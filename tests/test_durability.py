@@ -12,6 +12,7 @@ import errno
 import os
 from pathlib import Path
 
+import datajoint as dj
 import numpy as np
 import pytest
 import zarr
@@ -71,7 +72,9 @@ def identity(path: Path) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-def test_every_file_and_directory_a_row_references_is_synced_before_its_insert(dj_schema, dj_local_store, synced):
+def test_every_file_and_directory_a_row_references_is_synced_before_its_insert(
+    dj_schema, dj_local_store, synced, tmp_path
+):
     Table = declare(dj_schema, "Durable", DEFINITION)
     at_commit: list[int] = []
     with steps.observe("writer.commit", lambda **context: at_commit.append(len(synced))):
@@ -84,7 +87,8 @@ def test_every_file_and_directory_a_row_references_is_synced_before_its_insert(d
     folders = {folder for f in files for folder in f.relative_to(root).parents if folder != Path(".")}
     assert [d for d in folders if identity(root / d) not in before] == []
     assert identity(root) in before
-    fetched = Table.fetch1()
+    with dj.config.override(download_path=str(tmp_path / "downloads")):
+        fetched = Table.fetch1()
     assert fetched["payload"] == b"blob bytes" and fetched["raw"].read() == b"raw bytes" * 100
 
 

@@ -81,6 +81,8 @@ def write_raw_directory(staged, chunks=5):
 
 def write_waveform(staged):
     with staged.open("waveform", ".npy") as f:
+        f.write(b"placeholder")  # then rewritten from the start: the header must be read back from the store
+        f.seek(0)
         np.save(f, np.ones((10, 10)), allow_pickle=False)
 
 
@@ -112,7 +114,7 @@ def test_store_fails_while_np_save_writes(Recording, dj_faulty_store, committed)
     [
         ("stat", "/raw_", write_raw_file),  # inspecting what was written: fs.info
         ("list", "/raw_", write_raw_directory),  # listing a directory value: fs.find
-        ("read", ".npy", write_raw_file),  # reading the .npy header
+        ("read", ".npy", write_raw_file),  # reading the .npy header (written out of order: it must be read back)
     ],
 )
 def test_store_fails_during_finalize(Recording, dj_faulty_store, committed, operation, path, writer):

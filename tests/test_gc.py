@@ -13,13 +13,14 @@ import datajoint as dj
 import numpy as np
 import pytest
 from conftest import declare, lease_files, lease_records, store_files
+from datajoint.hash_registry import get_store_backend
 
 import dj_staged
 import dj_staged.gc
 from dj_staged.cli import main, parse_duration
 from dj_staged.errors import StagedInsertError
 from dj_staged.gc.policy import LEASED, YOUNG
-from dj_staged.leases import held_lease_keys
+from dj_staged.leases import held_lease_keys, scan_leases
 
 DAY = 86400.0
 LATER = 2 * DAY  # an injected clock two days ahead: every lease expired, every object older than 24 h
@@ -70,19 +71,10 @@ def test_a_block_holds_a_lease_naming_its_paths_and_removes_it(Recording, dj_loc
             np.save(f, np.ones(3))
         fsmap = staged.store("raw", ".zarr")
         fsmap["zarr.json"] = b"{}"
-        (lease,) = lease_records(dj_local_store)  # one lease per block, one folder per store
-        held = Recording.connection.query(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s::oid AND granted",
-            args=(lease["lock"],),
-        ).fetchone()[0]
-        assert held == 1 and lease["schema"] == Recording.database and lease["table"] == Recording.table_name
-        entries = [(entry["field"], entry["paths"]) for entry in lease["entries"]]
-        added = [
-            json.loads((Path(dj_local_store.spec["location"]) / p).read_bytes())
-            for p in lease_files(dj_local_store)
-            if not p.endswith(("lease.json", "abandoned.json"))
-        ]
-        entries += [(entry["field"], entry["paths"]) for entry in added]
+        (lease,) = scan_leases(get_store_backend("main"), Recording.database)  # one lease per block and store
+        assert lease.lock in held_lease_keys(Recording.connection) and lease.readable and not lease.abandoned
+        assert lease.table == Recording.table_name
+        entries = [(entry.field, entry.paths) for entry in lease.entries]
         assert sorted(entries) == sorted(
             [("waveform", [staged.field("waveform").state.path]), ("raw", [staged.field("raw").state.path])]
         )

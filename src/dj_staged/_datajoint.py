@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+import weakref
 from importlib.metadata import version as installed_version
 from typing import Any
 
@@ -38,14 +39,25 @@ def check_version(found: str | None = None) -> str:
 DATAJOINT_VERSION = check_version()
 
 
+_prefixes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def full_path(backend: Any, path: str) -> str:
     """The filesystem path of a store-relative path.
 
     ``StorageBackend`` offers ``open``/``exists``/``get_fsmap`` on relative
     paths but no public way to address the same object through its ``fs``,
-    which listing, walking and server-side copies need.
+    which listing, walking and server-side copies need. Every protocol's
+    mapping appends the relative path to a fixed prefix; that prefix is asked
+    of DataJoint once per backend, since building it is slow enough to show in
+    a batch of many small rows.
     """
-    return backend._full_path(path)
+    if not path:
+        return backend._full_path(path)
+    prefix = _prefixes.get(backend)
+    if prefix is None:
+        prefix = _prefixes[backend] = backend._full_path("x")[:-1]
+    return prefix + path
 
 
 def all_attributes(heading: Any) -> dict[str, Any]:
@@ -71,6 +83,35 @@ def with_json_columns(table: Any, fields: set[str]) -> Any:
     view = copy.copy(table)
     view._heading = view_heading
     return view
+
+
+class _StatementRecorder:
+    """Stands in for a connection: records the statements DataJoint would send, and sends nothing."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self.statements: list[tuple[str, list]] = []
+
+    def query(self, query: str, args: Any = (), **options: Any) -> Any:
+        self.statements.append((query, list(args or ())))
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+def insert_statements(view: Any, rows: list[dict[str, Any]], **options: Any) -> list[tuple[str, list]]:
+    """The SQL (and arguments) DataJoint's ``insert`` would execute for ``rows``, without executing it.
+
+    Used to check a row against the table in one round trip (``BEGIN; INSERT; ROLLBACK``):
+    DataJoint builds the statement and runs it in one call, with no public way to
+    build it alone, so the copy's private ``_connection`` is a recorder.
+    """
+    recorder = _StatementRecorder(view.connection)
+    probe = copy.copy(view)
+    probe._connection = recorder
+    probe.insert(rows, **options)
+    return recorder.statements
 
 
 def registered_codec(name: str) -> Any:

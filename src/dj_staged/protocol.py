@@ -86,14 +86,17 @@ class StagedField:
         """The filesystem path of a store-relative ``path`` (for ``backend.fs`` calls)."""
         return full_path(self.backend, path)
 
-    def lease(self, *paths: str) -> None:
+    def lease(self, *paths: str, fresh: bool = False) -> None:
         """Protect ``paths`` from the collector until the row is committed (or the write is abandoned).
 
         Call it before writing a path, and before referencing an object that
-        already exists. Raises if the lease cannot be recorded, so nothing is
-        written unprotected.
+        already exists. ``fresh=True`` (optional, faster) says the paths do not
+        exist yet and no other writer creates them (they carry a random token);
+        leave it False for anything that may exist, such as a content-addressed
+        path. Raises if the lease cannot be recorded, so nothing is written
+        unprotected.
         """
-        self.leases.lease(self.store_name, self.backend, paths, field=self.name, key=self.primary_key)
+        self.leases.lease(self.store_name, self.backend, paths, field=self.name, key=self.primary_key, fresh=fresh)
 
     def is_leased(self, path: str) -> bool:
         """Whether this writer leased ``path`` in the field's store."""

@@ -95,9 +95,12 @@ class WriteRecord:
 class StagedFile:
     """A write handle on one staged object; see the module docstring."""
 
+    HEAD = 64 << 10  # the first bytes of the content, kept so a codec can read a header without reopening
+
     def __init__(self, raw: Any, *, prefix: bytes = b"", hashing: bool = False, writeback: bool = False) -> None:
         self._raw = raw
         self._offset = len(prefix)
+        self._head = bytearray()
         self._md5 = StreamingMD5() if hashing else None
         self._writeback: _Writeback | None = None
         if writeback:
@@ -115,6 +118,8 @@ class StagedFile:
         return len(view)
 
     def _write(self, view: memoryview) -> None:
+        if self.sequential and len(self._head) < self.HEAD + self._offset:
+            self._head += view[: self.HEAD + self._offset - len(self._head)]
         if self._md5 is None or not self.sequential:
             self._raw.write(view)
         else:
@@ -173,6 +178,11 @@ class StagedFile:
     @property
     def closed(self) -> bool:
         return bool(self._raw.closed)
+
+    @property
+    def head(self) -> bytes | None:
+        """The first bytes (up to 64 KiB) of the content as written, or None after a seek or truncate."""
+        return bytes(self._head[self._offset :]) if self.sequential else None
 
     @property
     def content_offset(self) -> int:

@@ -122,7 +122,7 @@ class HashAddressedStaging:
                 field=field.name,
             )
         path = staging_path(field)
-        field.lease(path)
+        field.lease(path, fresh=True)
         local = is_local(field.backend.fs)
         prefix = self._stored_prefix(field, None)
         layout = PREFIXED
@@ -132,7 +132,7 @@ class HashAddressedStaging:
                 prefix, layout = bytes(length), PLACEHOLDER
             else:
                 prefix, layout = b"", CONTENT
-        raw = field.backend.open(path, "wb")
+        raw = field.backend.fs.open(field.full_path(path), "wb")
         if local:
             field.sync.file(field.full_path(path))
         try:
@@ -166,7 +166,7 @@ class HashAddressedStaging:
                 patch.write(prefix)
         else:
             candidate = staged + ".framed"
-            field.lease(candidate)
+            field.lease(candidate, fresh=True)
             state.framed_path = candidate
             with field.callback("framing", content_size) as callback:
                 compose_prefixed(backend, prefix, staged, candidate, len(state.written_prefix), callback)

@@ -59,6 +59,13 @@ class SchemaAddressedState:
     path: str
     files: list[StagedFile] = field(default_factory=list)
     journal: WriteJournal | None = None
+    truncating: bool = False  # the last open() started the file empty
+
+    def head(self) -> bytes | None:
+        """The file's first bytes as the last handle wrote them, when that handle wrote it from empty, in order."""
+        if not self.files or not self.truncating or self.journal is not None:
+            return None
+        return self.files[-1].head
 
 
 def schema_state(field: StagedField) -> SchemaAddressedState:
@@ -90,10 +97,12 @@ class SchemaAddressedStaging:
             raise HandleModeError(
                 f"Field '{field.name}': staged.open() writes; mode {file_mode!r} is not a write mode", field=field.name
             )
-        handle = StagedFile(field.backend.open(state.path, file_mode), writeback=field.durable and local)
+        raw = field.backend.fs.open(field.full_path(state.path), file_mode)  # the store's filesystem creates parents
+        handle = StagedFile(raw, writeback=field.durable and local)
         if local:
             field.sync.file(field.full_path(state.path))
         state.files.append(handle)
+        state.truncating = "w" in file_mode or "x" in file_mode
         return handle
 
     def _claim_path(self, field: StagedField) -> str:
@@ -108,7 +117,7 @@ class SchemaAddressedStaging:
             schema_prefix=field.spec["schema_prefix"],
         )
         path = check_relative_path(field.name, path)
-        field.lease(path)
+        field.lease(path, fresh=True)  # a random token: a new path nobody else writes
         return path
 
     def finalize_staged(self, field: StagedField) -> dict:

@@ -14,13 +14,15 @@ returns ``NpyCodec.encode``'s shape ``{path, store, dtype, shape}``.
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..addressing.schema import SchemaAddressedStaging
+from ..addressing.handles import StagedFile
+from ..addressing.schema import SchemaAddressedStaging, schema_state
 from ..errors import ContentError
 from ..protocol import StagedField
 
@@ -50,8 +52,14 @@ class NpyStaging(SchemaAddressedStaging):
     staged_modes = ("open",)
 
     def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
-        with field.backend.open(base["path"], "rb") as handle:
-            shape, _fortran, dtype, offset = read_npy_header(handle, field.name)
+        head = schema_state(field).head()
+        try:
+            shape, _fortran, dtype, offset = read_npy_header(io.BytesIO(head or b""), field.name)
+        except ContentError:
+            if head is not None and len(head) < StagedFile.HEAD:
+                raise  # the whole file was in the head: it does not hold a .npy header
+            with field.backend.open(base["path"], "rb") as handle:  # a long header, or a file written out of order
+                shape, _fortran, dtype, offset = read_npy_header(handle, field.name)
         if dtype.hasobject:
             raise ContentError(
                 f"{field.label} holds an object-dtype array; <npy> does not store those", field=field.name

@@ -19,7 +19,7 @@ from typing import Any
 from .. import steps
 from ..errors import LeaseLostError
 from .locks import LeaseLock, acquire_lease_lock, lease_held, release_lease_lock, shared_gate
-from .records import LeaseEntry, LeaseRecord, mark_abandoned, remove_lease, write_entry, write_header
+from .records import EntryWriter, LeaseEntry, LeaseRecord, mark_abandoned, remove_lease, write_header
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class LeaseKeeper:
         self.table = table
         self.lease_id = uuid.uuid4().hex
         self.lock: LeaseLock | None = None
-        self._stores: dict[str, tuple[Any, int]] = {}  # store name -> (backend, entries written)
+        self._stores: dict[str, tuple[Any, EntryWriter]] = {}  # store name -> (backend, where entries go)
         self._paths: set[tuple[str, str]] = set()
         self._mutex = threading.Lock()
         self.ended = False
@@ -47,36 +47,45 @@ class LeaseKeeper:
         """Whether ``path`` in ``store`` is leased by this writer."""
         return (store, path) in self._paths
 
-    def lease(self, store: str, backend: Any, paths: Sequence[str], *, field: str, key: dict[str, Any]) -> None:
+    def lease(
+        self, store: str, backend: Any, paths: Sequence[str], *, field: str, key: dict[str, Any], fresh: bool = False
+    ) -> None:
         """Lease ``paths`` in ``store`` before they are written or referenced.
 
         Takes the lease lock on the first call, then writes the lease record
-        (or adds an entry to it) while holding the schema's gate shared, so no
+        (or adds an entry to it) holding the schema's gate shared, so no
         collector is between reading the leases and deleting at that moment.
-        Raises if the store or the database refuses: a write no lease protects
-        must not start.
+        ``fresh=True`` says the paths are new ones this writer is about to
+        create (a random token): an entry naming them needs no gate, since no
+        collector can have listed what does not exist yet (the record's header
+        still does). Raises if the store or the database refuses: a write no
+        lease protects must not start.
         """
         with self._mutex:
             new = [p for p in dict.fromkeys(paths) if (store, p) not in self._paths]
             if not new:
                 return
             entry = LeaseEntry(field=field, key=dict(key), paths=new, at=time.time())
-            with shared_gate(self.connection, self.schema):
-                if self.lock is None:
-                    self.lock = acquire_lease_lock(self.connection)
-                if store not in self._stores:
-                    try:
-                        write_header(backend, self._record(store), entry)
-                    except BaseException:
-                        _quietly(remove_lease, backend, self.schema, self.lease_id)
-                        raise
-                    self._stores[store] = (backend, 0)
-                else:
-                    backend, written = self._stores[store]
-                    write_entry(backend, self.schema, self.lease_id, written + 1, entry)
-                    self._stores[store] = (backend, written + 1)
+            if store in self._stores and fresh:
+                self._add(store, entry)
+            else:
+                with shared_gate(self.connection, self.schema):
+                    if self.lock is None:
+                        self.lock = acquire_lease_lock(self.connection)
+                    if store not in self._stores:
+                        try:
+                            write_header(backend, self._record(store), entry)
+                        except BaseException:
+                            _quietly(remove_lease, backend, self.schema, self.lease_id)
+                            raise
+                        self._stores[store] = (backend, EntryWriter(backend, self.schema, self.lease_id))
+                    else:
+                        self._add(store, entry)
             self._paths.update((store, p) for p in new)
         steps.reach("writer.lease", lease=self.lease_id, store=store, paths=new, field=field)
+
+    def _add(self, store: str, entry: LeaseEntry) -> None:
+        self._stores[store][1].add(entry)
 
     def _record(self, store: str) -> LeaseRecord:
         assert self.lock is not None
@@ -122,8 +131,9 @@ class LeaseKeeper:
             if self.ended:
                 return False
             self.ended = True
-            for store, (backend, _written) in self._stores.items():
+            for store, (backend, entries) in self._stores.items():
                 try:
+                    entries.close()
                     action(backend, self.schema, self.lease_id)
                 except Exception:
                     logger.warning("%s lease %s in store %s failed", verb, self.lease_id, store, exc_info=True)

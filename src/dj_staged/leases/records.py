@@ -2,15 +2,19 @@
 
 A lease lives in the store it protects, in a folder of its own::
 
-    _staging/_leases/{schema}/{lease_id}/lease.json      who writes, and the lease lock's key
-    _staging/_leases/{schema}/{lease_id}/{n:06d}.json    paths added to the lease, one file per addition
+    _staging/_leases/{schema}/{lease_id}/lease.json      who writes, the lease lock's key, the first paths
+    _staging/_leases/{schema}/{lease_id}/entries.jsonl   paths added later, one line each (local stores)
+    _staging/_leases/{schema}/{lease_id}/{n:06d}.json    paths added later, one object each (object stores)
     _staging/_leases/{schema}/{lease_id}/abandoned.json  the block ended by KeyboardInterrupt/SystemExit
 
-Files are only ever added, never rewritten, so adding a path costs one small
-write however many paths the lease holds (a batch of many rows). Every write
-happens while the writer holds the schema's gate shared, and a collector reads
-leases only while it holds the gate exclusively, so it never sees half a file;
-a half file left by a killed writer names paths that writer never wrote.
+Nothing is ever rewritten: adding paths is one appended line on a local store,
+or one small object on S3, however many paths the lease already holds (a
+batch of many rows). The header, and every addition that names a path that
+may already exist, is written while the writer holds the schema's gate shared;
+a collector reads leases only while it holds the gate exclusively, so it never
+sees half of those. An addition naming only paths the writer is about to
+create may be read half-written; such a line names paths that have no bytes
+yet, so it is skipped without harm, and so is a half line a killed writer left.
 
 Whether a lease is live is not in the record: it is whether its lock is held
 (see :mod:`dj_staged.leases.locks`).
@@ -26,12 +30,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._datajoint import full_path
+from ..durability import is_local
 from ..layout import lease_section
 
 logger = logging.getLogger(__name__)
 
 LEASE_VERSION = 2
 HEADER = "lease.json"
+JOURNAL = "entries.jsonl"
 ABANDONED = "abandoned.json"
 
 
@@ -96,10 +102,31 @@ def write_header(backend: Any, record: LeaseRecord, first: LeaseEntry) -> None:
 _HEADER_KEYS = ("lease_id", "schema", "lock", "table", "store", "host", "pid", "db_pid", "started")
 
 
-def write_entry(backend: Any, schema: str, lease_id: str, number: int, entry: LeaseEntry) -> None:
-    """Add ``entry`` to a lease as its ``number``-th addition."""
-    path = f"{lease_folder(schema, lease_id)}/{number:06d}.json"
-    backend.fs.pipe_file(full_path(backend, path), _dumps(asdict(entry)))
+class EntryWriter:
+    """Adds entries to one lease in one store: appended lines locally, one small object each elsewhere."""
+
+    def __init__(self, backend: Any, schema: str, lease_id: str) -> None:
+        self._backend = backend
+        self._folder = lease_folder(schema, lease_id)
+        self._journal: Any = None
+        self._count = 0
+
+    def add(self, entry: LeaseEntry) -> None:
+        """Record ``entry``; it is visible to any reader of the store when this returns."""
+        line = _dumps(asdict(entry))
+        if is_local(self._backend.fs):
+            if self._journal is None:
+                self._journal = self._backend.fs.open(full_path(self._backend, f"{self._folder}/{JOURNAL}"), "ab")
+            self._journal.write(line + b"\n")
+            self._journal.flush()
+            return
+        self._count += 1
+        self._backend.fs.pipe_file(full_path(self._backend, f"{self._folder}/{self._count:06d}.json"), line)
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
 
 def mark_abandoned(backend: Any, schema: str, lease_id: str) -> None:
@@ -134,12 +161,23 @@ def parse_lease(schema: str, lease_id: str, contents: dict[str, bytes | None]) -
         data_bytes = contents[name]
         if name == ABANDONED:
             record.abandoned = True
-        elif name != HEADER and name.endswith(".json") and data_bytes is not None:
-            try:
-                record.entries.append(LeaseEntry(**json.loads(data_bytes)))
-            except (ValueError, TypeError):
-                logger.debug("Skipping an unreadable lease entry %s/%s", lease_id, name)
+        elif data_bytes is None or name == HEADER:
+            continue
+        elif name == JOURNAL:
+            for line in data_bytes.splitlines():
+                record.entries.extend(_entry(lease_id, name, line))
+        elif name.endswith(".json"):
+            record.entries.extend(_entry(lease_id, name, data_bytes))
     return record
+
+
+def _entry(lease_id: str, name: str, data: bytes) -> list[LeaseEntry]:
+    """The entry ``data`` holds, or none if it is half-written (see the module docstring)."""
+    try:
+        return [LeaseEntry(**json.loads(data))]
+    except (ValueError, TypeError):
+        logger.debug("Skipping an unreadable lease entry in %s/%s", lease_id, name)
+        return []
 
 
 def scan_leases(backend: Any, schema: str) -> list[LeaseRecord]:

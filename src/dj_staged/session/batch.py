@@ -44,7 +44,11 @@ class StagedRow(Block):
     def __init__(self, batch: StagedBatch) -> None:
         self._batch = batch
         self._session = StagedSession(
-            batch.table, leases=batch.leases, on_key=batch._reserve, allow_direct_insert=batch.allow_direct_insert
+            batch.table,
+            leases=batch.leases,
+            on_key=batch._reserve,
+            allow_direct_insert=batch.allow_direct_insert,
+            stores=batch.stores,
         )
 
     def __enter__(self) -> StagedSession:
@@ -77,6 +81,7 @@ class StagedBatch:
         self.allow_direct_insert = allow_direct_insert
         self.leases = LeaseKeeper(table.connection, table.database, table.table_name)
         self.sync = SyncPlan(durable())  # every accepted row's files and directories, synced once at the commit
+        self.stores: dict[str | None, tuple[str, dict, Any]] = {}  # resolved once for all rows
         self._keys: set[tuple] = set()
         self._rows: list[tuple[StagedSession, dict[str, Any], frozenset[str]]] = []
         self._open_row: StagedRow | None = None

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._datajoint import reset_transaction_state, with_json_columns
+from .._datajoint import insert_statements, with_json_columns
 
 SAVEPOINT = "dj_staged_check"
 
@@ -69,37 +69,35 @@ def key_token(table: Any, key: dict[str, Any]) -> tuple:
 
 
 def check_row(table: Any, row: dict[str, Any], fields: Iterable[str], *, allow_direct_insert: bool) -> None:
-    """Raise what DataJoint's insert of ``row`` would raise, without inserting it.
+    """Raise what DataJoint's insert of ``row`` would raise, without inserting it and in one round trip.
 
-    The row goes through DataJoint's own insert on the finalized view, with an
-    empty JSON value in each staged field, and is rolled back at once (to a
-    savepoint inside an open transaction): unknown attributes, missing values,
-    values of the wrong type, a duplicate key and a missing parent all fail
-    here with DataJoint's error class and wording, before anything is hashed
-    at length or promoted.
+    DataJoint builds its own ``INSERT`` for the row on a copy of the table in
+    which every object-store field is plain JSON holding an empty object (so no
+    codec writes anything), and the statement runs between ``BEGIN`` and
+    ``ROLLBACK`` (a savepoint inside an open transaction). Unknown attributes,
+    missing values, values of the wrong type, a duplicate key and a missing
+    parent fail here with DataJoint's error class and wording, before anything
+    is hashed at length or promoted.
     """
-    fields = set(fields)
-    trial = {**row, **dict.fromkeys(fields, {})}
-    view = finalized_view(table, fields)
+    heading = table.heading
+    stored = {name for name, attr in heading.attributes.items() if attr.store is not None and attr.codec is not None}
+    placeholders = set(fields) | stored
+    trial = {**row, **{name: {} for name in placeholders if name in fields or row.get(name) is not None}}
+    view = finalized_view(table, placeholders)
+    statements = insert_statements(view, [trial], allow_direct_insert=allow_direct_insert)
     connection = table.connection
-    if connection.in_transaction:
-        connection.query(f"SAVEPOINT {SAVEPOINT}")
-        try:
-            view.insert1(trial, allow_direct_insert=allow_direct_insert)
-        finally:
-            with _keeping_the_first_error():
-                connection.query(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-                connection.query(f"RELEASE SAVEPOINT {SAVEPOINT}")
-        return
-    connection.start_transaction()
+    inside = connection.in_transaction
+    begin, end = (f"SAVEPOINT {SAVEPOINT}", f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
+    if not inside:
+        begin, end = "BEGIN", "ROLLBACK"
+    sql = "; ".join([begin, *(query for query, _args in statements), end])
+    arguments = [argument for _query, args in statements for argument in args]
     try:
-        view.insert1(trial, allow_direct_insert=allow_direct_insert)
-    finally:
+        connection.query(sql, args=arguments)
+    except BaseException:
         with _keeping_the_first_error():
-            try:
-                connection.cancel_transaction()
-            finally:
-                reset_transaction_state(connection)  # a connection that died has no transaction left either
+            connection.query(end if inside else "ROLLBACK")
+        raise
 
 
 @contextlib.contextmanager

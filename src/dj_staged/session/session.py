@@ -59,8 +59,10 @@ class StagedSession:
         leases: LeaseKeeper | None = None,
         on_key: Callable[[dict[str, Any]], None] | None = None,
         allow_direct_insert: bool = False,
+        stores: dict[str | None, tuple[str, dict, Any]] | None = None,
     ) -> None:
         self._table = table
+        self._stores = stores if stores is not None else {}  # resolved stores, shared by a batch's rows
         self._rec: dict[str, Any] = {}
         self._fields: dict[str, StagedField] = {}
         self._filenames: dict[str, str] = {}
@@ -279,12 +281,15 @@ class StagedSession:
         # DataJoint 2.3.5's insert1 passes the empty store name of `<x@>` on and
         # fails; `<x@>` means stores.default, so resolve it to that store's name.
         requested = attr.store or None
+        if requested in self._stores:
+            return self._stores[requested]
         try:
             spec = self._config.get_store_spec(requested)
             backend = get_store_backend(requested, config=self._config)
         except (DataJointError, OSError) as error:
             raise storage_not_configured(field, error) from error
         store_name = requested if requested is not None else self._config.stores["default"]
+        self._stores[requested] = (store_name, spec, backend)
         return store_name, spec, backend
 
     @property
