@@ -227,7 +227,8 @@ def test_staging_leftovers_are_reported_then_deleted(Recording, dj_local_store):
     assert staging.protected == {f"_staging/{db}/recording/blob_cccccccc.bin": YOUNG}
     assert [s.section for s in report.sections] == ["staging", "leases"]  # DataJoint's sections untouched
     text = report.format()
-    assert "would delete: 2 objects, 112 bytes" in text and "--delete" in text
+    assert text.startswith("Dry run: would delete 2 objects (3 files, 112 B) in 1 store; kept 1 object: 1 younger")
+    assert "--delete" in text
     assert fresh.exists() and single.exists()
     done = dj_staged.gc.collect_staging(schema, store="main", dry_run=False)
     assert done.deleted == 3
@@ -355,7 +356,7 @@ def test_cli_reports_then_deletes(Recording, dj_local_store, capsys):
     argv = ["gc", "--schema", Recording.database, "--store", "main", "--grace", "0"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "would delete: 2 objects" in out and all(p in store_files(dj_local_store) for p in gone)
+    assert out.startswith("Dry run: would delete 2 objects") and all(p in store_files(dj_local_store) for p in gone)
     assert main([*argv, "--json", "--delete"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["dry_run"] is False and report["deleted_files"] == 2
