@@ -20,7 +20,7 @@ import dj_staged
 from dj_staged._datajoint import full_path
 from dj_staged.cli import main
 from dj_staged.gc import LEASED, REFERENCED, YOUNG
-from dj_staged.gc.policy import NOT_COLLECTED, OUTSIDE
+from dj_staged.gc.policy import NOT_COLLECTED, OUTSIDE, UNREFERENCED
 
 SCRIPT = Path(sys.executable).with_name("dj-staged")
 MIB = 1 << 20
@@ -72,7 +72,7 @@ def test_gc_all_schemas_says_what_it_would_delete_and_why_it_keeps_the_rest(
     assert report["summary"] == lines[0]
     schema = sections_of(report, db)["schema"]
     assert schema["collectable"] == [
-        {"object": zarr, "files": 3, "bytes": 2 + 3 * MIB // 2 + 100, "oldest": schema["oldest"]}
+        {"object": zarr, "files": 3, "bytes": 2 + 3 * MIB // 2 + 100, "oldest": schema["oldest"], "why": UNREFERENCED}
     ]
     assert (schema["objects"], schema["files"], schema["bytes"]) == (1, 3, 2 + 3 * MIB // 2 + 100)
     assert schema["referenced"]["objects"] == 2
@@ -93,7 +93,7 @@ def test_gc_all_schemas_says_what_it_would_delete_and_why_it_keeps_the_rest(
     assert any(in_flight in line and line.endswith("in flight (live lease)") for line in kept)
     assert any(young in line and line.endswith("younger than the grace period (24h)") for line in kept)
     assert any("raw_data/" in line and line.endswith(OUTSIDE) for line in kept)
-    assert any(zarr in line and "3 files" in line and "1.5 MiB" in line for line in lines)
+    assert any(zarr in line and "3 files" in line and "1.5 MiB" in line and UNREFERENCED in line for line in lines)
     # delete: only the orphaned directory value goes
     assert main(["gc", "--all-schemas", "--store", "main", "--delete", "--json"]) == 0
     done = json.loads(capsys.readouterr().out)

@@ -17,7 +17,7 @@ from conftest import declare, lease_files, lease_records, store_files
 import dj_staged
 import dj_staged.gc
 from dj_staged.cli import main, parse_duration
-from dj_staged.gc.policy import LEASED, YOUNG
+from dj_staged.gc.policy import ABANDONED, DEAD_LEASE, LEASED, YOUNG
 from dj_staged.leases import held_lease_keys
 
 DAY = 86400.0
@@ -304,6 +304,9 @@ def test_keyboard_interrupt_leftover_is_reclaimed_at_once(Recording, dj_local_st
     assert leftover in store_files(dj_local_store) and len(Recording()) == 1
     report = collect(schema, dry_run=False)  # default grace: the abandoned write is reclaimed at once
     assert report.section("schema").paths == [leftover]
+    assert report.section("schema").why(leftover) == ABANDONED
+    assert any(leftover in line and line.endswith(ABANDONED) for line in report.format().splitlines())
+    assert report.section("leases").why(report.section("leases").paths[0].rsplit("/", 1)[0]) == DEAD_LEASE
     assert sorted(store_files(dj_local_store)) == sorted(kept)
     assert Recording.fetch1("raw").read() == b"raw bytes"
 

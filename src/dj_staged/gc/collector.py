@@ -185,6 +185,7 @@ class _Collection:
             report.referenced = decision.referenced
             report.referenced_files = decision.referenced_files
             report.referenced_bytes = decision.referenced_bytes
+            report.abandoned = set(decision.abandoned)
             reports.append(report)
         if self.backend.protocol == "s3":
             reports.append(self._uploads(uploads, rules))
@@ -199,7 +200,10 @@ class _Collection:
             if covers(rules.live, stored.path):
                 report.protected[name] = LEASED
                 report.kept[name] = files
-            elif covers(rules.dead, stored.path) or (stored.mtime is not None and stored.mtime <= rules.cutoff):
+            elif covers(rules.dead, stored.path):
+                report.collectable[name] = files
+                report.abandoned.add(name)
+            elif stored.mtime is not None and stored.mtime <= rules.cutoff:
                 report.collectable[name] = files
             else:
                 report.protected[name] = YOUNG

@@ -25,6 +25,8 @@ UNDATED = "no modification time"
 OUTSIDE = "outside dj-staged's and DataJoint's sections"
 NOT_COLLECTED = "section of a schema not collected"
 ABANDONED = "named by a dead lease"
+UNREFERENCED = "no row references it"  # and it is older than the grace period
+DEAD_LEASE = "dead lease"
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..listing import StoredFile
 from ..text import count, human_bytes, human_duration, iso, table, utc
-from .policy import LEASED, NOT_COLLECTED, OUTSIDE, REFERENCED, UNDATED, YOUNG
+from .policy import ABANDONED, DEAD_LEASE, LEASED, NOT_COLLECTED, OUTSIDE, REFERENCED, UNDATED, UNREFERENCED, YOUNG
 
 OUTSIDE_SECTION = "outside"
 
@@ -43,6 +43,13 @@ class SectionReport:
     kept: dict[str, list[StoredFile] | None] = field(default_factory=dict)
     referenced_files: int = 0
     referenced_bytes: int = 0
+    abandoned: set[str] = field(default_factory=set)  # collectable objects a dead lease names
+
+    def why(self, root: str) -> str:
+        """Why a collectable object may be deleted."""
+        if self.section == "leases":
+            return DEAD_LEASE
+        return ABANDONED if root in self.abandoned else UNREFERENCED
 
     @property
     def count(self) -> int:
@@ -89,7 +96,9 @@ class SectionReport:
             "files": self.files,
             "bytes": self.bytes,
             "oldest": iso(self.oldest),
-            "collectable": [_object(root, files) for root, files in sorted(self.collectable.items())],
+            "collectable": [
+                {**_object(root, files), "why": self.why(root)} for root, files in sorted(self.collectable.items())
+            ],
             "protected": [
                 {**_object(root, self.kept.get(root)), "reason": reason}
                 for root, reason in sorted(self.protected.items())
@@ -215,8 +224,9 @@ class Report:
                 shown.add((s.store, s.schema))
                 rows.append([s.store, s.schema, "-", 0, 0, human_bytes(0), "-", 0, 0, 0, 0] + ([0] if undated else []))
         lines += table(header, rows, right=[3, 4, 5, *range(7, len(header))])
-        lines += self._listing("would delete" if self.dry_run else "deleted", "oldest", self._collectable(), limit)
-        lines += self._listing("kept", "why", self._kept(), limit, note="objects a row references are only counted")
+        deleted = "would delete" if self.dry_run else "deleted"
+        lines += self._listing(deleted, ["oldest", "why"], self._collectable(), limit)
+        lines += self._listing("kept", ["why"], self._kept(), limit, note="objects a row references are only counted")
         lines += [f"note: {note}" for note in self.notes]
         if self.dry_run and self.count:
             lines.append("dry run: nothing was deleted; run again with --delete to delete")
@@ -235,7 +245,7 @@ class Report:
 
     def _collectable(self) -> list[list[str]]:
         return [
-            [s.store, root, _files_text(files), human_bytes(sum(f.size for f in files)), _age_text(files)]
+            [s.store, root, _files_text(files), human_bytes(sum(f.size for f in files)), _age_text(files), s.why(root)]
             for s in self.sections
             for root, files in sorted(s.collectable.items())
         ]
@@ -252,14 +262,14 @@ class Report:
         return rows
 
     @staticmethod
-    def _listing(title: str, last: str, rows: list[list[str]], limit: int, note: str = "") -> list[str]:
+    def _listing(title: str, last: list[str], rows: list[list[str]], limit: int, note: str = "") -> list[str]:
         if not rows or limit <= 0:
             return []
         shown = rows[:limit]
         more = f"first {len(shown)} of {len(rows):,}; --json lists all" if len(rows) > len(shown) else ""
         extra = "; ".join(part for part in (more, note) if part)
         lines = ["", f"{title} ({extra}):" if extra else f"{title}:"]
-        lines += ["  " + line for line in table(["store", "object", "files", "size", last], shown, right=[2, 3])]
+        lines += ["  " + line for line in table(["store", "object", "files", "size", *last], shown, right=[2, 3])]
         return lines
 
     def as_dict(self) -> dict[str, Any]:
