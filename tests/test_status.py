@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 
+import datajoint as dj
 import pytest
 from conftest import _foreign_lease, declare, s3_listings
 from datajoint.hash_registry import get_store_backend
@@ -136,8 +137,13 @@ def test_status_with_nothing_in_flight_and_leases_it_cannot_judge(Scan, dj_confo
     assert "leases of 1 schema this connection cannot list were left out (elsewhere_" in note
 
 
-def test_status_errors_name_what_to_fix(Scan, dj_conformance_store, capsys):
+def test_status_errors_name_what_to_fix(Scan, dj_conformance_store, tmp_path, capsys):
     assert main(["status", "--store", "nowhere"]) == 2
     assert "store 'nowhere'" in capsys.readouterr().err
+    dj.config.stores = {**dj.config.stores, "gone": {"protocol": "file", "location": str(tmp_path / "unmounted")}}
+    assert main(["status", "--store", "gone"]) == 2  # dj_stores (under the store fixture) restores the stores
+    err = capsys.readouterr().err
+    assert err.startswith("dj-staged status: FileNotFoundError: Inaccessible local directory")
+    assert "Traceback" not in err
     assert main(["status", "--schema", "no_such_schema_here"]) == 2
     assert "'no_such_schema_here' does not exist" in capsys.readouterr().err

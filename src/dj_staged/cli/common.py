@@ -171,5 +171,10 @@ def run_command(args: argparse.Namespace) -> int:
             load_config(dj, config)
         try:
             return args.run(args, dj)
+        except CommandError:
+            raise
         except dj.DataJointError as error:
             raise CommandError(str(error)) from error
+        except Exception as error:  # a store or server refused: say what, keep the traceback for -vv
+            logger.debug("dj-staged %s failed", args.command, exc_info=True)
+            raise CommandError(f"{type(error).__name__}: {error} (-vv shows where)") from error

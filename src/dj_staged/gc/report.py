@@ -13,6 +13,7 @@ from typing import Any
 from ..listing import StoredFile
 from ..text import count, human_bytes, human_duration, iso, table, utc
 from .policy import ABANDONED, DEAD_LEASE, LEASED, NOT_COLLECTED, OUTSIDE, REFERENCED, UNDATED, UNREFERENCED, YOUNG
+from .sections import LEASES
 
 OUTSIDE_SECTION = "outside"
 
@@ -47,7 +48,7 @@ class SectionReport:
 
     def why(self, root: str) -> str:
         """Why a collectable object may be deleted."""
-        if self.section == "leases":
+        if self.section == LEASES:
             return DEAD_LEASE
         return ABANDONED if root in self.abandoned else UNREFERENCED
 
@@ -210,8 +211,8 @@ class Report:
         """For people: the summary line, a table per section, then up to ``limit`` objects of each list."""
         lines = [self.summary(), ""]
         undated = any(s.reasons.get(UNDATED) for s in self.sections)
-        header = ["store", "schema", "section", "delete", "files", "size", "oldest", "referenced", "in flight", "young"]
-        header += ["outside"] + (["undated"] if undated else [])
+        header = ["store", "schema", "section", "delete", "files", "size", "oldest"]
+        header += [name for name, _ in _KEPT_COLUMNS] + ["outside"] + (["undated"] if undated else [])
         rows = []
         shown: set[tuple[str, str]] = set()
         for s in self.sections:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StagedInsertError
 from ..layout import LEASE_SECTION, STAGING_PREFIX, lease_section, section_path, staging_section
 from ..listing import StoredFile, list_folder
+
+if TYPE_CHECKING:
+    from .report import SectionReport
 
 SCHEMA, HASH, STAGING, LEASES, UPLOADS = "schema", "hash", "staging", "leases", "uploads"
 
@@ -79,7 +82,7 @@ def survey_store(backend: Any, spec: dict[str, Any]) -> StoreSurvey:
     return survey
 
 
-def outside_report(survey: StoreSurvey, store: str, spec: dict[str, Any], collected: Iterable[str]) -> Any:
+def outside_report(survey: StoreSurvey, store: str, spec: dict[str, Any], collected: Iterable[str]) -> SectionReport:
     """What the survey found that belongs to no section of the collected schemas: kept, with the reason.
 
     Only names one level deep are known (the folders are not listed further), so a
