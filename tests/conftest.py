@@ -39,6 +39,31 @@ def s3_calls(store) -> Iterator[tuple[Counter, list[int]]]:
         fs.s3.meta.events.unregister("after-call.s3", on_call)
 
 
+@contextlib.contextmanager
+def s3_listings(store) -> Iterator[Counter]:
+    """Count the listings the store's client starts inside the block, per (operation, prefix).
+
+    A listing is a ``ListObjectsV2`` or ``ListMultipartUploads`` request that
+    does not continue an earlier one (its further pages are the same listing).
+    """
+    from datajoint.hash_registry import get_store_backend
+
+    fs = get_store_backend(store.name).fs
+    fs.connect()
+    listings: Counter = Counter()
+
+    def on_params(params, model, **kwargs):
+        continued = {"ContinuationToken", "KeyMarker", "UploadIdMarker"} & set(params)
+        if model.name in ("ListObjectsV2", "ListMultipartUploads") and not continued:
+            listings[(model.name, params.get("Prefix", ""))] += 1
+
+    fs.s3.meta.events.register("before-parameter-build.s3", on_params)
+    try:
+        yield listings
+    finally:
+        fs.s3.meta.events.unregister("before-parameter-build.s3", on_params)
+
+
 def declare(schema, name: str, definition: str, tier=dj.Manual):
     """Declare a table class ``name`` with ``definition`` in ``schema``."""
     cls = type(name, (tier,), {"definition": definition})

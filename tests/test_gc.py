@@ -19,7 +19,7 @@ import dj_staged
 import dj_staged.gc
 from dj_staged.cli import main, parse_duration
 from dj_staged.errors import StagedInsertError
-from dj_staged.gc.policy import LEASED, YOUNG
+from dj_staged.gc.policy import ABANDONED, DEAD_LEASE, LEASED, YOUNG
 from dj_staged.leases import held_lease_keys, scan_leases
 
 DAY = 86400.0
@@ -220,7 +220,8 @@ def test_staging_leftovers_are_reported_then_deleted(Recording, dj_local_store):
     assert staging.protected == {f"_staging/{db}/recording/blob_cccccccc.bin": YOUNG}
     assert [s.section for s in report.sections] == ["staging", "leases"]  # DataJoint's sections untouched
     text = report.format()
-    assert "would delete: 2 objects, 112 bytes" in text and "--delete" in text
+    assert text.startswith("Dry run: would delete 2 objects (3 files, 112 B) in 1 store; kept 1 object: 1 younger")
+    assert "--delete" in text
     assert fresh.exists() and single.exists()
     done = dj_staged.gc.collect_staging(schema, store="main", dry_run=False)
     assert done.deleted == 3
@@ -296,6 +297,9 @@ def test_keyboard_interrupt_leftover_is_reclaimed_at_once(Recording, dj_local_st
     assert leftover in store_files(dj_local_store) and len(Recording()) == 1
     report = collect(schema, dry_run=False)  # default grace: the abandoned write is reclaimed at once
     assert report.section("schema").paths == [leftover]
+    assert report.section("schema").why(leftover) == ABANDONED
+    assert any(leftover in line and line.endswith(ABANDONED) for line in report.format().splitlines())
+    assert report.section("leases").why(report.section("leases").paths[0].rsplit("/", 1)[0]) == DEAD_LEASE
     assert sorted(store_files(dj_local_store)) == sorted(kept)
     assert Recording.fetch1("raw").read() == b"raw bytes"
 
@@ -348,7 +352,7 @@ def test_cli_reports_then_deletes(Recording, dj_local_store, capsys):
     argv = ["gc", "--schema", Recording.database, "--store", "main", "--grace", "0"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "would delete: 2 objects" in out and all(p in store_files(dj_local_store) for p in gone)
+    assert out.startswith("Dry run: would delete 2 objects") and all(p in store_files(dj_local_store) for p in gone)
     assert main([*argv, "--json", "--delete"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["dry_run"] is False and report["deleted_files"] == 2

@@ -172,3 +172,22 @@ def reset_transaction_state(connection: Any) -> None:
 def call_s3(fs: Any, method: str, **kwargs: Any) -> Any:
     """Call an S3 API method through s3fs's client: multipart copies and listings s3fs does not expose."""
     return fs.call_s3(method, **kwargs)
+
+
+def load_config_file(config: Any, path: str) -> None:
+    """Load a ``datajoint.json`` named on the command line the way DataJoint loads the one it finds itself.
+
+    ``Config.load`` merges the file's values, but only for the file it finds at
+    import does DataJoint then re-apply ``DJ_STORES`` (which wins over the
+    file) and read the ``.secrets/`` folder beside it (private
+    ``_apply_stores_env`` and ``_load_secrets``).
+    """
+    from pathlib import Path
+
+    from datajoint.settings import find_secrets_dir
+
+    config.load(path)
+    config._apply_stores_env()
+    secrets = find_secrets_dir(Path(path).resolve())
+    if secrets is not None:
+        config._load_secrets(secrets)

@@ -1,9 +1,12 @@
 """Listing the files of one section of a store, strictly, with each file's size and age.
 
-One recursive listing per section (on S3 a single paginated ``ListObjectsV2``
-without a delimiter). The walk is strict: a directory that cannot be listed
-raises instead of being skipped (fsspec's generic default), because a partial
-listing of live objects must never become a list of things to delete.
+One recursive listing per section: on S3 a single paginated ``ListObjectsV2``
+without a delimiter, and nothing else (s3fs's ``find`` adds a ``HeadObject``
+and a second listing when the prefix is empty). The walk is strict: a
+directory that cannot be listed raises instead of being skipped (fsspec's
+generic default), because a partial listing of live objects must never become
+a list of things to delete. :func:`list_folder` lists one level (the folders
+directly under a prefix), :func:`delete_keys` deletes many S3 keys per request.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import fsspec
 
-from ._datajoint import full_path
+from ._datajoint import call_s3, full_path
 
 _MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "mtime_ns")
 
@@ -55,6 +58,8 @@ def find_strict(fs: Any, path: str, **kwargs: Any) -> Any:
 
 def list_files(backend: Any, section: str) -> dict[str, StoredFile]:
     """Every file under ``section`` (relative to the store root), keyed by its relative path."""
+    if backend.protocol == "s3":
+        return {f.path: f for f in _list_s3(backend, section, delimiter="")[1]}
     fs = backend.fs
     fs.invalidate_cache()  # another process may have written since this filesystem last listed
     root = full_path(backend, "").rstrip("/")
@@ -70,6 +75,61 @@ def list_files(backend: Any, section: str) -> dict[str, StoredFile]:
         relative = full[len(root) :].lstrip("/") if full.startswith(root) else full
         files[relative] = StoredFile(relative, int(info.get("size") or 0), mtime_of(info))
     return files
+
+
+def list_folder(backend: Any, prefix: str) -> tuple[set[str], dict[str, StoredFile]]:
+    """One level under ``prefix``: the names of the folders there, and the files there (keyed by relative path)."""
+    if backend.protocol == "s3":
+        s3_folders, s3_files = _list_s3(backend, prefix, delimiter="/")
+        return s3_folders, {f.path: f for f in s3_files}
+    fs = backend.fs
+    fs.invalidate_cache()
+    root = full_path(backend, "").rstrip("/")
+    try:
+        entries = fs.ls(full_path(backend, prefix).rstrip("/"), detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return set(), {}
+    folders: set[str] = set()
+    files: dict[str, StoredFile] = {}
+    for info in entries:
+        full = info["name"].rstrip("/")
+        if info.get("type") == "directory":
+            folders.add(full.rsplit("/", 1)[-1])
+        else:
+            relative = full[len(root) :].lstrip("/") if full.startswith(root) else full
+            files[relative] = StoredFile(relative, int(info.get("size") or 0), mtime_of(info))
+    return folders, files
+
+
+def _bucket_and_key(backend: Any, path: str) -> tuple[str, str]:
+    bucket, _, key = full_path(backend, path).partition("/")
+    return bucket, key
+
+
+def _list_s3(backend: Any, section: str, *, delimiter: str) -> tuple[set[str], list[StoredFile]]:
+    """One paginated ``ListObjectsV2`` of ``section/``: the folder names (with a delimiter) and the files."""
+    bucket, root = _bucket_and_key(backend, "")
+    root = root.strip("/")
+    _, key = _bucket_and_key(backend, section)
+    prefix = key.strip("/") + "/" if key.strip("/") else ""
+    options: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    if delimiter:
+        options["Delimiter"] = delimiter
+    folders: set[str] = set()
+    files: list[StoredFile] = []
+    while True:
+        page = call_s3(backend.fs, "list_objects_v2", **options)
+        for common in page.get("CommonPrefixes", []):
+            folders.add(common["Prefix"][len(prefix) :].strip("/"))
+        for item in page.get("Contents", []):
+            name = item["Key"]
+            if name.endswith("/"):
+                continue  # a folder placeholder, not an object
+            relative = name[len(root) :].lstrip("/") if root and name.startswith(root + "/") else name
+            files.append(StoredFile(relative, int(item.get("Size") or 0), mtime_of(item)))
+        if not page.get("IsTruncated"):
+            return folders, files
+        options["ContinuationToken"] = page["NextContinuationToken"]
 
 
 def delete_file(backend: Any, path: str, stop_at: str) -> None:
@@ -89,3 +149,21 @@ def delete_file(backend: Any, path: str, stop_at: str) -> None:
         except Exception:
             break
         parent = parent.rsplit("/", 1)[0]
+
+
+def delete_keys(backend: Any, paths: list[str]) -> dict[str, str]:
+    """Delete up to 1,000 S3 objects in one ``DeleteObjects`` request; return path → error for those that failed."""
+    if not paths:
+        return {}
+    if len(paths) > 1000:
+        raise ValueError("one DeleteObjects request takes at most 1,000 keys")
+    bucket, _ = _bucket_and_key(backend, "")
+    keys = {_bucket_and_key(backend, path)[1]: path for path in paths}
+    response = call_s3(
+        backend.fs, "delete_objects", Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+    )
+    backend.fs.invalidate_cache()
+    return {
+        keys.get(error.get("Key"), error.get("Key")): f"{error.get('Code')}: {error.get('Message')}"
+        for error in response.get("Errors", [])
+    }

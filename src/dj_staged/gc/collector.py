@@ -11,14 +11,19 @@ a writer loses a committed row):
 3. **read the references** of every row of the schema, strictly;
 4. **delete** what no row references and no live lease covers, and, when no
    lease names it at all, what is older than the grace period; then release
-   the gate.
+   the gate. The gate is confirmed before each deletion request: one object's
+   file at a time on a local store, up to 1,000 keys in one ``DeleteObjects``
+   request on S3.
 
-A dry run does steps 1 to 3 without the gate and deletes nothing.
+A dry run does steps 1 to 3 without the gate and deletes nothing. Each section
+is listed once in step 1 (the leases once more in step 2, inside the gate), and
+on S3 its incomplete uploads once: at most two listings per prefix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -28,14 +33,28 @@ from datajoint.hash_registry import get_store_backend
 from .. import steps
 from .._datajoint import config_of, is_covered, is_hash_name
 from ..leases import covers, exclusive_gate, held_lease_keys, scan_leases
-from ..listing import StoredFile, delete_file, list_files
+from ..listing import StoredFile, delete_file, delete_keys, list_files
 from ..references import referenced_paths
 from .policy import LEASED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
 from .report import Report, SectionReport
-from .sections import HASH, LEASES, SCHEMA, STAGING, UPLOADS, check_layout, section_roots
+from .sections import (
+    HASH,
+    LEASES,
+    SCHEMA,
+    STAGING,
+    UPLOADS,
+    StoreSurvey,
+    check_layout,
+    outside_report,
+    section_roots,
+    survey_store,
+)
 from .uploads import abort_upload, list_uploads
 
 DEFAULT_GRACE = timedelta(hours=24)
+S3_DELETE_BATCH = 1000  # keys per DeleteObjects request, S3's limit
+
+logger = logging.getLogger(__name__)
 
 
 def collect(
@@ -46,12 +65,16 @@ def collect(
     now: float | None = None,
     config: Any = None,
     datajoint: bool = True,
+    survey: StoreSurvey | bool = False,
 ) -> Report:
     """Report (and with ``dry_run=False`` delete) what no row references and no staged write still needs.
 
     ``datajoint=True`` covers DataJoint's ``_schema/`` and ``_hash/`` sections
     as well as ``_staging/``; ``datajoint=False`` only ``_staging/`` and its leases.
     ``now`` (POSIX seconds) replaces the clock for the age test only.
+    ``survey=True`` (or a :class:`~dj_staged.gc.sections.StoreSurvey` of the
+    store) adds an ``outside`` section: what lies outside the collected
+    schemas' sections, one level deep, kept with its reason.
     """
     if not schemas:
         raise ValueError("collect() needs at least one schema")
@@ -62,10 +85,26 @@ def collect(
     backend = get_store_backend(store, config=config)
     store_name = store if store is not None else config.stores["default"]
     cutoff = (time.time() if now is None else now) - grace_seconds
-    report = Report(dry_run=dry_run, grace=grace_seconds)
+    report = Report(dry_run=dry_run, grace=grace_seconds, looked_at=[store_name])
     for schema in schemas:
+        started = time.perf_counter()
         collection = _Collection(schema, backend, spec, store_name, cutoff, datajoint)
-        report.sections.extend(collection.run(dry_run))
+        sections = collection.run(dry_run)
+        report.sections.extend(sections)
+        logger.info(
+            "%s %s in store %s: %d objects collectable, %d kept, %d referenced, in %.2f s",
+            "Collected" if not dry_run else "Looked at",
+            schema.database,
+            store_name,
+            sum(s.count for s in sections),
+            sum(len(s.protected) for s in sections),
+            sum(s.referenced for s in sections),
+            time.perf_counter() - started,
+        )
+    if survey is True:
+        survey = survey_store(backend, spec)
+    if survey:
+        report.sections.append(outside_report(survey, store_name, spec, [schema.database for schema in schemas]))
     return report
 
 
@@ -142,7 +181,11 @@ class _Collection:
                 files = [f for f in files if is_hash_name(f.path.rsplit("/", 1)[-1])]
             decision = classify(files, roots[section], rules)
             report = SectionReport(self.store, self.name, section, decision.collectable, decision.protected)
+            report.kept = dict(decision.kept)
             report.referenced = decision.referenced
+            report.referenced_files = decision.referenced_files
+            report.referenced_bytes = decision.referenced_bytes
+            report.abandoned = set(decision.abandoned)
             reports.append(report)
         if self.backend.protocol == "s3":
             reports.append(self._uploads(uploads, rules))
@@ -153,12 +196,18 @@ class _Collection:
         """Incomplete uploads, judged by the key they would create (never referenced: they are not objects)."""
         report = SectionReport(self.store, self.name, UPLOADS)
         for name, (stored, _key) in sorted(uploads.items()):
+            files = [StoredFile(name, stored.size, stored.mtime)]
             if covers(rules.live, stored.path):
                 report.protected[name] = LEASED
-            elif covers(rules.dead, stored.path) or (stored.mtime is not None and stored.mtime <= rules.cutoff):
-                report.collectable[name] = [StoredFile(name, stored.size, stored.mtime)]
+                report.kept[name] = files
+            elif covers(rules.dead, stored.path):
+                report.collectable[name] = files
+                report.abandoned.add(name)
+            elif stored.mtime is not None and stored.mtime <= rules.cutoff:
+                report.collectable[name] = files
             else:
                 report.protected[name] = YOUNG
+                report.kept[name] = files
         return report
 
     def _leases(self, files: dict[str, StoredFile], records: list[Any], held: set[int]) -> SectionReport:
@@ -169,16 +218,21 @@ class _Collection:
             root = lease_root(path)
             if root in live:
                 report.protected[root] = LEASED
+                kept = report.kept.get(root) or []
+                report.kept[root] = [*kept, stored]
             else:
                 report.collectable.setdefault(root, []).append(stored)
         return report
 
     def _delete(self, reports: list[SectionReport], uploads: dict[str, tuple[StoredFile, str]], gate: Any) -> None:
-        """Delete what the reports list, object by object, confirming the gate is still held before each."""
+        """Delete what the reports list, confirming the gate is still held before each deletion request."""
         failed = False
         for entry in sorted(reports, key=lambda r: r.section == LEASES):  # leases last: their paths first
             if entry.section == LEASES and failed:
                 entry.errors.append("dead leases kept: some of the objects they name could not be deleted")
+                continue
+            if self.backend.protocol == "s3" and entry.section != UPLOADS:
+                failed = self._delete_s3(entry, gate) or failed
                 continue
             stop_at = self.roots.get(entry.section, "")
             for files in entry.collectable.values():
@@ -197,6 +251,26 @@ class _Collection:
                         continue
                     entry.deleted += 1
                     entry.freed_bytes += stored.size
+
+    def _delete_s3(self, entry: SectionReport, gate: Any) -> bool:
+        """Delete a section's objects on S3, up to 1,000 keys per request; return whether any key failed."""
+        files = [stored for group in entry.collectable.values() for stored in group]
+        failed = False
+        for start in range(0, len(files), S3_DELETE_BATCH):
+            batch = files[start : start + S3_DELETE_BATCH]
+            gate.confirm()
+            try:
+                errors = delete_keys(self.backend, [stored.path for stored in batch])
+            except Exception as error:
+                errors = {stored.path: f"{type(error).__name__}: {error}" for stored in batch}
+            for stored in batch:
+                if stored.path in errors:
+                    failed = True
+                    entry.errors.append(f"could not delete {stored.path}: {errors[stored.path]}")
+                else:
+                    entry.deleted += 1
+                    entry.freed_bytes += stored.size
+        return failed
 
 
 def _on(connection: Any, schema: Any) -> Any:

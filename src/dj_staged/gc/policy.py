@@ -23,17 +23,27 @@ LEASED = "in flight (live lease)"
 YOUNG = "younger than the grace period"
 UNDATED = "no modification time"
 OUTSIDE = "outside dj-staged's and DataJoint's sections"
+NOT_COLLECTED = "section of a schema not collected"
 ABANDONED = "named by a dead lease"
+UNREFERENCED = "no row references it"  # and it is older than the grace period
+DEAD_LEASE = "dead lease"
 
 
 @dataclass
 class Decision:
-    """Objects (keyed by their root path) that may be deleted, and those kept with the reason."""
+    """Objects (keyed by their root path) that may be deleted, and those kept with the reason and their files.
+
+    Referenced objects are only counted (with their files and bytes): they are
+    most of a schema's store.
+    """
 
     collectable: dict[str, list[StoredFile]] = field(default_factory=dict)
     protected: dict[str, str] = field(default_factory=dict)
+    kept: dict[str, list[StoredFile]] = field(default_factory=dict)
     abandoned: set[str] = field(default_factory=set)
     referenced: int = 0
+    referenced_files: int = 0
+    referenced_bytes: int = 0
 
 
 @dataclass
@@ -55,7 +65,10 @@ def classify(files: Iterable[StoredFile], root_of: Callable[[str], str], rules: 
     for root, members in sorted(groups.items()):
         if rules.referenced(root, members):
             decision.referenced += 1  # counted, not listed: a schema's live objects are most of its store
-        elif covers(rules.live, root) or any(covers(rules.live, m.path) for m in members):
+            decision.referenced_files += len(members)
+            decision.referenced_bytes += sum(m.size for m in members)
+            continue
+        if covers(rules.live, root) or any(covers(rules.live, m.path) for m in members):
             decision.protected[root] = LEASED
         elif covers(rules.dead, root) or any(covers(rules.dead, m.path) for m in members):
             decision.collectable[root] = members
@@ -66,6 +79,8 @@ def classify(files: Iterable[StoredFile], root_of: Callable[[str], str], rules: 
             decision.protected[root] = YOUNG
         else:
             decision.collectable[root] = members
+        if root in decision.protected:
+            decision.kept[root] = members
     return decision
 
 

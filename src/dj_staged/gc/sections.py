@@ -1,12 +1,17 @@
-"""The sections of a store a collection looks at, and the layouts it refuses to touch."""
+"""The sections of a store a collection looks at, the layouts it refuses to touch, and what lies outside them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StagedInsertError
 from ..layout import LEASE_SECTION, STAGING_PREFIX, lease_section, section_path, staging_section
+from ..listing import StoredFile, list_folder
+
+if TYPE_CHECKING:
+    from .report import SectionReport
 
 SCHEMA, HASH, STAGING, LEASES, UPLOADS = "schema", "hash", "staging", "leases", "uploads"
 
@@ -37,3 +42,73 @@ def section_roots(spec: dict[str, Any], schema: str) -> dict[str, str]:
         STAGING: staging_section(schema),
         LEASES: lease_section(schema),
     }
+
+
+@dataclass
+class StoreSurvey:
+    """One level of a store's top and of each section: which schemas have folders there, and what else is there."""
+
+    top_folders: set[str] = field(default_factory=set)
+    top_files: dict[str, StoredFile] = field(default_factory=dict)
+    schemas: dict[str, set[str]] = field(default_factory=dict)  # section -> names of the schema folders in it
+
+    def schema_names(self) -> set[str]:
+        """Every schema with a folder in some section of the store."""
+        return set().union(*self.schemas.values()) if self.schemas else set()
+
+
+def _section_prefixes(spec: dict[str, Any]) -> dict[str, str]:
+    return {
+        SCHEMA: (spec.get("schema_prefix") or "").strip("/"),
+        HASH: (spec.get("hash_prefix") or "").strip("/"),
+        STAGING: STAGING_PREFIX,
+        LEASES: f"{STAGING_PREFIX}/{LEASE_SECTION}",
+    }
+
+
+def survey_store(backend: Any, spec: dict[str, Any]) -> StoreSurvey:
+    """List the top of the store and each section one level deep (at most five shallow listings)."""
+    survey = StoreSurvey()
+    survey.top_folders, survey.top_files = list_folder(backend, "")
+    for section, prefix in _section_prefixes(spec).items():
+        if not prefix:
+            folders = set(survey.top_folders)  # an empty prefix: the schemas' folders are at the top
+        elif prefix.split("/")[0] in survey.top_folders:
+            folders, _files = list_folder(backend, prefix)
+        else:
+            folders = set()
+        survey.schemas[section] = folders
+    survey.schemas[STAGING].discard(LEASE_SECTION)
+    return survey
+
+
+def outside_report(survey: StoreSurvey, store: str, spec: dict[str, Any], collected: Iterable[str]) -> SectionReport:
+    """What the survey found that belongs to no section of the collected schemas: kept, with the reason.
+
+    Only names one level deep are known (the folders are not listed further), so a
+    folder is reported as one object without a file count.
+    """
+    from .policy import NOT_COLLECTED, OUTSIDE
+    from .report import OUTSIDE_SECTION, SectionReport
+
+    collected = set(collected)
+    prefixes = _section_prefixes(spec)
+    ours = {prefix.split("/")[0] for prefix in prefixes.values() if prefix}
+    open_top = not prefixes[SCHEMA] or not prefixes[HASH]  # schema folders share the top with everything else
+    report = SectionReport(store, "-", OUTSIDE_SECTION)
+    for name in sorted(survey.top_folders):
+        if name in ours or (open_top and name in collected):
+            continue
+        report.protected[f"{name}/"] = OUTSIDE
+        report.kept[f"{name}/"] = None
+    for path, stored in sorted(survey.top_files.items()):
+        report.protected[path] = OUTSIDE
+        report.kept[path] = [stored]
+    for section, folders in survey.schemas.items():
+        prefix = prefixes[section]
+        if not prefix:
+            continue
+        for name in sorted(folders - collected):
+            report.protected[f"{prefix}/{name}/"] = NOT_COLLECTED
+            report.kept[f"{prefix}/{name}/"] = None
+    return report

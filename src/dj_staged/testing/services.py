@@ -6,8 +6,8 @@ Both are started on demand and stopped by the caller; nothing is mocked.
 from __future__ import annotations
 
 import contextlib
-import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +36,6 @@ def embedded_postgres(root: str | Path | None = None) -> Iterator[PostgresInfo]:
             yield PostgresInfo(host=host, port=5432, user="postgres", password="")
         finally:
             server.cleanup()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def connect_datajoint(pg: PostgresInfo, stores: dict[str, Any] | None = None) -> Any:
@@ -74,14 +68,27 @@ class S3Info:
 
 
 @contextlib.contextmanager
-def moto_s3_server() -> Iterator[S3Info]:
-    """Run moto's standalone S3 server on 127.0.0.1 for the duration of the block."""
-    from moto.server import ThreadedMotoServer
+def moto_s3_server(verbose: bool = False) -> Iterator[S3Info]:
+    """Run moto's standalone S3 server on 127.0.0.1 for the duration of the block.
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    Werkzeug logs one line per request to stderr (thousands in a test run);
+    they are left out unless ``verbose=True``. Errors are logged either way.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    class RequestHandler(MotoRequestHandler):
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            if verbose:
+                super().log_request(*args, **kwargs)
+
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=RequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)
+    thread.start()
     try:
-        yield S3Info(endpoint=f"127.0.0.1:{port}")
+        yield S3Info(endpoint=f"127.0.0.1:{server.server_port}")
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
+        server.server_close()
