@@ -49,6 +49,7 @@ class StagedRow(Block):
             on_key=batch._reserve,
             allow_direct_insert=batch.allow_direct_insert,
             stores=batch.stores,
+            views=batch.views,
         )
 
     def __enter__(self) -> StagedSession:
@@ -82,6 +83,7 @@ class StagedBatch:
         self.leases = LeaseKeeper(table.connection, table.database, table.table_name)
         self.sync = SyncPlan(durable())  # every accepted row's files and directories, synced once at the commit
         self.stores: dict[str | None, tuple[str, dict, Any]] = {}  # resolved once for all rows
+        self.views: dict[frozenset[str], Any] = {}  # the pre-insert check's table copies, made once
         self._keys: set[tuple] = set()
         self._rows: list[tuple[StagedSession, dict[str, Any], frozenset[str]]] = []
         self._open_row: StagedRow | None = None

@@ -68,7 +68,33 @@ def key_token(table: Any, key: dict[str, Any]) -> tuple:
     return tuple(_typed(attributes[name], key[name]) for name in table.primary_key)
 
 
-def check_row(table: Any, row: dict[str, Any], fields: Iterable[str], *, allow_direct_insert: bool) -> None:
+_PYTHON_TYPES = (int, float, str, bool, decimal.Decimal, uuid.UUID, datetime.date, datetime.datetime)
+
+
+def key_in_table(table: Any, key: dict[str, Any]) -> bool | None:
+    """Whether a row with this primary key is in ``table`` (one indexed lookup); None when the key's values
+    do not convert to the column types (the insert then refuses them itself, with DataJoint's error).
+
+    ``key in table`` would do, but builds a restricted query expression each
+    time, which is most of the cost of a small row in a batch.
+    """
+    values = key_token(table, key)
+    if not all(isinstance(value, _PYTHON_TYPES) for value in values):
+        return None
+    quote = table.connection.adapter.quote_identifier
+    where = " AND ".join(f"{quote(name)} = %s" for name in table.primary_key)
+    query = f"SELECT EXISTS (SELECT 1 FROM {table.full_table_name} WHERE {where})"
+    return bool(table.connection.query(query, args=values).fetchone()[0])
+
+
+def check_row(
+    table: Any,
+    row: dict[str, Any],
+    fields: Iterable[str],
+    *,
+    allow_direct_insert: bool,
+    views: dict[frozenset[str], Any] | None = None,
+) -> None:
     """Raise what DataJoint's insert of ``row`` would raise, without inserting it and in one round trip.
 
     DataJoint builds its own ``INSERT`` for the row on a copy of the table in
@@ -83,7 +109,11 @@ def check_row(table: Any, row: dict[str, Any], fields: Iterable[str], *, allow_d
     stored = {name for name, attr in heading.attributes.items() if attr.store is not None and attr.codec is not None}
     placeholders = set(fields) | stored
     trial = {**row, **{name: {} for name in placeholders if name in fields or row.get(name) is not None}}
-    view = finalized_view(table, placeholders)
+    views = views if views is not None else {}
+    key = frozenset(placeholders)
+    view = views.get(key)
+    if view is None:
+        view = views[key] = finalized_view(table, placeholders)
     statements = insert_statements(view, [trial], allow_direct_insert=allow_direct_insert)
     connection = table.connection
     inside = connection.in_transaction

@@ -21,7 +21,7 @@ from datajoint.errors import DataJointError, DuplicateError
 from datajoint.hash_registry import get_store_backend
 
 from .. import steps
-from .._datajoint import config_of, inserts_allowed, reset_transaction_state
+from .._datajoint import config_of, inserts_allowed
 from ..addressing.paths import check_extension, check_filename, check_key
 from ..durability import SyncPlan, durable
 from ..errors import (
@@ -37,7 +37,7 @@ from ..errors import (
 from ..leases import LeaseKeeper, reclaim
 from ..progress import progress_callback
 from ..protocol import StagedField, participant_for
-from .rows import check_row, key_token
+from .rows import check_row, key_in_table, key_token
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +60,11 @@ class StagedSession:
         on_key: Callable[[dict[str, Any]], None] | None = None,
         allow_direct_insert: bool = False,
         stores: dict[str | None, tuple[str, dict, Any]] | None = None,
+        views: dict[frozenset[str], Any] | None = None,
     ) -> None:
         self._table = table
         self._stores = stores if stores is not None else {}  # resolved stores, shared by a batch's rows
+        self._views = views if views is not None else {}  # the check's table copies, shared by a batch's rows
         self._rec: dict[str, Any] = {}
         self._fields: dict[str, StagedField] = {}
         self._filenames: dict[str, str] = {}
@@ -237,13 +239,7 @@ class StagedSession:
         self._checked = True
 
     def _key_in_table(self, key: dict[str, Any]) -> bool:
-        try:
-            return key in self._table
-        except DataJointError:
-            raise
-        except Exception:
-            reset_transaction_state(self._table.connection)
-            raise
+        return bool(key_in_table(self._table, key))
 
     def _attribute(self, field: str) -> Any:
         if field not in self._table.heading.names:
@@ -335,7 +331,7 @@ class StagedSession:
                     IgnoredValueWarning,
                 )
                 del row[name]
-        check_row(self._table, row, self._fields, allow_direct_insert=self.allow_direct_insert)
+        check_row(self._table, row, self._fields, allow_direct_insert=self.allow_direct_insert, views=self._views)
         finalized = {name: staged.participant.finalize_staged(staged) for name, staged in self._fields.items()}
         for name, value in finalized.items():
             path = value.get("path") if isinstance(value, dict) else None
