@@ -173,3 +173,23 @@ def test_s3_promotion_silent_when_turned_off(S3Artifact, monkeypatch):
         _write(staged, "content", data)
     assert terminal.getvalue() == ""
     assert (S3Artifact & "artifact_id=1").fetch1("content") == data
+
+
+def test_importing_and_staging_never_imports_tqdm(tmp_path):
+    """tqdm (and its notebook warning) comes in only when a bar is shown; small waits show none."""
+    code = textwrap.dedent(
+        """
+        import sys, warnings
+        import datajoint  # its own import-time deprecation warning is not ours
+        warnings.simplefilter("error")
+        import dj_staged, dj_staged.progress
+        dj_staged.staged_insert1, dj_staged.staged_insert
+        callback = dj_staged.progress.progress_callback("hashing", 1 << 20)
+        callback.relative_update(1 << 20)
+        print("tqdm" in sys.modules)
+        """
+    )
+    env = {**os.environ, "DJ_IGNORE_CONFIG_FILE": "true"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

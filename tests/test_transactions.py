@@ -274,3 +274,44 @@ def test_the_same_key_typed_two_ways_is_refused_at_the_second_handle(dj_schema, 
             staged.open("v", ".bin")
             reached.append("after open")
     assert reached == [] and Table.fetch1("v") == b"first"
+
+
+def test_a_collection_between_the_block_and_populates_commit_takes_nothing(pipeline, dj_local_store, elsewhere):
+    """make() stages its row, then a collector in another session runs before populate commits: the lease holds."""
+    import dj_staged.gc
+
+    _Session, Trace, behaviour = pipeline
+    behaviour["mode"] = "ok"
+    reports = []
+    original = Trace.make
+
+    def make_then_collect(self, key):
+        original(self, key)  # the staged block has ended; populate has not committed yet
+        reports.append(dj_staged.gc.collect(elsewhere, store="main", grace=0, dry_run=False))
+
+    Trace.make = make_then_collect
+    try:
+        Trace.populate()
+    finally:
+        Trace.make = original
+    assert len(reports) == 2 and all(report.deleted == 0 for report in reports)
+    for session_id in (1, 2):
+        row = (Trace & {"session_id": session_id}).fetch1()
+        np.testing.assert_array_equal(row["trace"].load(), np.full(10, session_id, dtype="float64"))
+        assert row["digest"] == f"digest of session {session_id}".encode()
+
+
+def test_an_interrupted_block_is_reclaimed_by_the_next_default_gc_delete(dj_schema, dj_local_store):
+    from dj_staged.cli import main
+
+    Table = declare(dj_schema, "Interrupted", "k : int32\n---\nv : <hash@main>\nw : <object@main>")
+    with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Table) as staged:
+        staged.rec["k"] = 1
+        with staged.open("v", ".bin") as f:
+            f.write(b"never committed")
+        with staged.open("w", ".bin") as f:
+            f.write(b"never committed either")
+        raise KeyboardInterrupt  # a notebook's stop button
+    assert len(store_files(dj_local_store)) == 2
+    assert main(["gc", "--schema", dj_schema.database, "--store", "main", "--delete"]) == 0  # default grace
+    assert store_files(dj_local_store, leases=True) == []
