@@ -201,3 +201,33 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_a_large_write_goes_up_in_concurrent_parts(Recording, dj_s3_store):
+    from conftest import s3_calls
+
+    data = os.urandom(20 << 20)
+    with s3_calls(dj_s3_store) as (calls, downloaded), dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("raw", ".bin") as f:
+            for start in range(0, len(data), 3_000_001):  # odd-sized writes
+                f.write(data[start : start + 3_000_001])
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.arange(3))
+    assert calls["UploadPart"] == 3 and calls["CompleteMultipartUpload"] == 1  # 8 + 8 + 4 MiB
+    assert sum(downloaded) == 0
+    assert Recording.fetch1("raw").read() == data
+    assert uploads(dj_s3_store) == []
+
+
+def test_a_part_that_fails_fails_the_write_and_leaves_nothing(Recording, dj_s3_store):
+    """The upload vanishes mid-write (aborted by someone else): the next part fails, and no row is inserted."""
+    client, bucket = s3_client(dj_s3_store), dj_s3_store.spec["bucket"]
+    with pytest.raises(Exception, match="upload does not exist"), dj_staged.staged_insert1(Recording) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("raw", ".bin") as f:
+            f.write(os.urandom(9 << 20))  # one part sent
+            for upload in client.list_multipart_uploads(Bucket=bucket)["Uploads"]:
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            f.write(os.urandom(9 << 20))
+    assert len(Recording()) == 0 and bucket_keys(dj_s3_store) == [] and uploads(dj_s3_store) == []

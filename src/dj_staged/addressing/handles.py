@@ -31,6 +31,7 @@ from typing import Any
 from fsspec.spec import AbstractBufferedFile
 
 from .hashing import PIECE, StreamingMD5
+from .s3upload import S3PartWriter
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class StagedFile:
                 self._writeback.stop()
         if self.closed:
             return
-        if isinstance(self._raw, AbstractBufferedFile) and "w" in self._raw.mode:
+        if isinstance(self._raw, AbstractBufferedFile | S3PartWriter) and "w" in self._raw.mode:
             try:
                 self._raw.discard()
             except Exception:

@@ -52,6 +52,7 @@ from .handles import StagedFile, same_file
 from .hashing import encode_digest, rehash
 from .paths import check_relative_path
 from .promote import compose_prefixed, promote
+from .s3upload import open_for_writing
 from .schema import check_mode
 
 PREFIXED, PLACEHOLDER, CONTENT = "prefixed", "placeholder", "content"
@@ -132,7 +133,7 @@ class HashAddressedStaging:
                 prefix, layout = bytes(length), PLACEHOLDER
             else:
                 prefix, layout = b"", CONTENT
-        raw = field.backend.fs.open(field.full_path(path), "wb")
+        raw = open_for_writing(field.backend, field.full_path(path))
         if local:
             field.sync.file(field.full_path(path))
         try:

@@ -37,6 +37,7 @@ from ..protocol import StagedField
 from .handles import StagedFile, same_file
 from .journal import WriteJournal, journaled_map
 from .paths import check_relative_path
+from .s3upload import open_for_writing
 
 _FILE_MODES = ("wb", "w", "xb", "x", "ab", "a", "w+b", "wb+", "r+b", "rb+")
 
@@ -97,7 +98,8 @@ class SchemaAddressedStaging:
             raise HandleModeError(
                 f"Field '{field.name}': staged.open() writes; mode {file_mode!r} is not a write mode", field=field.name
             )
-        raw = field.backend.fs.open(field.full_path(state.path), file_mode)  # the store's filesystem creates parents
+        full = field.full_path(state.path)  # the store's filesystem creates parents
+        raw = open_for_writing(field.backend, full) if file_mode == "wb" else field.backend.fs.open(full, file_mode)
         handle = StagedFile(raw, writeback=field.durable and local)
         if local:
             field.sync.file(field.full_path(state.path))
