@@ -141,4 +141,4 @@ def test_a_batch_syncs_every_row_once_before_its_one_insert(dj_schema, dj_local_
     files = [root / p for p in store_files(dj_local_store)]
     assert len(files) == 6 and {identity(f) for f in files} <= set(synced)
     assert len(synced) == len(set(synced))  # each file and directory once, however many rows share it
-    assert sorted(Table.fetch("trial")) == [0, 1, 3]
+    assert sorted(row["trial"] for row in Table.to_dicts()) == [0, 1, 3]
