@@ -32,6 +32,12 @@ def test_no_module_outside_the_kit_imports_pytest():
     assert importing and all(path.startswith("testing/") for path in importing), importing
 
 
+def test_only_the_dask_module_imports_dask():
+    modules = sorted(SOURCE.rglob("*.py"))
+    importing = {str(p.relative_to(SOURCE)) for p in modules if {"dask", "distributed"} & imported_modules(p)}
+    assert importing == {"dask.py"}
+
+
 def test_the_installed_package_registers_no_test_adapter():
     groups = {point.group for point in distribution("dj-staged").entry_points}
     assert groups == {"console_scripts", "pytest11", "datajoint.codecs"}
