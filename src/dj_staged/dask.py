@@ -56,10 +56,11 @@ def to_zarr(
 
     Computed on ``client`` (a ``distributed.Client``; by default the one Dask
     would use), or else by ``num_workers`` threads of this process (default:
-    the CPU count). Each Dask chunk becomes one Zarr chunk, written by the task
-    that computes it; the client holds no chunk. ``zarr_array_kwargs`` go to
-    ``dask.array.to_zarr`` (for example ``compressors=...``). Returns when every
-    chunk is written; if a task fails, raises its error once no task is running.
+    the CPU count). Into a store, each Dask chunk becomes one Zarr chunk,
+    written by the task that computes it; nothing is gathered to the caller.
+    ``zarr_array_kwargs`` go to ``dask.array.to_zarr`` (for example
+    ``compressors=...``). Returns when every chunk is written; if a task fails,
+    raises its error once no task is running.
     """
     stored = da.to_zarr(array, target, compute=False, **zarr_array_kwargs)
     client = client if client is not None else default_client()
