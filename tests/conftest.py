@@ -1,17 +1,95 @@
-"""Shared helpers: tables declared in a fresh schema per test, and store inspection."""
+"""Shared helpers: tables declared in a fresh schema per test, and store inspection.
+
+Also what only this suite has: the test-only entry points (``tests/entry_points/``, the ``faulty`` storage
+protocol), and short aliases for the kit's ``djstaged_*`` fixtures, which our own tests use.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import datajoint as dj
-import pytest
+#: Test-only entry points (the ``faulty`` storage protocol of tests/faults.py). On ``sys.path`` before DataJoint
+#: discovers storage adapters (on first use of a store, never at import); child processes get it through
+#: ``TEST_PYTHONPATH``. The installed package registers none of them.
+ENTRY_POINTS = Path(__file__).resolve().parent / "entry_points"
+TEST_PYTHONPATH = [str(Path(__file__).resolve().parent), str(ENTRY_POINTS)]
+if str(ENTRY_POINTS) not in sys.path:
+    sys.path.append(str(ENTRY_POINTS))
+
+import datajoint as dj  # noqa: E402
+import pytest  # noqa: E402
+
+from dj_staged.testing.fixtures import StoreInfo, configure_store  # noqa: E402
+
+# --- short names for the kit's fixtures (the plugin namespaces them as djstaged_*) -------------------
+
+
+@pytest.fixture(scope="session")
+def dj_postgres(djstaged_postgres):
+    return djstaged_postgres
+
+
+@pytest.fixture(scope="session")
+def dj_connection(djstaged_connection):
+    return djstaged_connection
+
+
+@pytest.fixture
+def dj_stores(djstaged_stores):
+    return djstaged_stores
+
+
+@pytest.fixture
+def dj_local_store(djstaged_local_store):
+    return djstaged_local_store
+
+
+@pytest.fixture(scope="session")
+def dj_s3_server(djstaged_s3_server):
+    return djstaged_s3_server
+
+
+@pytest.fixture
+def dj_s3_store(djstaged_s3_store):
+    return djstaged_s3_store
+
+
+@pytest.fixture
+def dj_schema(djstaged_schema):
+    return djstaged_schema
+
+
+@dataclass
+class FaultyStoreInfo(StoreInfo):
+    """A :func:`dj_faulty_store`: a store and the plan of faults its filesystem raises."""
+
+    plan: Any = None
+
+
+@pytest.fixture
+def dj_faulty_store(tmp_path: Path, dj_stores: dict) -> Iterator[FaultyStoreInfo]:
+    """A local store ``main`` (also ``stores.default``) whose filesystem fails on command (tests/faults.py).
+
+    Arm faults with ``dj_faulty_store.plan.fail("write", nth=3)``.
+    """
+    from faults import fault_plan, forget_plan
+
+    location = tmp_path / "faulty-store"
+    location.mkdir()
+    info = configure_store(dj_stores, "main", {"protocol": "faulty", "location": str(location)}, default=True)
+    try:
+        yield FaultyStoreInfo(name=info.name, spec=info.spec, plan=fault_plan(str(location)))
+    finally:
+        forget_plan(str(location))
 
 
 @contextlib.contextmanager

@@ -245,6 +245,31 @@ def readme_trials(dj_schema, dj_local_store):
 
 
 @pytest.fixture
+def readme_dask(dj_schema, dj_local_store):
+    """Dask: a table with a Zarr field, and the function computing one block of a volume."""
+
+    def reconstruct(block_info=None):
+        shape = block_info[None]["chunk-shape"]
+        return np.full(shape, block_info[None]["chunk-location"][0], dtype="uint32")
+
+    return {"Scan": declare(dj_schema, "Scan", "scan_id : int32\n---\nvolume : <zarr@>"), "reconstruct": reconstruct}
+
+
+@pytest.fixture
+def readme_populate(dj_schema, dj_local_store):
+    """Dask under populate: the schema, a source table with two keys, and a lazy volume per key."""
+    import dask.array as da
+
+    Source = declare(dj_schema, "Source", "source_id : int32")
+    Source.insert([{"source_id": 1}, {"source_id": 2}])
+
+    def reconstruct(key):
+        return da.full((8, 32, 32), key["source_id"], chunks=(2, 32, 32), dtype="uint16")
+
+    return {"schema": dj_schema, "Source": Source, "reconstruct": reconstruct}
+
+
+@pytest.fixture
 def readme_schema(dj_schema, dj_local_store):
     """A schema whose stores are the local store ``main``."""
     return {"schema": dj_schema}

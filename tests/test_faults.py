@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import datajoint as dj
 import numpy as np
 import psycopg2
 import pytest
-from conftest import declare, lease_files, lease_records, store_files, wait_for_session_end
+from conftest import TEST_PYTHONPATH, declare, lease_files, lease_records, store_files, wait_for_session_end
 
 import dj_staged
 import dj_staged.gc
@@ -269,8 +270,9 @@ def test_process_killed_mid_write(Recording, dj_faulty_store, dj_schema, dj_post
     }
     script = tmp_path / "killed_writer.py"
     script.write_text(KILLED_WRITER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(TEST_PYTHONPATH)}  # the faulty protocol is test-only
     result = subprocess.run(
-        [sys.executable, str(script), json.dumps(config)], capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), json.dumps(config)], capture_output=True, text=True, timeout=120, env=env
     )
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert result.stdout.strip().endswith("written")  # and not "unreachable"

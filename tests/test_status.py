@@ -19,11 +19,11 @@ from dj_staged.cli import main
 from dj_staged.status import ABANDONED, EXPIRED, LIVE, UNREADABLE, in_flight
 from dj_staged.text import human_bytes
 
-pytestmark = pytest.mark.parametrize("dj_conformance_store", ["local", "s3"], indirect=True)
+pytestmark = pytest.mark.parametrize("djstaged_conformance_store", ["local", "s3"], indirect=True)
 
 
 @pytest.fixture
-def Scan(dj_schema, dj_conformance_store):
+def Scan(dj_schema, djstaged_conformance_store):
     return declare(
         dj_schema,
         "Scan",
@@ -53,8 +53,8 @@ def by_state(found) -> dict[tuple[str, str, str], object]:
     return {(w.state, w.field, json.dumps(w.key, sort_keys=True)): w for w in found.writes}
 
 
-def test_status_shows_live_expired_and_abandoned_writes(Scan, dj_conformance_store, dj_postgres, capsys):
-    store = dj_conformance_store
+def test_status_shows_live_expired_and_abandoned_writes(Scan, djstaged_conformance_store, dj_postgres, capsys):
+    store = djstaged_conformance_store
     db = Scan.database
     began = time.time()
     with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Scan) as staged:  # abandoned
@@ -125,8 +125,8 @@ def test_status_shows_live_expired_and_abandoned_writes(Scan, dj_conformance_sto
     assert sorted(w.state for w in after.writes) == [ABANDONED, EXPIRED]
 
 
-def test_status_with_nothing_in_flight_and_leases_it_cannot_judge(Scan, dj_conformance_store, capsys):
-    store = dj_conformance_store
+def test_status_with_nothing_in_flight_and_leases_it_cannot_judge(Scan, djstaged_conformance_store, capsys):
+    store = djstaged_conformance_store
     assert main(["status", "--store", store.name]) == 0
     assert capsys.readouterr().out.strip() == f"No staged writes in flight in 1 store ({store.name})."
     put(store, f"_staging/_leases/{Scan.database}/{uuid.uuid4().hex}/lease.json", b"not json")
@@ -137,7 +137,7 @@ def test_status_with_nothing_in_flight_and_leases_it_cannot_judge(Scan, dj_confo
     assert "leases of 1 schema this connection cannot list were left out (elsewhere_" in note
 
 
-def test_status_errors_name_what_to_fix(Scan, dj_conformance_store, tmp_path, capsys):
+def test_status_errors_name_what_to_fix(Scan, djstaged_conformance_store, tmp_path, capsys):
     assert main(["status", "--store", "nowhere"]) == 2
     assert "store 'nowhere'" in capsys.readouterr().err
     dj.config.stores = {**dj.config.stores, "gone": {"protocol": "file", "location": str(tmp_path / "unmounted")}}

@@ -1,7 +1,13 @@
-"""The <zarr@> codec: ordinary insert1, staged insert chunk by chunk, and staged support for another `zarr` codec."""
+"""The <zarr@> codec: ordinary insert1, staged insert chunk by chunk, whichever package owns the name `zarr`.
+
+This module runs twice in `make test`: here, where `zarr` is dj-staged's codec, and in a child process with the
+test-only stand-in of dj-zarr-codecs on the path (tests/test_foreign_codecs.py), where `zarr` is that package's
+and dj-staged serves it through an adapter. Each test states what it expects of either owner.
+"""
 
 from __future__ import annotations
 
+import json
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -10,10 +16,10 @@ import numpy as np
 import pytest
 import zarr
 from conftest import declare, store_files
-from datajoint.builtin_codecs.schema import SchemaCodec
+from zarr.codecs import BytesCodec
 
 import dj_staged
-from dj_staged.codecs.zarr import ZarrCodec
+from dj_staged.codecs.zarr import DjZarrCodecsStaging, ZarrCodec
 from dj_staged.errors import ContentError, HandleModeError, NothingWrittenError
 
 FRAMES = "subject_id : int32\nsession_id : int32\n---\nn_frames = 0 : int32\nframes : <zarr@{store}>"
@@ -67,12 +73,38 @@ def stage_chunks(table, key: dict, array: np.ndarray, chunks: tuple[int, ...], *
         staged.rec["n_frames"] = array.shape[0]
 
 
-def test_zarr_codec_is_registered_through_the_entry_point():
-    (point,) = entry_points(group="datajoint.codecs", name="zarr")
-    assert point.value == "dj_staged.codecs.zarr:ZarrCodec"
+def owner() -> str:
+    """The package whose codec DataJoint resolves `zarr` to in this process: "dj_staged" or "dj_zarr_codecs"."""
+    return type(dj.codecs.get_codec("zarr")).__module__.split(".", 1)[0]
+
+
+def expected_provenance() -> dict:
+    """The provenance the owner's own insert1 records."""
+    if owner() == "dj_staged":
+        return {"datajoint": dj.__version__, "dj_staged": dj_staged.__version__}
+    import dj_zarr_codecs
+
+    return {"datajoint-python": dj.__version__, "dj-zarr-codecs": dj_zarr_codecs.__version__}
+
+
+def zarr_json(meta: dict) -> dict:
+    """The stored array's metadata document (``zarr.json``)."""
+    from datajoint.hash_registry import get_store_backend
+
+    return json.loads(get_store_backend(meta["store"]).get_fsmap(meta["path"])["zarr.json"])
+
+
+def test_zarr_name_resolves_to_one_codec_that_takes_part():
+    ours = [p for p in entry_points(group="datajoint.codecs", name="zarr") if p.value.startswith("dj_staged.")]
+    assert [p.value for p in ours] == ["dj_staged.plugin_codecs:ZarrCodec"]
     codec = dj.codecs.get_codec("zarr")
-    assert type(codec) is ZarrCodec
-    assert dj_staged.participant_for(codec) is codec
+    if owner() == "dj_staged":
+        assert type(codec) is ZarrCodec
+        assert dj_staged.participant_for(codec) is codec
+    else:  # another package provides `zarr`: it keeps the name, dj-staged serves it through an adapter
+        assert f"{type(codec).__module__}:{type(codec).__qualname__}" == "dj_zarr_codecs:ZarrArrayCodec"
+        assert not isinstance(codec, ZarrCodec)
+        assert isinstance(dj_staged.participant_for(codec), DjZarrCodecsStaging)
 
 
 def test_zarr_insert1_still_works(Imaging, dj_local_store, tmp_path):
@@ -94,7 +126,7 @@ def test_zarr_insert1_still_works(Imaging, dj_local_store, tmp_path):
     meta = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
     assert set(meta) == {"path", "store", "shape", "dtype", "provenance"}
     assert meta["store"] == "main" and meta["shape"] == [6, 5, 4] and meta["dtype"] == "int32"
-    assert meta["provenance"] == {"datajoint": dj.__version__, "dj_staged": dj_staged.__version__}
+    assert meta["provenance"] == expected_provenance()
     assert meta["path"].startswith("_schema/") and "/subject_id=1/session_id=1/frames_" in meta["path"]
     assert meta["path"].endswith(".zarr")
     assert f"{meta['path']}/zarr.json" in store_files(dj_local_store)
@@ -102,26 +134,64 @@ def test_zarr_insert1_still_works(Imaging, dj_local_store, tmp_path):
 
 @pytest.mark.parametrize("value", [[1, 2, 3], "frames", np.array([{"a": 1}, None], dtype=object)])
 def test_zarr_insert1_rejects_object_dtype_and_non_arrays(Imaging, dj_local_store, value):
-    with pytest.raises(
-        dj.DataJointError, match=r"<zarr> (requires a numpy.ndarray or zarr.Array|does not store object)"
-    ):
+    # dj-staged's codec raises DataJointError for both; dj-zarr-codecs' raises TypeError for a non-array
+    expected = dj.DataJointError if owner() == "dj_staged" or isinstance(value, np.ndarray) else TypeError
+    with pytest.raises(expected, match=r"<zarr>"):
         Imaging.insert1({"subject_id": 1, "session_id": 1, "frames": value})
     assert len(Imaging()) == 0 and store_files(dj_local_store) == []
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "float32", ">f8", "bool", "complex64"])
-def test_staged_zarr_shape_dtype_recorded(Imaging, dtype):
+@pytest.mark.parametrize("dtype", ["uint16", "float32", ">f8", ">u2", "bool", "complex64", ">c8"])
+def test_staged_row_equals_insert1_row_key_by_key(Imaging, dtype):
+    """Staged through create_zarr_array: the same column value and the same stored array as the owner's insert1."""
     array = (np.arange(8 * 6 * 3) % 7).astype(dtype).reshape(8, 6, 3)
     Imaging.insert1({"subject_id": 1, "session_id": 1, "n_frames": 8, "frames": array})
-    stage_chunks(Imaging, {"subject_id": 1, "session_id": 2}, array, chunks=(2, 6, 3))
+    with dj_staged.staged_insert1(Imaging) as staged:
+        staged.rec.update(subject_id=1, session_id=2, n_frames=8)
+        z = dj_staged.create_zarr_array(staged, "frames", shape=array.shape, dtype=array.dtype)
+        for start in range(0, 8, 2):
+            z[start : start + 2] = array[start : start + 2]
 
     inserted = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
     staged = column(Imaging, {"subject_id": 1, "session_id": 2}, "frames")
     assert set(staged) == set(inserted) == {"path", "store", "shape", "dtype", "provenance"}
     assert without_path(staged) == without_path(inserted)
-    assert staged["shape"] == [8, 6, 3] and staged["dtype"] == str(np.dtype(dtype).newbyteorder("="))
+    assert staged["provenance"] == expected_provenance() and staged["shape"] == [8, 6, 3]
+    # dj-zarr-codecs records its input's dtype; dj-staged's codec the array's as stored (zarr stores little-endian)
+    declared = np.dtype(dtype) if owner() == "dj_zarr_codecs" else np.dtype(dtype).newbyteorder("<")
+    assert staged["dtype"] == str(declared)
+    assert zarr_json(staged) == zarr_json(inserted)
     assert same_location(staged["path"].replace("session_id=2", "session_id=1"), inserted["path"])
     np.testing.assert_array_equal((Imaging & {"session_id": 2}).fetch1("frames")[:], array)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "settings", "recorded"),
+    [
+        (">f8", {"zarr_format": 2}, ">f8"),  # format 2 keeps the byte order in .zarray's dtype
+        (">f8", {"serializer": BytesCodec(endian="big")}, ">f8"),  # format 3 keeps it in the bytes codec
+        (">f8", {}, "float64"),  # zarr-python stores format 3 little-endian unless told otherwise
+        ("<i2", {"serializer": BytesCodec(endian="big")}, ">i2"),
+        ("uint8", {"zarr_format": 2}, "uint8"),
+    ],
+)
+def test_plain_zarr_writes_record_the_dtype_as_stored(Imaging, dtype, settings, recorded):
+    array = np.arange(12).astype(dtype).reshape(4, 3)
+    with dj_staged.staged_insert1(Imaging) as staged:
+        staged.rec.update(subject_id=1, session_id=1)
+        z = zarr.create_array(staged.store("frames", ".zarr"), shape=(4, 3), chunks=(2, 3), dtype=dtype, **settings)
+        z[:] = array
+    meta = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
+    assert meta["dtype"] == recorded and meta["provenance"] == expected_provenance()
+    np.testing.assert_array_equal((Imaging & {"session_id": 1}).fetch1("frames")[:], array)
+
+
+def test_create_zarr_array_is_for_zarr_fields_only(dj_schema, dj_local_store):
+    Table = declare(dj_schema, "Files", "k : int32\n---\nraw : <object@main>")
+    with pytest.raises(HandleModeError) as raised, dj_staged.staged_insert1(Table) as staged:
+        staged.rec["k"] = 1
+        dj_staged.create_zarr_array(staged, "raw", shape=(3,), dtype="uint8")
+    assert raised.value.field == "raw" and len(Table()) == 0 and store_files(dj_local_store) == []
 
 
 def test_staged_zarr_chunked_write_roundtrip(Imaging, dj_local_store):
@@ -229,16 +299,20 @@ def test_something_other_than_a_zarr_array_is_an_error(Imaging, dj_local_store, 
 def test_empty_store_name_resolves_to_the_default_store(dj_schema, dj_local_store):
     Table = declare(dj_schema, "DefaultStore", FRAMES.format(store=""))
     array = np.ones((3, 2), dtype="uint8")
-    Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
     stage_chunks(Table, {"subject_id": 1, "session_id": 2}, array, chunks=(1, 2))
-    inserted = column(Table, {"subject_id": 1, "session_id": 1}, "frames")
     staged = column(Table, {"subject_id": 1, "session_id": 2}, "frames")
-    assert inserted["store"] == staged["store"] == "main"
-    assert without_path(inserted) == without_path(staged)
+    assert staged["store"] == "main"
+    if owner() == "dj_staged":  # our insert1 resolves `<zarr@>` too
+        Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
+        assert without_path(column(Table, {"subject_id": 1, "session_id": 1}, "frames")) == without_path(staged)
+    else:  # dj-zarr-codecs passes the empty name on, and DataJoint 2.3.5 refuses it
+        with pytest.raises(dj.DataJointError, match="Storage '' is requested but not configured"):
+            Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
+        assert len(Table & {"session_id": 1}) == 0
 
 
 def test_seed_example_on_s3(dj_schema, dj_s3_store):
-    ImagingSession = declare(dj_schema, "ImagingSession", FRAMES.format(store=""))
+    ImagingSession = declare(dj_schema, "ImagingSession", FRAMES.format(store="s3"))
     rng = np.random.default_rng(1)
     acquired = []
 
@@ -285,44 +359,3 @@ def test_exception_on_s3_removes_the_staged_array(dj_schema, dj_s3_store):
     spec = dj_s3_store.spec
     fs = s3fs.S3FileSystem(key=spec["access_key"], secret=spec["secret_key"], endpoint_url=f"http://{spec['endpoint']}")
     assert fs.find(f"{spec['bucket']}/{spec['location']}") == [] and len(Table()) == 0
-
-
-def _stand_in_class(name: str) -> type:
-    """A codec of dj-zarr-codecs' shape: it writes Zarr at a ``.zarr`` path and knows nothing of staged insert."""
-
-    class StandInZarrCodec(SchemaCodec, register=False):
-        def encode(self, value, *, key=None, context=None, store_name=None):
-            schema, table, field, pk = self._extract_context(key, context)
-            config = self._codec_config(key, context)
-            path, _ = self._build_path(schema, table, field, pk, ext=".zarr", store_name=store_name, config=config)
-            fsmap = self._get_backend(store_name, config=config).get_fsmap(path)
-            written = zarr.from_array(fsmap, data=value)
-            provenance = {"datajoint": dj.__version__, "dj_zarr_codecs": "stand-in"}
-            return {
-                "path": path,
-                "store": store_name,
-                "shape": list(written.shape),
-                "dtype": str(written.dtype),
-                "provenance": provenance,
-            }
-
-        def decode(self, stored, *, key=None, context=None):
-            backend = self._get_backend(stored["store"], config=self._codec_config(key, context))
-            return zarr.open_array(backend.get_fsmap(stored["path"]), mode="r")
-
-    StandInZarrCodec.name = name
-    return StandInZarrCodec
-
-
-def _check_staged_like_insert1(schema, codec_name: str) -> None:
-    Table = declare(schema, "Foreign", FRAMES.format(store="main").replace("<zarr@", f"<{codec_name}@"))
-    array = np.arange(24, dtype="int16").reshape(6, 4)
-    Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
-    stage_chunks(Table, {"subject_id": 1, "session_id": 2}, array, chunks=(2, 4))
-    inserted = column(Table, {"subject_id": 1, "session_id": 1}, "frames")
-    staged = column(Table, {"subject_id": 1, "session_id": 2}, "frames")
-    assert set(staged) == set(inserted)
-    assert {k: staged[k] for k in ("store", "shape", "dtype")} == {k: inserted[k] for k in ("store", "shape", "dtype")}
-    assert staged["provenance"]["dj_staged"] == dj_staged.__version__  # who wrote it, as for our own codec
-    assert same_location(staged["path"].replace("session_id=2", "session_id=1"), inserted["path"])
-    np.testing.assert_array_equal((Table & {"session_id": 2}).fetch1("frames")[:], array)

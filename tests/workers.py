@@ -93,3 +93,85 @@ def dedup_writer(db: dict, stores: dict, schema_name: str, data: bytes) -> str:
             with staged.open("v", ".bin") as f:
                 f.write(data)
     return "ok"
+
+
+def frames_block(block_info: dict | None = None, fail_at: int | None = None) -> Any:
+    """One block of the test volume: frame ``i`` holds ``arange(i * plane, (i + 1) * plane)``.
+
+    For ``dask.array.map_blocks`` (Dask pickles it by name, so it lives here, importable by workers).
+    Raises for the block at ``fail_at`` along the first axis.
+    """
+    import numpy as np
+
+    info = block_info[None]
+    if info["chunk-location"][0] == fail_at:
+        raise RuntimeError(f"reconstruction failed in block {fail_at}")
+    (first, last), *_ = info["array-location"]
+    shape = info["chunk-shape"]
+    plane = int(np.prod(shape[1:]))
+    return np.arange(first * plane, last * plane, dtype=info["dtype"]).reshape(shape)
+
+
+def populate_pipeline(schema_name: str, connection: Any) -> tuple[Any, Any]:
+    """``Source(source_id -> frames)`` and ``Volume`` computed from it, whose ``make`` stages a Zarr array.
+
+    Each ``make`` writes its volume with Dask threads into ``staged.store()``. The first ``make`` of a
+    process waits at ``BARRIER`` (set by :func:`populate_worker`), so every worker stages a row.
+    """
+    import datajoint as dj
+
+    import dj_staged
+    from dj_staged.dask import to_zarr
+
+    schema = dj.Schema(schema_name, connection=connection)
+
+    @schema
+    class Source(dj.Manual):
+        definition = """
+        source_id : int32
+        ---
+        frames : int32
+        """
+
+    @schema
+    class Volume(dj.Computed):
+        definition = """
+        -> Source
+        ---
+        volume : <zarr@main>
+        """
+
+        def make(self, key: dict) -> None:
+            import dask.array as da
+            import numpy as np
+
+            frames = (Source & key).fetch1("frames")
+            chunks = ((4,) * (frames // 4), (64,), (64,))
+            volume = da.map_blocks(frames_block, chunks=chunks, dtype="uint32", meta=np.empty((0, 0, 0), "uint32"))
+            with dj_staged.staged_insert1(self) as staged:
+                staged.rec.update(key)
+                to_zarr(volume + key["source_id"], staged.store("volume", ".zarr"), num_workers=2)
+            MADE.append(key["source_id"])
+            if len(MADE) == 1 and BARRIER is not None:
+                BARRIER.wait(timeout=60)  # every worker holds a job before any goes on
+
+    return Source, Volume
+
+
+MADE: list[int] = []
+BARRIER: Any = None
+
+
+def populate_worker(db: dict, stores: dict, schema_name: str, barrier: Any) -> tuple[list[int], list]:
+    """Run ``Volume.populate(reserve_jobs=True)``; return the keys this process made and the errors it reported."""
+    import traceback
+
+    global BARRIER
+    BARRIER = barrier
+    try:
+        _, Volume = populate_pipeline(schema_name, connect(db, stores))
+        result = Volume.populate(reserve_jobs=True)
+    except BaseException:
+        barrier.abort()  # the others stop waiting for this process
+        return list(MADE), [traceback.format_exc()]
+    return list(MADE), [str(error) for error in result["error_list"]]

@@ -27,6 +27,8 @@ _EXPORTS = {
     "StagedField": "dj_staged.protocol",
     "StagedInsert1": "dj_staged.session",
     "StagedSession": "dj_staged.session",
+    "ZarrArrayStaging": "dj_staged.codecs.zarr",
+    "create_zarr_array": "dj_staged.codecs.zarr",
     "disable": "dj_staged.session",
     "enable": "dj_staged.session",
     "is_enabled": "dj_staged.session",

@@ -9,7 +9,7 @@ Example::
         session_id : int32
         ---
         n_frames : int32
-        frames : <zarr@>          # or <zarr@store>
+        frames : <zarr@main>
         '''
 
     # An array that fits in memory: ordinary insert (numpy or zarr array).
@@ -19,30 +19,47 @@ Example::
     with dj_staged.staged_insert1(ImagingSession) as staged:
         staged.rec["subject_id"] = 1
         staged.rec["session_id"] = 2
-        z = zarr.open(staged.store("frames", ".zarr"), mode="w",
-                      shape=(1000, 512, 512), chunks=(1, 512, 512), dtype="uint16")
+        z = dj_staged.create_zarr_array(staged, "frames", shape=(1000, 512, 512), chunks=(1, 512, 512), dtype="uint16")
         for i in range(1000):
             z[i] = acquire_frame()
         staged.rec["n_frames"] = 1000
 
     z = (ImagingSession & key).fetch1("frames")  # read-only zarr.Array; z[i] reads one chunk
 
-Column value: ``{path, store, shape, dtype, provenance}``. ``shape`` and
-``dtype`` are read back from the Zarr metadata after writing, on both paths, so
-a staged row and an ``insert1`` row of the same array are equal but for the
-path token. ``insert1`` writes Zarr format 3; arrays of format 2 written by the
-caller through ``staged.store()`` are accepted.
+Column value: ``{path, store, shape, dtype, provenance}``. Finalization reads
+the array's metadata document, never a chunk.
+
+Three participants share :class:`ZarrArrayStaging`, the lifecycle of "one Zarr
+array at a ``.zarr`` path", and differ only in the column value they build,
+each the one its codec's ``encode`` returns:
+
+- :class:`ZarrCodec`, dj-staged's own ``<zarr@>``: ``dtype`` is the array's as
+  stored, byte order included, read back from the Zarr metadata on both paths;
+  ``provenance`` names DataJoint and dj-staged.
+- :class:`DjZarrCodecsStaging`, the adapter for dj-zarr-codecs'
+  ``ZarrArrayCodec``: that codec's ``encode`` records ``str(value.dtype)`` of
+  the array it was given and ``provenance`` ``{"datajoint-python",
+  "dj-zarr-codecs"}`` with the installed versions; so does the adapter. The
+  dtype the writer declared through :func:`create_zarr_array` is recorded as
+  ``encode`` records its input's (zarr-python stores format 3 little-endian by
+  default, so a big-endian ``>f8`` array leaves no trace of its byte order in
+  the metadata); otherwise the dtype as stored.
+- A codec of your own whose ``encode`` applies a transform (compressors,
+  filters, attributes): inherit :class:`ZarrArrayStaging`, return the transform
+  from :meth:`ZarrArrayStaging.zarr_array_options`, and the staged writer gets
+  it through :func:`create_zarr_array`; finalization refuses an array written
+  without it.
 
 Registration: DataJoint loads :class:`ZarrCodec` under ``zarr`` through the
-``datajoint.codecs`` entry point. When another package (``dj-zarr-codecs``)
-provides a codec named ``zarr``, that codec is left in place and given staged
-support through a :class:`ZarrStaging` adapter instead (see :func:`install`).
+``datajoint.codecs`` entry point (:mod:`dj_staged.plugin_codecs`), unless another
+package provides ``zarr``: then that codec keeps the name.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from importlib import import_module
 from typing import Any
 
 import datajoint as dj
@@ -50,6 +67,7 @@ import numpy as np
 import zarr
 from datajoint.builtin_codecs.schema import SchemaCodec
 from datajoint.errors import DataJointError
+from zarr.codecs import BytesCodec, ShardingCodec
 from zarr.errors import BaseZarrError
 
 from ..addressing.schema import SchemaAddressedStaging, remove_object
@@ -60,41 +78,94 @@ logger = logging.getLogger(__name__)
 
 ZARR_EXT = ".zarr"
 
+#: The key of ``StagedField.options`` under which :func:`create_zarr_array` keeps the dtype the writer declared.
+DECLARED_DTYPE = "zarr_dtype"
+
 _METADATA_ERRORS = (BaseZarrError, ValueError, KeyError, TypeError, json.JSONDecodeError)
 
 
-def provenance() -> dict[str, str]:
-    """Who wrote the array: the versions of DataJoint and dj-staged."""
-    import dj_staged
-
-    return {"datajoint": dj.__version__, "dj_staged": dj_staged.__version__}
-
-
-def column_value(path: str, store: str, shape: list[int], dtype: str) -> dict[str, Any]:
-    """The ``<zarr@>`` column value, the shape dj-zarr-codecs writes."""
-    return {"path": path, "store": store, "shape": shape, "dtype": dtype, "provenance": provenance()}
-
-
-def read_array_metadata(fsmap: Any, label: str) -> tuple[list[int], str]:
-    """``(shape, dtype)`` of the Zarr array at ``fsmap``, from its metadata document only.
-
-    ``zarr.open_array(..., mode="r")`` reads ``zarr.json`` (format 3) or
-    ``.zarray``/``.zattrs`` (format 2) and no chunk.
-    """
+def open_written_array(fsmap: Any, label: str, field: str | None = None) -> zarr.Array:
+    """The Zarr array at ``fsmap``, opened read-only from its metadata document (no chunk is read)."""
     try:
-        array = zarr.open_array(fsmap, mode="r")
+        return zarr.open_array(fsmap, mode="r")
     except _METADATA_ERRORS as error:
         raise ContentError(
             f"{label} does not hold a Zarr array ({type(error).__name__}: {error}); "
-            "write one with zarr.open(staged.store(field, '.zarr'), mode='w', shape=..., dtype=...)"
+            "write one with zarr.open(staged.store(field, '.zarr'), mode='w', shape=..., dtype=...)",
+            field=field,
         ) from error
-    return list(array.shape), str(array.dtype)
 
 
-class ZarrStaging(SchemaAddressedStaging):
-    """Staged insert of a Zarr array; also the adapter given to another package's ``zarr`` codec."""
+def _bytes_endian(codecs: Any) -> str | None:
+    """The ``endian`` of the ``bytes`` codec in a format 3 codec pipeline (inside a shard, if sharded)."""
+    for codec in codecs:
+        if isinstance(codec, ShardingCodec):
+            return _bytes_endian(codec.codecs)
+        if isinstance(codec, BytesCodec):
+            return codec.endian.value if codec.endian is not None else None
+    return None
+
+
+def stored_dtype(array: zarr.Array) -> np.dtype:
+    """The numpy dtype of ``array`` as stored, byte order included.
+
+    Format 2 keeps the byte order in ``.zarray``'s dtype (``>f8``). Format 3
+    names the type without one (``float64``) and keeps the byte order in the
+    ``bytes`` codec's ``endian``, which ``zarr.open_array(...).dtype`` does not
+    reflect.
+    """
+    dtype = np.dtype(array.dtype)
+    if array.metadata.zarr_format == 2 or dtype.byteorder == "|":
+        return dtype
+    endian = _bytes_endian(array.metadata.codecs)
+    return dtype if endian is None else dtype.newbyteorder("<" if endian == "little" else ">")
+
+
+def read_array_metadata(fsmap: Any, label: str) -> tuple[list[int], str]:
+    """``(shape, dtype)`` of the Zarr array at ``fsmap`` as stored, from its metadata document only."""
+    array = open_written_array(fsmap, label)
+    return list(array.shape), str(stored_dtype(array))
+
+
+def _same_type(a: np.dtype, b: np.dtype) -> bool:
+    """Whether two dtypes differ at most in byte order."""
+    return a.newbyteorder("=") == b.newbyteorder("=")
+
+
+class ZarrArrayStaging(SchemaAddressedStaging):
+    """Lifecycle of a codec that stores one Zarr array at a schema-addressed ``.zarr`` path.
+
+    A mixin for such a codec, or the base of an adapter for another package's.
+    Subclasses build the column value in :meth:`_column_value`; a codec whose
+    ``encode`` writes with particular settings returns them from
+    :meth:`zarr_array_options`.
+    """
 
     staged_modes = ("store",)
+
+    def zarr_array_options(self) -> dict[str, Any]:
+        """Keyword arguments ``encode`` gives ``zarr.create_array`` besides the data: the codec's transform.
+
+        For example ``{"compressors": ..., "filters": ..., "attributes": {...}}``.
+        Empty (the default) means the codec imposes nothing, and an array
+        written with any settings is accepted.
+        """
+        return {}
+
+    def create_staged_array(
+        self,
+        field: StagedField,
+        store: Any,
+        *,
+        shape: tuple[int, ...],
+        dtype: Any,
+        chunks: Any = "auto",
+        **options: Any,
+    ) -> zarr.Array:
+        """Create the field's array in ``store`` as ``encode`` would for an array of ``shape`` and ``dtype``."""
+        field.options[DECLARED_DTYPE] = str(np.dtype(dtype))
+        settings = {**self.zarr_array_options(), **options}
+        return zarr.create_array(store=store, shape=shape, dtype=dtype, chunks=chunks, **settings)
 
     def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
         """An ``fsspec.FSMap`` at the field's canonical ``.zarr`` path (``staged.store(field, ".zarr")``)."""
@@ -114,12 +185,104 @@ class ZarrStaging(SchemaAddressedStaging):
 
     def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
         """Read the array's metadata (never its chunks) and return the column value."""
-        shape, dtype = read_array_metadata(field.backend.get_fsmap(base["path"]), field.label)
-        if np.dtype(dtype).hasobject:
+        array = open_written_array(field.backend.get_fsmap(base["path"]), field.label, field.name)
+        dtype = stored_dtype(array)
+        if dtype.hasobject:
+            raise ContentError(f"{field.label} holds an object-dtype array, which it does not store", field=field.name)
+        self._check_options(array, dtype, field)
+        return self._column_value(base["path"], field.store_name, list(array.shape), self._dtype(dtype, field), field)
+
+    def _dtype(self, stored: np.dtype, field: StagedField) -> str:
+        """The column's ``dtype``: by default the array's as stored, byte order included."""
+        return str(stored)
+
+    def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
+        """The value ``encode`` returns for an array of this path, store, shape and dtype."""
+        return {"path": path, "store": store, "shape": shape, "dtype": dtype}
+
+    def _check_options(self, array: zarr.Array, dtype: np.dtype, field: StagedField) -> None:
+        """Refuse an array whose metadata differs from what ``encode`` writes with :meth:`zarr_array_options`."""
+        options = self.zarr_array_options()
+        if not options:
+            return
+        shards = getattr(array, "shards", None)
+        expected = zarr.create_array(
+            store=zarr.storage.MemoryStore(),
+            shape=array.shape,
+            dtype=dtype,
+            chunks=array.chunks,
+            **({"shards": shards} if shards is not None else {}),
+            **options,
+        ).metadata.to_dict()
+        written = array.metadata.to_dict()
+        differ = sorted(key for key in expected.keys() | written.keys() if expected.get(key) != written.get(key))
+        if differ:
             raise ContentError(
-                f"{field.label} holds an object-dtype array; <zarr> does not store those", field=field.name
+                f"{field.label}: the array was written with other settings than insert1 writes ({', '.join(differ)} "
+                f"differ); create it with dj_staged.create_zarr_array(staged, '{field.name}', shape=..., dtype=...)",
+                field=field.name,
             )
-        return column_value(base["path"], field.store_name, shape, dtype)
+
+
+def provenance() -> dict[str, str]:
+    """Who wrote the array: the versions of DataJoint and dj-staged."""
+    import dj_staged
+
+    return {"datajoint": dj.__version__, "dj_staged": dj_staged.__version__}
+
+
+class ZarrStaging(ZarrArrayStaging):
+    """Staged insert of dj-staged's own ``<zarr@>``: the column value :meth:`ZarrCodec.encode` returns."""
+
+    def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
+        return {"path": path, "store": store, "shape": shape, "dtype": dtype, "provenance": provenance()}
+
+
+class DjZarrCodecsStaging(ZarrArrayStaging):
+    """Adapter for dj-zarr-codecs' ``ZarrArrayCodec``: the column value that codec's ``encode`` returns.
+
+    ``{path, store, shape, dtype, provenance}`` with ``dtype`` as
+    ``str(numpy dtype)`` of the array written (the dtype declared through
+    :func:`create_zarr_array` if it describes what was stored, else the dtype as
+    stored, byte order included) and ``provenance`` ``{"datajoint-python":
+    datajoint.__version__, "dj-zarr-codecs": dj_zarr_codecs.__version__}``, both
+    read from the installed packages.
+    """
+
+    def _dtype(self, stored: np.dtype, field: StagedField) -> str:
+        declared = field.options.get(DECLARED_DTYPE)
+        if declared is not None and _same_type(np.dtype(declared), stored):
+            return declared
+        return str(stored)
+
+    def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
+        package = import_module(type(field.codec).__module__.split(".", 1)[0])
+        versions = {"datajoint-python": dj.__version__, "dj-zarr-codecs": package.__version__}
+        return {"path": path, "store": store, "shape": shape, "dtype": dtype, "provenance": versions}
+
+
+def create_zarr_array(
+    staged: Any, field: str, *, shape: tuple[int, ...], dtype: Any, chunks: Any = "auto", **options: Any
+) -> zarr.Array:
+    """Create the Zarr array of ``<zarr@>``-like field ``field`` in a staged block, as the codec's ``insert1`` would.
+
+    The array gets the settings the codec's ``encode`` writes with (its
+    compressors, filters, attributes: see
+    :meth:`ZarrArrayStaging.zarr_array_options`), and the dtype is recorded as
+    declared. ``chunks`` (default: zarr's choice for ``shape`` and ``dtype``, as
+    ``insert1`` makes it) and further ``options`` go to ``zarr.create_array``.
+    Fill it as any Zarr array; the row is inserted when the block ends.
+    """
+    store = staged.store(field, ZARR_EXT)
+    staged_field = staged.field(field)
+    create = getattr(staged_field.participant, "create_staged_array", None)
+    if create is None:
+        raise HandleModeError(
+            f"{staged_field.label} is not stored as one Zarr array by a Zarr codec; "
+            f"write it with zarr.open(staged.store('{field}', '{ZARR_EXT}'), mode='w', ...)",
+            field=field,
+        )
+    return create(staged_field, store, shape=shape, dtype=dtype, chunks=chunks, **options)
 
 
 class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-arg]  # DataJoint's class keyword
@@ -153,7 +316,7 @@ class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-
             remove_object(backend, path)
             raise
         shape, dtype = read_array_metadata(fsmap, f"<zarr> field '{field}'")
-        return column_value(path, store, shape, dtype)
+        return {"path": path, "store": store, "shape": shape, "dtype": dtype, "provenance": provenance()}
 
     def decode(self, stored: dict, *, key: dict | None = None, context: dict | None = None) -> zarr.Array:
         """A read-only ``zarr.Array`` on the stored array; chunks are read on indexing."""

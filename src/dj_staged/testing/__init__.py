@@ -1,15 +1,13 @@
 """Testing support for codec authors: real services as pytest fixtures, and the conformance kit.
 
-The kit's modules are registered for pytest's assertion rewriting before they
-are imported, so a failing check shows the values it compared. The suites are
-imported on first use: loading the pytest plugin does not import DataJoint.
+Importing this package imports neither pytest nor DataJoint: ``python -m
+dj_staged.demo`` uses :mod:`dj_staged.testing.services` without pytest. The
+pytest plugin (:mod:`dj_staged.testing.plugin`) registers the kit's modules for
+assertion rewriting and provides the fixtures, all named ``djstaged_*`` so they
+never shadow a host project's own. The suites are imported on first use.
 """
 
 from typing import Any
-
-import pytest
-
-pytest.register_assert_rewrite("dj_staged.testing.conformance", "dj_staged.testing.inspection")
 
 __all__ = [
     "HashAddressedConformance",

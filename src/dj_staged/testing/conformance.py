@@ -82,13 +82,13 @@ class _Suite:
     codec: str = ""
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        if "dj_conformance_store" in metafunc.fixturenames:
-            metafunc.parametrize("dj_conformance_store", self.stores, indirect=True)
+        if "djstaged_conformance_store" in metafunc.fixturenames:
+            metafunc.parametrize("djstaged_conformance_store", self.stores, indirect=True)
 
     @pytest.fixture
-    def table(self, dj_schema: Any, dj_conformance_store: StoreInfo) -> Any:
+    def table(self, djstaged_schema: Any, djstaged_conformance_store: StoreInfo) -> Any:
         """The test's table, on the store being tested."""
-        return declare_table(dj_schema, self.codec, dj_conformance_store)
+        return declare_table(djstaged_schema, self.codec, djstaged_conformance_store)
 
 
 class StagedCodecConformance(_Suite):
@@ -151,19 +151,19 @@ class StagedCodecConformance(_Suite):
         assert len(table & STAGED) == 1
 
     def test_staged_write_lands_at_canonical_path(
-        self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         self.insert_staged(table, STAGED, tmp_path)
         column = column_value(table, STAGED, FIELD)
         path = column["path"]
-        files = store_files(dj_conformance_store.name)
+        files = store_files(djstaged_conformance_store.name)
         assert files, "the staged insert left nothing in the store"
         outside = [f for f in files if f != path and not f.startswith(path + "/")]
         assert outside == [], f"objects outside the column's path {path!r}: {outside}"
-        self.check_path(table, STAGED, column, dj_conformance_store)
+        self.check_path(table, STAGED, column, djstaged_conformance_store)
 
     def test_staged_insert_metadata_matches_encode(
-        self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         self.insert_staged(table, STAGED, tmp_path)  # first, so a hash-addressed object is moved, not deduplicated
         self.insert_ordinary(table, ORDINARY, tmp_path)
@@ -172,7 +172,7 @@ class StagedCodecConformance(_Suite):
         assert sorted(ours) == sorted(theirs), "staged and insert1 column values have different keys"
         for name in ours:
             assert type(ours[name]) is type(theirs[name]), f"{name!r}: {ours[name]!r} vs insert1's {theirs[name]!r}"
-        self.check_same_column(table, ours, theirs, dj_conformance_store)
+        self.check_same_column(table, ours, theirs, djstaged_conformance_store)
 
     def test_staged_insert_fetch_roundtrip(self, table: Any, tmp_path: Path) -> None:
         self.insert_staged(table, STAGED, tmp_path)
@@ -182,21 +182,25 @@ class StagedCodecConformance(_Suite):
         assert ours_type is theirs_type, f"fetch returned {ours_type.__name__}, insert1's row {theirs_type.__name__}"
         assert_equivalent(ours, theirs, f"fetched {FIELD}")
 
-    def test_staged_cleanup_on_exception(self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path) -> None:
+    def test_staged_cleanup_on_exception(
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
         self.insert_ordinary(table, ORDINARY, tmp_path)  # an existing row: its objects must survive the unwinding
-        before = store_files(dj_conformance_store.name)
+        before = store_files(djstaged_conformance_store.name)
         with pytest.raises(Abort):
             with staged_insert1(table) as staged:
                 staged.rec.update(STAGED)
                 self.write(staged, FIELD, self.sample(tmp_path))
-                during = store_files(dj_conformance_store.name)
+                during = store_files(djstaged_conformance_store.name)
                 raise Abort
         assert set(during) - set(before), "write() put nothing in the store, so cleanup was not exercised"
-        assert store_files(dj_conformance_store.name) == before, "the unwinding left objects behind or removed some"
+        assert store_files(djstaged_conformance_store.name) == before, (
+            "the unwinding left objects behind or removed some"
+        )
         assert len(table & STAGED) == 0 and len(table) == 1
 
     def test_staged_write_is_leased_while_it_writes(
-        self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         """A collection with no grace period, its clock days ahead, runs while the block is open: nothing is lost."""
         import dj_staged.gc
@@ -205,18 +209,20 @@ class StagedCodecConformance(_Suite):
         with staged_insert1(table) as staged:
             staged.rec.update(STAGED)
             self.write(staged, FIELD, self.sample(tmp_path))
-            written = store_files(dj_conformance_store.name)
+            written = store_files(djstaged_conformance_store.name)
             assert written, "write() put nothing in the store"
             report = dj_staged.gc.collect(
-                schema, store=dj_conformance_store.name, grace=0, dry_run=False, now=time.time() + 30 * 86400
+                schema, store=djstaged_conformance_store.name, grace=0, dry_run=False, now=time.time() + 30 * 86400
             )
             assert report.deleted == 0, f"the collector took what the codec wrote without a lease: {report.paths}"
-            assert store_files(dj_conformance_store.name) == written
+            assert store_files(djstaged_conformance_store.name) == written
         self.insert_ordinary(table, ORDINARY, tmp_path)
         (_, ours), (_, theirs) = self.fetch(table, STAGED, tmp_path), self.fetch(table, ORDINARY, tmp_path)
         assert_equivalent(ours, theirs, f"fetched {FIELD}")
 
-    def test_staged_primary_key_required(self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path) -> None:
+    def test_staged_primary_key_required(
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
         with staged_insert1(table) as staged:
             for partial in ({}, {"subject_id": 1}):
                 staged.rec.clear()
@@ -224,7 +230,7 @@ class StagedCodecConformance(_Suite):
                 for ask in (staged.store, staged.open):
                     with pytest.raises(MissingPrimaryKeyError, match="session_id"):
                         ask(FIELD)
-            assert store_files(dj_conformance_store.name) == []
+            assert store_files(djstaged_conformance_store.name) == []
             staged.rec.update(STAGED)
             self.write(staged, FIELD, self.sample(tmp_path))
         assert len(table & STAGED) == 1
@@ -265,20 +271,20 @@ class HashAddressedConformance(StagedCodecConformance):
     def check_same_column(self, table: Any, ours: dict, theirs: dict, store: StoreInfo) -> None:
         assert ours == theirs, "staged column value (left) != insert1's: same stored bytes give the same hash and path"
 
-    def test_staged_dedup_hit(self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path) -> None:
+    def test_staged_dedup_hit(self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path) -> None:
         self.insert_staged(table, STAGED, tmp_path)
         self.insert_staged(table, OTHER, tmp_path)
         first, second = column_value(table, STAGED, FIELD), column_value(table, OTHER, FIELD)
         assert first == second
-        assert store_files(dj_conformance_store.name) == [first["path"]], "expected exactly one canonical object"
+        assert store_files(djstaged_conformance_store.name) == [first["path"]], "expected exactly one canonical object"
         (_, a), (_, b) = self.fetch(table, STAGED, tmp_path), self.fetch(table, OTHER, tmp_path)
         assert_equivalent(a, b, f"fetched {FIELD}")
 
     def test_staged_concurrent_canonical_collision(
-        self, table: Any, dj_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         """The canonical object appears after staging began and before promotion: another writer got there first."""
-        store = dj_conformance_store.name
+        store = djstaged_conformance_store.name
         with staged_insert1(table) as staged:
             staged.rec.update(STAGED)
             self.write(staged, FIELD, self.sample(tmp_path))
@@ -297,7 +303,9 @@ class HashAddressedConformance(StagedCodecConformance):
 class NonParticipatingCodecConformance(_Suite):
     """Suite for a field type that must be refused by ``store()``/``open()`` (in-table, reference, no protocol)."""
 
-    def test_staged_handle_rejects_non_participating_codecs(self, table: Any, dj_conformance_store: StoreInfo) -> None:
+    def test_staged_handle_rejects_non_participating_codecs(
+        self, table: Any, djstaged_conformance_store: StoreInfo
+    ) -> None:
         match = re.match(r"<(\w+)", self.codec)
         assert match is not None, f"codec {self.codec!r} is not written as <name...>"
         name = match.group(1)
@@ -308,5 +316,5 @@ class NonParticipatingCodecConformance(_Suite):
                     getattr(staged, ask)(FIELD, ".bin")
             message = str(caught.value)
             assert f"<{name}>" in message and f"'{FIELD}'" in message, f"{ask}(): message must name it: {message}"
-        assert store_files(dj_conformance_store.name) == []
+        assert store_files(djstaged_conformance_store.name) == []
         assert len(table) == 0

@@ -1,8 +1,12 @@
 """pytest fixtures: a real PostgreSQL, a DataJoint connection, a local store, an S3 store, a fresh schema.
 
 Loaded as a pytest plugin (entry point ``pytest11``), so a codec author's test
-suite gets them by installing ``dj-staged[test]``. Each can be used on its own:
-``dj_local_store`` needs no database, ``dj_schema`` needs ``dj_connection``.
+suite gets them by installing ``dj-staged[test]``. Every name starts with
+``djstaged_``, so a host project's own fixtures (``dj_connection``, ``schema``,
+...) are never shadowed, and never picked up by the kit in place of these.
+Each can be used on its own: ``djstaged_local_store`` needs no database,
+``djstaged_schema`` needs ``djstaged_connection``. Nothing heavy is imported
+until a fixture runs.
 """
 
 from __future__ import annotations
@@ -32,21 +36,21 @@ class StoreInfo:
 
 
 @pytest.fixture(scope="session")
-def dj_postgres() -> Iterator[PostgresInfo]:
+def djstaged_postgres() -> Iterator[PostgresInfo]:
     """A real PostgreSQL server for the whole test session."""
     with embedded_postgres() as info:
         yield info
 
 
 @pytest.fixture(scope="session")
-def dj_connection(dj_postgres: PostgresInfo) -> Any:
-    """DataJoint connected to :func:`dj_postgres`."""
-    return connect_datajoint(dj_postgres)
+def djstaged_connection(djstaged_postgres: PostgresInfo) -> Any:
+    """DataJoint connected to :func:`djstaged_postgres`."""
+    return connect_datajoint(djstaged_postgres)
 
 
 @pytest.fixture
-def dj_stores() -> Iterator[dict]:
-    """``dj.config.stores`` for one test, restored afterwards; fixtures below add to it."""
+def djstaged_stores() -> Iterator[dict]:
+    """``dj.config.stores`` for one test, restored afterwards; the store fixtures add to it."""
     import datajoint as dj
 
     saved = dict(dj.config.stores)
@@ -57,7 +61,8 @@ def dj_stores() -> Iterator[dict]:
         dj.config.stores = saved
 
 
-def _configure(stores: dict, name: str, spec: dict, default: bool) -> StoreInfo:
+def configure_store(stores: dict, name: str, spec: dict, default: bool) -> StoreInfo:
+    """Add store ``name`` to ``stores`` (the dict :func:`djstaged_stores` yields), optionally as the default."""
     import datajoint as dj
 
     stores[name] = spec
@@ -68,40 +73,15 @@ def _configure(stores: dict, name: str, spec: dict, default: bool) -> StoreInfo:
 
 
 @pytest.fixture
-def dj_local_store(tmp_path: Path, dj_stores: dict) -> StoreInfo:
+def djstaged_local_store(tmp_path: Path, djstaged_stores: dict) -> StoreInfo:
     """A local file store ``main`` in a temporary folder, also ``stores.default``."""
     location = tmp_path / "store"
     location.mkdir()
-    return _configure(dj_stores, "main", {"protocol": "file", "location": str(location)}, default=True)
-
-
-@dataclass
-class FaultyStoreInfo(StoreInfo):
-    """A :func:`dj_faulty_store`: a store and the plan of faults its filesystem raises."""
-
-    plan: Any = None
-
-
-@pytest.fixture
-def dj_faulty_store(tmp_path: Path, dj_stores: dict) -> Iterator[FaultyStoreInfo]:
-    """A local store ``main`` (also ``stores.default``) whose filesystem fails on command.
-
-    Arm faults with ``dj_faulty_store.plan.fail("write", nth=3)``; see
-    :mod:`dj_staged.testing.faults`.
-    """
-    from .faults import fault_plan, forget_plan
-
-    location = tmp_path / "faulty-store"
-    location.mkdir()
-    info = _configure(dj_stores, "main", {"protocol": "faulty", "location": str(location)}, default=True)
-    try:
-        yield FaultyStoreInfo(name=info.name, spec=info.spec, plan=fault_plan(str(location)))
-    finally:
-        forget_plan(str(location))
+    return configure_store(djstaged_stores, "main", {"protocol": "file", "location": str(location)}, default=True)
 
 
 @pytest.fixture(scope="session")
-def dj_s3_server() -> Iterator[S3Info]:
+def djstaged_s3_server() -> Iterator[S3Info]:
     """moto's S3 server on 127.0.0.1 for the whole test session."""
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -110,46 +90,46 @@ def dj_s3_server() -> Iterator[S3Info]:
 
 
 @pytest.fixture
-def dj_s3_store(dj_s3_server: S3Info, dj_stores: dict) -> StoreInfo:
-    """An S3 store ``s3`` in a fresh bucket on :func:`dj_s3_server`, also ``stores.default``."""
+def djstaged_s3_store(djstaged_s3_server: S3Info, djstaged_stores: dict) -> StoreInfo:
+    """An S3 store ``s3`` in a fresh bucket on :func:`djstaged_s3_server`, also ``stores.default``."""
     import boto3
 
     bucket = f"dj-staged-{uuid.uuid4().hex[:12]}"
     boto3.client(
         "s3",
-        endpoint_url=f"http://{dj_s3_server.endpoint}",
-        aws_access_key_id=dj_s3_server.access_key,
-        aws_secret_access_key=dj_s3_server.secret_key,
+        endpoint_url=f"http://{djstaged_s3_server.endpoint}",
+        aws_access_key_id=djstaged_s3_server.access_key,
+        aws_secret_access_key=djstaged_s3_server.secret_key,
         region_name="us-east-1",
     ).create_bucket(Bucket=bucket)
     spec = {
         "protocol": "s3",
-        "endpoint": dj_s3_server.endpoint,
+        "endpoint": djstaged_s3_server.endpoint,
         "bucket": bucket,
         "location": "data",
-        "access_key": dj_s3_server.access_key,
-        "secret_key": dj_s3_server.secret_key,
+        "access_key": djstaged_s3_server.access_key,
+        "secret_key": djstaged_s3_server.secret_key,
         "secure": False,
     }
-    return _configure(dj_stores, "s3", spec, default=True)
+    return configure_store(djstaged_stores, "s3", spec, default=True)
 
 
-STORE_FIXTURES = {"local": "dj_local_store", "s3": "dj_s3_store"}
+STORE_FIXTURES = {"local": "djstaged_local_store", "s3": "djstaged_s3_store"}
 
 
 @pytest.fixture
-def dj_conformance_store(request: pytest.FixtureRequest) -> StoreInfo:
-    """``dj_local_store`` or ``dj_s3_store``, chosen by indirect parametrization: ``"local"`` (default) or ``"s3"``."""
+def djstaged_conformance_store(request: pytest.FixtureRequest) -> StoreInfo:
+    """``djstaged_local_store`` or ``djstaged_s3_store``, chosen by indirect parametrization (``"local"``, ``"s3"``)."""
     kind = getattr(request, "param", "local")
     return request.getfixturevalue(STORE_FIXTURES[kind])
 
 
 @pytest.fixture
-def dj_schema(dj_connection: Any) -> Iterator[Any]:
+def djstaged_schema(djstaged_connection: Any) -> Iterator[Any]:
     """A fresh, uniquely named schema, dropped afterwards."""
     import datajoint as dj
 
-    schema = dj.Schema(f"t_{uuid.uuid4().hex[:10]}", connection=dj_connection)
+    schema = dj.Schema(f"t_{uuid.uuid4().hex[:10]}", connection=djstaged_connection)
     try:
         yield schema
     finally:

@@ -1,13 +1,24 @@
-"""pytest plugin entry point of dj-staged: registers the fixtures of :mod:`dj_staged.testing.fixtures`."""
+"""pytest plugin entry point of dj-staged (``pytest11``): the fixtures of :mod:`dj_staged.testing.fixtures`.
 
-from .fixtures import (  # noqa: F401
-    dj_conformance_store,
-    dj_connection,
-    dj_faulty_store,
-    dj_local_store,
-    dj_postgres,
-    dj_s3_server,
-    dj_s3_store,
-    dj_schema,
-    dj_stores,
+Loading it imports pytest and the fixture definitions only: no DataJoint, no
+database driver, no S3 client (each fixture imports what it needs when a test
+asks for it), so a DataJoint warning at import cannot abort a host project's
+``filterwarnings = error`` run while plugins load. Every fixture is named
+``djstaged_*``.
+"""
+
+import pytest
+
+# Before the kit's modules are first imported: a failing check then shows the values it compared.
+pytest.register_assert_rewrite("dj_staged.testing.conformance", "dj_staged.testing.inspection")
+
+from .fixtures import (  # noqa: E402, F401
+    djstaged_conformance_store,
+    djstaged_connection,
+    djstaged_local_store,
+    djstaged_postgres,
+    djstaged_s3_server,
+    djstaged_s3_store,
+    djstaged_schema,
+    djstaged_stores,
 )

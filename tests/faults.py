@@ -1,11 +1,13 @@
-"""A local store that fails on command, for fault-injection tests.
+"""A local store that fails on command, for the fault-injection tests (test-only: never installed).
 
 DataJoint's storage-adapter plugin mechanism (entry point ``datajoint.storage``)
-registers the protocol ``faulty``: a store ``{"protocol": "faulty", "location":
-"/some/dir"}`` behaves like a local ``file`` store whose filesystem raises the
-error you choose on the Nth write, read, listing, stat, move, copy or removal.
-Faults happen inside the filesystem, where a full disk or a dropped network
-share would raise them; nothing in DataJoint or fsspec is patched.
+registers the protocol ``faulty`` from ``tests/entry_points/``, a folder that
+only this test suite puts on ``sys.path`` (``tests/conftest.py``, and the
+environment of the child processes it starts): a store ``{"protocol": "faulty",
+"location": "/some/dir"}`` behaves like a local ``file`` store whose filesystem
+raises the error you choose on the Nth write, read, listing, stat, move, copy or
+removal. Faults happen inside the filesystem, where a full disk or a dropped
+network share would raise them; nothing in DataJoint or fsspec is patched.
 
 Example::
 
@@ -171,7 +173,7 @@ class FaultyFileSystem(LocalFileSystem):
 
 
 class FaultyStorageAdapter(StorageAdapter):
-    """DataJoint storage adapter for the ``faulty`` protocol (registered through an entry point)."""
+    """DataJoint storage adapter for the ``faulty`` protocol (registered through ``tests/entry_points/``)."""
 
     protocol = "faulty"
     required_keys = ("location",)

@@ -1,0 +1,66 @@
+"""What only holds with the stand-in of dj-zarr-codecs installed: run by tests/test_foreign_codecs.py in a child.
+
+Not collected by the main run (``tests/foreign`` is in ``norecursedirs``): DataJoint would resolve ``zarr`` to
+dj-staged's codec there. The child puts ``tests/foreign/site`` on ``sys.path`` and passes this module by name.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points, version
+from pathlib import Path
+
+import datajoint as dj
+import dj_zarr_codecs
+import numpy as np
+import pytest
+from conftest import declare, store_files
+from datajoint.builtin_codecs.schema import SchemaCodec
+
+import dj_staged
+from dj_staged.errors import NotParticipatingError
+from dj_staged.testing import SchemaAddressedConformance
+
+
+def test_the_stand_in_owns_zarr():
+    assert version("dj-zarr-codecs") == dj_zarr_codecs.__version__
+    theirs = [p.value for p in entry_points(group="datajoint.codecs", name="zarr") if p.dist.name == "dj-zarr-codecs"]
+    assert theirs == ["dj_zarr_codecs:ZarrArrayCodec"]
+    assert issubclass(dj_zarr_codecs.ZarrArrayCodec, SchemaCodec)
+    assert type(dj.codecs.get_codec("zarr")) is dj_zarr_codecs.ZarrArrayCodec
+
+
+def test_a_subclass_of_the_adapted_class_is_refused(dj_schema, dj_local_store):
+    """The adapter serves exactly dj-zarr-codecs' class: a subclass may write something else."""
+
+    class DerivedZarrCodec(dj_zarr_codecs.ZarrArrayCodec):
+        name = "zarr_derived"
+
+    try:
+        Table = declare(dj_schema, "Derived", "k : int32\n---\ndata : <zarr_derived@main>")
+        for ask in ("store", "open"):
+            with pytest.raises(NotParticipatingError) as raised, dj_staged.staged_insert1(Table) as staged:
+                staged.rec["k"] = 1
+                getattr(staged, ask)("data", ".zarr")
+            message = str(raised.value)
+            assert raised.value.field == "data"
+            assert "<zarr_derived>" in message and "DerivedZarrCodec" in message and "register_adapter" in message
+        assert store_files(dj_local_store) == [] and len(Table()) == 0
+    finally:
+        dj.codecs.unregister_codec("zarr_derived")
+
+
+class TestDjZarrCodecsKit(SchemaAddressedConformance):
+    """The kit, as a codec author subclasses it, against dj-zarr-codecs' <zarr@>, with a big-endian array."""
+
+    codec = "<zarr@{store}>"
+
+    def sample(self, tmp_path: Path) -> np.ndarray:
+        return np.arange(600, dtype=">f8").reshape(30, 20)
+
+    def write(self, staged, field, sample):
+        z = dj_staged.create_zarr_array(staged, field, shape=sample.shape, dtype=sample.dtype)
+        for start in range(0, sample.shape[0], 10):
+            z[start : start + 10] = sample[start : start + 10]
+
+    def normalize(self, fetched):
+        return fetched[...]

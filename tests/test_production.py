@@ -1,0 +1,80 @@
+"""Nothing test-only in the installed package: no test adapter, no pytest outside the kit, light entry points."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from importlib.metadata import distribution, entry_points
+from pathlib import Path
+
+import dj_staged
+
+SOURCE = Path(dj_staged.__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports, at module level or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_module_outside_the_kit_imports_pytest():
+    modules = sorted(SOURCE.rglob("*.py"))
+    importing = {str(p.relative_to(SOURCE)) for p in modules if "pytest" in imported_modules(p)}
+    assert importing and all(path.startswith("testing/") for path in importing), importing
+
+
+def test_only_the_dask_module_imports_dask():
+    modules = sorted(SOURCE.rglob("*.py"))
+    importing = {str(p.relative_to(SOURCE)) for p in modules if {"dask", "distributed"} & imported_modules(p)}
+    assert importing == {"dask.py"}
+
+
+def test_the_installed_package_registers_no_test_adapter():
+    groups = {point.group for point in distribution("dj-staged").entry_points}
+    assert groups == {"console_scripts", "pytest11", "datajoint.codecs"}
+    (faulty,) = entry_points(group="datajoint.storage", name="faulty")  # this suite's, from tests/entry_points
+    assert faulty.dist.name == "dj-staged-test-adapters" and faulty.value == "faults:FaultyStorageAdapter"
+    code = "from datajoint.storage_adapter import get_storage_adapter; print(get_storage_adapter('faulty'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=TESTS.parent)
+    assert done.stdout.strip() == "None"  # outside this suite the protocol does not exist
+
+
+def test_the_codec_entry_point_loads_no_engine():
+    code = (
+        "import sys, datajoint as dj; codec = dj.codecs.get_codec('zarr'); "
+        "print(type(codec).__module__); print(' '.join(sorted(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    owner, modules = done.stdout.splitlines()
+    loaded = set(modules.split())
+    assert owner == "dj_staged.codecs.zarr"
+    engine = ("dj_staged.session", "dj_staged.gc", "dj_staged.testing", "dj_staged.leases", "dj_staged.cli")
+    assert sorted(m for m in loaded if m.startswith(engine)) == []
+    assert not {"pytest", "_pytest", "dask", "distributed"} & loaded
+
+
+DEMO_WITHOUT_PYTEST = """
+import runpy, sys
+for name in ("pytest", "_pytest"):
+    sys.modules[name] = None  # `import pytest` now raises ImportError, as where pytest is not installed
+runpy.run_module("dj_staged.demo", run_name="__main__")
+"""
+
+
+def test_demo_runs_without_pytest(tmp_path):
+    env = {**os.environ, "DJ_STAGED_DEMO_MIB": "16"}  # its checks read row 1024
+    done = subprocess.run(
+        [sys.executable, "-c", DEMO_WITHOUT_PYTEST], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.endswith(("ok", "MISMATCH"))]
+    assert len(rows) >= 8 and all(line.endswith("ok") for line in rows), done.stdout
