@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -366,3 +367,22 @@ def test_background_digest_of_a_large_stream_equals_compute_hash(tmp_path, writa
     expected = compute_hash(b"head" + b"".join(pieces))
     assert encode_digest(digest) == expected == compute_hash(path.read_bytes())
     assert not [t for t in threading.enumerate() if t.name == "dj-staged-md5"]
+
+
+@pytest.mark.parametrize("ending", [KeyboardInterrupt, RuntimeError, None])
+def test_no_hashing_thread_outlives_the_block(Artifact, store, ending):
+    """A large stream is hashed in a background thread; however the block ends, the thread has ended with it."""
+    data = os.urandom(12 << 20)  # past the inline threshold: the digest moves to its thread
+    with contextlib.suppress(KeyboardInterrupt, RuntimeError), dj_staged.staged_insert1(Artifact) as staged:
+        staged.rec["artifact_id"] = 1
+        f = staged.open("content", ".bin")
+        for start in range(0, len(data), 1 << 20):
+            f.write(data[start : start + (1 << 20)])
+        assert any(t.name == "dj-staged-md5" for t in threading.enumerate())
+        if ending is not None:
+            raise ending
+        f.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("dj-staged-")]
+    assert len(Artifact()) == (1 if ending is None else 0)
+    if ending is None:
+        assert Artifact.fetch1("content") == data

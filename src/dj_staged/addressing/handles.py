@@ -227,13 +227,17 @@ class StagedFile:
         stat = os.fstat(descriptor)
         return WriteRecord(size=stat.st_size, inode=(stat.st_dev, stat.st_ino))
 
-    def abort(self) -> None:
-        """Close without finishing the object: an S3 multipart upload is aborted, not completed."""
+    def stop_threads(self) -> None:
+        """End the hashing and write-back threads, whatever state the handle is in (the block is over)."""
         if self._md5 is not None:
             self._md5.close()
         if self._writeback is not None:
-            with contextlib.suppress(OSError):  # the file is being abandoned: its sync errors do not matter
+            with contextlib.suppress(OSError):  # sync errors matter only to a commit, which is past or not coming
                 self._writeback.stop()
+
+    def abort(self) -> None:
+        """Close without finishing the object: an S3 multipart upload is aborted, not completed."""
+        self.stop_threads()
         if self.closed:
             return
         if isinstance(self._raw, AbstractBufferedFile | S3PartWriter) and "w" in self._raw.mode:

@@ -67,6 +67,7 @@ class StagedSession:
         self._views = views if views is not None else {}  # the check's table copies, shared by a batch's rows
         self._rec: dict[str, Any] = {}
         self._fields: dict[str, StagedField] = {}
+        self._opened: list[Any] = []  # every handle given out, so no thread of one outlives the block
         self._filenames: dict[str, str] = {}
         self._leases = leases if leases is not None else LeaseKeeper(table.connection, table.database, table.table_name)
         self._on_key = on_key
@@ -185,6 +186,7 @@ class StagedSession:
                 del self._fields[field]
             raise
         staged.handles.append(handle)
+        self._opened.append(handle)
         steps.reach("writer.write", field=field, mode=mode)
         return handle
 
@@ -397,6 +399,10 @@ class StagedSession:
 
     def _close(self) -> None:
         self.phase = CLOSED
+        for handle in self._opened:
+            stop = getattr(handle, "stop_threads", None)
+            if callable(stop):
+                stop()
         for staged in self._fields.values():
             close = getattr(staged.state, "close", None)
             if callable(close):
