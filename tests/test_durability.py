@@ -142,3 +142,24 @@ def test_a_batch_syncs_every_row_once_before_its_one_insert(dj_schema, dj_local_
     assert len(files) == 6 and {identity(f) for f in files} <= set(synced)
     assert len(synced) == len(set(synced))  # each file and directory once, however many rows share it
     assert sorted(row["trial"] for row in Table.to_dicts()) == [0, 1, 3]
+
+
+def test_a_plan_of_many_entries_is_one_syncfs_per_filesystem(dj_schema, dj_local_store, synced, monkeypatch):
+    """A batch of many small rows syncs its filesystem once instead of an fsync per file and directory."""
+    from dj_staged import durability
+
+    calls: list[str] = []
+    real = durability.syncfs
+    monkeypatch.setattr(durability, "syncfs", lambda path: (calls.append(path), real(path))[1])
+    Table = declare(dj_schema, "Many", "trial : int32\n---\nsignal : <npy@main>")
+    at_commit: list[int] = []
+    with steps.observe("writer.commit", lambda **context: at_commit.append(len(calls))):
+        with dj_staged.staged_insert(Table) as batch:
+            for trial in range(durability.MANY):
+                with batch.row() as staged:
+                    staged.rec["trial"] = trial
+                    with staged.open("signal", ".npy") as f:
+                        np.save(f, np.full(4, trial))
+    assert at_commit == [1] and synced == []  # one syncfs before the insert, no fsync at all
+    assert Path(calls[0]).is_relative_to(dj_local_store.spec["location"])
+    assert len(Table()) == durability.MANY

@@ -52,12 +52,11 @@ def full_path(backend: Any, path: str) -> str:
     of DataJoint once per backend, since building it is slow enough to show in
     a batch of many small rows.
     """
-    if not path:
-        return backend._full_path(path)
-    prefix = _prefixes.get(backend)
-    if prefix is None:
-        prefix = _prefixes[backend] = backend._full_path("x")[:-1]
-    return prefix + path
+    known = _prefixes.get(backend)
+    if known is None:
+        known = _prefixes[backend] = (backend._full_path("x")[:-1], backend._full_path(""))
+    prefix, root = known
+    return prefix + path if path else root
 
 
 def all_attributes(heading: Any) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class _Writeback:
     def __init__(self, descriptor: int) -> None:
         self._descriptor = descriptor
         self._pending = 0
-        self._wake = threading.Event()
+        self._wake: threading.Event | None = None  # made with the thread, for files large enough to need one
         self._stopping = False
         self._error: OSError | None = None
         self._thread: threading.Thread | None = None
@@ -59,11 +59,14 @@ class _Writeback:
             return
         self._pending = 0
         if self._thread is None:
+            self._wake = threading.Event()
             self._thread = threading.Thread(target=self._run, name="dj-staged-writeback", daemon=True)
             self._thread.start()
+        assert self._wake is not None
         self._wake.set()
 
     def _run(self) -> None:
+        assert self._wake is not None
         while True:
             self._wake.wait()
             self._wake.clear()
@@ -76,7 +79,7 @@ class _Writeback:
 
     def stop(self) -> None:
         """Wait for the background sync to end; raise the error it met, if any."""
-        if self._thread is not None:
+        if self._thread is not None and self._wake is not None:
             self._stopping = True
             self._wake.set()
             self._thread.join()
@@ -262,10 +265,10 @@ class StagedFile:
             self.abort()  # the caller's own block failed: do not complete a partial object
 
 
-def same_file(record: WriteRecord | None, stat: os.stat_result) -> bool:
-    """Whether ``stat`` describes the file a handle wrote (same identity and size) on a local store."""
+def same_file(record: WriteRecord | None, info: dict[str, Any]) -> bool:
+    """Whether ``info`` (the store's ``fs.info`` of a local file) describes the file a handle wrote."""
     if record is None:
         return False
-    if record.inode is not None and (stat.st_dev, stat.st_ino) != record.inode:
+    if record.inode is not None and info.get("ino") is not None and info["ino"] != record.inode[1]:
         return False
-    return stat.st_size == record.size
+    return int(info["size"]) == record.size

@@ -208,14 +208,14 @@ class HashAddressedStaging:
         record = state.handle.record
         full = field.full_path(state.staging_path)
         try:
-            size = int(field.backend.fs.info(full)["size"])
-            found = os.stat(full) if is_local(field.backend.fs) else None
+            info = field.backend.fs.info(full)
         except FileNotFoundError:
             raise IncompleteObjectError(
                 f"{field.label}: its staging object was removed after it was written; nothing was inserted",
                 field=field.name,
             ) from None
-        if record is not None and (size != record.size or (found is not None and not same_file(record, found))):
+        size = int(info["size"])
+        if record is not None and (size != record.size or (is_local(field.backend.fs) and not same_file(record, info))):
             raise IncompleteObjectError(
                 f"{field.label}: its staging object changed after it was written ({record.size} bytes written, "
                 f"{size} found); nothing was inserted",

@@ -177,7 +177,7 @@ def inspect_written(field: StagedField) -> dict:
         raise nothing_written(field.name, field.codec)
     if not is_dir and written:
         last = written[-1]
-        if local and not same_file(last, os.stat(full)):
+        if local and not same_file(last, info):
             raise _changed(field, "the file was replaced or changed")
         if not local and int(info["size"]) != last.size:
             raise _changed(field, f"its size changed from {last.size} to {info['size']} bytes")

@@ -113,7 +113,7 @@ class EntryWriter:
 
     def add(self, entry: LeaseEntry) -> None:
         """Record ``entry``; it is visible to any reader of the store when this returns."""
-        line = _dumps(asdict(entry))
+        line = _dumps({"field": entry.field, "key": entry.key, "paths": entry.paths, "at": entry.at})
         if is_local(self._backend.fs):
             if self._journal is None:
                 self._journal = self._backend.fs.open(full_path(self._backend, f"{self._folder}/{JOURNAL}"), "ab")
