@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test soak lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# randomized writers, deleters, collectors, kills and pauses on a local and an S3 store; tests/soak.py --help
+soak: $(STAMP)
+	$(BIN)/python tests/soak.py --ops 2000 --stores local,s3 --writers 3 --seed 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
