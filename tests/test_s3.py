@@ -231,3 +231,25 @@ def test_a_part_that_fails_fails_the_write_and_leaves_nothing(Recording, dj_s3_s
                 client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
             f.write(os.urandom(9 << 20))
     assert len(Recording()) == 0 and bucket_keys(dj_s3_store) == [] and uploads(dj_s3_store) == []
+
+
+def test_an_upload_that_ends_while_the_collector_lists_is_no_error(dj_schema, dj_s3_store, elsewhere):
+    """Found by the soak (seed 1): a writer completes, or another collector aborts, an upload the collector has
+    just listed; the collector's ListParts then meets NoSuchUpload, and the collection must go on without it."""
+    path = f"_staging/{dj_schema.database}/recording/raw_abcdefghijklmnop.bin.framed"
+    upload = start_upload(dj_s3_store, path, b"p" * 1000)
+    key = f"{dj_s3_store.spec['location']}/{path}"
+
+    def end_it_first(params, **kwargs):  # the other party acts between the listing and ListParts
+        if params.get("UploadId") == upload and uploads(dj_s3_store):
+            s3_client(dj_s3_store).abort_multipart_upload(Bucket=dj_s3_store.spec["bucket"], Key=key, UploadId=upload)
+
+    fs = get_store_backend("s3").fs
+    fs.connect()
+    fs.s3.meta.events.register("before-parameter-build.s3.ListParts", end_it_first)
+    try:
+        report = dj_staged.gc.collect(elsewhere, store="s3", grace=0, dry_run=False)
+    finally:
+        fs.s3.meta.events.unregister("before-parameter-build.s3.ListParts", end_it_first)
+    assert report.errors == [] and report.section("uploads").paths == []
+    assert uploads(dj_s3_store) == []

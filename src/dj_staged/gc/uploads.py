@@ -29,7 +29,10 @@ def list_uploads(backend: Any, section: str) -> dict[str, tuple[StoredFile, str]
         for upload in page.get("Uploads", []):
             key, upload_id = upload["Key"], upload["UploadId"]
             relative = key[len(root) :].lstrip("/") if key.startswith(root) else key
-            parts = call_s3(fs, "list_parts", Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", [])
+            try:
+                parts = call_s3(fs, "list_parts", Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", [])
+            except FileNotFoundError:  # NoSuchUpload: completed or aborted since the listing, nothing to collect
+                continue
             size = sum(int(part.get("Size", 0)) for part in parts)
             found[f"{relative}#upload={upload_id}"] = (StoredFile(relative, size, upload["Initiated"].timestamp()), key)
         if not page.get("IsTruncated"):
