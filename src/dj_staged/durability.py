@@ -68,7 +68,7 @@ MANY = 64  # from this many files and directories on one filesystem, one syncfs 
 def fsync_files(paths: Iterable[str]) -> None:
     """fsync every file in ``paths``, several at a time."""
     paths = list(paths)
-    if len(paths) <= 1:
+    if len(paths) <= _PARALLEL:  # starting threads would cost more than it saves
         for path in paths:
             fsync_path(path)
         return

@@ -71,12 +71,16 @@ class HashAddressedState:
     """What the hash-addressed lifecycle keeps for one field."""
 
     staging_path: str
-    handle: StagedFile
+    handle: StagedFile | None
     layout: str
     written_prefix: bytes
     framed_path: str | None = None
     canonical: str | None = None
     promoted: bool | None = None
+
+    def compact(self) -> None:
+        """Forget the handle (its buffers) once the field is finished: cleanup needs only the paths."""
+        self.handle = None
 
 
 def hash_state(field: StagedField) -> HashAddressedState:
@@ -161,7 +165,7 @@ class HashAddressedStaging:
         candidate, md5 = staged, None
         local = is_local(backend.fs)
         if state.layout == PREFIXED and prefix == state.written_prefix:
-            md5 = state.handle.digest()
+            md5 = state.handle.digest() if state.handle is not None else None
         elif state.layout == PLACEHOLDER and len(prefix) == len(state.written_prefix):
             with backend.open(staged, "r+b") as patch:
                 patch.write(prefix)
@@ -205,7 +209,7 @@ class HashAddressedStaging:
 
     def _verify(self, field: StagedField, state: HashAddressedState) -> int:
         """The staging object's size, after checking it is what the handle wrote (fencing)."""
-        record = state.handle.record
+        record = state.handle.record if state.handle is not None else None
         full = field.full_path(state.staging_path)
         try:
             info = field.backend.fs.info(full)
@@ -233,7 +237,8 @@ class HashAddressedStaging:
         state = field.state
         if not isinstance(state, HashAddressedState):
             return
-        state.handle.abort()
+        if state.handle is not None:
+            state.handle.abort()
         for path in (state.staging_path, state.framed_path):
             if path is not None and field.backend.exists(path):
                 field.backend.remove(path)

@@ -62,6 +62,11 @@ class SchemaAddressedState:
     journal: WriteJournal | None = None
     truncating: bool = False  # the last open() started the file empty
 
+    def compact(self) -> None:
+        """Forget the handles (their buffers) once the field is finished: cleanup needs only the path."""
+        self.files = []
+        self.journal = None
+
     def head(self) -> bytes | None:
         """The file's first bytes as the last handle wrote them, when that handle wrote it from empty, in order."""
         if not self.files or not self.truncating or self.journal is not None:

@@ -18,7 +18,14 @@ from typing import Any
 
 from .. import steps
 from ..errors import LeaseLostError
-from .locks import LeaseLock, acquire_lease_lock, lease_held, release_lease_lock, shared_gate
+from .locks import (
+    LeaseLock,
+    acquire_lease_lock,
+    lease_held,
+    release_lease_lock,
+    release_shared_gate,
+    shared_gate,
+)
 from .records import EntryWriter, LeaseEntry, LeaseRecord, mark_abandoned, remove_lease, write_header
 
 logger = logging.getLogger(__name__)
@@ -68,21 +75,29 @@ class LeaseKeeper:
             entry = LeaseEntry(field=field, key=dict(key), paths=new, at=time.time())
             if store in self._stores and fresh:
                 self._add(store, entry)
+            elif self.lock is None:  # the first path: the lock and the gate in one round trip
+                self.lock = acquire_lease_lock(self.connection, gate=self.schema)
+                try:
+                    self._start(store, backend, entry)
+                finally:
+                    release_shared_gate(self.connection, self.schema)
             else:
                 with shared_gate(self.connection, self.schema):
-                    if self.lock is None:
-                        self.lock = acquire_lease_lock(self.connection)
                     if store not in self._stores:
-                        try:
-                            write_header(backend, self._record(store), entry)
-                        except BaseException:
-                            _quietly(remove_lease, backend, self.schema, self.lease_id)
-                            raise
-                        self._stores[store] = (backend, EntryWriter(backend, self.schema, self.lease_id))
+                        self._start(store, backend, entry)
                     else:
                         self._add(store, entry)
             self._paths.update((store, p) for p in new)
         steps.reach("writer.lease", lease=self.lease_id, store=store, paths=new, field=field)
+
+    def _start(self, store: str, backend: Any, entry: LeaseEntry) -> None:
+        """Create the lease's record in ``store``, naming the first paths there."""
+        try:
+            write_header(backend, self._record(store), entry)
+        except BaseException:
+            _quietly(remove_lease, backend, self.schema, self.lease_id)
+            raise
+        self._stores[store] = (backend, EntryWriter(backend, self.schema, self.lease_id))
 
     def _add(self, store: str, entry: LeaseEntry) -> None:
         self._stores[store][1].add(entry)

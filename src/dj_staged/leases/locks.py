@@ -42,11 +42,10 @@ _HELD = (
 
 @dataclass(frozen=True)
 class LeaseLock:
-    """A lease lock held by one database session, identified by its backend pid and start time."""
+    """A lease lock held by one database session (its backend pid)."""
 
     key: int
     pid: int
-    session_start: str
 
 
 def require_postgres(connection: Any) -> None:
@@ -58,49 +57,50 @@ def require_postgres(connection: Any) -> None:
         )
 
 
-def _session(connection: Any) -> tuple[int, str]:
-    row = connection.query(
-        "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()", reconnect=False
-    ).fetchone()
-    return int(row[0]), str(row[1])
+def acquire_lease_lock(connection: Any, gate: str | None = None) -> LeaseLock:
+    """Take a fresh lease lock on ``connection``'s session (a random key no other session holds).
 
-
-def acquire_lease_lock(connection: Any) -> LeaseLock:
-    """Take a fresh lease lock on ``connection``'s session (a random key no other session holds)."""
+    With ``gate``, the schema's gate is taken shared in the same round trip (the
+    caller releases it with :func:`release_shared_gate`).
+    """
     require_postgres(connection)
+    gate_sql, gate_args = (", pg_advisory_lock_shared(%s, %s)", (GATE_NS, gate_key(gate))) if gate else ("", ())
     while True:
         key = secrets.randbelow(1 << 31)
         row = connection.query(
-            "SELECT pg_try_advisory_lock(%s, %s), pid, backend_start::text FROM pg_stat_activity "
-            "WHERE pid = pg_backend_pid()",
-            args=(LEASE_NS, key),
+            f"SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid(){gate_sql}",
+            args=(LEASE_NS, key, *gate_args),
             reconnect=False,
         ).fetchone()
         if row[0]:
-            return LeaseLock(key=key, pid=int(row[1]), session_start=str(row[2]))
+            return LeaseLock(key=key, pid=int(row[1]))
+        gate_sql, gate_args = "", ()  # taken already: a retry takes only another key
 
 
 def lease_held(connection: Any, lock: LeaseLock) -> bool:
     """Fencing: whether ``connection`` is still the session that took ``lock`` and still holds it.
 
     A session-level lock is held from the moment it is taken until it is
-    released or the session ends; the same session holding it now therefore
-    means it never lapsed.
+    released or the session ends, and this writer never takes its key again:
+    the session that took it holding it now therefore means it never lapsed.
     """
     row = connection.query(
-        "SELECT pid, backend_start::text, EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-        "AND classid = %s::oid AND objid = %s::oid AND objsubid = 2 AND granted AND pid = pg_backend_pid()) "
-        "FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid "
+        "AND objid = %s::oid AND objsubid = 2 AND granted AND pid = pg_backend_pid())",
         args=(LEASE_NS, lock.key),
         reconnect=False,
     ).fetchone()
-    return (int(row[0]), str(row[1])) == (lock.pid, lock.session_start) and bool(row[2])
+    return int(row[0]) == lock.pid and bool(row[1])
 
 
 def release_lease_lock(connection: Any, lock: LeaseLock) -> None:
-    """Release ``lock`` if this session still holds it (a lost session released it already)."""
-    if _session(connection) == (lock.pid, lock.session_start):
-        connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(LEASE_NS, lock.key), reconnect=False)
+    """Release ``lock`` (a session that lost it has nothing to release: PostgreSQL only warns)."""
+    connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(LEASE_NS, lock.key), reconnect=False)
+
+
+def release_shared_gate(connection: Any, schema: str) -> None:
+    """Release the schema's gate taken shared by :func:`acquire_lease_lock`."""
+    connection.query("SELECT pg_advisory_unlock_shared(%s, %s)", args=(GATE_NS, gate_key(schema)), reconnect=False)
 
 
 def held_lease_keys(connection: Any) -> set[int]:

@@ -403,6 +403,11 @@ class StagedSession:
             stop = getattr(handle, "stop_threads", None)
             if callable(stop):
                 stop()
+        self._opened.clear()  # a batch keeps its finished rows: only what unwinding needs stays in memory
+        for staged in self._fields.values():
+            compact = getattr(staged.state, "compact", None)
+            if callable(compact):
+                compact()
         for staged in self._fields.values():
             close = getattr(staged.state, "close", None)
             if callable(close):
