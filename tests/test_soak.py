@@ -13,7 +13,7 @@ import soak
 
 
 def test_short_soak_loses_no_row_and_leaves_nothing(dj_postgres, dj_s3_server, tmp_path):
-    config = soak.SoakConfig(ops=160, stores=("local", "s3"), writers=3, deleters=1, collectors=1, seed=11, timeout=150)
+    config = soak.SoakConfig(ops=150, stores=("local", "s3"), writers=3, deleters=1, collectors=1, seed=11, timeout=150)
     services = soak.Services(
         db=dataclasses.asdict(dj_postgres),
         stores=soak.store_specs(config.stores, tmp_path, dj_s3_server),
