@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from support.s3 import s3_client
 
 TABLES = ("Alpha", "Beta")
 CODECS = ("obj", "npy", "hash", "blob", "attach", "zarr")
@@ -932,18 +933,6 @@ def stored_files(spec: dict[str, Any]) -> list[str]:
     prefix = spec["location"].strip("/") + "/"
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=spec["bucket"], Prefix=prefix)
     return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
-
-
-def s3_client(spec: dict[str, Any]) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{spec['endpoint']}",
-        aws_access_key_id=spec["access_key"],
-        aws_secret_access_key=spec["secret_key"],
-        region_name="us-east-1",
-    )
 
 
 def leftovers(schema: Any, stores: dict[str, Any]) -> list[str]:

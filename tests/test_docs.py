@@ -29,12 +29,12 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import datajoint as dj
 import numpy as np
 import pytest
 from conftest import declare
 from pytest_runs import run_pytest
+from support.s3 import s3_client
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -325,13 +325,8 @@ def lab_servers(dj_connection, dj_s3_server):
     """The README's database user ``alice`` and bucket ``lab-raw``, on the test's own servers."""
     if not dj_connection.query("SELECT 1 FROM pg_roles WHERE rolname = 'alice'").fetchone():
         dj_connection.query("CREATE ROLE alice LOGIN SUPERUSER")
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://{dj_s3_server.endpoint}",
-        aws_access_key_id=dj_s3_server.access_key,
-        aws_secret_access_key=dj_s3_server.secret_key,
-        region_name="us-east-1",
-    )
+    server = dj_s3_server
+    client = s3_client({"endpoint": server.endpoint, "access_key": server.access_key, "secret_key": server.secret_key})
     if "lab-raw" not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
         client.create_bucket(Bucket="lab-raw")
     return client

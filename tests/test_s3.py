@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import time
 
-import boto3
 import datajoint as dj
 import numpy as np
 import pytest
+import support.s3
 from conftest import declare
 from datajoint.hash_registry import get_store_backend
 
@@ -36,13 +36,7 @@ def Recording(dj_schema, dj_s3_store):
 def bucket_keys(store, leases: bool = False) -> list[str]:
     """Every key in the store's bucket, relative to its location."""
     spec = store.spec
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://{spec['endpoint']}",
-        aws_access_key_id=spec["access_key"],
-        aws_secret_access_key=spec["secret_key"],
-        region_name="us-east-1",
-    )
+    client = support.s3.s3_client(spec)
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=spec["bucket"])
     keys = sorted(o["Key"][len(spec["location"]) + 1 :] for page in pages for o in page.get("Contents", []))
     return keys if leases else [k for k in keys if not k.startswith("_staging/_leases/")]
@@ -138,14 +132,7 @@ def test_staging_leftovers_on_s3(dj_schema, dj_s3_store):
 
 
 def s3_client(store):
-    spec = store.spec
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{spec['endpoint']}",
-        aws_access_key_id=spec["access_key"],
-        aws_secret_access_key=spec["secret_key"],
-        region_name="us-east-1",
-    )
+    return support.s3.s3_client(store.spec)
 
 
 def uploads(store) -> list[str]:
