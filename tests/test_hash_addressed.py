@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import dj_staged
 from dj_staged.addressing.handles import StagedFile
-from dj_staged.addressing.hashing import encode_digest
+from dj_staged.addressing.hashing import StreamingMD5, encode_digest
 from dj_staged.errors import ContentError, HandleModeError, InvalidPathError
 
 
@@ -366,6 +366,20 @@ def test_background_digest_of_a_large_stream_equals_compute_hash(tmp_path, writa
         digest = writer.digest()
     expected = compute_hash(b"head" + b"".join(pieces))
     assert encode_digest(digest) == expected == compute_hash(path.read_bytes())
+    assert not [t for t in threading.enumerate() if t.name == "dj-staged-md5"]
+
+
+def test_an_error_in_the_hashing_thread_surfaces_in_the_callers_thread():
+    """hashlib refuses a piece inside the background thread: a later ``update`` and ``result`` raise that error."""
+    md5 = StreamingMD5()
+    md5.update(memoryview(bytes(9 << 20)))  # past the inline threshold: the digest runs in its thread
+    assert any(t.name == "dj-staged-md5" for t in threading.enumerate())
+    md5.update(memoryview(bytes(1 << 20))[::2])  # not contiguous: hashlib raises BufferError in the thread
+    with pytest.raises(BufferError):
+        for _ in range(12):  # the queue holds 8: by then the thread has met the bad piece
+            md5.update(memoryview(bytes(1 << 20)))
+    with pytest.raises(BufferError):
+        md5.result()
     assert not [t for t in threading.enumerate() if t.name == "dj-staged-md5"]
 
 
