@@ -68,6 +68,12 @@ def dj_schema(djstaged_schema):
     return djstaged_schema
 
 
+@pytest.fixture(params=["local", "s3"])
+def store(request):
+    """The test runs twice: on the local store ``main`` and on the S3 store ``s3`` (moto)."""
+    return request.getfixturevalue({"local": "dj_local_store", "s3": "dj_s3_store"}[request.param])
+
+
 @dataclass
 class FaultyStoreInfo(StoreInfo):
     """A :func:`dj_faulty_store`: a store and the plan of faults its filesystem raises."""
@@ -152,18 +158,25 @@ LEASES = "_staging/_leases/"
 
 
 def store_files(store, *, leases: bool = False) -> list[str]:
-    """Every file under a local store, relative to its location, sorted.
+    """Every file in a store (local or S3), relative to its location, sorted.
 
     The leases a block holds while it runs (``_staging/_leases/``) are left out
     unless ``leases=True``; tests/test_gc.py checks that every block removes them.
     """
-    root = Path(store.spec["location"])
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    if store.spec["protocol"] == "file":
+        root = Path(store.spec["location"])
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    else:
+        from datajoint.hash_registry import get_store_backend
+
+        from dj_staged.listing import list_files
+
+        files = sorted(list_files(get_store_backend(store.name), ""))
     return files if leases else [f for f in files if not f.startswith(LEASES)]
 
 
 def lease_files(store) -> list[str]:
-    """The lease files in a local store."""
+    """The lease files in a store."""
     return [f for f in store_files(store, leases=True) if f.startswith(LEASES)]
 
 

@@ -26,9 +26,9 @@ from dj_staged.leases import held_lease_keys, scan_leases
 DEFINITION = """
 recording_id : int32
 ---
-waveform : <npy@main>
-raw : <object@main>
-frames : <zarr@main>
+waveform : <npy@{store}>
+raw : <object@{store}>
+frames : <zarr@{store}>
 """
 
 FRAMES = np.arange(6 * 8, dtype="uint16").reshape(6, 8)
@@ -41,11 +41,11 @@ def proxy(dj_postgres):
 
 
 @pytest.fixture
-def proxied(proxy, dj_schema, dj_local_store):
+def proxied(proxy, dj_schema, store):
     """The test's schema through a connection that goes through the proxy, with a table of three codecs."""
     connection = connect_datajoint_through(proxy)
     schema = dj.Schema(dj_schema.database, connection=connection, create_schema=False)
-    table = schema(type("Recording", (dj.Manual,), {"definition": DEFINITION}))
+    table = schema(type("Recording", (dj.Manual,), {"definition": DEFINITION.format(store=store.name)}))
     yield table
     connection.close()
 
@@ -68,18 +68,18 @@ def check_row(table, key: int) -> None:
     np.testing.assert_array_equal(row["frames"][:], FRAMES + key)
 
 
-def test_a_committed_row_whose_commit_reply_was_lost_keeps_its_objects(proxied, proxy, dj_local_store, dj_schema):
+def test_a_committed_row_whose_commit_reply_was_lost_keeps_its_objects(proxied, proxy, store, dj_schema):
     proxy.drop_reply_after(r"^\s*COMMIT")
     with pytest.warns(CommitRecoveredWarning):
         with dj_staged.staged_insert1(proxied) as staged:
             write(staged, 1)
     assert [d.tag for d in proxy.dropped] == ["COMMIT"]  # the server committed; the client never heard
     check_row(proxied, 1)
-    assert not [f for f in store_files(dj_local_store, leases=True) if f.startswith("_staging/")]
-    assert dj_staged.gc.collect(dj_schema, store="main", grace=0, dry_run=False).deleted == 0
+    assert not [f for f in store_files(store, leases=True) if f.startswith("_staging/")]
+    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
 
 
-def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, dj_schema):
+def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, store, dj_schema):
     proxy.drop_reply_after(r"^\s*COMMIT")
     with pytest.warns(CommitRecoveredWarning), dj_staged.staged_insert(proxied) as batch:
         for key in range(1, 6):
@@ -88,38 +88,38 @@ def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, dj_
     assert [d.tag for d in proxy.dropped] == ["COMMIT"]
     for key in range(1, 6):
         check_row(proxied, key)
-    assert dj_staged.gc.collect(dj_schema, store="main", grace=0, dry_run=False).deleted == 0
+    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
 
 
-def test_an_insert_whose_reply_was_lost_did_not_commit_and_is_unwound(proxied, proxy, dj_local_store, dj_schema):
+def test_an_insert_whose_reply_was_lost_did_not_commit_and_is_unwound(proxied, proxy, store, dj_schema):
     """The reply to the INSERT is lost inside the writer's transaction: the server rolls it back."""
     proxy.drop_reply_after(r"^INSERT INTO")  # finalization's check is one "BEGIN; INSERT ...; ROLLBACK"
     with pytest.raises(psycopg2.OperationalError), dj_staged.staged_insert1(proxied) as staged:
         write(staged, 1)
     assert proxy.dropped[0].tag == "INSERT 0 1" and proxy.dropped[0].status == "T"  # executed, not committed
     assert len(dj.FreeTable(dj_schema.connection, proxied.full_table_name)) == 0
-    assert store_files(dj_local_store, leases=True) == []
+    assert store_files(store, leases=True) == []
 
 
-def test_when_the_lookup_fails_too_everything_is_kept_for_the_collector(proxied, proxy, dj_local_store, dj_schema):
+def test_when_the_lookup_fails_too_everything_is_kept_for_the_collector(proxied, proxy, store, dj_schema):
     proxy.drop_reply_after(r"^\s*COMMIT")
     with steps.observe("writer.resolve", lambda **context: proxy.close()):  # the database is now unreachable
         with pytest.raises(AmbiguousCommitError) as raised, dj_staged.staged_insert1(proxied) as staged:
             write(staged, 1)
     assert raised.value.keys == [{"recording_id": 1}]
-    left = [f for f in store_files(dj_local_store) if not f.startswith("_staging/")]
+    left = [f for f in store_files(store) if not f.startswith("_staging/")]
     assert len(left) == 2 + 4  # waveform, raw, and the Zarr array's zarr.json and three chunks: all kept
     table = dj.FreeTable(dj_schema.connection, proxied.full_table_name)
-    (lease,) = scan_leases(get_store_backend("main"), dj_schema.database)
+    (lease,) = scan_leases(get_store_backend(store.name), dj_schema.database)
     wait_for_session_end(dj_schema.connection, lease.db_pid)  # the server notices the cut connection
     assert lease.lock not in held_lease_keys(dj_schema.connection)  # the lease died with it; its record names them
-    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # default grace
+    report = dj_staged.gc.collect(dj_schema, store=store.name, dry_run=False)  # default grace
     assert sum(s.deleted for s in report.sections if s.section != "leases") == 0  # the row references them
     assert report.section("leases").deleted == len(report.section("leases").paths) > 0
     check_row(table, 1)
 
 
-def test_a_user_transaction_whose_commit_reply_was_lost(proxied, proxy, dj_schema):
+def test_a_user_transaction_whose_commit_reply_was_lost(proxied, proxy, store, dj_schema):
     connection = proxied.connection
     proxy.drop_reply_after(r"^\s*COMMIT")
     with pytest.warns(CommitRecoveredWarning), pytest.raises(psycopg2.OperationalError):
@@ -128,4 +128,4 @@ def test_a_user_transaction_whose_commit_reply_was_lost(proxied, proxy, dj_schem
                 write(staged, 1)
     check_row(proxied, 1)
     assert "commit_transaction" not in vars(connection)
-    assert dj_staged.gc.collect(dj_schema, store="main", grace=0, dry_run=False).deleted == 0
+    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0

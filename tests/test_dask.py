@@ -43,11 +43,6 @@ def everything_in(store) -> list[str]:
     return sorted(list_files(get_store_backend(store.name), ""))
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request):
-    return request.getfixturevalue({"local": "dj_local_store", "s3": "dj_s3_store"}[request.param])
-
-
 @pytest.fixture
 def Scan(dj_schema, store):
     return declare(dj_schema, "Scan", f"scan_id : int32\n---\nvolume : <zarr@{store.name}>")

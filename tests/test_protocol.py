@@ -26,14 +26,8 @@ import dj_staged.gc
 from dj_staged import steps
 from dj_staged.errors import IncompleteObjectError, LeaseLostError
 from dj_staged.gc.policy import LEASED
-from dj_staged.listing import list_files
 
 LATER = 2 * 86400.0  # an injected collector clock two days ahead: every unleased object is past the grace period
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request):
-    return request.getfixturevalue({"local": "dj_local_store", "s3": "dj_s3_store"}[request.param])
 
 
 @pytest.fixture
@@ -45,12 +39,6 @@ def Content(dj_schema, store):
 def Recording(dj_schema, store):
     definition = f"recording_id : int32\n---\nwaveform = null : <npy@{store.name}>\nraw = null : <object@{store.name}>"
     return declare(dj_schema, "Recording", definition)
-
-
-def all_files(store) -> list[str]:
-    from datajoint.hash_registry import get_store_backend
-
-    return sorted(p for p in list_files(get_store_backend(store.name), "") if not p.startswith("_staging/_leases/"))
 
 
 def stage_content(table, key: int, data: bytes) -> None:
@@ -84,7 +72,7 @@ def test_dedup_onto_an_object_a_collector_listed_before_the_write(Content, store
         stage_content(Content, 2, data)  # leases the orphan, finds it, commits, releases
         pause.go()
         report = collector.outcome()
-    assert target not in report.paths and target in all_files(store)
+    assert target not in report.paths and target in store_files(store)
     assert (Content & {"k": 2}).fetch1("v") == data
 
 
@@ -105,7 +93,7 @@ def test_dedup_waits_for_a_collector_in_its_window_then_stores_its_own_copy(Cont
         writer.outcome()
     assert target in report.paths  # the collector deleted the orphan ...
     assert (Content & {"k": 2}).fetch1("v") == data  # ... and the writer stored its own copy at the same path
-    assert target in all_files(store)
+    assert target in store_files(store)
 
 
 def test_a_writer_paused_after_dedup_keeps_its_target(Content, store, elsewhere):
@@ -257,4 +245,4 @@ def test_a_lease_lost_with_its_session_refuses_the_commit(Recording, store, else
     finally:
         connection.connect()
     assert len(Recording()) == 0
-    assert all_files(store) == []
+    assert store_files(store) == []

@@ -29,17 +29,17 @@ class Abort(Exception):
 
 
 @pytest.fixture
-def pipeline(dj_schema, dj_local_store):
+def pipeline(dj_schema, store):
     """``Session`` (manual) -> ``Trace`` (computed, a staged <npy@> and <hash@>), with make() behaviour per test."""
     Session = declare(dj_schema, "Session", "session_id : int32")
     behaviour = {"mode": "ok"}
 
     class Trace(dj.Computed):
-        definition = """
+        definition = f"""
         -> Session
         ---
-        trace : <npy@main>
-        digest : <hash@main>
+        trace : <npy@{store.name}>
+        digest : <hash@{store.name}>
         """
 
         def make(self, key):
@@ -70,33 +70,33 @@ def write_trace(staged, key) -> None:
 
 
 @pytest.mark.parametrize("mode", ["ok", "batch"])
-def test_populate_commits_rows_and_keeps_objects(pipeline, dj_local_store, mode):
+def test_populate_commits_rows_and_keeps_objects(pipeline, store, mode):
     _Session, Trace, behaviour = pipeline
     behaviour["mode"] = mode
     Trace.populate()
-    assert len(Trace()) == 2 and lease_files(dj_local_store) == []
+    assert len(Trace()) == 2 and lease_files(store) == []
     for session_id in (1, 2):
         row = (Trace & {"session_id": session_id}).fetch1()
         np.testing.assert_array_equal(row["trace"].load(), np.full(10, session_id, dtype="float64"))
         assert row["digest"] == f"digest of session {session_id}".encode()
-    assert len(store_files(dj_local_store)) == 4
+    assert len(store_files(store)) == 4
 
 
 @pytest.mark.parametrize("mode", ["after", "inside"])
-def test_populate_rolled_back_removes_the_objects_at_once(pipeline, dj_local_store, mode):
+def test_populate_rolled_back_removes_the_objects_at_once(pipeline, store, mode):
     _Session, Trace, behaviour = pipeline
     behaviour["mode"] = mode
     with pytest.raises(Abort):
         Trace.populate()
     assert len(Trace()) == 0
-    assert store_files(dj_local_store) == [] and lease_files(dj_local_store) == []  # no gc needed
+    assert store_files(store) == [] and lease_files(store) == []  # no gc needed
     assert not held_lease_keys(Trace.connection)
 
 
-def test_rollback_never_removes_a_hash_object_that_existed_before(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "Shared", "k : int32\n---\nv : <hash@main>")
+def test_rollback_never_removes_a_hash_object_that_existed_before(dj_schema, store):
+    Table = declare(dj_schema, "Shared", f"k : int32\n---\nv : <hash@{store.name}>")
     Table.insert1({"k": 1, "v": b"shared content"})
-    before = store_files(dj_local_store)
+    before = store_files(store)
     with pytest.raises(Abort), Table.connection.transaction:
         with dj_staged.staged_insert1(Table) as staged:
             staged.rec["k"] = 2
@@ -107,12 +107,12 @@ def test_rollback_never_removes_a_hash_object_that_existed_before(dj_schema, dj_
             with staged.open("v", ".bin") as f:
                 f.write(b"new content")  # promoted by this transaction
         raise Abort
-    assert store_files(dj_local_store) == before
+    assert store_files(store) == before
     assert Table.fetch1("v") == b"shared content"
 
 
-def test_user_transaction_committed_keeps_rows_and_objects(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "Pair", "k : int32\n---\nv : <hash@main>\nw : <object@main>")
+def test_user_transaction_committed_keeps_rows_and_objects(dj_schema, store):
+    Table = declare(dj_schema, "Pair", f"k : int32\n---\nv : <hash@{store.name}>\nw : <object@{store.name}>")
     with Table.connection.transaction:
         for k in (1, 2):
             with dj_staged.staged_insert1(Table) as staged:
@@ -121,13 +121,13 @@ def test_user_transaction_committed_keeps_rows_and_objects(dj_schema, dj_local_s
                     f.write(bytes([k]) * 100)
                 with staged.open("w", ".bin") as f:
                     f.write(b"w" * k)
-        assert len([f for f in lease_files(dj_local_store) if f.endswith("/lease.json")]) == 2  # until the commit
-    assert lease_files(dj_local_store) == []
+        assert len([f for f in lease_files(store) if f.endswith("/lease.json")]) == 2  # until the commit
+    assert lease_files(store) == []
     assert [(r["v"], r["w"].read()) for r in Table.to_dicts()] == [(b"\x01" * 100, b"w"), (b"\x02" * 100, b"ww")]
 
 
-def test_disable_refuses_while_a_transaction_holds_staged_rows(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "Pending", "k : int32\n---\nv : <hash@main>")
+def test_disable_refuses_while_a_transaction_holds_staged_rows(dj_schema, store):
+    Table = declare(dj_schema, "Pending", f"k : int32\n---\nv : <hash@{store.name}>")
     dj_staged.enable()
     try:
         with Table.connection.transaction:
@@ -147,7 +147,7 @@ def test_disable_refuses_while_a_transaction_holds_staged_rows(dj_schema, dj_loc
 # --- refusals ---------------------------------------------------------------------------------------
 
 
-def test_auto_populated_table_is_refused_outside_make_before_the_first_byte(pipeline, dj_local_store):
+def test_auto_populated_table_is_refused_outside_make_before_the_first_byte(pipeline, store):
     _Session, Trace, _ = pipeline
     reached = []
     with pytest.raises(dj.DataJointError, match="can only be done inside its make method"):
@@ -155,11 +155,11 @@ def test_auto_populated_table_is_refused_outside_make_before_the_first_byte(pipe
             staged.rec["session_id"] = 1
             staged.open("trace", ".npy")
             reached.append("after open")
-    assert reached == [] and store_files(dj_local_store, leases=True) == []
+    assert reached == [] and store_files(store, leases=True) == []
 
 
 @pytest.mark.parametrize("form", ["staged_insert1", "staged_insert", "enabled"])
-def test_allow_direct_insert_permits_it(pipeline, dj_local_store, form):
+def test_allow_direct_insert_permits_it(pipeline, store, form):
     _Session, Trace, _ = pipeline
     if form == "staged_insert1":
         with dj_staged.staged_insert1(Trace, allow_direct_insert=True) as staged:
@@ -180,16 +180,16 @@ def test_allow_direct_insert_permits_it(pipeline, dj_local_store, form):
     assert len(Trace()) == 1
 
 
-def test_a_key_already_in_the_table_is_refused_before_the_first_byte(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "Taken", "k : int32\n---\nv : <hash@main>")
+def test_a_key_already_in_the_table_is_refused_before_the_first_byte(dj_schema, store):
+    Table = declare(dj_schema, "Taken", f"k : int32\n---\nv : <hash@{store.name}>")
     Table.insert1({"k": 1, "v": b"first"})
-    before = store_files(dj_local_store)
+    before = store_files(store)
     reached = []
     with pytest.raises(dj.errors.DuplicateError), dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         staged.open("v", ".bin")
         reached.append("after open")
-    assert reached == [] and store_files(dj_local_store, leases=True) == before
+    assert reached == [] and store_files(store, leases=True) == before
 
 
 @pytest.mark.parametrize(
@@ -202,8 +202,9 @@ def test_a_key_already_in_the_table_is_refused_before_the_first_byte(dj_schema, 
     ],
     ids=["missing", "unknown", "wrong-type", "too-long"],
 )
-def test_what_the_insert_would_refuse_is_refused_before_hashing_or_promoting(dj_schema, dj_local_store, plain, error):
-    Table = declare(dj_schema, "Checked", "k : int32\n---\nnote : varchar(8)\ncount = 0 : int32\nv : <blob@main>")
+def test_what_the_insert_would_refuse_is_refused_before_hashing_or_promoting(dj_schema, store, plain, error):
+    definition = f"k : int32\n---\nnote : varchar(8)\ncount = 0 : int32\nv : <blob@{store.name}>"
+    Table = declare(dj_schema, "Checked", definition)
     promoted = []
     with steps.observe("writer.promote", lambda **context: promoted.append(context)):
         with pytest.raises(error), dj_staged.staged_insert1(Table) as staged:
@@ -211,15 +212,15 @@ def test_what_the_insert_would_refuse_is_refused_before_hashing_or_promoting(dj_
             with staged.open("v", ".bin") as f:  # no size: it would be re-read and hashed at exit
                 f.write(os.urandom(100_000))
     assert promoted == [] and len(Table()) == 0
-    assert store_files(dj_local_store, leases=True) == []
+    assert store_files(store, leases=True) == []
 
 
 # --- empty values: an open() handle closed after zero bytes is an empty value -------------------------
 
 
 @pytest.mark.parametrize("codec", ["object", "hash", "blob", "attach"])
-def test_an_empty_open_handle_is_an_empty_value(dj_schema, dj_local_store, codec, tmp_path):
-    Table = declare(dj_schema, "Empty", f"k : int32\n---\nv : <{codec}@main>")
+def test_an_empty_open_handle_is_an_empty_value(dj_schema, store, codec, tmp_path):
+    Table = declare(dj_schema, "Empty", f"k : int32\n---\nv : <{codec}@{store.name}>")
     with dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         if codec == "attach":
@@ -239,30 +240,30 @@ def test_an_empty_open_handle_is_an_empty_value(dj_schema, dj_local_store, codec
 
 
 @pytest.mark.parametrize("codec, ext, error", [("npy", ".npy", ContentError), ("zarr", ".zarr", NothingWrittenError)])
-def test_an_empty_value_that_is_not_a_value_is_refused(dj_schema, dj_local_store, codec, ext, error):
-    Table = declare(dj_schema, "NotAValue", f"k : int32\n---\nv : <{codec}@main>")
+def test_an_empty_value_that_is_not_a_value_is_refused(dj_schema, store, codec, ext, error):
+    Table = declare(dj_schema, "NotAValue", f"k : int32\n---\nv : <{codec}@{store.name}>")
     with pytest.raises(error) as raised, dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         if codec == "zarr":
             staged.store("v", ext)
         else:
             staged.open("v", ext).close()
-    assert raised.value.field == "v" and len(Table()) == 0 and store_files(dj_local_store) == []
+    assert raised.value.field == "v" and len(Table()) == 0 and store_files(store) == []
 
 
-def test_a_store_handle_with_nothing_written_is_refused(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "NoDirectory", "k : int32\n---\nv : <object@main>")
+def test_a_store_handle_with_nothing_written_is_refused(dj_schema, store):
+    Table = declare(dj_schema, "NoDirectory", f"k : int32\n---\nv : <object@{store.name}>")
     with pytest.raises(NothingWrittenError), dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         staged.store("v", ".zarr")
-    assert len(Table()) == 0 and store_files(dj_local_store) == []
+    assert len(Table()) == 0 and store_files(store) == []
 
 
 # --- keys compared as the table types them ----------------------------------------------------------
 
 
-def test_the_same_key_typed_two_ways_is_refused_at_the_second_handle(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "Typed", "k : int32\n---\nv : <hash@main>")
+def test_the_same_key_typed_two_ways_is_refused_at_the_second_handle(dj_schema, store):
+    Table = declare(dj_schema, "Typed", f"k : int32\n---\nv : <hash@{store.name}>")
     reached = []
     with dj_staged.staged_insert(Table) as batch:
         with batch.row() as staged:
@@ -276,7 +277,7 @@ def test_the_same_key_typed_two_ways_is_refused_at_the_second_handle(dj_schema, 
     assert reached == [] and Table.fetch1("v") == b"first"
 
 
-def test_a_collection_between_the_block_and_populates_commit_takes_nothing(pipeline, dj_local_store, elsewhere):
+def test_a_collection_between_the_block_and_populates_commit_takes_nothing(pipeline, store, elsewhere):
     """make() stages its row, then a collector in another session runs before populate commits: the lease holds."""
     import dj_staged.gc
 
@@ -287,7 +288,7 @@ def test_a_collection_between_the_block_and_populates_commit_takes_nothing(pipel
 
     def make_then_collect(self, key):
         original(self, key)  # the staged block has ended; populate has not committed yet
-        reports.append(dj_staged.gc.collect(elsewhere, store="main", grace=0, dry_run=False))
+        reports.append(dj_staged.gc.collect(elsewhere, store=store.name, grace=0, dry_run=False))
 
     Trace.make = make_then_collect
     try:
@@ -301,10 +302,10 @@ def test_a_collection_between_the_block_and_populates_commit_takes_nothing(pipel
         assert row["digest"] == f"digest of session {session_id}".encode()
 
 
-def test_an_interrupted_block_is_reclaimed_by_the_next_default_gc_delete(dj_schema, dj_local_store):
+def test_an_interrupted_block_is_reclaimed_by_the_next_default_gc_delete(dj_schema, store):
     from dj_staged.cli import main
 
-    Table = declare(dj_schema, "Interrupted", "k : int32\n---\nv : <hash@main>\nw : <object@main>")
+    Table = declare(dj_schema, "Interrupted", f"k : int32\n---\nv : <hash@{store.name}>\nw : <object@{store.name}>")
     with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         with staged.open("v", ".bin") as f:
@@ -312,6 +313,6 @@ def test_an_interrupted_block_is_reclaimed_by_the_next_default_gc_delete(dj_sche
         with staged.open("w", ".bin") as f:
             f.write(b"never committed either")
         raise KeyboardInterrupt  # a notebook's stop button
-    assert len(store_files(dj_local_store)) == 2
-    assert main(["gc", "--schema", dj_schema.database, "--store", "main", "--delete"]) == 0  # default grace
-    assert store_files(dj_local_store, leases=True) == []
+    assert len(store_files(store)) == 2
+    assert main(["gc", "--schema", dj_schema.database, "--store", store.name, "--delete"]) == 0  # default grace
+    assert store_files(store, leases=True) == []

@@ -53,7 +53,7 @@ def insert(db: dict, stores: dict, schema_name: str, key: int, data: bytes, barr
     return "ok"
 
 
-def paused_writer(db: dict, stores: dict, schema_name: str, parts: int) -> list[str]:
+def paused_writer(db: dict, stores: dict, schema_name: str, parts: int, store: str = "main") -> list[str]:
     """Stage ``parts`` files through a ``store()`` handle, stopping the process (SIGSTOP) halfway."""
     import datajoint as dj
     from support.child import pause_here
@@ -61,7 +61,7 @@ def paused_writer(db: dict, stores: dict, schema_name: str, parts: int) -> list[
     import dj_staged
 
     schema = dj.Schema(schema_name, connection=connect(db, stores), create_tables=False)
-    Table = schema(type("Paused", (dj.Manual,), {"definition": "k : int32\n---\nraw : <object@main>"}))
+    Table = schema(type("Paused", (dj.Manual,), {"definition": f"k : int32\n---\nraw : <object@{store}>"}))
     with dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         fsmap = staged.store("raw", ".parts")
@@ -77,7 +77,7 @@ def part(i: int) -> bytes:
     return f"part {i} ".encode() * 100
 
 
-def dedup_writer(db: dict, stores: dict, schema_name: str, data: bytes) -> str:
+def dedup_writer(db: dict, stores: dict, schema_name: str, data: bytes, store: str = "main") -> str:
     """Stage ``data`` into a ``<hash@>`` field, stopping the process at the protocol's ``writer.dedup`` step."""
     import datajoint as dj
     from support.child import pause_here
@@ -86,7 +86,7 @@ def dedup_writer(db: dict, stores: dict, schema_name: str, data: bytes) -> str:
     from dj_staged import steps
 
     schema = dj.Schema(schema_name, connection=connect(db, stores), create_tables=False)
-    Table = schema(type("Content", (dj.Manual,), {"definition": "k : int32\n---\nv : <hash@main>"}))
+    Table = schema(type("Content", (dj.Manual,), {"definition": f"k : int32\n---\nv : <hash@{store}>"}))
     with steps.observe("writer.dedup", lambda **context: pause_here("dedup")):
         with dj_staged.staged_insert1(Table) as staged:
             staged.rec["k"] = 2
