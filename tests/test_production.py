@@ -71,7 +71,7 @@ runpy.run_module("dj_staged.demo", run_name="__main__")
 
 
 def test_demo_runs_without_pytest(tmp_path):
-    env = {**os.environ, "DJ_STAGED_DEMO_MIB": "16"}  # its checks read row 1024
+    env = {**os.environ, "DJ_STAGED_DEMO_MIB": "1"}  # the smallest size; its checks read the last row
     done = subprocess.run(
         [sys.executable, "-c", DEMO_WITHOUT_PYTEST], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
     )
