@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from support.s3 import s3_client
 
+from dj_staged.steps import WRITER_STEPS
+
 TABLES = ("Alpha", "Beta")
 CODECS = ("obj", "npy", "hash", "blob", "attach", "zarr")
 DECLARED = {"obj": "object", "npy": "npy", "hash": "hash", "blob": "blob", "attach": "attach", "zarr": "zarr"}
@@ -74,16 +76,8 @@ STATS = (
 STAT = {name: index for index, name in enumerate(STATS)}
 
 FAULTS = ("exception", "interrupt", "kill", "stop")
-STEP_FAULTS = (
-    "writer.lease",
-    "writer.write",
-    "writer.verify",
-    "writer.promote",
-    "writer.dedup",
-    "writer.commit",
-    "writer.release",
-    "mid-write",
-)
+# the writer's steps (a commit's lookup only after a lost reply, which the soak does not cause), or mid-write
+STEP_FAULTS = (*(step for step in WRITER_STEPS if step != "writer.resolve"), "mid-write")
 HASHED = ("hash", "blob", "attach")
 
 
