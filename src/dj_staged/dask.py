@@ -76,4 +76,4 @@ def to_zarr(
         return
     workers = num_workers or os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:  # on an error, leaving the block waits for the running tasks
-        dask.compute(stored, scheduler="threads", pool=pool, num_workers=workers)
+        dask.compute(stored, scheduler="threads", pool=pool)

@@ -108,15 +108,12 @@ class SyncPlan:
         if not self.enabled:
             return
         top = directory.rstrip("/")
-        for file in files:
-            self.file(file)
-            self.directories(os.path.dirname(file), top)
-        self.directories(top, root)
-
-    def forget(self, path: str) -> None:
-        """A planned file that no longer exists under this name (a staging file moved to its canonical path)."""
+        files = set(files)
         with self._lock:
-            self.files.discard(path)
+            self.files |= files
+        for folder in {os.path.dirname(file) for file in files}:
+            self.directories(folder, top)
+        self.directories(top, root)
 
     def merge(self, other: SyncPlan) -> None:
         """Take over what ``other`` planned (a batch row accepted into its batch)."""

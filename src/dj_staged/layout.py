@@ -20,9 +20,12 @@ def staging_section(schema: str) -> str:
     return f"{STAGING_PREFIX}/{schema}"
 
 
+LEASES_ROOT = f"{STAGING_PREFIX}/{LEASE_SECTION}"  # the leases of every schema
+
+
 def lease_section(schema: str) -> str:
     """``_staging/_leases/{schema}``: the leases of one schema."""
-    return f"{STAGING_PREFIX}/{LEASE_SECTION}/{schema}"
+    return f"{LEASES_ROOT}/{schema}"
 
 
 def section_path(*parts: str) -> str:

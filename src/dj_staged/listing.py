@@ -101,16 +101,17 @@ def list_folder(backend: Any, prefix: str) -> tuple[set[str], dict[str, StoredFi
     return folders, files
 
 
-def _bucket_and_key(backend: Any, path: str) -> tuple[str, str]:
+def bucket_and_key(backend: Any, path: str) -> tuple[str, str]:
+    """The S3 bucket and key of ``path`` (relative to the store's location)."""
     bucket, _, key = full_path(backend, path).partition("/")
     return bucket, key
 
 
 def _list_s3(backend: Any, section: str, *, delimiter: str) -> tuple[set[str], list[StoredFile]]:
     """One paginated ``ListObjectsV2`` of ``section/``: the folder names (with a delimiter) and the files."""
-    bucket, root = _bucket_and_key(backend, "")
+    bucket, root = bucket_and_key(backend, "")
     root = root.strip("/")
-    _, key = _bucket_and_key(backend, section)
+    _, key = bucket_and_key(backend, section)
     prefix = key.strip("/") + "/" if key.strip("/") else ""
     options: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
     if delimiter:
@@ -151,14 +152,17 @@ def delete_file(backend: Any, path: str, stop_at: str) -> None:
         parent = parent.rsplit("/", 1)[0]
 
 
+S3_DELETE_BATCH = 1000  # keys per DeleteObjects request, S3's limit
+
+
 def delete_keys(backend: Any, paths: list[str]) -> dict[str, str]:
     """Delete up to 1,000 S3 objects in one ``DeleteObjects`` request; return path → error for those that failed."""
     if not paths:
         return {}
-    if len(paths) > 1000:
-        raise ValueError("one DeleteObjects request takes at most 1,000 keys")
-    bucket, _ = _bucket_and_key(backend, "")
-    keys = {_bucket_and_key(backend, path)[1]: path for path in paths}
+    if len(paths) > S3_DELETE_BATCH:
+        raise ValueError(f"one DeleteObjects request takes at most {S3_DELETE_BATCH:,} keys")
+    bucket, _ = bucket_and_key(backend, "")
+    keys = {bucket_and_key(backend, path)[1]: path for path in paths}
     response = call_s3(
         backend.fs, "delete_objects", Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
     )

@@ -32,15 +32,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._datajoint import config_of, full_path
-from .layout import LEASE_SECTION, STAGING_PREFIX
+from ._datajoint import config_of
+from .layout import LEASES_ROOT
 from .listing import StoredFile, list_files
 from .text import count, human_bytes, iso, table, utc
 
 logger = logging.getLogger(__name__)
 
 LIVE, EXPIRED, ABANDONED, UNREADABLE = "live", "expired", "abandoned", "unreadable"
-LEASES_ROOT = f"{STAGING_PREFIX}/{LEASE_SECTION}"
 
 
 @dataclass
@@ -214,43 +213,26 @@ def _listable(connection: Any) -> set[str]:
     return set(dj.list_schemas(connection=connection))
 
 
-def _lease_folders(backend: Any) -> dict[tuple[str, str], dict[str, StoredFile]]:
-    """One listing of every schema's leases: (schema, lease id) → file name → file."""
-    folders: dict[tuple[str, str], dict[str, StoredFile]] = {}
+def _lease_folders(backend: Any) -> dict[tuple[str, str], dict[str, float | None]]:
+    """One listing of every schema's leases: (schema, lease id) → file name → modification time."""
+    folders: dict[tuple[str, str], dict[str, float | None]] = {}
     for path, stored in list_files(backend, LEASES_ROOT).items():
         parts = path[len(LEASES_ROOT) + 1 :].split("/")
         if len(parts) == 3:
-            folders.setdefault((parts[0], parts[1]), {})[parts[2]] = stored
+            folders.setdefault((parts[0], parts[1]), {})[parts[2]] = stored.mtime
     return folders
 
 
 def _writes(
-    connection: Any, backend: Any, store: str, folders: dict[tuple[str, str], dict[str, StoredFile]]
+    connection: Any, backend: Any, store: str, folders: dict[tuple[str, str], dict[str, float | None]]
 ) -> list[StagedWrite]:
     from .leases import held_lease_keys
-    from .leases.records import parse_lease
+    from .leases.records import read_leases
 
     if not folders:
         return []
     held = held_lease_keys(connection)  # after the listing: a lease listed then is live now or has ended
-    fulls = {
-        full_path(backend, f"{LEASES_ROOT}/{schema}/{lease_id}/{name}"): (schema, lease_id, name)
-        for (schema, lease_id), names in folders.items()
-        for name in names
-    }
-    fetched = backend.fs.cat(list(fulls), on_error="return")
-    contents: dict[tuple[str, str], dict[str, bytes | None]] = {k: {} for k in folders}
-    for full, (schema, lease_id, name) in fulls.items():
-        data = fetched.get(full)
-        contents[(schema, lease_id)][name] = data if isinstance(data, bytes) else None
-    records = []
-    for (schema, lease_id), files in sorted(contents.items()):
-        if all(data is None for data in files.values()):
-            continue  # removed since the listing: the write ended
-        record = parse_lease(schema, lease_id, files)
-        times = [f.mtime for f in folders[(schema, lease_id)].values() if f.mtime is not None]
-        record.newest = max(times) if times else None
-        records.append(record)
+    records = read_leases(backend, folders, skip_ended=True)
     staged = _staged_files(backend, [p for r in records if r.readable for p in r.paths])
     writes = []
     for record in records:

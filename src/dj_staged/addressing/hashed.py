@@ -138,8 +138,6 @@ class HashAddressedStaging:
             else:
                 prefix, layout = b"", CONTENT
         raw = open_for_writing(field.backend, field.full_path(path))
-        if local:
-            field.sync.file(field.full_path(path))
         try:
             handle = StagedFile(raw, prefix=prefix, hashing=layout == PREFIXED, writeback=field.durable and local)
         except BaseException:
@@ -176,9 +174,6 @@ class HashAddressedStaging:
             with field.callback("framing", content_size) as callback:
                 compose_prefixed(backend, prefix, staged, candidate, len(state.written_prefix), callback)
             backend.remove(staged)
-            if local:
-                field.sync.forget(field.full_path(staged))
-                field.sync.file(field.full_path(candidate))
         size = len(prefix) + content_size
         if md5 is None:
             with field.callback("hashing", size) as callback:
@@ -193,8 +188,7 @@ class HashAddressedStaging:
         steps.reach("writer.promote", field=field.name, path=canonical)
         with field.callback("promoting", size) as callback:
             state.promoted = self._promote(field, candidate, canonical, callback)
-        if local:  # the bytes are the staging file's, now under their canonical name
-            field.sync.forget(field.full_path(candidate))
+        if local:  # only the canonical name reaches the commit: the staging names are gone by now
             field.sync.file(field.full_path(canonical))
             field.sync.directories(os.path.dirname(field.full_path(canonical)), field.full_path(""))
         if not state.promoted:

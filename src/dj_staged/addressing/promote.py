@@ -28,10 +28,10 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from .._datajoint import call_s3, full_path
 from ..durability import is_local
 from .hashing import CHUNK
+from .s3upload import MAX_PARTS
 
 S3_FIRST_PART = 8 << 20
 S3_COPY_PART = 128 << 20
-S3_MAX_PARTS = 10_000
 S3_SMALL = 16 << 20
 S3_PART_COPY = 256 << 20  # from this size on, copy part by part so a callback can follow
 
@@ -153,7 +153,7 @@ def _copy_parts(
     """Append ``UploadPartCopy`` parts for bytes ``[start, end)`` of ``source``, reporting progress."""
     bucket, key, upload_id = upload
     src_bucket, src_key, _ = fs.split_path(source)
-    step = max(S3_COPY_PART, -(-(end - start) // (S3_MAX_PARTS - len(parts))))
+    step = max(S3_COPY_PART, -(-(end - start) // (MAX_PARTS - len(parts))))
     while start < end:
         stop = min(start + step, end)
         number = len(parts) + 1

@@ -48,12 +48,20 @@ class S3PartWriter:
         if self.closed:
             raise ValueError("I/O operation on closed file")
         view = memoryview(data).cast("B")
-        self._buffer += view
         self._written += len(view)
-        while len(self._buffer) >= self._part_size:
-            part = bytes(self._buffer[: self._part_size])
-            del self._buffer[: self._part_size]
-            self._send(part)
+        rest = view
+        if self._buffer:  # top up the part being gathered first
+            room = self._part_size - len(self._buffer)
+            self._buffer += rest[:room]
+            rest = rest[room:]
+            if len(self._buffer) < self._part_size:
+                return len(view)
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+        while len(rest) >= self._part_size:  # whole parts straight from the caller's bytes: one copy each
+            self._send(bytes(rest[: self._part_size]))
+            rest = rest[self._part_size :]
+        self._buffer += rest
         return len(view)
 
     def _send(self, part: bytes) -> None:

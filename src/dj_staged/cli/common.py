@@ -152,13 +152,18 @@ def stores_to_use(dj: Any, named: list[str] | None) -> list[str]:
     return stores
 
 
-def schemas_named(dj: Any, connection: Any, names: list[str], listable: set[str]) -> list[Any]:
-    """``dj.Schema`` objects for ``names``; a name the connection cannot list is an error naming it."""
+def check_listable(names: list[str], listable: set[str]) -> None:
+    """A schema name the connection cannot list is an error naming it."""
     missing = [name for name in names if name not in listable]
     if missing:
         raise CommandError(
             f"Schema {', '.join(repr(m) for m in missing)} does not exist (or this connection cannot list it)"
         )
+
+
+def schemas_named(dj: Any, connection: Any, names: list[str], listable: set[str]) -> list[Any]:
+    """``dj.Schema`` objects for ``names``, each checked with :func:`check_listable`."""
+    check_listable(names, listable)
     return [dj.Schema(name, connection=connection, create_schema=False, create_tables=False) for name in names]
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .common import connect, schemas_named, stores_to_use
+from .common import check_listable, connect, stores_to_use
 
 DESCRIPTION = (
     "Show the staged writes in flight, one line per field of each row being written: schema, table, field, "
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, dj: Any) -> int:
     connection = connect(dj)
     stores = stores_to_use(dj, args.store)
     if args.schema:
-        schemas_named(dj, connection, args.schema, set(dj.list_schemas(connection=connection)))
+        check_listable(args.schema, set(dj.list_schemas(connection=connection)))
     found = in_flight(connection, stores=stores, schemas=args.schema, config=dj.config)
     print(json.dumps(found.as_dict(), indent=2) if args.json else found.format())
     return 0

@@ -51,15 +51,22 @@ class NpyStaging(SchemaAddressedStaging):
 
     staged_modes = ("open",)
 
-    def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
+    def _header(self, base: dict, field: StagedField) -> tuple[tuple[int, ...], np.dtype, int]:
+        """Shape, dtype and data offset of the written ``.npy``: from the bytes kept while writing, else read back."""
         head = schema_state(field).head()
-        try:
-            shape, _fortran, dtype, offset = read_npy_header(io.BytesIO(head or b""), field.name)
-        except ContentError:
-            if head is not None and len(head) < StagedFile.HEAD:
-                raise  # the whole file was in the head: it does not hold a .npy header
-            with field.backend.open(base["path"], "rb") as handle:  # a long header, or a file written out of order
-                shape, _fortran, dtype, offset = read_npy_header(handle, field.name)
+        if head is not None:
+            try:
+                shape, _fortran, dtype, offset = read_npy_header(io.BytesIO(head), field.name)
+                return shape, dtype, offset
+            except ContentError:
+                if len(head) < StagedFile.HEAD:
+                    raise  # the whole file was in the head: it does not hold a .npy header
+        with field.backend.open(base["path"], "rb") as handle:  # a long header, or a file written out of order
+            shape, _fortran, dtype, offset = read_npy_header(handle, field.name)
+        return shape, dtype, offset
+
+    def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
+        shape, dtype, offset = self._header(base, field)
         if dtype.hasobject:
             raise ContentError(
                 f"{field.label} holds an object-dtype array; <npy> does not store those", field=field.name

@@ -205,13 +205,12 @@ class ZarrArrayStaging(SchemaAddressedStaging):
         options = self.zarr_array_options()
         if not options:
             return
-        shards = getattr(array, "shards", None)
         expected = zarr.create_array(
             store=zarr.storage.MemoryStore(),
             shape=array.shape,
             dtype=dtype,
             chunks=array.chunks,
-            **({"shards": shards} if shards is not None else {}),
+            shards=array.shards,
             **options,
         ).metadata.to_dict()
         written = array.metadata.to_dict()
@@ -231,11 +230,16 @@ def provenance() -> dict[str, str]:
     return {"datajoint": dj.__version__, "dj_staged": dj_staged.__version__}
 
 
+def own_column_value(path: str, store: str, shape: list[int], dtype: str) -> dict:
+    """dj-staged's ``<zarr@>`` column value: what ``ZarrCodec.encode`` returns and a staged row stores."""
+    return {"path": path, "store": store, "shape": shape, "dtype": dtype, "provenance": provenance()}
+
+
 class ZarrStaging(ZarrArrayStaging):
     """Staged insert of dj-staged's own ``<zarr@>``: the column value :meth:`ZarrCodec.encode` returns."""
 
     def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
-        return {"path": path, "store": store, "shape": shape, "dtype": dtype, "provenance": provenance()}
+        return own_column_value(path, store, shape, dtype)
 
 
 class DjZarrCodecsStaging(ZarrArrayStaging):
@@ -258,7 +262,7 @@ class DjZarrCodecsStaging(ZarrArrayStaging):
     def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
         package = import_module(type(field.codec).__module__.split(".", 1)[0])
         versions = {"datajoint-python": dj.__version__, "dj-zarr-codecs": package.__version__}
-        return {"path": path, "store": store, "shape": shape, "dtype": dtype, "provenance": versions}
+        return {**super()._column_value(path, store, shape, dtype, field), "provenance": versions}
 
 
 def create_zarr_array(
@@ -316,7 +320,7 @@ class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-
             remove_object(backend, path)
             raise
         shape, dtype = read_array_metadata(fsmap, f"<zarr> field '{field}'")
-        return {"path": path, "store": store, "shape": shape, "dtype": dtype, "provenance": provenance()}
+        return own_column_value(path, store, shape, dtype)
 
     def decode(self, stored: dict, *, key: dict | None = None, context: dict | None = None) -> zarr.Array:
         """A read-only ``zarr.Array`` on the stored array; chunks are read on indexing."""

@@ -33,7 +33,7 @@ from datajoint.hash_registry import get_store_backend
 from .. import steps
 from .._datajoint import config_of, is_covered, is_hash_name
 from ..leases import covers, exclusive_gate, held_lease_keys, scan_leases
-from ..listing import StoredFile, delete_file, delete_keys, list_files
+from ..listing import S3_DELETE_BATCH, StoredFile, delete_file, delete_keys, list_files
 from ..references import referenced_paths
 from .policy import LEASED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
 from .report import Report, SectionReport
@@ -52,7 +52,6 @@ from .sections import (
 from .uploads import abort_upload, list_uploads
 
 DEFAULT_GRACE = timedelta(hours=24)
-S3_DELETE_BATCH = 1000  # keys per DeleteObjects request, S3's limit
 
 logger = logging.getLogger(__name__)
 

@@ -223,7 +223,7 @@ class Report:
         for s in self.sections:  # a schema with nothing in any section still gets a line
             if (s.store, s.schema) not in shown:
                 shown.add((s.store, s.schema))
-                rows.append([s.store, s.schema, "-", 0, 0, human_bytes(0), "-", 0, 0, 0, 0] + ([0] if undated else []))
+                rows.append(self._row(SectionReport(s.store, s.schema, "-"), undated))
         lines += table(header, rows, right=[3, 4, 5, *range(7, len(header))])
         deleted = "would delete" if self.dry_run else "deleted"
         lines += self._listing(deleted, ["oldest", "why"], self._collectable(), limit)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StagedInsertError
-from ..layout import LEASE_SECTION, STAGING_PREFIX, lease_section, section_path, staging_section
+from ..layout import LEASE_SECTION, LEASES_ROOT, STAGING_PREFIX, lease_section, section_path, staging_section
 from ..listing import StoredFile, list_folder
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def _section_prefixes(spec: dict[str, Any]) -> dict[str, str]:
         SCHEMA: (spec.get("schema_prefix") or "").strip("/"),
         HASH: (spec.get("hash_prefix") or "").strip("/"),
         STAGING: STAGING_PREFIX,
-        LEASES: f"{STAGING_PREFIX}/{LEASE_SECTION}",
+        LEASES: LEASES_ROOT,
     }
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._datajoint import call_s3, full_path
-from ..listing import StoredFile
+from .._datajoint import call_s3
+from ..listing import StoredFile, bucket_and_key
 
 
 def list_uploads(backend: Any, section: str) -> dict[str, tuple[StoredFile, str]]:
@@ -20,8 +20,8 @@ def list_uploads(backend: Any, section: str) -> dict[str, tuple[StoredFile, str]
     if backend.protocol != "s3":
         return {}
     fs = backend.fs
-    bucket, prefix = full_path(backend, section).split("/", 1)
-    root = full_path(backend, "").split("/", 1)[1] if "/" in full_path(backend, "") else ""
+    bucket, prefix = bucket_and_key(backend, section)
+    _, root = bucket_and_key(backend, "")
     found: dict[str, tuple[StoredFile, str]] = {}
     options: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix.rstrip("/") + "/"}
     while True:
@@ -42,6 +42,6 @@ def list_uploads(backend: Any, section: str) -> dict[str, tuple[StoredFile, str]
 
 def abort_upload(backend: Any, name: str, key: str) -> None:
     """Abort the upload ``name`` (as :func:`list_uploads` keys it) of object ``key``."""
-    bucket = full_path(backend, "").split("/", 1)[0]
+    bucket, _ = bucket_and_key(backend, "")
     upload_id = name.rsplit("#upload=", 1)[1]
     call_s3(backend.fs, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)

@@ -117,12 +117,11 @@ def gate_key(schema: str) -> int:
 def shared_gate(connection: Any, schema: str) -> Iterator[None]:
     """Hold the schema's gate shared on ``connection`` (a writer adding paths to its lease)."""
     require_postgres(connection)
-    args = (GATE_NS, gate_key(schema))
-    connection.query("SELECT pg_advisory_lock_shared(%s, %s)", args=args, reconnect=False)
+    connection.query("SELECT pg_advisory_lock_shared(%s, %s)", args=(GATE_NS, gate_key(schema)), reconnect=False)
     try:
         yield
     finally:
-        connection.query("SELECT pg_advisory_unlock_shared(%s, %s)", args=args, reconnect=False)
+        release_shared_gate(connection, schema)
 
 
 _gate_connections: dict[tuple, Any] = {}

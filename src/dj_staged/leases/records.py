@@ -185,27 +185,40 @@ def scan_leases(backend: Any, schema: str) -> list[LeaseRecord]:
     from ..listing import list_files
 
     section = lease_section(schema)
-    listed = list_files(backend, section)
-    folders: dict[str, dict[str, float | None]] = {}
-    for path, stored in listed.items():
+    folders: dict[tuple[str, str], dict[str, float | None]] = {}
+    for path, stored in list_files(backend, section).items():
         parts = path[len(section) + 1 :].split("/")
         if len(parts) == 2:
-            folders.setdefault(parts[0], {})[parts[1]] = stored.mtime
+            folders.setdefault((schema, parts[0]), {})[parts[1]] = stored.mtime
+    return read_leases(backend, folders)
+
+
+def read_leases(
+    backend: Any, folders: dict[tuple[str, str], dict[str, float | None]], *, skip_ended: bool = False
+) -> list[LeaseRecord]:
+    """The leases ``folders`` names (``(schema, lease id)`` → file name → mtime, from one listing), their files
+    read together, in order.
+
+    With ``skip_ended``, a lease none of whose files can be read any more is left
+    out: it was removed since the listing, so its write has ended.
+    """
     fulls = {
-        full_path(backend, f"{section}/{lease_id}/{name}"): (lease_id, name)
-        for lease_id, names in folders.items()
+        full_path(backend, f"{lease_section(schema)}/{lease_id}/{name}"): (schema, lease_id, name)
+        for (schema, lease_id), names in folders.items()
         for name in names
     }
-    contents: dict[str, dict[str, bytes | None]] = {lease_id: {} for lease_id in folders}
+    contents: dict[tuple[str, str], dict[str, bytes | None]] = {key: {} for key in folders}
     if fulls:
         fetched = backend.fs.cat(list(fulls), on_error="return")
-        for full, (lease_id, name) in fulls.items():
+        for full, (schema, lease_id, name) in fulls.items():
             data = fetched.get(full)
-            contents[lease_id][name] = data if isinstance(data, bytes) else None
+            contents[(schema, lease_id)][name] = data if isinstance(data, bytes) else None
     records = []
-    for lease_id, names in sorted(folders.items()):
-        record = parse_lease(schema, lease_id, contents[lease_id])
-        times = [t for t in names.values() if t is not None]
+    for (schema, lease_id), files in sorted(contents.items()):
+        if skip_ended and all(data is None for data in files.values()):
+            continue
+        record = parse_lease(schema, lease_id, files)
+        times = [t for t in folders[(schema, lease_id)].values() if t is not None]
         record.newest = max(times) if times else None
         records.append(record)
     return records

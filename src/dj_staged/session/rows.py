@@ -13,9 +13,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import decimal
-import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -125,17 +124,6 @@ def check_row(
     try:
         connection.query(sql, args=arguments)
     except BaseException:
-        with _keeping_the_first_error():
-            connection.query(end if inside else "ROLLBACK")
+        with contextlib.suppress(Exception):  # a failed rollback (a dead connection) must not hide the trial's error
+            connection.query(end)
         raise
-
-
-@contextlib.contextmanager
-def _keeping_the_first_error() -> Iterator[None]:
-    """Run a rollback after the trial: its own failure (a dead connection) must not hide the trial's error."""
-    pending = sys.exc_info()[1]
-    try:
-        yield
-    except Exception:
-        if pending is None:
-            raise
