@@ -22,6 +22,9 @@ import dj_staged.gc
 from dj_staged import steps
 from dj_staged.errors import AmbiguousCommitError, CommitRecoveredWarning
 from dj_staged.leases import held_lease_keys, scan_leases
+from dj_staged.leases.locks import COMMIT_GUARD_TAG
+
+COMMIT = COMMIT_GUARD_TAG  # a staged commit is one statement: the lease's guard, then the INSERT
 
 DEFINITION = """
 recording_id : int32
@@ -69,40 +72,57 @@ def check_row(table, key: int) -> None:
 
 
 def test_a_committed_row_whose_commit_reply_was_lost_keeps_its_objects(proxied, proxy, store, dj_schema):
-    proxy.drop_reply_after(r"^\s*COMMIT")
+    proxy.drop_reply_after(COMMIT)
     with pytest.warns(CommitRecoveredWarning):
         with dj_staged.staged_insert1(proxied) as staged:
             write(staged, 1)
-    assert [d.tag for d in proxy.dropped] == ["COMMIT"]  # the server committed; the client never heard
+    (dropped,) = proxy.dropped
+    assert (dropped.tags, dropped.status) == (("DO", "INSERT 0 1"), "I")  # the server committed; the client never heard
     check_row(proxied, 1)
     assert not [f for f in store_files(store, leases=True) if f.startswith("_staging/")]
     assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
 
 
 def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, store, dj_schema):
-    proxy.drop_reply_after(r"^\s*COMMIT")
+    proxy.drop_reply_after(COMMIT)
     with pytest.warns(CommitRecoveredWarning), dj_staged.staged_insert(proxied) as batch:
         for key in range(1, 6):
             with batch.row() as staged:
                 write(staged, key)
-    assert [d.tag for d in proxy.dropped] == ["COMMIT"]
+    assert [(d.tags, d.status) for d in proxy.dropped] == [(("DO", "INSERT 0 5"), "I")]
     for key in range(1, 6):
         check_row(proxied, key)
     assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
 
 
-def test_an_insert_whose_reply_was_lost_did_not_commit_and_is_unwound(proxied, proxy, store, dj_schema):
-    """The reply to the INSERT is lost inside the writer's transaction: the server rolls it back."""
-    proxy.drop_reply_after(r"^INSERT INTO")  # finalization's check is one "BEGIN; INSERT ...; ROLLBACK"
-    with pytest.raises(psycopg2.OperationalError), dj_staged.staged_insert1(proxied) as staged:
-        write(staged, 1)
-    assert proxy.dropped[0].tag == "INSERT 0 1" and proxy.dropped[0].status == "T"  # executed, not committed
-    assert len(dj.FreeTable(dj_schema.connection, proxied.full_table_name)) == 0
-    assert store_files(store, leases=True) == []
+def test_a_commit_that_failed_on_the_server_and_lost_its_reply_is_unwound(proxied, proxy, store, dj_schema):
+    """Another writer takes the key while this one commits, so the server refuses this commit, and the
+    refusal's reply is lost. The lookup finds the key holding the other writer's values, not these:
+    nothing of this writer committed, so it unwinds, and the other row keeps its objects."""
+    other = dj_schema(type("Recording", (dj.Manual,), {"definition": DEFINITION.format(store=store.name)}))
+    taken: list[str] = []
+
+    def take_the_key(**context: object) -> None:
+        if not taken:
+            taken.append("other")
+            with dj_staged.staged_insert1(other) as staged:  # not through the proxy
+                write(staged, 1)
+
+    proxy.drop_reply_after(COMMIT)
+    with steps.observe("writer.commit", take_the_key):
+        with pytest.raises((psycopg2.OperationalError, psycopg2.InterfaceError)):
+            with dj_staged.staged_insert1(proxied) as staged:
+                write(staged, 1)
+    (dropped,) = proxy.dropped
+    assert (dropped.sqlstate, dropped.status) == ("23505", "I")  # refused as a duplicate, nothing left open
+    check_row(other, 1)
+    assert len(other()) == 1
+    assert len([f for f in store_files(store) if not f.startswith("_staging/")]) == 2 + 4  # the other row's only
+    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=True).count == 0
 
 
 def test_when_the_lookup_fails_too_everything_is_kept_for_the_collector(proxied, proxy, store, dj_schema):
-    proxy.drop_reply_after(r"^\s*COMMIT")
+    proxy.drop_reply_after(COMMIT)
     with steps.observe("writer.resolve", lambda **context: proxy.close()):  # the database is now unreachable
         with pytest.raises(AmbiguousCommitError) as raised, dj_staged.staged_insert1(proxied) as staged:
             write(staged, 1)

@@ -19,8 +19,10 @@ from typing import Any
 from .. import steps
 from ..errors import LeaseLostError
 from .locks import (
+    FENCE_SQLSTATE,
     LeaseLock,
     acquire_lease_lock,
+    commit_guard,
     lease_held,
     release_lease_lock,
     release_shared_gate,
@@ -43,6 +45,7 @@ class LeaseKeeper:
         self._stores: dict[str, tuple[Any, EntryWriter]] = {}  # store name -> (backend, where entries go)
         self._paths: set[tuple[str, str]] = set()
         self._mutex = threading.Lock()
+        self._lock_handed_over = False  # the commit's transaction took the lock: it ends with that transaction
         self.ended = False
 
     @property
@@ -121,11 +124,31 @@ class LeaseKeeper:
         if self.lock is None:
             return
         if not lease_held(self.connection, self.lock):
-            raise LeaseLostError(
-                f"The lease of this staged insert into {self.schema}.{self.table} lapsed before its commit (the "
-                "database session that held it ended), so a collector may have removed its objects; nothing was "
-                "inserted. Run the staged insert again."
-            )
+            raise self.lost()
+
+    def commit_guard(self) -> str:
+        """SQL that fences the lease inside the commit's transaction and hands it the lease lock (see
+        :func:`~dj_staged.leases.locks.commit_guard`); empty if nothing was leased.
+
+        From this call on the lock is not released by :meth:`release`: the
+        transaction releases it when it ends, or the session's end does.
+        """
+        if self.lock is None:
+            return ""
+        self._lock_handed_over = True
+        return commit_guard(self.lock)
+
+    def is_fence_error(self, error: BaseException) -> bool:
+        """Whether ``error`` is the commit guard finding the lease lock lost."""
+        return getattr(error, "pgcode", None) == FENCE_SQLSTATE
+
+    def lost(self) -> LeaseLostError:
+        """The error for a lease that lapsed before its commit."""
+        return LeaseLostError(
+            f"The lease of this staged insert into {self.schema}.{self.table} lapsed before its commit (the "
+            "database session that held it ended), so a collector may have removed its objects; nothing was "
+            "inserted. Run the staged insert again."
+        )
 
     def release(self) -> None:
         """The rows are visible (or nothing was written): remove the lease records, then the lock."""
@@ -156,7 +179,7 @@ class LeaseKeeper:
         return True
 
     def _unlock(self) -> None:
-        if self.lock is None:
+        if self.lock is None or self._lock_handed_over:
             return
         try:
             release_lease_lock(self.connection, self.lock)

@@ -93,6 +93,32 @@ def lease_held(connection: Any, lock: LeaseLock) -> bool:
     return int(row[0]) == lock.pid and bool(row[1])
 
 
+FENCE_SQLSTATE = "DJS01"  # raised by the commit guard when the lease lock is not this session's any more
+COMMIT_GUARD_TAG = "dj_staged_commit"  # the guard's dollar-quote tag: the commit statement is recognizable by it
+
+
+def commit_guard(lock: LeaseLock) -> str:
+    """SQL to run first in the transaction that inserts the rows: fence the lease, and hand its lock to the
+    transaction.
+
+    The transaction takes the lease's key as a transaction-level lock (granted
+    at once: this session holds it), then releases the session-level one,
+    which succeeds only if this session still held it: that is the fence;
+    otherwise the guard raises ``FENCE_SQLSTATE`` and nothing is inserted. From
+    then on the lease lock is the transaction's: PostgreSQL releases it when
+    the transaction ends, once a committed row is visible, so the rows need no
+    round trip of their own for ``BEGIN``, the fence, ``COMMIT`` or the release.
+    The key is an integer this module chose, so it is part of the text.
+    """
+    tag = f"${COMMIT_GUARD_TAG}$"
+    key = f"{LEASE_NS}, {int(lock.key)}"
+    lost = f"RAISE EXCEPTION 'dj-staged lease lock {int(lock.key)} lost' USING ERRCODE = '{FENCE_SQLSTATE}'"
+    return (  # two statements, in this order: the lock is never free between them
+        f"DO {tag} BEGIN IF NOT pg_try_advisory_xact_lock({key}) THEN {lost}; END IF; "
+        f"IF NOT pg_advisory_unlock({key}) THEN {lost}; END IF; END {tag}"
+    )
+
+
 def release_lease_lock(connection: Any, lock: LeaseLock) -> None:
     """Release ``lock`` (a session that lost it has nothing to release: PostgreSQL only warns)."""
     connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(LEASE_NS, lock.key), reconnect=False)

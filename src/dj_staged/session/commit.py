@@ -1,13 +1,16 @@
 """The commit of staged rows: fenced, in one transaction, and never unwound on a doubt.
 
-Outside a transaction the rows are inserted as ``BEGIN; fence; INSERT ...;
-COMMIT`` on the session that holds the lease lock. Fencing (the lock was held
-without a break) runs inside the same transaction as the ``INSERT``, so a
-session lost between the two cannot commit: a lost connection aborts the
-transaction.
+Outside a transaction the rows are inserted by one statement sent once, on
+the session that holds the lease lock: the lease's commit guard, then
+DataJoint's own ``INSERT`` statements, which PostgreSQL runs as one implicit
+transaction. The guard fences (the lock was held without a break) and hands
+the lease lock to that transaction, so the lease ends exactly when the rows
+become visible, or when the transaction fails; a session lost before it cannot
+commit. One round trip replaces ``BEGIN``, the fence, the ``INSERT``,
+``COMMIT`` and the release of the lock.
 
-Only the ``COMMIT`` has an unknown outcome when the connection dies during it.
-Then nothing is deleted until the rows are looked up on a new connection:
+When the connection dies during that statement its outcome is unknown. Then
+nothing is deleted until the rows are looked up on a new connection:
 found with the values this writer inserted, they are committed (a
 :class:`~dj_staged.errors.CommitRecoveredWarning` says so); not found, the
 commit failed and the caller unwinds; the lookup failing too raises
@@ -24,7 +27,7 @@ import logging
 from typing import Any
 
 from .. import steps
-from .._datajoint import reset_transaction_state
+from .._datajoint import insert_statements, reset_transaction_state
 from ..durability import SyncPlan
 from ..errors import AmbiguousCommitError
 from .rows import finalized_view, key_token
@@ -51,7 +54,7 @@ def is_connection_error(error: BaseException) -> bool:
 
 
 class CommitDoubt(Exception):
-    """The ``COMMIT`` failed with a connection error: whether the rows exist must be found out."""
+    """The commit failed with a connection error: whether the rows exist must be found out."""
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
@@ -69,7 +72,7 @@ def _insert(table: Any, groups: list[Group], options: dict[str, Any]) -> None:
 def insert_rows(
     table: Any,
     groups: list[Group],
-    fence: Any,
+    leases: Any,
     *,
     allow_direct_insert: bool,
     chunk_size: int | None = None,
@@ -78,8 +81,8 @@ def insert_rows(
     """Insert the rows of ``groups`` after syncing and fencing; True if committed now, False if left to the
     open transaction.
 
-    Raises the insert's own error (nothing committed), or :class:`CommitDoubt`
-    when the ``COMMIT`` itself lost its connection.
+    Raises the insert's own error (nothing committed), :class:`~dj_staged.errors.LeaseLostError`, or
+    :class:`CommitDoubt` when the connection died while the commit was under way.
     """
     if sync is not None:
         sync.flush()  # the bytes the rows reference are on disk before any of them can commit
@@ -89,7 +92,7 @@ def insert_rows(
     if connection.in_transaction:
         connection.query(f"SAVEPOINT {SAVEPOINT}")
         try:
-            fence()
+            leases.fence()
             steps.reach("writer.commit", rows=count, deferred=True)
             _insert(table, groups, options)
         except BaseException:
@@ -97,23 +100,21 @@ def insert_rows(
             raise
         connection.query(f"RELEASE SAVEPOINT {SAVEPOINT}")
         return False
-    connection.start_transaction()
+    statements = [
+        statement
+        for rows, fields in groups
+        for statement in insert_statements(finalized_view(table, fields), rows, **options)
+    ]
+    guard = leases.commit_guard()
+    sql = "; ".join([*([guard] if guard else []), *(query for query, _args in statements)])
+    steps.reach("writer.commit", rows=count, deferred=False)
     try:
-        fence()
-        steps.reach("writer.commit", rows=count, deferred=False)
-        _insert(table, groups, options)
-    except BaseException:
-        try:
-            connection.cancel_transaction()
-        except Exception:
-            reset_transaction_state(connection)  # the server ends a transaction whose connection died
-        raise
-    try:
-        connection.commit_transaction()
+        connection.query(sql, args=[argument for _query, args in statements for argument in args], reconnect=False)
     except Exception as error:
+        if leases.is_fence_error(error):
+            raise leases.lost() from None
         if is_connection_error(error):
             raise CommitDoubt(error) from error
-        reset_transaction_state(connection)
         raise
     return True
 

@@ -82,7 +82,7 @@ def commit_rows(
     release = release if release is not None else leases.release
     try:
         now = insert_rows(
-            table, groups, leases.fence, allow_direct_insert=allow_direct_insert, chunk_size=chunk_size, sync=sync
+            table, groups, leases, allow_direct_insert=allow_direct_insert, chunk_size=chunk_size, sync=sync
         )
     except CommitDoubt as doubt:
         found = outcome(table, groups)

@@ -23,6 +23,7 @@ from datajoint.hash_registry import get_store_backend
 from .. import steps
 from .._datajoint import config_of, inserts_allowed
 from ..addressing.paths import check_extension, check_filename, check_key
+from ..addressing.schema import SchemaAddressedStaging
 from ..durability import SyncPlan, durable
 from ..errors import (
     HandleModeError,
@@ -333,7 +334,8 @@ class StagedSession:
                     IgnoredValueWarning,
                 )
                 del row[name]
-        check_row(self._table, row, self._fields, allow_direct_insert=self.allow_direct_insert, views=self._views)
+        if self._check_before_finalizing():
+            check_row(self._table, row, self._fields, allow_direct_insert=self.allow_direct_insert, views=self._views)
         finalized = {name: staged.participant.finalize_staged(staged) for name, staged in self._fields.items()}
         for name, value in finalized.items():
             path = value.get("path") if isinstance(value, dict) else None
@@ -342,6 +344,19 @@ class StagedSession:
                 staged.lease(path)  # a codec that returned a path it did not lease: protect it until the commit
         row.update(finalized)
         return row, set(finalized)
+
+    def _check_before_finalizing(self) -> bool:
+        """Whether the row is checked against the table before its fields are finalized.
+
+        The check refuses a bad row before finalization promotes or re-hashes
+        content, and a batch's row at its own exit, so the batch can go on
+        without it. A single row whose fields are all schema-addressed has
+        nothing costly to finalize: its ``INSERT``, right after, refuses it
+        with the same error, and the block unwinds the same way.
+        """
+        if self._on_key is not None:
+            return True
+        return not all(isinstance(staged.participant, SchemaAddressedStaging) for staged in self._fields.values())
 
     def _unwind(self) -> bool:
         """Unwinding: remove what every staged field wrote; never raise over the caller's error.
