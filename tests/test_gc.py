@@ -285,6 +285,32 @@ def test_unreadable_lease_is_collected_and_protects_nothing_by_itself(Recording,
     assert report.section("staging").paths == [young]  # older than the grace by the injected clock
 
 
+def test_a_lease_header_being_written_is_kept_while_its_lock_is_held(Recording, dj_local_store, dj_postgres):
+    """A writer creates its header without the gate when its paths are new: a collector may read it half-written.
+
+    The lease id begins with the lock key, so the collector keeps the folder while that lock is held (the
+    writer is alive, perhaps paused mid-write), and collects it once the lock is gone.
+    """
+    from dj_staged.leases.locks import LEASE_NS, new_lease_key
+    from dj_staged.leases.records import lease_id_for
+
+    key = new_lease_key()
+    half = f"_staging/_leases/{Recording.database}/{lease_id_for(key)}/lease.json"
+    put(dj_local_store, half, b'{"version": 2, "lease_')
+    writer = dj.Connection(dj_postgres.host, dj_postgres.user, dj_postgres.password, dj_postgres.port)
+    try:
+        writer.query("SELECT pg_advisory_lock(%s, %s)", args=(LEASE_NS, key))
+        report = collect(dj_schema_of(Recording), dry_run=False, now=time.time() + LATER)
+        assert report.errors == [] and report.deleted == 0
+        assert report.section("leases").protected == {half.rsplit("/", 1)[0]: LEASED}
+        assert half in store_files(dj_local_store, leases=True)
+        writer.query("SELECT pg_advisory_unlock(%s, %s)", args=(LEASE_NS, key))  # the writer died meanwhile
+        report = collect(dj_schema_of(Recording), dry_run=False, now=time.time() + LATER)
+    finally:
+        writer.close()
+    assert report.section("leases").paths == [half] and half not in store_files(dj_local_store, leases=True)
+
+
 def test_keyboard_interrupt_leftover_is_reclaimed_at_once(Recording, dj_local_store):
     schema = dj_schema_of(Recording)
     kept = stage(Recording, {"recording_id": 1})

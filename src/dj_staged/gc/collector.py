@@ -210,9 +210,10 @@ class _Collection:
         return report
 
     def _leases(self, files: dict[str, StoredFile], records: list[Any], held: set[int]) -> SectionReport:
-        """Live leases are kept; dead and unreadable ones are collected (their paths are judged above)."""
+        """Live leases are kept (a header being written too: its id names its lock); dead and unreadable ones
+        are collected (their paths are judged above)."""
         report = SectionReport(self.store, self.name, LEASES)
-        live = {r.folder for r in records if r.readable and r.lock in held}
+        live = {r.folder for r in records if r.lock in held}
         for path, stored in sorted(files.items()):
             root = lease_root(path)
             if root in live:

@@ -12,7 +12,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,11 +23,20 @@ from .locks import (
     acquire_lease_lock,
     commit_guard,
     lease_held,
+    new_lease_key,
     release_lease_lock,
     release_shared_gate,
     shared_gate,
 )
-from .records import EntryWriter, LeaseEntry, LeaseRecord, mark_abandoned, remove_lease, write_header
+from .records import (
+    EntryWriter,
+    LeaseEntry,
+    LeaseRecord,
+    lease_id_for,
+    mark_abandoned,
+    remove_lease,
+    write_header,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +48,8 @@ class LeaseKeeper:
         self.connection = connection
         self.schema = schema
         self.table = table
-        self.lease_id = uuid.uuid4().hex
+        self._key = new_lease_key()
+        self.lease_id = lease_id_for(self._key)
         self.lock: LeaseLock | None = None
         self._stores: dict[str, tuple[Any, EntryWriter]] = {}  # store name -> (backend, where entries go)
         self._paths: set[tuple[str, str]] = set()
@@ -57,55 +66,80 @@ class LeaseKeeper:
         """Whether ``path`` in ``store`` is leased by this writer."""
         return (store, path) in self._paths
 
+    def take(self, probe: tuple[str, Sequence[Any]] | None = None) -> Any:
+        """Take the lease lock now, if not yet taken, and evaluate ``probe`` (a scalar SQL expression and its
+        arguments) in the same round trip; the probe's value (None without one).
+
+        A writer takes it before it writes anything, with the check that its
+        key is not in the table yet as the probe: one round trip for both.
+        """
+        with self._mutex:
+            if self.lock is None:
+                _lock, answer = self._acquire(probe=probe)
+                return answer
+        if probe is None:
+            return None
+        return self.connection.query(f"SELECT ({probe[0]})", args=tuple(probe[1])).fetchone()[0]
+
+    def _acquire(self, *, gate: bool = False, probe: tuple[str, Sequence[Any]] | None = None) -> tuple[LeaseLock, Any]:
+        self.lock, answer = acquire_lease_lock(
+            self.connection, self._key, gate=self.schema if gate else None, probe=probe
+        )
+        if self.lock.key != self._key:  # another session held that key: the id follows the key taken
+            self._key, self.lease_id = self.lock.key, lease_id_for(self.lock.key)
+        return self.lock, answer
+
     def lease(
         self, store: str, backend: Any, paths: Sequence[str], *, field: str, key: dict[str, Any], fresh: bool = False
     ) -> None:
         """Lease ``paths`` in ``store`` before they are written or referenced.
 
-        Takes the lease lock on the first call, then writes the lease record
-        (or adds an entry to it) holding the schema's gate shared, so no
-        collector is between reading the leases and deleting at that moment.
-        ``fresh=True`` says the paths are new ones this writer is about to
-        create (a random token): an entry naming them needs no gate, since no
-        collector can have listed what does not exist yet (the record's header
-        still does). Raises if the store or the database refuses: a write no
-        lease protects must not start.
+        Takes the lease lock first if not taken yet, then writes the lease
+        record (or adds an entry to it). ``fresh=True`` says the paths are new
+        ones this writer is about to create (a random token): no collector can
+        have listed what does not exist yet, so the entry needs no gate. Other
+        paths are recorded holding the schema's gate shared, so no collector
+        is between reading the leases and deleting at that moment. Raises if
+        the store or the database refuses: a write no lease protects must not
+        start.
         """
         with self._mutex:
             new = [p for p in dict.fromkeys(paths) if (store, p) not in self._paths]
             if not new:
                 return
             entry = LeaseEntry(field=field, key=dict(key), paths=new, at=time.time())
-            if store in self._stores and fresh:
-                self._add(store, entry)
-            elif self.lock is None:  # the first path: the lock and the gate in one round trip
-                self.lock = acquire_lease_lock(self.connection, gate=self.schema)
+            if self.lock is None:  # the lock, and the gate when needed, in one round trip
+                self._acquire(gate=not fresh)
                 try:
-                    self._start(store, backend, entry)
+                    self._record(store, backend, entry)
                 finally:
-                    release_shared_gate(self.connection, self.schema)
+                    if not fresh:
+                        release_shared_gate(self.connection, self.schema)
+            elif fresh:
+                self._record(store, backend, entry)
             else:
                 with shared_gate(self.connection, self.schema):
-                    if store not in self._stores:
-                        self._start(store, backend, entry)
-                    else:
-                        self._add(store, entry)
+                    self._record(store, backend, entry)
             self._paths.update((store, p) for p in new)
         steps.reach("writer.lease", lease=self.lease_id, store=store, paths=new, field=field)
+
+    def _record(self, store: str, backend: Any, entry: LeaseEntry) -> None:
+        """Name ``entry``'s paths in the lease's record in ``store``: its header first, then added entries."""
+        if store in self._stores:
+            self._stores[store][1].add(entry)
+        else:
+            self._start(store, backend, entry)
 
     def _start(self, store: str, backend: Any, entry: LeaseEntry) -> None:
         """Create the lease's record in ``store``, naming the first paths there."""
         try:
-            write_header(backend, self._record(store), entry)
+            write_header(backend, self._header(store), entry)
         except BaseException:
             _quietly(remove_lease, backend, self.schema, self.lease_id)
             raise
         self._stores[store] = (backend, EntryWriter(backend, self.schema, self.lease_id))
 
-    def _add(self, store: str, entry: LeaseEntry) -> None:
-        self._stores[store][1].add(entry)
-
-    def _record(self, store: str) -> LeaseRecord:
+    def _header(self, store: str) -> LeaseRecord:
         assert self.lock is not None
         return LeaseRecord(
             lease_id=self.lease_id,

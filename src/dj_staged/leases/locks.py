@@ -24,9 +24,9 @@ import contextlib
 import secrets
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..errors import UnsupportedBackendError
 
@@ -57,24 +57,39 @@ def require_postgres(connection: Any) -> None:
         )
 
 
-def acquire_lease_lock(connection: Any, gate: str | None = None) -> LeaseLock:
-    """Take a fresh lease lock on ``connection``'s session (a random key no other session holds).
+def acquire_lease_lock(
+    connection: Any, key: int, *, gate: str | None = None, probe: tuple[str, Sequence[Any]] | None = None
+) -> tuple[LeaseLock, Any]:
+    """Take the lease lock ``key`` on ``connection``'s session, or a fresh random key if another session holds
+    that one; the lock and the value of ``probe`` (a scalar SQL expression and its arguments), in one round trip.
 
     With ``gate``, the schema's gate is taken shared in the same round trip (the
     caller releases it with :func:`release_shared_gate`).
     """
     require_postgres(connection)
-    gate_sql, gate_args = (", pg_advisory_lock_shared(%s, %s)", (GATE_NS, gate_key(gate))) if gate else ("", ())
+    extra_sql, extra_args = "", cast(tuple[Any, ...], ())
+    if gate:
+        extra_sql, extra_args = ", pg_advisory_lock_shared(%s, %s)", (GATE_NS, gate_key(gate))
+    if probe:
+        extra_sql, extra_args = f"{extra_sql}, ({probe[0]})", (*extra_args, *probe[1])
+    answer = None
     while True:
-        key = secrets.randbelow(1 << 31)
         row = connection.query(
-            f"SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid(){gate_sql}",
-            args=(LEASE_NS, key, *gate_args),
+            f"SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid(){extra_sql}",
+            args=(LEASE_NS, key, *extra_args),
             reconnect=False,
         ).fetchone()
+        if extra_sql and probe:
+            answer = row[-1]
         if row[0]:
-            return LeaseLock(key=key, pid=int(row[1]))
-        gate_sql, gate_args = "", ()  # taken already: a retry takes only another key
+            return LeaseLock(key=key, pid=int(row[1])), answer
+        key = new_lease_key()
+        extra_sql, extra_args = "", ()  # the gate is held and the probe answered: a retry takes only another key
+
+
+def new_lease_key() -> int:
+    """A random lease lock key."""
+    return secrets.randbelow(1 << 31)
 
 
 def lease_held(connection: Any, lock: LeaseLock) -> bool:

@@ -35,7 +35,9 @@ def live_paths(records: Iterable[LeaseRecord], held: set[int], exclude: str | No
         if record.lease_id == exclude:
             continue
         if not record.readable:
-            return None  # a writer may be creating it right now, or it is corrupt: its paths are unknown
+            if record.lock in held:
+                continue  # a header being written names only paths its writer is about to create
+            return None  # corrupt: its paths are unknown
         if record.lock in held:
             paths.extend(record.paths)
     return paths

@@ -9,15 +9,17 @@ A lease lives in the store it protects, in a folder of its own::
 
 Nothing is ever rewritten: adding paths is one appended line on a local store,
 or one small object on S3, however many paths the lease already holds (a
-batch of many rows). The header, and every addition that names a path that
-may already exist, is written while the writer holds the schema's gate shared;
-a collector reads leases only while it holds the gate exclusively, so it never
-sees half of those. An addition naming only paths the writer is about to
-create may be read half-written; such a line names paths that have no bytes
-yet, so it is skipped without harm, and so is a half line a killed writer left.
+batch of many rows). A header or an addition that names a path that may
+already exist is written while the writer holds the schema's gate shared; a
+collector reads leases only while it holds the gate exclusively, so it never
+sees half of those. One naming only paths the writer is about to create is
+written without the gate and may be read half-written; it names paths that
+have no bytes yet, so it is skipped without harm, and so is a half line a
+killed writer left.
 
 Whether a lease is live is not in the record: it is whether its lock is held
-(see :mod:`dj_staged.leases.locks`).
+(see :mod:`dj_staged.leases.locks`). The lease id begins with the lock's key,
+so a header a collector cannot read yet still tells whether its lease is live.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -78,6 +81,22 @@ class LeaseRecord:
     @property
     def folder(self) -> str:
         return lease_folder(self.schema, self.lease_id)
+
+
+def lease_id_for(key: int) -> str:
+    """A new lease id that begins with its lock's key: ``{key:08x}-`` and 23 random hex digits."""
+    return f"{key:08x}-{uuid.uuid4().hex[:23]}"
+
+
+def key_in_id(lease_id: str) -> int | None:
+    """The lock key a lease id begins with (None for an id of another form)."""
+    head, dash, _rest = lease_id.partition("-")
+    if not dash or len(head) != 8:
+        return None
+    try:
+        return int(head, 16)
+    except ValueError:
+        return None
 
 
 def lease_folder(schema: str, lease_id: str) -> str:
@@ -157,6 +176,7 @@ def parse_lease(schema: str, lease_id: str, contents: dict[str, bytes | None]) -
         record.entries = [LeaseEntry(**entry) for entry in data.get("entries", [])]
     except (ValueError, TypeError):
         record.readable = False
+        record.lock = key_in_id(lease_id)  # a header being written: live while this lock is held
     for name in sorted(contents):
         data_bytes = contents[name]
         if name == ABANDONED:

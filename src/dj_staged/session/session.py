@@ -38,7 +38,7 @@ from ..errors import (
 from ..leases import LeaseKeeper, reclaim
 from ..progress import progress_callback
 from ..protocol import StagedField, participant_for
-from .rows import check_row, key_in_table, key_token
+from .rows import check_row, key_probe, key_token
 
 logger = logging.getLogger(__name__)
 
@@ -234,15 +234,12 @@ class StagedSession:
             return
         if not self.allow_direct_insert and not inserts_allowed(self._table):
             raise DataJointError(AUTO_POPULATED_REFUSAL)
-        if self._key_in_table(key):
+        if self._leases.take(key_probe(self._table, key)):  # the lease lock and the key check: one round trip
             raise DuplicateError(
                 f"Duplicate entry: {key} is already in {self._table.full_table_name}; "
                 "a staged insert needs a primary key that is not in the table yet"
             )
         self._checked = True
-
-    def _key_in_table(self, key: dict[str, Any]) -> bool:
-        return bool(key_in_table(self._table, key))
 
     def _attribute(self, field: str) -> Any:
         if field not in self._table.heading.names:
