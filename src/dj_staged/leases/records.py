@@ -27,10 +27,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from fsspec.implementations.local import LocalFileSystem
 
 from .._datajoint import full_path
 from ..durability import is_local
@@ -112,10 +115,32 @@ def write_header(backend: Any, record: LeaseRecord, first: LeaseEntry) -> None:
     """Create the lease folder with its header, naming the first paths."""
     header = {
         "version": LEASE_VERSION,
-        **{k: v for k, v in asdict(record).items() if k in _HEADER_KEYS},
-        "entries": [asdict(first)],
+        **{k: getattr(record, k) for k in _HEADER_KEYS},
+        "entries": [_entry_dict(first)],
     }
-    backend.fs.pipe_file(full_path(backend, f"{record.folder}/{HEADER}"), _dumps(header))
+    _create(backend, f"{record.folder}/{HEADER}", _dumps(header))
+
+
+def _plain_local(fs: Any) -> bool:
+    """Whether ``fs`` is fsspec's own local filesystem, whose calls ``os`` can make directly (a subclass may
+    do more on each call, and keeps its own)."""
+    return type(fs) is LocalFileSystem
+
+
+def _create(backend: Any, path: str, data: bytes) -> None:
+    """Write a new small file at ``path``: straight through ``os`` on a local store (fsspec's ``pipe_file``
+    costs more than the write for a file this small, once per block), through the store's filesystem elsewhere."""
+    full = full_path(backend, path)
+    if not _plain_local(backend.fs):
+        backend.fs.pipe_file(full, data)
+        return
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "wb") as file:
+        file.write(data)
+
+
+def _entry_dict(entry: LeaseEntry) -> dict[str, Any]:
+    return {"field": entry.field, "key": entry.key, "paths": entry.paths, "at": entry.at}
 
 
 _HEADER_KEYS = ("lease_id", "schema", "lock", "table", "store", "host", "pid", "db_pid", "started")
@@ -132,7 +157,7 @@ class EntryWriter:
 
     def add(self, entry: LeaseEntry) -> None:
         """Record ``entry``; it is visible to any reader of the store when this returns."""
-        line = _dumps({"field": entry.field, "key": entry.key, "paths": entry.paths, "at": entry.at})
+        line = _dumps(_entry_dict(entry))
         if is_local(self._backend.fs):
             if self._journal is None:
                 self._journal = self._backend.fs.open(full_path(self._backend, f"{self._folder}/{JOURNAL}"), "ab")
@@ -150,14 +175,20 @@ class EntryWriter:
 
 def mark_abandoned(backend: Any, schema: str, lease_id: str) -> None:
     """Record that the block ended by ``KeyboardInterrupt``/``SystemExit``: its objects belong to no row."""
-    path = f"{lease_folder(schema, lease_id)}/{ABANDONED}"
-    backend.fs.pipe_file(full_path(backend, path), _dumps({"at": time.time()}))
+    _create(backend, f"{lease_folder(schema, lease_id)}/{ABANDONED}", _dumps({"at": time.time()}))
 
 
 def remove_lease(backend: Any, schema: str, lease_id: str) -> None:
     """Delete a lease folder; absent is fine."""
     fs = backend.fs
     folder = full_path(backend, lease_folder(schema, lease_id))
+    if _plain_local(fs):  # a folder of one to a few small files: os, without fsspec's walk
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(folder):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+            os.rmdir(folder)
+        return
     with contextlib.suppress(FileNotFoundError):
         fs.rm(folder, recursive=True)
 

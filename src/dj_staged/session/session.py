@@ -50,6 +50,26 @@ AUTO_POPULATED_REFUSAL = (
 )
 
 
+_backends: dict[tuple[str | None, str], Any] = {}
+_BACKENDS_KEPT = 32
+
+
+def _backend(requested: str | None, spec: dict[str, Any], config: Any) -> Any:
+    """DataJoint's backend of a store, made once per store specification and shared by later blocks.
+
+    ``get_store_backend`` builds a new backend and filesystem on every call,
+    which a block of one small row would pay for again each time. A changed
+    specification (another location, other credentials) is another key.
+    """
+    key = (requested, repr(sorted(spec.items())))
+    backend = _backends.get(key)
+    if backend is None:
+        if len(_backends) >= _BACKENDS_KEPT:
+            _backends.clear()
+        backend = _backends[key] = get_store_backend(requested, config=config)
+    return backend
+
+
 class StagedSession:
     """Collects one row: plain values in ``rec``, large values through ``store()``/``open()``."""
 
@@ -281,7 +301,7 @@ class StagedSession:
             return self._stores[requested]
         try:
             spec = self._config.get_store_spec(requested)
-            backend = get_store_backend(requested, config=self._config)
+            backend = _backend(requested, spec, self._config)
         except (DataJointError, OSError) as error:
             raise storage_not_configured(field, error) from error
         store_name = requested if requested is not None else self._config.stores["default"]
