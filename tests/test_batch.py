@@ -6,6 +6,7 @@ import os
 
 import datajoint as dj
 import numpy as np
+import psycopg2
 import pytest
 from conftest import declare, lease_files, store_files
 
@@ -147,3 +148,60 @@ def test_table_staged_insert_after_enable(Trial, dj_local_store):
     finally:
         dj_staged.disable()
     assert not hasattr(Trial(), "staged_insert")
+
+
+@pytest.fixture
+def Noted(dj_schema, dj_local_store):
+    return declare(
+        dj_schema,
+        "Noted",
+        """
+        k : int32
+        ---
+        note : varchar(8)
+        signal : <npy@main>
+        unique index (note)
+        """,
+    )
+
+
+def noted_row(batch, k, note=None, *, note_after=None, reached=None):
+    with batch.row() as staged:
+        staged.rec["k"] = k
+        if note is not None:
+            staged.rec["note"] = note
+        with staged.open("signal", ".npy") as f:
+            if reached is not None:
+                reached.append(k)
+            np.save(f, np.full(3, k), allow_pickle=False)
+        if note_after is not None:
+            staged.rec["note"] = note_after
+
+
+def test_a_row_tried_at_its_first_handle_is_refused_before_its_bytes(Noted, dj_local_store):
+    """From a batch's second row on, the first handle tries the whole row (one round trip, none at its exit)."""
+    Noted.insert1({"k": 0, "note": "taken", "signal": np.zeros(3)})
+    reached: list[int] = []
+    with dj_staged.staged_insert(Noted) as batch:
+        noted_row(batch, 1, "first", reached=reached)
+        with pytest.raises(dj.errors.DuplicateError, match="already in"):
+            noted_row(batch, 0, "other", reached=reached)  # its key is in the table
+        with pytest.raises(dj.errors.DuplicateError) as other_index:
+            noted_row(batch, 2, "taken", reached=reached)  # another unique index: DataJoint's own error
+        noted_row(batch, 3, "third", reached=reached)
+    assert "already in" not in str(other_index.value) and reached == [1, 3]
+    assert sorted(Noted.to_arrays("k").tolist()) == [0, 1, 3]
+    assert len(store_files(dj_local_store)) == 3 and lease_files(dj_local_store) == []
+
+
+def test_a_row_changed_after_its_first_handle_is_checked_again_at_its_exit(Noted, dj_local_store):
+    Noted.insert1({"k": 0, "note": "taken", "signal": np.zeros(3)})
+    with dj_staged.staged_insert(Noted) as batch:
+        noted_row(batch, 1, "first")
+        noted_row(batch, 2, note_after="second")  # no note at the first handle: the trial could not decide
+        with pytest.raises(dj.errors.DuplicateError):
+            noted_row(batch, 3, "third", note_after="taken")  # tried with "third", then changed
+        with pytest.raises(psycopg2.errors.StringDataRightTruncation):
+            noted_row(batch, 4, "fourth", note_after="far too long for eight")
+    assert {(r["k"], r["note"]) for r in Noted.to_dicts()} == {(0, "taken"), (1, "first"), (2, "second")}
+    assert len(store_files(dj_local_store)) == 3 and lease_files(dj_local_store) == []

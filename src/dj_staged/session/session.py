@@ -94,6 +94,7 @@ class StagedSession:
         self._on_key = on_key
         self._key_announced: dict[str, Any] | None = None
         self._checked = False
+        self._tried: tuple[dict[str, Any], frozenset[str]] | None = None  # the row as tried at its first handle
         self.allow_direct_insert = allow_direct_insert
         self.sync = SyncPlan(durable())  # what must be on disk before this row commits
         self.phase = DRAFTING
@@ -227,7 +228,7 @@ class StagedSession:
         primary_key = self.primary_key
         extension = check_extension(field, ext)
         check_key(field, primary_key)
-        self._refuse_early(primary_key)
+        self._refuse_early(primary_key, field)
         self._announce_key(primary_key)
         store_name, spec, backend = self._resolve_store(field, attr)
         staged = StagedField(
@@ -248,18 +249,64 @@ class StagedSession:
         self._fields[field] = staged
         return staged
 
-    def _refuse_early(self, key: dict[str, Any]) -> None:
+    def _refuse_early(self, key: dict[str, Any], field: str) -> None:
         """Before the first byte: refuse what the insert would refuse whatever is written."""
         if self._checked:
             return
         if not self.allow_direct_insert and not inserts_allowed(self._table):
             raise DataJointError(AUTO_POPULATED_REFUSAL)
+        if self._on_key is not None and self._leases.lock is not None and self._try_row(key, field):
+            self._checked = True
+            return
         if self._leases.take(key_probe(self._table, key)):  # the lease lock and the key check: one round trip
-            raise DuplicateError(
-                f"Duplicate entry: {key} is already in {self._table.full_table_name}; "
-                "a staged insert needs a primary key that is not in the table yet"
-            )
+            raise self._duplicate(key)
         self._checked = True
+
+    def _duplicate(self, key: dict[str, Any]) -> DuplicateError:
+        return DuplicateError(
+            f"Duplicate entry: {key} is already in {self._table.full_table_name}; "
+            "a staged insert needs a primary key that is not in the table yet"
+        )
+
+    def _plain_row(self, *staged: str) -> dict[str, Any]:
+        """``rec`` without the staged fields (and ``staged``): the values the insert takes as they are."""
+        return {k: v for k, v in self._rec.items() if k not in self._fields and k not in staged}
+
+    def _try_row(self, key: dict[str, Any], field: str) -> bool:
+        """A batch's row tried against the table at its first handle, as its exit would; True if it passed.
+
+        The trial (DataJoint's own ``INSERT``, rolled back) also finds a key
+        already in the table, so a row of a batch costs one round trip here
+        and none at its exit when nothing it inserts as given changed since
+        (:meth:`_tried_unchanged`). A trial that fails for another reason may
+        be about values set after this handle: the key is then checked alone,
+        and the row again at its exit.
+        """
+        from .commit import is_connection_error
+
+        row = self._plain_row(field)
+        try:
+            check_row(self._table, row, {field}, allow_direct_insert=self.allow_direct_insert, views=self._views)
+        except DuplicateError:
+            if self._leases.take(key_probe(self._table, key)):
+                raise self._duplicate(key) from None
+            raise  # another unique index refuses the row: that is final too
+        except Exception as error:
+            if is_connection_error(error):
+                raise
+            return False
+        self._tried = (row, frozenset({field}))
+        return True
+
+    def _tried_unchanged(self, row: dict[str, Any]) -> bool:
+        """Whether the row passed its trial at its first handle with these very values and staged fields.
+
+        Values are compared by identity: one replaced since is tried again.
+        """
+        if self._tried is None:
+            return False
+        tried, fields = self._tried
+        return fields == set(self._fields) and tried.keys() == row.keys() and all(row[k] is tried[k] for k in row)
 
     def _attribute(self, field: str) -> Any:
         if field not in self._table.heading.names:
@@ -351,7 +398,7 @@ class StagedSession:
                     IgnoredValueWarning,
                 )
                 del row[name]
-        if self._check_before_finalizing():
+        if self._check_before_finalizing(row):
             check_row(self._table, row, self._fields, allow_direct_insert=self.allow_direct_insert, views=self._views)
         finalized = {name: staged.participant.finalize_staged(staged) for name, staged in self._fields.items()}
         for name, value in finalized.items():
@@ -362,15 +409,19 @@ class StagedSession:
         row.update(finalized)
         return row, set(finalized)
 
-    def _check_before_finalizing(self) -> bool:
+    def _check_before_finalizing(self, row: dict[str, Any]) -> bool:
         """Whether the row is checked against the table before its fields are finalized.
 
         The check refuses a bad row before finalization promotes or re-hashes
         content, and a batch's row at its own exit, so the batch can go on
-        without it. A single row whose fields are all schema-addressed has
-        nothing costly to finalize: its ``INSERT``, right after, refuses it
-        with the same error, and the block unwinds the same way.
+        without it; unless the row passed the same check at its first handle
+        and is unchanged since. A single row whose fields are all
+        schema-addressed has nothing costly to finalize: its ``INSERT``, right
+        after, refuses it with the same error, and the block unwinds the same
+        way.
         """
+        if self._tried_unchanged(row):
+            return False
         if self._on_key is not None:
             return True
         return not all(isinstance(staged.participant, SchemaAddressedStaging) for staged in self._fields.values())
