@@ -1,8 +1,8 @@
 """Progress bars: shown on a terminal for long waits outside the caller's code, silent otherwise.
 
 The waits are the re-read that hashes a staged object, the framing of content
-behind a prefix, and a promotion by copy on S3. The threshold (256 MiB) is
-lowered so the tests stay small.
+behind a prefix, and a promotion by copy on S3 (one ``CopyObject``, or part by
+part above 5 GiB). The thresholds are lowered so the tests stay small.
 """
 
 from __future__ import annotations
@@ -141,10 +141,21 @@ def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, monkeypatc
     assert terminal.getvalue() == ""
 
 
-def test_s3_promotion_by_copy_shows_a_bar(S3Artifact, dj_s3_store, monkeypatch):
+def test_s3_promotion_by_one_copy_shows_a_bar(S3Artifact, dj_s3_store, monkeypatch):
+    terminal = on_terminal(monkeypatch)
+    data = os.urandom(12 * MIB)
+    with s3_calls(dj_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
+        staged.rec["artifact_id"] = 1
+        _write(staged, "content", data)
+    assert "promoting" in terminal.getvalue()  # told the size, then that it is done
+    assert calls["CopyObject"] == 1 and calls["UploadPartCopy"] == 0
+    assert (S3Artifact & "artifact_id=1").fetch1("content") == data
+
+
+def test_s3_promotion_by_parts_shows_a_bar(S3Artifact, dj_s3_store, monkeypatch):
     terminal = on_terminal(monkeypatch)
     monkeypatch.setattr(promote, "S3_COPY_PART", 5 * MIB)
-    monkeypatch.setattr(promote, "S3_PART_COPY", MIB)  # copy part by part (so progress can follow) from 1 MiB
+    monkeypatch.setattr(promote, "S3_PART_COPY", MIB)  # as above 5 GiB, where CopyObject cannot copy
     data = os.urandom(12 * MIB)
     with s3_calls(dj_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
         staged.rec["artifact_id"] = 1

@@ -6,8 +6,9 @@ A :class:`StagedFile` wraps the store's own file object and adds four things:
   (an attachment's file name, a blob header) before the caller's content;
   ``tell()``, ``seek()`` and ``truncate()`` address the content, never the prefix;
 - **hashing while writing**: with ``hashing=True`` the stored bytes are fed to
-  MD5 as they are written, in a background thread for large streams; any seek
-  or truncate gives that up (finalization re-reads the object instead);
+  MD5 as they are written, in a background thread for large streams (on S3 in
+  the caller's, which waits for the uploads anyway); any seek or truncate gives
+  that up (finalization re-reads the object instead);
 - **early write-back**: on a local store that must be durable, the disk is asked to
   write what came before while the caller goes on writing (a background
   ``fdatasync`` every 64 MiB), so the fsync before the commit finds little left;
@@ -105,7 +106,7 @@ class StagedFile:
         self._raw = raw
         self._offset = len(prefix)
         self._head = bytearray()
-        self._md5 = StreamingMD5() if hashing else None
+        self._md5 = StreamingMD5(threaded=not isinstance(raw, S3PartWriter)) if hashing else None
         self._writeback: _Writeback | None = None
         if writeback:
             descriptor = self._descriptor()

@@ -10,7 +10,10 @@ MD5 is most of the cost of a hash-addressed write, and ``hashlib`` releases the
 GIL for large buffers, so once a stream is large the digest runs in a
 background thread while the caller's thread writes: the write and the hash of
 the same bytes overlap on two cores. The queue between them is bounded, so
-memory stays flat however fast the caller writes.
+memory stays flat however fast the caller writes. A write that mostly waits
+for uploads running in other threads (S3) hashes in the caller's thread
+instead: the wait overlaps the hash anyway, and the queue would hold copies
+of the pieces (36 MiB) for nothing.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ class StreamingMD5:
     anything else is copied, because the caller may reuse its buffer as soon
     as ``write`` returns. An error in the thread is raised at the next
     :meth:`update` or at :meth:`result`; :meth:`close` stops the thread.
+    ``threaded=False`` hashes every piece in the caller's thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threaded: bool = True) -> None:
+        self._threaded = threaded
         self._md5 = hashlib.md5()
         self._fed = 0
         self._gathered = bytearray()
@@ -58,7 +63,7 @@ class StreamingMD5:
         if self._error is not None:
             raise self._error
         self._fed += len(view)
-        if self._queue is None and self._fed <= _INLINE:
+        if self._queue is None and (self._fed <= _INLINE or not self._threaded):
             self._md5.update(view)
             return
         if len(view) < _SMALL:

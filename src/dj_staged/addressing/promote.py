@@ -7,12 +7,13 @@ dropped instead (dedup). Per protocol:
 - ``file``: ``os.link`` (fails if the destination exists, atomically) then unlink
   the staging name; a rename in effect, no byte is copied.
 - ``s3``: an existence check, then a server-side copy, then delete the staging
-  object; nothing is downloaded. Below 256 MiB the copy is s3fs's (``CopyObject``
-  or a multipart ``UploadPartCopy``); from 256 MiB on it is a multipart
-  ``UploadPartCopy`` done here part by part, so a progress callback can follow it
-  (the user waits for it without their own code running). S3 has no conditional copy,
-  so two writers racing on the same hash may both copy; they copy identical
-  bytes, so either result is the same.
+  object; nothing is downloaded. Up to 5 GiB (S3's limit for it) the copy is one
+  ``CopyObject``, the request s3fs's ``_copy_basic`` makes: a progress callback
+  is told the size, then that it is done (a multipart copy costs moto a read of
+  the whole source per part). Above, S3 takes only a multipart ``UploadPartCopy``,
+  done here part by part so the callback follows it. S3 has no conditional
+  copy, so two writers racing on the same hash may both copy; they copy
+  identical bytes, so either result is the same.
 - anything else: existence check, then fsspec's ``mv`` (no progress).
 """
 
@@ -33,7 +34,7 @@ from .s3upload import MAX_PARTS
 S3_FIRST_PART = 8 << 20
 S3_COPY_PART = 128 << 20
 S3_SMALL = 16 << 20
-S3_PART_COPY = 256 << 20  # from this size on, copy part by part so a callback can follow
+S3_PART_COPY = 5 << 30  # CopyObject's limit: larger objects are copied part by part
 
 
 def promote(backend: Any, staging: str, canonical: str, *, callback: Callback = DEFAULT_CALLBACK) -> bool:
@@ -46,11 +47,7 @@ def promote(backend: Any, staging: str, canonical: str, *, callback: Callback = 
         fs.rm(source)
         return False
     if backend.protocol == "s3":
-        size = fs.size(source)
-        if size >= S3_PART_COPY:
-            _copy_s3(fs, source, target, size, callback)
-        else:
-            fs.copy(source, target)
+        _copy_s3(fs, source, target, fs.size(source), callback)
         fs.rm(source)
     else:
         fs.mv(source, target)
@@ -117,8 +114,14 @@ def _compose_s3(
 
 
 def _copy_s3(fs: Any, source: str, target: str, size: int, callback: Callback) -> None:
-    """Copy ``source`` to ``target`` inside S3, part by part, reporting progress."""
+    """Copy ``source`` to ``target`` inside S3: one ``CopyObject`` up to 5 GiB, else part by part."""
     callback.set_size(size)
+    if size <= S3_PART_COPY:
+        (src_bucket, src_key, _), (bucket, key, _) = fs.split_path(source), fs.split_path(target)
+        call_s3(fs, "copy_object", Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key})
+        fs.invalidate_cache(target)
+        callback.relative_update(size)
+        return
 
     def fill(bucket: str, key: str, upload_id: str, parts: list[dict]) -> None:
         _copy_parts(fs, source, 0, size, (bucket, key, upload_id), parts, callback)

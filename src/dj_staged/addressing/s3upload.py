@@ -8,6 +8,11 @@ buffers one part (8 MiB) while up to four earlier parts upload, the way
 at most about five parts are ever held. Content smaller than one part is one
 ``PutObject``; nothing written is an empty object, as ``open(..., "wb")`` makes.
 
+Each part is gathered in its own ``io.BytesIO`` and sent as that: the caller's
+bytes are copied once. botocore would wrap ``bytes`` in a ``BytesIO`` that
+shares them, and aiohttp's ``getbuffer()`` on it copies the whole part again,
+once more for every part in flight.
+
 The upload is completed by :meth:`S3PartWriter.close` and aborted by
 :meth:`S3PartWriter.discard` (a staged write that fails leaves no upload
 behind; one a killed process leaves is aborted by the collector).
@@ -16,10 +21,13 @@ behind; one a killed process leaves is aborted by the collector).
 from __future__ import annotations
 
 import concurrent.futures
+import io
+import os
 import threading
 from typing import Any
 
 from .._datajoint import call_s3
+from ..durability import is_plain_local
 
 PART = 8 << 20  # S3 takes parts of 5 MiB at least (but the last)
 IN_FLIGHT = 4
@@ -36,7 +44,7 @@ class S3PartWriter:
         self.path = path
         self._bucket, self._key, _ = fs.split_path(path)
         self._part_size = part_size
-        self._buffer = bytearray()
+        self._buffer = io.BytesIO()
         self._written = 0
         self._upload_id: str | None = None
         self._parts: dict[int, concurrent.futures.Future] = {}
@@ -50,21 +58,21 @@ class S3PartWriter:
         view = memoryview(data).cast("B")
         self._written += len(view)
         rest = view
-        if self._buffer:  # top up the part being gathered first
-            room = self._part_size - len(self._buffer)
-            self._buffer += rest[:room]
+        while rest:
+            room = self._part_size - self._buffer.tell()
+            self._buffer.write(rest[:room])
             rest = rest[room:]
-            if len(self._buffer) < self._part_size:
-                return len(view)
-            self._send(bytes(self._buffer))
-            self._buffer.clear()
-        while len(rest) >= self._part_size:  # whole parts straight from the caller's bytes: one copy each
-            self._send(bytes(rest[: self._part_size]))
-            rest = rest[self._part_size :]
-        self._buffer += rest
+            if self._buffer.tell() == self._part_size:
+                self._send(self._next_part())
         return len(view)
 
-    def _send(self, part: bytes) -> None:
+    def _next_part(self) -> io.BytesIO:
+        """The part gathered so far, rewound for sending; a new one is gathered from here on."""
+        part, self._buffer = self._buffer, io.BytesIO()
+        part.seek(0)
+        return part
+
+    def _send(self, part: io.BytesIO) -> None:
         """Upload ``part`` as the next part, waiting while too many are in flight; raise an earlier failure."""
         if self._upload_id is None:
             created = call_s3(self._fs, "create_multipart_upload", Bucket=self._bucket, Key=self._key)
@@ -79,7 +87,7 @@ class S3PartWriter:
         assert self._pool is not None
         self._parts[number] = self._pool.submit(self._upload, number, part)
 
-    def _upload(self, number: int, part: bytes) -> str:
+    def _upload(self, number: int, part: io.BytesIO) -> str:
         try:
             done = call_s3(
                 self._fs,
@@ -115,10 +123,10 @@ class S3PartWriter:
             return
         try:
             if self._upload_id is None:
-                call_s3(self._fs, "put_object", Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+                call_s3(self._fs, "put_object", Bucket=self._bucket, Key=self._key, Body=self._next_part())
             else:
-                if self._buffer or not self._parts:
-                    self._send(bytes(self._buffer))
+                if self._buffer.tell() or not self._parts:
+                    self._send(self._next_part())
                 etags = {number: future.result() for number, future in self._parts.items()}
                 parts = [{"PartNumber": number, "ETag": etag} for number, etag in sorted(etags.items())]
                 call_s3(
@@ -146,7 +154,7 @@ class S3PartWriter:
 
     def _end(self) -> None:
         self.closed = True
-        self._buffer = bytearray()
+        self._buffer = io.BytesIO()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -165,4 +173,7 @@ def open_for_writing(backend: Any, full: str) -> Any:
     """A binary write handle on ``full``: concurrent parts on S3, the store's own file elsewhere."""
     if backend.protocol == "s3":
         return S3PartWriter(backend.fs, full)
+    if is_plain_local(backend.fs):  # a small row's file costs less through os than through fsspec's opener
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        return open(full, "wb")
     return backend.fs.open(full, "wb")
