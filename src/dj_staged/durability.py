@@ -41,6 +41,12 @@ def is_local(fs: Any) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def is_plain_local(fs: Any) -> bool:
+    """Whether ``fs`` is fsspec's own local filesystem, whose calls ``os`` can make directly and faster for
+    small files (a subclass may do more on each call, and keeps its own)."""
+    return type(fs) is LocalFileSystem
+
+
 def fsync_path(path: str) -> None:
     """fsync the file or directory at ``path`` (a read-only descriptor suffices on Linux)."""
     descriptor = os.open(path, os.O_RDONLY)
@@ -81,15 +87,14 @@ class SyncPlan:
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.files: set[str] = set()
-        self.folders: set[str] = set()
+        self._paths: dict[str, bool] = {}  # path -> is a directory (one small dict: a batch keeps a plan per row)
         self._lock = threading.Lock()
 
     def file(self, path: str) -> None:
         """A file whose bytes the row will reference."""
         if self.enabled:
             with self._lock:
-                self.files.add(path)
+                self._paths.setdefault(path, False)
 
     def directories(self, path: str, root: str) -> None:
         """``path`` (a directory) and each parent up to and including ``root``: they gained entries."""
@@ -98,7 +103,7 @@ class SyncPlan:
         root, current = root.rstrip("/"), path.rstrip("/")
         with self._lock:
             while True:
-                self.folders.add(current)
+                self._paths[current] = True
                 if current == root or not current.startswith(root + "/"):
                     return
                 current = os.path.dirname(current)
@@ -109,8 +114,8 @@ class SyncPlan:
             return
         top = directory.rstrip("/")
         files = set(files)
-        with self._lock:
-            self.files |= files
+        for file in files:
+            self.file(file)
         for folder in {os.path.dirname(file) for file in files}:
             self.directories(folder, top)
         self.directories(top, root)
@@ -118,9 +123,9 @@ class SyncPlan:
     def merge(self, other: SyncPlan) -> None:
         """Take over what ``other`` planned (a batch row accepted into its batch)."""
         with self._lock, other._lock:
-            self.files |= other.files
-            self.folders |= other.folders
-            other.files, other.folders = set(), set()
+            for path, is_directory in other._paths.items():
+                self._paths[path] = self._paths.get(path, False) or is_directory
+            other._paths.clear()
 
     def flush(self) -> None:
         """Sync everything planned; the plan is then empty.
@@ -130,8 +135,9 @@ class SyncPlan:
         writes out everything dirty there, theirs included, in one call.
         """
         with self._lock:
-            files, folders = sorted(self.files), sorted(self.folders, key=len, reverse=True)
-            self.files, self.folders = set(), set()
+            files = sorted(path for path, is_directory in self._paths.items() if not is_directory)
+            folders = sorted((path for path, is_directory in self._paths.items() if is_directory), key=len)[::-1]
+            self._paths.clear()
         if len(files) + len(folders) >= MANY and hasattr(_libc, "syncfs"):
             for path in {os.stat(folder).st_dev: folder for folder in folders or files}.values():
                 syncfs(path)

@@ -33,10 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsspec.implementations.local import LocalFileSystem
-
 from .._datajoint import full_path
-from ..durability import is_local
+from ..durability import is_local, is_plain_local
 from ..layout import lease_section
 
 logger = logging.getLogger(__name__)
@@ -121,17 +119,11 @@ def write_header(backend: Any, record: LeaseRecord, first: LeaseEntry) -> None:
     _create(backend, f"{record.folder}/{HEADER}", _dumps(header))
 
 
-def _plain_local(fs: Any) -> bool:
-    """Whether ``fs`` is fsspec's own local filesystem, whose calls ``os`` can make directly (a subclass may
-    do more on each call, and keeps its own)."""
-    return type(fs) is LocalFileSystem
-
-
 def _create(backend: Any, path: str, data: bytes) -> None:
     """Write a new small file at ``path``: straight through ``os`` on a local store (fsspec's ``pipe_file``
     costs more than the write for a file this small, once per block), through the store's filesystem elsewhere."""
     full = full_path(backend, path)
-    if not _plain_local(backend.fs):
+    if not is_plain_local(backend.fs):
         backend.fs.pipe_file(full, data)
         return
     os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -182,7 +174,7 @@ def remove_lease(backend: Any, schema: str, lease_id: str) -> None:
     """Delete a lease folder; absent is fine."""
     fs = backend.fs
     folder = full_path(backend, lease_folder(schema, lease_id))
-    if _plain_local(fs):  # a folder of one to a few small files: os, without fsspec's walk
+    if is_plain_local(fs):  # a folder of one to a few small files: os, without fsspec's walk
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(folder):
                 with contextlib.suppress(FileNotFoundError):

@@ -86,6 +86,7 @@ class StagedBatch:
         self.views: dict[frozenset[str], Any] = {}  # the pre-insert check's table copies, made once
         self._keys: set[tuple] = set()
         self._rows: list[tuple[StagedSession, dict[str, Any], frozenset[str]]] = []
+        self._field_sets: dict[frozenset[str], frozenset[str]] = {}
         self._open_row: StagedRow | None = None
         self._rows_clean = True
         self.closed = False
@@ -117,7 +118,8 @@ class StagedBatch:
             self._keys.discard(key_token(self.table, session._key_announced))
 
     def _accept(self, session: StagedSession, row: dict[str, Any], fields: set[str]) -> None:
-        self._rows.append((session, row, frozenset(fields)))
+        staged = frozenset(fields)
+        self._rows.append((session, row, self._field_sets.setdefault(staged, staged)))  # one set per shape
 
     def groups(self) -> list[Group]:
         """The rows grouped by the columns they set (one ``INSERT`` statement shape per group)."""

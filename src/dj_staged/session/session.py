@@ -400,6 +400,7 @@ class StagedSession:
                 del row[name]
         if self._check_before_finalizing(row):
             check_row(self._table, row, self._fields, allow_direct_insert=self.allow_direct_insert, views=self._views)
+        self._tried = None  # a batch keeps its rows' sessions: only what unwinding needs
         finalized = {name: staged.participant.finalize_staged(staged) for name, staged in self._fields.items()}
         for name, value in finalized.items():
             path = value.get("path") if isinstance(value, dict) else None
