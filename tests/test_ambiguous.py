@@ -95,6 +95,19 @@ def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, sto
     assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
 
 
+def test_a_batch_of_several_statements_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, store, dj_schema):
+    """More rows than one statement takes: BEGIN, the guard, the chunks, COMMIT; the COMMIT's reply is lost."""
+    proxy.drop_reply_after(r"^\s*COMMIT")
+    with pytest.warns(CommitRecoveredWarning), dj_staged.staged_insert(proxied, chunk_size=2) as batch:
+        for key in range(1, 6):
+            with batch.row() as staged:
+                write(staged, key)
+    assert [(d.tags, d.status) for d in proxy.dropped] == [(("COMMIT",), "I")]
+    for key in range(1, 6):
+        check_row(proxied, key)
+    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
+
+
 def test_a_commit_that_failed_on_the_server_and_lost_its_reply_is_unwound(proxied, proxy, store, dj_schema):
     """Another writer takes the key while this one commits, so the server refuses this commit, and the
     refusal's reply is lost. The lookup finds the key holding the other writer's values, not these:

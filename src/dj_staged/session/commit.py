@@ -7,7 +7,9 @@ transaction. The guard fences (the lock was held without a break) and hands
 the lease lock to that transaction, so the lease ends exactly when the rows
 become visible, or when the transaction fails; a session lost before it cannot
 commit. One round trip replaces ``BEGIN``, the fence, the ``INSERT``,
-``COMMIT`` and the release of the lock.
+``COMMIT`` and the release of the lock. A batch of more rows than one
+statement takes sends ``BEGIN`` and the guard, then DataJoint's chunks as it
+builds them, then ``COMMIT``.
 
 When the connection dies during that statement its outcome is unknown. Then
 nothing is deleted until the rows are looked up on a new connection:
@@ -100,6 +102,8 @@ def insert_rows(
             raise
         connection.query(f"RELEASE SAVEPOINT {SAVEPOINT}")
         return False
+    if chunk_size is not None and count > chunk_size:
+        return _insert_in_chunks(table, groups, leases, options, count)
     statements = [
         statement
         for rows, fields in groups
@@ -115,6 +119,35 @@ def insert_rows(
             raise leases.lost() from None
         if is_connection_error(error):
             raise CommitDoubt(error) from error
+        raise
+    return True
+
+
+def _insert_in_chunks(table: Any, groups: list[Group], leases: Any, options: dict[str, Any], count: int) -> bool:
+    """More rows than one statement takes: ``BEGIN``, the guard, DataJoint's chunked ``INSERT`` statements as it
+    sends them (never all held at once), ``COMMIT``; only the ``COMMIT`` can leave the outcome in doubt."""
+    connection = table.connection
+    guard = leases.commit_guard()
+    connection.start_transaction()
+    try:
+        if guard:
+            connection.query(guard, reconnect=False)
+        steps.reach("writer.commit", rows=count, deferred=False)
+        _insert(table, groups, options)
+    except BaseException as error:
+        try:
+            connection.cancel_transaction()
+        except Exception:
+            reset_transaction_state(connection)  # the server ends a transaction whose connection died
+        if leases.is_fence_error(error):
+            raise leases.lost() from None
+        raise
+    try:
+        connection.commit_transaction()
+    except Exception as error:
+        if is_connection_error(error):
+            raise CommitDoubt(error) from error
+        reset_transaction_state(connection)
         raise
     return True
 
