@@ -3,7 +3,7 @@
 Environment (README, *Performance*): ``DJ_STAGED_BENCH_GIB`` (payload, default 1), ``DJ_STAGED_BENCH_SCALING_GIB``
 (default ``1,2,4``), ``DJ_STAGED_BENCH_BATCH_ROWS`` (default 10000), ``DJ_STAGED_BENCH_ROUNDS`` (caps every row's
 rounds), ``DJ_STAGED_BENCH_S3=0`` (no S3 rows), ``DJ_STAGED_BENCH_HARNESS_FSYNC=1`` (the harness fsyncs after every
-row), ``DJ_STAGED_BENCH_ROWS`` (only these keys), ``DJ_STAGED_BENCH_DIR`` (files), ``DJ_STAGED_BENCH_OUT`` (report).
+row), ``DJ_STAGED_BENCH_ROWS`` (only these keys), ``DJ_STAGED_BENCH_DIR`` (files), ``DJ_STAGED_BENCH_OUT`` (its folder).
 """
 
 from __future__ import annotations
