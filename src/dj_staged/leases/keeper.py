@@ -18,7 +18,6 @@ from typing import Any
 from .. import steps
 from ..errors import LeaseLostError
 from .locks import (
-    FENCE_SQLSTATE,
     LeaseLock,
     acquire_lease_lock,
     commit_guard,
@@ -171,10 +170,6 @@ class LeaseKeeper:
             return ""
         self._lock_handed_over = True
         return commit_guard(self.lock)
-
-    def is_fence_error(self, error: BaseException) -> bool:
-        """Whether ``error`` is the commit guard finding the lease lock lost."""
-        return getattr(error, "pgcode", None) == FENCE_SQLSTATE
 
     def lost(self) -> LeaseLostError:
         """The error for a lease that lapsed before its commit."""

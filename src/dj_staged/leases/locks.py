@@ -134,6 +134,11 @@ def commit_guard(lock: LeaseLock) -> str:
     )
 
 
+def is_fence_error(error: BaseException) -> bool:
+    """Whether ``error`` is a commit guard finding its lease lock lost."""
+    return getattr(error, "pgcode", None) == FENCE_SQLSTATE
+
+
 def release_lease_lock(connection: Any, lock: LeaseLock) -> None:
     """Release ``lock`` (a session that lost it has nothing to release: PostgreSQL only warns)."""
     connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(LEASE_NS, lock.key), reconnect=False)

@@ -32,6 +32,7 @@ from .. import steps
 from .._datajoint import insert_statements, reset_transaction_state
 from ..durability import SyncPlan
 from ..errors import AmbiguousCommitError
+from ..leases.locks import is_fence_error
 from .rows import finalized_view, key_token
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def insert_rows(
     try:
         connection.query(sql, args=[argument for _query, args in statements for argument in args], reconnect=False)
     except Exception as error:
-        if leases.is_fence_error(error):
+        if is_fence_error(error):
             raise leases.lost() from None
         if is_connection_error(error):
             raise CommitDoubt(error) from error
@@ -139,7 +140,7 @@ def _insert_in_chunks(table: Any, groups: list[Group], leases: Any, options: dic
             connection.cancel_transaction()
         except Exception:
             reset_transaction_state(connection)  # the server ends a transaction whose connection died
-        if leases.is_fence_error(error):
+        if is_fence_error(error):
             raise leases.lost() from None
         raise
     try:

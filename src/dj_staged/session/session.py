@@ -38,6 +38,7 @@ from ..errors import (
 from ..leases import LeaseKeeper, reclaim
 from ..progress import progress_callback
 from ..protocol import StagedField, participant_for
+from .commit import is_connection_error
 from .rows import check_row, key_probe, key_token
 
 logger = logging.getLogger(__name__)
@@ -255,10 +256,8 @@ class StagedSession:
             return
         if not self.allow_direct_insert and not inserts_allowed(self._table):
             raise DataJointError(AUTO_POPULATED_REFUSAL)
-        if self._on_key is not None and self._leases.lock is not None and self._try_row(key, field):
-            self._checked = True
-            return
-        if self._leases.take(key_probe(self._table, key)):  # the lease lock and the key check: one round trip
+        tried = self._on_key is not None and self._leases.lock is not None and self._try_row(key, field)
+        if not tried and self._leases.take(key_probe(self._table, key)):  # the lease lock and the key check at once
             raise self._duplicate(key)
         self._checked = True
 
@@ -282,8 +281,6 @@ class StagedSession:
         be about values set after this handle: the key is then checked alone,
         and the row again at its exit.
         """
-        from .commit import is_connection_error
-
         row = self._plain_row(field)
         try:
             check_row(self._table, row, {field}, allow_direct_insert=self.allow_direct_insert, views=self._views)
