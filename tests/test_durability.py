@@ -163,3 +163,60 @@ def test_a_plan_of_many_entries_is_one_syncfs_per_filesystem(dj_schema, dj_local
     assert at_commit == [1] and synced == []  # one syncfs before the insert, no fsync at all
     assert Path(calls[0]).is_relative_to(dj_local_store.spec["location"])
     assert len(Table()) == durability.MANY
+
+
+def stage_signal(Table, key: int) -> None:
+    with dj_staged.staged_insert1(Table) as staged:
+        staged.rec["k"] = key
+        with staged.open("signal", ".npy") as f:
+            np.save(f, np.full(8, key))
+
+
+def folders_synced_for(Table, key: int, root: Path, synced: list) -> set[Path]:
+    """The store's folders fsynced while ``key``'s row was staged (relative to the store, ``.`` for its root)."""
+    synced.clear()
+    stage_signal(Table, key)
+    folders = {p for p in root.rglob("*") if p.is_dir()} | {root}
+    return {p.relative_to(root) for p in folders if identity(p) in synced}
+
+
+def test_a_folder_already_synced_is_not_synced_again(dj_schema, dj_local_store, synced):
+    """The second row under a table fsyncs its file, its own new folder and the table's folder (which gained
+    it), not the folders above, whose entries the first row's commit made durable."""
+    from dj_staged.durability import directory_identity
+
+    Table = declare(dj_schema, "Signals", "k : int32\n---\nsignal : <npy@main>")
+    root = Path(dj_local_store.spec["location"])
+    first = folders_synced_for(Table, 1, root, synced)
+    second = folders_synced_for(Table, 2, root, synced)
+    row_folder = next(p for p in second if p.name == "k=2")
+    assert Path(".") in first and len(first) == len(row_folder.parents) + 1  # every folder, up to the root
+    if directory_identity(str(root)) is None:  # a filesystem without inode generations: every folder, each time
+        assert len(second) == len(row_folder.parents) + 1
+    else:
+        assert second == {row_folder, row_folder.parent}
+    signal_file = next((root / row_folder).iterdir())
+    assert identity(signal_file) in synced
+    np.testing.assert_array_equal((Table & {"k": 2}).fetch1("signal").load(), np.full(8, 2))
+
+
+def test_a_folder_removed_and_made_again_is_synced_again(dj_schema, dj_local_store, synced):
+    """A schema folder deleted and made again (ext4 reuses its inode number at once) is a new entry in its
+    parent: the next row syncs every folder from its own up to that parent, which gained it."""
+    import shutil
+
+    from dj_staged.durability import directory_identity
+
+    Table = declare(dj_schema, "Signals", "k : int32\n---\nsignal : <npy@main>")
+    root = Path(dj_local_store.spec["location"])
+    tracked = directory_identity(str(root)) is not None  # else every folder is synced every time
+    folders_synced_for(Table, 1, root, synced)
+    second = folders_synced_for(Table, 2, root, synced)
+    assert (Path(".") in second) is not tracked
+    Table.delete_quick()
+    row_folder = next(p for p in second if p.name == "k=2")
+    shutil.rmtree(root / next(p for p in row_folder.parents if p.name == dj_schema.database))
+    again = folders_synced_for(Table, 3, root, synced)
+    row_folder = next(p for p in again if p.name == "k=3")
+    assert again == {row_folder, *row_folder.parents} - ({Path(".")} if tracked else set())
+    np.testing.assert_array_equal(Table.fetch1("signal").load(), np.full(8, 3))

@@ -11,6 +11,12 @@ writer's :class:`SyncPlan`, which syncs it all, several at a time, right
 before the ``INSERT`` (a batch of many rows shares one plan, and the
 directories its rows share are synced once).
 
+A directory's entry in its parent is durable once the parent has been
+fsynced while the directory was there. The process remembers such entries
+(:class:`DurableEntries`, by path, inode and the inode's generation), so a row written under the
+same table folder as the previous one fsyncs its file, its own new folder
+and the table folder, not every folder up to the store's root again.
+
 ``DJ_STAGED_DURABLE=0`` (also ``false``, ``no``, ``off``) turns this off for
 scratch data: a crash of the machine shortly after a commit may then lose the
 bytes of a committed row.
@@ -19,8 +25,11 @@ bytes of a committed row.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -82,6 +91,74 @@ def fsync_files(paths: Iterable[str]) -> None:
         list(pool.map(fsync_path, paths))
 
 
+class DurableEntries:
+    """Directories whose entry in their parent this process made durable: the parent was fsynced while the
+    directory, with the same inode, was in it (the most recently used ``limit``)."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def durable(self, path: str) -> bool:
+        """Whether ``path``'s entry in its parent is known durable: it is still the directory it was then.
+
+        A directory removed and made again at the same path is another one:
+        ext4 reuses a freed inode number at once, but gives the new inode
+        another generation.
+        """
+        with self._lock:
+            known = self._entries.get(path)
+            if known is None:
+                return False
+            self._entries.move_to_end(path)
+        return directory_identity(path) == known
+
+    def remember(self, identities: dict[str, tuple[int, int, int]]) -> None:
+        """Record that the parents of these directories were fsynced while they were there."""
+        with self._lock:
+            for path, identity in identities.items():
+                self._entries[path] = identity
+                self._entries.move_to_end(path)
+            while len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+
+
+known_durable = DurableEntries()
+
+
+_FS_IOC_GETVERSION = 0x80087601  # Linux: the inode's generation, new each time an inode number is reused
+
+
+def directory_identity(path: str) -> tuple[int, int, int] | None:
+    """``(device, inode, generation)`` of the directory at ``path``; None where the filesystem has no generation
+    (its entries are then never taken as known durable)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        stat = os.fstat(descriptor)
+        generation = struct.unpack("l", fcntl.ioctl(descriptor, _FS_IOC_GETVERSION, bytes(8)))[0]
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+    return stat.st_dev, stat.st_ino, generation
+
+
+def _entries_made_durable(folders: list[str], many: bool) -> dict[str, tuple[int, int, int]]:
+    """The folders whose entries syncing ``folders`` makes durable (those whose parent is synced too), by
+    identity, taken before the sync; of many (a batch's row folders), only the ones other rows share."""
+    synced = set(folders)
+    shared = {os.path.dirname(folder) for folder in folders} if many else synced
+    return {
+        folder: identity
+        for folder in folders
+        if folder in shared and os.path.dirname(folder) in synced and (identity := directory_identity(folder))
+    }
+
+
 class SyncPlan:
     """Files and directories (full local paths) that must be on disk before the writer's commit."""
 
@@ -97,16 +174,17 @@ class SyncPlan:
                 self._paths.setdefault(path, False)
 
     def directories(self, path: str, root: str) -> None:
-        """``path`` (a directory) and each parent up to and including ``root``: they gained entries."""
+        """``path`` (a directory that gained an entry) and each parent up to ``root`` whose entry for the folder
+        below it is not known durable (:data:`known_durable`): a folder made for this write, or one this
+        process has not yet seen synced."""
         if not self.enabled:
             return
         root, current = root.rstrip("/"), path.rstrip("/")
         with self._lock:
-            while True:
-                self._paths[current] = True
-                if current == root or not current.startswith(root + "/"):
-                    return
+            self._paths[current] = True
+            while current != root and current.startswith(root + "/") and not known_durable.durable(current):
                 current = os.path.dirname(current)
+                self._paths[current] = True
 
     def tree(self, directory: str, files: Iterable[str], root: str) -> None:
         """A directory value: its files, every directory under it, and its parents up to ``root``."""
@@ -138,9 +216,12 @@ class SyncPlan:
             files = sorted(path for path, is_directory in self._paths.items() if not is_directory)
             folders = sorted((path for path, is_directory in self._paths.items() if is_directory), key=len)[::-1]
             self._paths.clear()
-        if len(files) + len(folders) >= MANY and hasattr(_libc, "syncfs"):
+        many = len(files) + len(folders) >= MANY
+        entries = _entries_made_durable(folders, many)
+        if many and hasattr(_libc, "syncfs"):
             for path in {os.stat(folder).st_dev: folder for folder in folders or files}.values():
                 syncfs(path)
-            return
-        fsync_files(files)
-        fsync_files(folders)
+        else:
+            fsync_files(files)
+            fsync_files(folders)
+        known_durable.remember(entries)

@@ -141,7 +141,6 @@ class StagedBatch:
             self.leases,
             allow_direct_insert=self.allow_direct_insert,
             unwind=self._unwind_rows,
-            description=f"{len(self._rows)} rows of {self.table.full_table_name}",
             chunk_size=self.chunk_size,
             release=self.leases.release if self._rows_clean else self.leases.abandon,
             sync=self.sync,

@@ -69,7 +69,6 @@ def commit_rows(
     *,
     allow_direct_insert: bool,
     unwind: Any,
-    description: str,
     chunk_size: int | None = None,
     release: Any = None,
     sync: Any = None,
@@ -88,8 +87,8 @@ def commit_rows(
         found = outcome(table, groups)
         if found == COMMITTED:
             warn(
-                f"The connection was lost during the commit of {description}; the rows were looked up and found "
-                f"committed ({type(doubt.cause).__name__}: {doubt.cause})",
+                f"The connection was lost during the commit of {described(table, groups)}; the rows were looked up "
+                f"and found committed ({type(doubt.cause).__name__}: {doubt.cause})",
                 CommitRecoveredWarning,
             )
             release()
@@ -114,9 +113,15 @@ def commit_rows(
             rolled_back=rolled_back,
             outcome=lambda: outcome(table, groups),
             abandoned=leases.abandon,
-            description=description,
+            description=described(table, groups),
         ),
     )
+
+
+def described(table: Any, groups: list[Group]) -> str:
+    """``"3 rows of `schema`.`table`"``, for messages (built only when one is needed)."""
+    count = sum(len(rows) for rows, _fields in groups)
+    return f"{count} row{'' if count == 1 else 's'} of {table.full_table_name}"
 
 
 class Block:
@@ -159,7 +164,6 @@ class StagedInsert1(Block):
             session.leases,
             allow_direct_insert=session.allow_direct_insert,
             unwind=session._unwind,
-            description=f"1 row of {session.table.full_table_name}",
             sync=session.sync,
         )
 
