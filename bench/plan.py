@@ -17,11 +17,11 @@ from .rows import GC_OBJECTS, GIB, SEGMENT, Work
 from .rows import Context as C
 
 FAST = 9  # rows compared with the plain write: well under a second a GiB, one page-fault stall decides a pair
-MD5 = 6  # hash-addressed rows do their baselines' work: their ratio is noise unless paired often
+MD5 = 9  # hash-addressed rows do their baselines' work: their ratio is noise unless paired often
 ZARR = 7  # Zarr's thread pools spread the most of the longer rows on 2 shared cores
 ONCE = 1  # DataJoint's insert1 rows (tens of seconds, GiBs of memory), the gc row
 SCALING = 2  # each size twice, the faster kept, so that one stall does not bend the line
-DEFAULT, S3_ROUNDS = 3, 5  # the many-rows block; the S3 rows (moto's threads share the 2 cores with the client)
+DEFAULT, S3_ROUNDS = 5, 7  # the many-rows block; the S3 rows (moto's threads share the 2 cores with the client)
 
 
 @dataclass(frozen=True)
