@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import datajoint as dj
@@ -20,6 +21,7 @@ from conftest import declare, store_files
 
 import dj_staged
 from dj_staged import steps
+from dj_staged.durability import directory_identity
 
 DEFINITION = """
 k : int32
@@ -183,8 +185,6 @@ def folders_synced_for(Table, key: int, root: Path, synced: list) -> set[Path]:
 def test_a_folder_already_synced_is_not_synced_again(dj_schema, dj_local_store, synced):
     """The second row under a table fsyncs its file, its own new folder and the table's folder (which gained
     it), not the folders above, whose entries the first row's commit made durable."""
-    from dj_staged.durability import directory_identity
-
     Table = declare(dj_schema, "Signals", "k : int32\n---\nsignal : <npy@main>")
     root = Path(dj_local_store.spec["location"])
     first = folders_synced_for(Table, 1, root, synced)
@@ -203,10 +203,6 @@ def test_a_folder_already_synced_is_not_synced_again(dj_schema, dj_local_store, 
 def test_a_folder_removed_and_made_again_is_synced_again(dj_schema, dj_local_store, synced):
     """A schema folder deleted and made again (ext4 reuses its inode number at once) is a new entry in its
     parent: the next row syncs every folder from its own up to that parent, which gained it."""
-    import shutil
-
-    from dj_staged.durability import directory_identity
-
     Table = declare(dj_schema, "Signals", "k : int32\n---\nsignal : <npy@main>")
     root = Path(dj_local_store.spec["location"])
     tracked = directory_identity(str(root)) is not None  # else every folder is synced every time

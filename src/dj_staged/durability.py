@@ -13,9 +13,10 @@ directories its rows share are synced once).
 
 A directory's entry in its parent is durable once the parent has been
 fsynced while the directory was there. The process remembers such entries
-(:class:`DurableEntries`, by path, inode and the inode's generation), so a row written under the
-same table folder as the previous one fsyncs its file, its own new folder
-and the table folder, not every folder up to the store's root again.
+(:class:`DurableEntries`, by path, inode and the inode's generation), so a
+row written under the same table folder as the previous one fsyncs its file,
+its own new folder and the table folder, not every folder up to the store's
+root again.
 
 ``DJ_STAGED_DURABLE=0`` (also ``false``, ``no``, ``off``) turns this off for
 scratch data: a crash of the machine shortly after a commit may then lose the
@@ -93,7 +94,7 @@ def fsync_files(paths: Iterable[str]) -> None:
 
 class DurableEntries:
     """Directories whose entry in their parent this process made durable: the parent was fsynced while the
-    directory, with the same inode, was in it (the most recently used ``limit``)."""
+    directory, with the same inode and generation, was in it (the most recently used ``limit``)."""
 
     def __init__(self, limit: int = 1024) -> None:
         self._limit = limit
