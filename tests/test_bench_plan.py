@@ -6,6 +6,7 @@ import pytest
 
 from bench.plan import DEFAULT, FAST, MD5, ROWS, S3_ROUNDS, SCALING, Target, all_rows, find, rounds, schedule
 from bench.report import check, derive
+from bench.rows import CHUNK, Context, frames
 from bench.run import combine
 
 HASH_ROWS = ("blob_sized", "blob_array", "attach", "hash")
@@ -131,3 +132,13 @@ def test_combine_keeps_best_median_and_largest_memory():
     for first, second in ([None, 3], [3, None]):  # a round whose hook saw no listing does not hide one that did
         combined = combine([{"seconds": 1.0, "list_calls": first}, {"seconds": 2.0, "list_calls": second}])
         assert combined["list_calls"] == 3
+
+
+def test_each_row_writes_fresh_bytes(tmp_path):
+    """The README's claim: no row rewrites the bytes an earlier row wrote (this VM rewrites held blocks slower)."""
+    first, second = (Context(CHUNK, tmp_path / name, pg=None) for name in ("a", "b"))
+    assert first.source.shape == (4, CHUNK // 8)
+    assert not any((first.source[i] == second.source[i]).all() for i in range(4))
+    one, other = list(frames(4)), list(frames(4))
+    assert not any((a == b).all() for a, b in zip(one, other, strict=True))
+    assert len({frame.tobytes() for frame in frames(8)}) == 8
