@@ -313,14 +313,37 @@ class Party(threading.Thread):
         return self.result
 
 
-def wait_for_lock_waiter(connection, timeout: float = 30.0) -> None:
-    """Wait until some session waits for an advisory lock (a writer blocked on a collector's gate)."""
+def wait_for_lock_waiter(connection, timeout: float = 30.0, *, locktype: str = "advisory") -> None:
+    """Wait until some session waits for a lock of ``locktype``: ``advisory`` (a writer blocked on a collector's
+    gate, or on a lease key), ``transactionid`` (an ``INSERT`` blocked on another transaction's row)."""
     deadline = time.monotonic() + timeout
-    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-    while not connection.query(query).fetchone()[0]:
+    query = "SELECT count(*) FROM pg_locks WHERE locktype = %s AND NOT granted"
+    while not connection.query(query, args=(locktype,)).fetchone()[0]:
         if time.monotonic() > deadline:
-            raise TimeoutError("no session started waiting for an advisory lock")
+            raise TimeoutError(f"no session started waiting for a lock of type {locktype}")
         time.sleep(0.01)
+
+
+@pytest.fixture
+def proxy(dj_postgres):
+    """A proxy on 127.0.0.1 in front of the test server that can cut connections or lose replies
+    (tests/support/pgproxy.py)."""
+    from support.pgproxy import ReplyDroppingProxy
+
+    with ReplyDroppingProxy(dj_postgres) as running:
+        yield running
+
+
+def advisory_locks(connection, pid: int | None = None) -> list[tuple[int, int, int]]:
+    """dj-staged's advisory locks held right now (namespace, key, backend pid), by session ``pid`` or by any."""
+    from dj_staged.leases.locks import GATE_NS, LEASE_NS
+
+    rows = connection.query(
+        "SELECT classid::bigint, objid::bigint, pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND classid::bigint IN (%s, %s) AND (%s::int IS NULL OR pid = %s::int)",
+        args=(LEASE_NS, GATE_NS, pid, pid),
+    ).fetchall()
+    return sorted((int(a), int(b), int(c)) for a, b, c in rows)
 
 
 @pytest.fixture

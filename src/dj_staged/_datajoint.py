@@ -168,6 +168,25 @@ def reset_transaction_state(connection: Any) -> None:
     connection._in_transaction = False
 
 
+def backend_pid(connection: Any) -> int | None:
+    """The server process of the connection's current database session, None if its driver connection is closed.
+
+    The driver (``Connection`` keeps it privately as ``_conn``) knows the pid
+    without a round trip; a lease lock can only be released by that session.
+    """
+    driver = getattr(connection, "_conn", None)
+    try:
+        return int(driver.get_backend_pid()) if driver is not None and not driver.closed else None
+    except Exception:
+        return None
+
+
+def server_version(connection: Any) -> int:
+    """The server's version number (``180001``), as the driver learned it at connect time (private ``_conn``)."""
+    driver = getattr(connection, "_conn", None)
+    return int(getattr(driver, "server_version", 0) or 0)
+
+
 def call_s3(fs: Any, method: str, **kwargs: Any) -> Any:
     """Call an S3 API method through s3fs's client: multipart copies and listings s3fs does not expose."""
     return fs.call_s3(method, **kwargs)

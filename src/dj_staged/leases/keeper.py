@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import steps
+from .._datajoint import backend_pid
 from ..errors import LeaseLostError
 from .locks import (
     LeaseLock,
@@ -163,13 +164,16 @@ class LeaseKeeper:
         """SQL that fences the lease inside the commit's transaction and hands it the lease lock (see
         :func:`~dj_staged.leases.locks.commit_guard`); empty if nothing was leased.
 
-        From this call on the lock is not released by :meth:`release`: the
-        transaction releases it when it ends, or the session's end does.
+        Building it changes nothing: until the server has run it (:meth:`handed_over`),
+        :meth:`release` and :meth:`abandon` release the lock themselves.
         """
         if self.lock is None:
             return ""
-        self._lock_handed_over = True
         return commit_guard(self.lock)
+
+    def handed_over(self) -> None:
+        """The server ran the commit guard: the lock is the transaction's now, which releases it when it ends."""
+        self._lock_handed_over = True
 
     def lost(self) -> LeaseLostError:
         """The error for a lease that lapsed before its commit."""
@@ -208,7 +212,9 @@ class LeaseKeeper:
         return True
 
     def _unlock(self) -> None:
-        if self.lock is None or self._lock_handed_over:
+        """Release the lease lock, unless a transaction took it or the session that held it is gone (the
+        server released it then: a new session of the same connection holds nothing to release)."""
+        if self.lock is None or self._lock_handed_over or backend_pid(self.connection) != self.lock.pid:
             return
         try:
             release_lease_lock(self.connection, self.lock)

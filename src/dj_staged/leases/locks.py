@@ -26,9 +26,11 @@ import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
+from .._datajoint import server_version
 from ..errors import UnsupportedBackendError
+from ..settings import client_check
 
 LEASE_NS = 0x646A7331  # "djs1"
 GATE_NS = 0x646A7332  # "djs2"
@@ -67,7 +69,7 @@ def acquire_lease_lock(
     caller releases it with :func:`release_shared_gate`).
     """
     require_postgres(connection)
-    extra_sql, extra_args = "", cast(tuple[Any, ...], ())
+    extra_sql, extra_args = _client_check(connection)
     if gate:
         extra_sql, extra_args = ", pg_advisory_lock_shared(%s, %s)", (GATE_NS, gate_key(gate))
     if probe:
@@ -85,6 +87,45 @@ def acquire_lease_lock(
             return LeaseLock(key=key, pid=int(row[1])), answer
         key = new_lease_key()
         extra_sql, extra_args = "", ()  # the gate is held and the probe answered: a retry takes only another key
+
+
+def _client_check(connection: Any) -> tuple[str, tuple[Any, ...]]:
+    """SQL that sets the session's ``client_connection_check_interval`` (``DJ_STAGED_CLIENT_CHECK``), and its
+    arguments; nothing on a server older than PostgreSQL 14 or when the setting is 0.
+
+    A statement waiting on the server (for a row lock, say) does not notice that
+    its client is gone unless this is set: the writer's lost commit could then
+    wait and commit long after the writer gave up on it. Waiting for the lease
+    key (:func:`wait_for_lease_end`) proves the end either way; this makes it come sooner.
+    """
+    interval = client_check()
+    if interval <= 0 or server_version(connection) < 140000:
+        return "", ()
+    return ", set_config('client_connection_check_interval', %s, false)", (f"{max(1, round(interval * 1000))}ms",)
+
+
+def wait_for_lease_end(connection: Any, key: int, bound: float) -> bool:
+    """Wait at most ``bound`` seconds until no session holds the lease key ``key``; whether none does.
+
+    A commit's transaction holds its lease key (the guard hands the lock to
+    it), and a session that took the lock holds it until it ends: once the key
+    is free, the commit that was under way on a lost connection has ended, and
+    whether its rows exist can be looked up. ``connection`` must be a session
+    that never held the key (a new one). The key is an integer this module chose.
+    """
+    timeout = f"{max(1, round(bound * 1000))}ms"
+    wait = "$dj_staged_wait$"
+    try:
+        connection.query(
+            f"DO {wait} BEGIN PERFORM set_config('lock_timeout', '{timeout}', true); "
+            f"PERFORM pg_advisory_xact_lock({LEASE_NS}, {int(key)}); END {wait}",
+            reconnect=False,
+        )
+    except Exception as error:
+        if getattr(error, "pgcode", None) == LOCK_NOT_AVAILABLE:
+            return False
+        raise
+    return True
 
 
 def new_lease_key() -> int:
@@ -108,6 +149,7 @@ def lease_held(connection: Any, lock: LeaseLock) -> bool:
     return int(row[0]) == lock.pid and bool(row[1])
 
 
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
 FENCE_SQLSTATE = "DJS01"  # raised by the commit guard when the lease lock is not this session's any more
 COMMIT_GUARD_TAG = "dj_staged_commit"  # the guard's dollar-quote tag: the commit statement is recognizable by it
 

@@ -65,6 +65,11 @@ class StagedRow(Block):
             self._batch._rows_clean = False  # the batch's lease must outlive it, abandoned, to name the leftovers
         self._batch._forget(self._session)
 
+    @property
+    def committed(self) -> bool:
+        """A row is finalized at its exit, never committed alone: the batch commits it."""
+        return False
+
     def abandon(self) -> None:
         """Nothing for one row: the interruption ends the whole batch, which abandons its lease."""
 
@@ -90,6 +95,7 @@ class StagedBatch:
         self._open_row: StagedRow | None = None
         self._rows_clean = True
         self.closed = False
+        self.committed = False  # the rows are visible, or the enclosing transaction took them
 
     def __len__(self) -> int:
         """Rows finalized so far."""
@@ -135,16 +141,20 @@ class StagedBatch:
             else:
                 self.leases.abandon()
             return
-        commit_rows(
+        release = self.leases.release if self._rows_clean else self.leases.abandon
+        now = commit_rows(
             self.table,
             self.groups(),
             self.leases,
             allow_direct_insert=self.allow_direct_insert,
             unwind=self._unwind_rows,
             chunk_size=self.chunk_size,
-            release=self.leases.release if self._rows_clean else self.leases.abandon,
             sync=self.sync,
+            release=release,
         )
+        self.committed = True
+        if now:
+            release()
 
     def _unwind_rows(self) -> bool:
         clean = True

@@ -11,12 +11,19 @@ commit. One round trip replaces ``BEGIN``, the fence, the ``INSERT``,
 statement takes sends ``BEGIN`` and the guard, then DataJoint's chunks as it
 builds them, then ``COMMIT``.
 
-When the connection dies during that statement its outcome is unknown. Then
-nothing is deleted until the rows are looked up on a new connection:
-found with the values this writer inserted, they are committed (a
-:class:`~dj_staged.errors.CommitRecoveredWarning` says so); not found, the
-commit failed and the caller unwinds; the lookup failing too raises
-:class:`~dj_staged.errors.AmbiguousCommitError` and keeps every object.
+When the connection dies during that statement its outcome is unknown, and
+the statement may still be running on the server (waiting for a row lock,
+say: PostgreSQL does not notice a dead client while a statement waits).
+Nothing is deleted until, on a new connection, the writer has first waited
+for that transaction to end, and then looked its rows up. The transaction
+holds the lease key (the guard hands the lock to it; before the guard, the
+old session holds it), so the key becoming free proves the end. Found with the
+values this writer inserted, the rows are committed (a
+:class:`~dj_staged.errors.CommitRecoveredWarning` says so); the key found
+holding another writer's row, the commit lost to it (DataJoint's
+``DuplicateError``); not found, the commit failed and the caller unwinds. The
+key still held after ``DJ_STAGED_COMMIT_WAIT`` seconds, or the lookup failing,
+raises :class:`~dj_staged.errors.AmbiguousCommitError` and keeps every object.
 
 Inside an open transaction (``populate``'s ``make()``, ``with
 conn.transaction:``) the rows are inserted under a savepoint and the outcome
@@ -25,6 +32,7 @@ is left to the transaction (:mod:`dj_staged.session.transaction`).
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import Any
 
@@ -32,7 +40,8 @@ from .. import steps
 from .._datajoint import insert_statements, reset_transaction_state
 from ..durability import SyncPlan
 from ..errors import AmbiguousCommitError
-from ..leases.locks import is_fence_error
+from ..leases.locks import is_fence_error, wait_for_lease_end
+from ..settings import COMMIT_WAIT, commit_wait
 from .rows import finalized_view, key_token
 
 logger = logging.getLogger(__name__)
@@ -40,7 +49,20 @@ logger = logging.getLogger(__name__)
 SAVEPOINT = "dj_staged_insert"
 LOOKUP_CHUNK = 500
 
-COMMITTED, NOT_COMMITTED, UNKNOWN = "committed", "not committed", "unknown"
+
+class Outcome(enum.Enum):
+    """What a commit that lost its connection turned out to have done."""
+
+    COMMITTED = "committed"  # the rows exist with the values this writer inserted
+    ABSENT = "not committed"  # no row of this writer exists, and no other row holds its keys
+    TAKEN = "key taken"  # not committed: another writer's row holds one of its keys
+    STILL_RUNNING = "still running"  # the commit's transaction had not ended within DJ_STAGED_COMMIT_WAIT
+    UNKNOWN = "unknown"  # the lookup itself failed
+
+    @property
+    def settled(self) -> bool:
+        """Whether the outcome is known: the rows exist, or they do not and never will."""
+        return self in (Outcome.COMMITTED, Outcome.ABSENT, Outcome.TAKEN)
 
 
 def is_connection_error(error: BaseException) -> bool:
@@ -121,6 +143,7 @@ def insert_rows(
         if is_connection_error(error):
             raise CommitDoubt(error) from error
         raise
+    leases.handed_over()
     return True
 
 
@@ -133,6 +156,7 @@ def _insert_in_chunks(table: Any, groups: list[Group], leases: Any, options: dic
     try:
         if guard:
             connection.query(guard, reconnect=False)
+            leases.handed_over()
         steps.reach("writer.commit", rows=count, deferred=False)
         _insert(table, groups, options)
     except BaseException as error:
@@ -153,19 +177,31 @@ def _insert_in_chunks(table: Any, groups: list[Group], leases: Any, options: dic
     return True
 
 
-def outcome(table: Any, groups: list[Group]) -> str:
-    """After a doubtful commit: whether the rows exist with the staged values this writer inserted.
+def outcome(table: Any, groups: list[Group], lease_key: int | None) -> Outcome:
+    """After a doubtful commit: wait for its transaction to end, then look up whether its rows exist with the
+    staged values this writer inserted.
 
-    Reconnects first. A row is ours when its staged columns hold exactly the
+    Reconnects first, then waits (``DJ_STAGED_COMMIT_WAIT``) until no session
+    holds ``lease_key``, the key the commit's transaction (or the session that
+    was to run it) held. A row is ours when its staged columns hold exactly the
     values we inserted (a schema-addressed path carries a random token, so no
     other writer's row can match); a row without staged columns matches by key.
-    All rows were in one transaction, so one row of ours found means all committed.
+    All rows were in one transaction, so one row of ours found means all
+    committed, and a key holding another row means none did.
     """
     connection = table.connection
     steps.reach("writer.resolve", rows=sum(len(rows) for rows, _fields in groups))
     try:
         connection.connect()
         reset_transaction_state(connection)
+        if lease_key is not None and not wait_for_lease_end(connection, lease_key, commit_wait()):
+            logger.warning(
+                "The staged commit's transaction was still running on the server after %s s (%s)",
+                commit_wait(),
+                COMMIT_WAIT,
+            )
+            return Outcome.STILL_RUNNING
+        taken = False
         for rows, fields in groups:
             names = sorted(fields)
             for start in range(0, len(rows), LOOKUP_CHUNK):
@@ -176,21 +212,52 @@ def outcome(table: Any, groups: list[Group]) -> str:
                 for row, key in zip(chunk, keys, strict=True):
                     item = stored.get(key_token(table, key))
                     if item is not None and all(item[name] == row[name] for name in names):
-                        return COMMITTED
+                        return Outcome.COMMITTED
+                    taken = taken or item is not None
     except Exception:
         logger.warning("Could not look up whether the staged rows were committed", exc_info=True)
-        return UNKNOWN
-    return NOT_COMMITTED
+        return Outcome.UNKNOWN
+    return Outcome.TAKEN if taken else Outcome.ABSENT
 
 
-def ambiguous(table: Any, groups: list[Group], cause: BaseException) -> AmbiguousCommitError:
+def row_keys(table: Any, groups: list[Group]) -> list[dict[str, Any]]:
+    """The primary keys of the rows in ``groups``."""
+    return [{name: row[name] for name in table.primary_key} for rows, _fields in groups for row in rows]
+
+
+def shown_keys(keys: list[dict[str, Any]]) -> list[Any]:
+    """At most three keys, and how many more, for a message."""
+    return keys if len(keys) <= 3 else [*keys[:3], f"... {len(keys) - 3} more"]
+
+
+def ambiguous(table: Any, groups: list[Group], cause: BaseException, found: Outcome) -> AmbiguousCommitError:
     """The error for a commit whose outcome could not be found out."""
-    keys = [{name: row[name] for name in table.primary_key} for rows, _fields in groups for row in rows]
-    shown = keys if len(keys) <= 3 else [*keys[:3], f"... {len(keys) - 3} more"]
+    keys = row_keys(table, groups)
+    why = (
+        f"its transaction was still running on the server after {commit_wait():g} s ({COMMIT_WAIT})"
+        if found is Outcome.STILL_RUNNING
+        else "reconnecting to look them up failed"
+    )
     return AmbiguousCommitError(
         f"The connection to the database was lost during the commit of {len(keys)} staged row(s) of "
-        f"{table.full_table_name} ({type(cause).__name__}: {cause}), and reconnecting to look them up failed. Every "
+        f"{table.full_table_name} ({type(cause).__name__}: {cause}), and {why}. Every "
         f"object was kept: if the rows exist they reference them, and if not `dj-staged gc` reclaims them. "
-        f"Check for the keys {shown}.",
+        f"Check for the keys {shown_keys(keys)}.",
         keys=keys,
     )
+
+
+def lost_to_another(table: Any, groups: list[Group]) -> Exception:
+    """DataJoint's ``DuplicateError`` for a doubtful commit whose key another writer's row took meanwhile."""
+    from datajoint.errors import DuplicateError
+
+    return DuplicateError(
+        f"Duplicate entry: while the commit of {described(table, groups)} waited, another row with the same primary "
+        f"key was committed ({shown_keys(row_keys(table, groups))}); nothing of this staged insert was inserted"
+    )
+
+
+def described(table: Any, groups: list[Group]) -> str:
+    """``"3 rows of `schema`.`table`"``, for messages (built only when one is needed)."""
+    count = sum(len(rows) for rows, _fields in groups)
+    return f"{count} row{'' if count == 1 else 's'} of {table.full_table_name}"

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from ..errors import AmbiguousCommitError, CommitRecoveredWarning, warn
-from .commit import COMMITTED, NOT_COMMITTED, CommitDoubt, Group, ambiguous, insert_rows, outcome
+from .commit import CommitDoubt, Group, Outcome, ambiguous, described, insert_rows, lost_to_another, outcome
 from .session import StagedSession
 from .transaction import Pending, defer
 
@@ -26,6 +26,11 @@ logger = logging.getLogger(__name__)
 
 class Writer(Protocol):
     """What ends a staged block: a single row or a batch."""
+
+    @property
+    def committed(self) -> bool:
+        """Whether its rows are visible, or handed to the enclosing transaction: nothing may be unwound then."""
+        ...
 
     def commit(self) -> None: ...
 
@@ -48,7 +53,10 @@ def finish(exc_type: type[BaseException] | None, writer: Writer) -> bool:
                 writer.abandon()
                 raise
             except Exception:
-                writer.unwind()
+                if writer.committed:  # an error after the rows became visible: they keep their objects
+                    writer.abandon()
+                else:
+                    writer.unwind()
                 raise
             except BaseException:
                 writer.abandon()
@@ -70,35 +78,36 @@ def commit_rows(
     allow_direct_insert: bool,
     unwind: Any,
     chunk_size: int | None = None,
-    release: Any = None,
     sync: Any = None,
-) -> None:
-    """Insert finalized rows and settle their leases, now or when the enclosing transaction ends.
+    release: Any = None,
+) -> bool:
+    """Insert finalized rows; True when they are visible now (the caller then ends the lease), False when the
+    enclosing transaction took them (their lease is settled when it ends: ``release``, default
+    ``leases.release``, once it commits).
 
-    ``release`` ends the lease once the rows are visible (default: release it;
-    a batch with leftovers from a row that could not be cleaned up abandons it).
+    A commit that lost its connection is resolved here (:func:`~dj_staged.session.commit.outcome`): found
+    committed, it counts as visible; otherwise the matching error is raised and nothing is visible.
     """
-    release = release if release is not None else leases.release
     try:
         now = insert_rows(
             table, groups, leases, allow_direct_insert=allow_direct_insert, chunk_size=chunk_size, sync=sync
         )
     except CommitDoubt as doubt:
-        found = outcome(table, groups)
-        if found == COMMITTED:
+        found = outcome(table, groups, lease_key(leases))
+        if found is Outcome.COMMITTED:
             warn(
                 f"The connection was lost during the commit of {described(table, groups)}; the rows were looked up "
                 f"and found committed ({type(doubt.cause).__name__}: {doubt.cause})",
                 CommitRecoveredWarning,
             )
-            release()
-            return
-        if found == NOT_COMMITTED:
+            return True
+        if found is Outcome.ABSENT:
             raise doubt.cause from None
-        raise ambiguous(table, groups, doubt.cause) from doubt.cause
+        if found is Outcome.TAKEN:
+            raise lost_to_another(table, groups) from doubt.cause
+        raise ambiguous(table, groups, doubt.cause, found) from doubt.cause
     if now:
-        release()
-        return
+        return True
 
     def rolled_back() -> None:
         if unwind():
@@ -109,19 +118,19 @@ def commit_rows(
     defer(
         table.connection,
         Pending(
-            committed=release,
+            committed=release if release is not None else leases.release,
             rolled_back=rolled_back,
-            outcome=lambda: outcome(table, groups),
+            outcome=lambda: outcome(table, groups, lease_key(leases)),
             abandoned=leases.abandon,
             description=described(table, groups),
         ),
     )
+    return False
 
 
-def described(table: Any, groups: list[Group]) -> str:
-    """``"3 rows of `schema`.`table`"``, for messages (built only when one is needed)."""
-    count = sum(len(rows) for rows, _fields in groups)
-    return f"{count} row{'' if count == 1 else 's'} of {table.full_table_name}"
+def lease_key(leases: Any) -> int | None:
+    """The key of the lease lock that the commit's transaction (or the session that ran it) holds."""
+    return leases.lock.key if leases.lock is not None else None
 
 
 class Block:
@@ -155,10 +164,14 @@ class StagedInsert1(Block):
     def __enter__(self) -> StagedSession:
         return self._session
 
+    @property
+    def committed(self) -> bool:
+        return self._session.committed
+
     def commit(self) -> None:
         session = self._session
         row, fields = session._finalize()
-        commit_rows(
+        now = commit_rows(
             session.table,
             [([row], frozenset(fields))],
             session.leases,
@@ -166,6 +179,9 @@ class StagedInsert1(Block):
             unwind=session._unwind,
             sync=session.sync,
         )
+        session.committed = True
+        if now:
+            session.leases.release()
 
     def unwind(self) -> None:
         if self._session._unwind():

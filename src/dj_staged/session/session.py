@@ -99,6 +99,7 @@ class StagedSession:
         self.allow_direct_insert = allow_direct_insert
         self.sync = SyncPlan(durable())  # what must be on disk before this row commits
         self.phase = DRAFTING
+        self.committed = False  # the row is visible, or the enclosing transaction took it
 
     @property
     def table(self) -> Any:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CommitRecoveredWarning, StagedInsertError, warn
-from .commit import COMMITTED, NOT_COMMITTED, is_connection_error
+from .commit import Outcome, is_connection_error
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Pending:
 
     committed: Callable[[], None]  # the rows are visible: release the leases
     rolled_back: Callable[[], None]  # the rows are gone: remove their objects, release the leases
-    outcome: Callable[[], str]  # after a lost COMMIT: COMMITTED, NOT_COMMITTED or UNKNOWN
+    outcome: Callable[[], Outcome]  # after a lost COMMIT: waits for the transaction's end, then looks the rows up
     abandoned: Callable[[], None]  # outcome unknown: keep every object, let the leases die
     description: str = ""
 
@@ -136,15 +136,15 @@ def _settle_doubt(pending: list[Pending]) -> None:
             found = item.outcome()
         except Exception:
             logger.warning("Looking up staged rows (%s) failed", item.description, exc_info=True)
-            found = "unknown"
-        if found == COMMITTED:
+            found = Outcome.UNKNOWN
+        if found is Outcome.COMMITTED:
             warn(
                 f"The connection was lost during the commit; the staged rows ({item.description}) were found "
                 "committed and keep their objects",
                 CommitRecoveredWarning,
             )
             _settle([item], "committed")
-        elif found == NOT_COMMITTED:
+        elif found.settled:
             _settle([item], "rolled_back")
         else:
             logger.warning(
