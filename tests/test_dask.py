@@ -18,6 +18,7 @@ from conftest import declare
 from datajoint.hash_registry import get_store_backend
 
 import dj_staged
+from dj_staged._datajoint import full_path
 from dj_staged.dask import default_client, to_zarr
 from dj_staged.listing import list_files
 from dj_staged.measure import measured
@@ -145,3 +146,15 @@ def test_populate_with_reserved_jobs_across_processes(dj_postgres, dj_local_stor
     plane = np.arange(7 * 64 * 64, 8 * 64 * 64, dtype="uint32").reshape(64, 64)  # frame 7 of every volume
     for key in range(1, 7):
         np.testing.assert_array_equal((Volume & {"source_id": key}).fetch1("volume")[7], plane + key)
+
+
+def test_a_listing_cached_meanwhile_does_not_hide_what_the_workers_wrote(dj_schema, dj_s3_store, cluster):
+    """The workers write through unpickled copies of the handle; a listing this process cached before the block
+    (a user's) knows nothing of it, and finalization does not trust it (tests/test_fresh_listing.py)."""
+    Scan = declare(dj_schema, "Scan", f"scan_id : int32\n---\nvolume : <zarr@{dj_s3_store.name}>")
+    stage(Scan, volume(8), cluster)
+    (Scan & {"scan_id": 1}).delete()
+    backend = get_store_backend(dj_s3_store.name)
+    assert backend.fs.find(full_path(backend, f"_schema/{dj_schema.database}"))  # cached by this process
+    stage(Scan, volume(8), cluster)
+    check_row(Scan, 8)

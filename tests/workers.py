@@ -175,3 +175,23 @@ def populate_worker(db: dict, stores: dict, schema_name: str, barrier: Any) -> t
         barrier.abort()  # the others stop waiting for this process
         return list(MADE), [traceback.format_exc()]
     return list(MADE), [str(error) for error in result["error_list"]]
+
+
+def matrix_writer(db: dict, stores: dict, schema_name: str, definition: str, step: str, key: int) -> str:
+    """Stage row ``key`` of the lease matrix's table (tests/test_lease_matrix.py) and SIGKILL this process at the
+    first ``step`` of the protocol."""
+    import os
+    import signal
+
+    import datajoint as dj
+    from test_lease_matrix import write_row
+
+    import dj_staged
+    from dj_staged import steps
+
+    schema = dj.Schema(schema_name, connection=connect(db, stores), create_tables=False)
+    Table = schema(type("Item", (dj.Manual,), {"definition": definition}))
+    with steps.observe(step, lambda **context: os.kill(os.getpid(), signal.SIGKILL)):
+        with dj_staged.staged_insert1(Table) as staged:
+            write_row(staged, key)
+    return "not killed"

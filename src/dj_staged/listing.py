@@ -49,6 +49,17 @@ def mtime_of(info: dict[str, Any]) -> float | None:
     return None
 
 
+def fresh(fs: Any, path: str) -> str:
+    """``path``, after forgetting what ``fs`` cached of it and of its parents, so the next call asks the store.
+
+    An object store's filesystem (s3fs) keeps its listings; another instance
+    (Zarr's own, a Dask worker's) or another process writing meanwhile makes
+    them stale. A decision about what is in the store must never rest on one.
+    """
+    fs.invalidate_cache(path)
+    return path
+
+
 def find_strict(fs: Any, path: str, **kwargs: Any) -> Any:
     """``fs.find`` that raises when a directory cannot be listed (fsspec's generic ``find`` skips it)."""
     if type(fs).find is fsspec.AbstractFileSystem.find:

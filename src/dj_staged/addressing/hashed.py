@@ -47,6 +47,7 @@ from .. import steps
 from ..durability import is_local
 from ..errors import ContentError, HandleModeError, IncompleteObjectError
 from ..layout import STAGING_PREFIX
+from ..listing import fresh
 from ..protocol import StagedField
 from .handles import StagedFile, same_file
 from .hashing import encode_digest, rehash
@@ -204,7 +205,7 @@ class HashAddressedStaging:
     def _verify(self, field: StagedField, state: HashAddressedState) -> int:
         """The staging object's size, after checking it is what the handle wrote (fencing)."""
         record = state.handle.record if state.handle is not None else None
-        full = field.full_path(state.staging_path)
+        full = fresh(field.backend.fs, field.full_path(state.staging_path))
         try:
             info = field.backend.fs.info(full)
         except FileNotFoundError:
@@ -234,7 +235,7 @@ class HashAddressedStaging:
         if state.handle is not None:
             state.handle.abort()
         for path in (state.staging_path, state.framed_path):
-            if path is not None and field.backend.exists(path):
+            if path is not None and field.backend.fs.exists(fresh(field.backend.fs, field.full_path(path))):
                 field.backend.remove(path)
         if state.promoted and state.canonical is not None:
             field.reclaim(state.canonical)

@@ -28,6 +28,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from .._datajoint import call_s3, full_path
 from ..durability import is_local
+from ..listing import fresh
 from .hashing import CHUNK
 from .s3upload import MAX_PARTS
 
@@ -43,7 +44,7 @@ def promote(backend: Any, staging: str, canonical: str, *, callback: Callback = 
     source, target = full_path(backend, staging), full_path(backend, canonical)
     if is_local(fs):
         return _promote_local(fs, source, target)
-    if fs.exists(target):
+    if fs.exists(fresh(fs, target)):
         fs.rm(source)
         return False
     if backend.protocol == "s3":

@@ -32,7 +32,7 @@ from .. import steps
 from .._datajoint import full_path
 from ..durability import is_local
 from ..errors import HandleModeError, IncompleteObjectError, nothing_written
-from ..listing import find_strict
+from ..listing import find_strict, fresh
 from ..protocol import StagedField
 from .handles import StagedFile, same_file
 from .journal import WriteJournal, journaled_map
@@ -161,7 +161,7 @@ def inspect_written(field: StagedField) -> dict:
     """
     state = schema_state(field)
     fs = field.backend.fs
-    full = field.full_path(state.path)
+    full = fresh(fs, field.full_path(state.path))
     local = is_local(fs)
     try:
         info = fs.info(full)
@@ -212,7 +212,7 @@ def inspect_written(field: StagedField) -> dict:
 def remove_object(backend: Any, path: str) -> None:
     """Remove a file or a directory tree at ``path``; absent is fine."""
     fs = backend.fs
-    full = full_path(backend, path)
+    full = fresh(fs, full_path(backend, path))
     if fs.isdir(full):
         fs.rm(full, recursive=True)
     elif fs.exists(full):

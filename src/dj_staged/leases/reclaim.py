@@ -12,6 +12,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from .._datajoint import full_path
+from ..listing import fresh
 from ..references import referencing
 from .locks import exclusive_gate, held_lease_keys
 from .records import LeaseRecord, scan_leases
@@ -55,7 +57,11 @@ def reclaim(connection: Any, backend: Any, schema: str, paths: list[str], *, exc
             return []
         referenced = referencing(gate.connection, schema, paths)
         for path in paths:
-            if path in referenced or covers(live, path) or not backend.exists(path):
+            if (
+                path in referenced
+                or covers(live, path)
+                or not backend.fs.exists(fresh(backend.fs, full_path(backend, path)))
+            ):
                 continue
             gate.confirm()
             backend.remove(path)

@@ -190,8 +190,8 @@ def outcome(table: Any, groups: list[Group], lease_key: int | None) -> Outcome:
     committed, and a key holding another row means none did.
     """
     connection = table.connection
-    steps.reach("writer.resolve", rows=sum(len(rows) for rows, _fields in groups))
     try:
+        steps.reach("writer.resolve", rows=sum(len(rows) for rows, _fields in groups))
         connection.connect()
         reset_transaction_state(connection)
         if lease_key is not None and not wait_for_lease_end(connection, lease_key, commit_wait()):
