@@ -64,6 +64,7 @@ STATS = (
     "write_kills",
     "multipart_kills",
     "after_commit_kills",
+    "commit_cuts",
     "pauses",
     "dedups",
     "deletes",
@@ -75,7 +76,7 @@ STATS = (
 )
 STAT = {name: index for index, name in enumerate(STATS)}
 
-FAULTS = ("exception", "interrupt", "kill", "stop")
+FAULTS = ("exception", "interrupt", "kill", "stop", "cut")
 # the writer's steps (a commit's lookup only after a lost reply, which the soak does not cause), or mid-write
 STEP_FAULTS = (*(step for step in WRITER_STEPS if step != "writer.resolve"), "mid-write")
 HASHED = ("hash", "blob", "attach")
@@ -93,7 +94,9 @@ class SoakConfig:
     seed: int = 1
     keys: int = 0  # primary keys 0..keys-1 per table; 0: ops // 4, at least 24
     batch_share: float = 0.35
-    fault_rates: tuple[float, float, float, float] = (0.07, 0.05, 0.07, 0.06)  # exception, interrupt, kill, stop
+    # exception, interrupt, kill, stop, and cut: the commit waits on a row lock another session holds, and its
+    # connection is cut on the writer's side; the other session then rolls back, at once or a little later
+    fault_rates: tuple[float, ...] = (0.07, 0.05, 0.07, 0.06, 0.05)
     kill_every: int = 40  # the orchestrator kills a random writer about every this many operations (0: never)
     delete_share: float = 1.0  # deletes per writer operation
     big_every: int = 50  # every big_every-th key holds a 17 MiB <blob@s3> (0: none)
@@ -149,7 +152,8 @@ class SoakResult:
                 f"  faults: {s['exceptions']} exceptions, {s['interrupts']} KeyboardInterrupts, {kills} self-kills "
                 f"({s['step_kills']} at a protocol step, {s['write_kills']} mid-write, {s['multipart_kills']} in a "
                 f"multipart upload, {s['after_commit_kills']} after the commit), {s['orchestrator_kills']} kills by "
-                f"the orchestrator, {s['restarts']} restarts, {s['pauses']} pauses",
+                f"the orchestrator, {s['restarts']} restarts, {s['pauses']} pauses, {s['commit_cuts']} connections "
+                "cut while their commit waited on a row lock",
                 f"  dedups: {s['dedups']}",
                 f"  collections: {s['collections'] + s['pause_collections'] + s['final_collections']} "
                 f"({s['collections']} looping, {s['collections_default_grace']} of them with the default grace; "
@@ -363,6 +367,8 @@ def plan_op(rng: random.Random, config: SoakConfig, stores: list[str]) -> OpPlan
         op.nth = rng.randint(1, 5) if op.step == "mid-write" else rng.choice((1, 1, 1, 2, 3))
     elif op.fault in ("exception", "interrupt"):
         op.nth = rng.randint(1, 8)
+    elif op.fault == "cut":
+        op.step = "writer.commit"
     elif big_unsized and rng.random() < 0.5:
         op.fault, op.step = "kill", "s3.multipart"
     return op
@@ -371,10 +377,12 @@ def plan_op(rng: random.Random, config: SoakConfig, stores: list[str]) -> OpPlan
 class Op:
     """The operation in progress in a writer: fires its fault at its checkpoint or protocol step."""
 
-    def __init__(self, plan: OpPlan, shared: Shared, slot: int) -> None:
+    def __init__(self, plan: OpPlan, shared: Shared, slot: int, table: Any = None, rng: Any = None) -> None:
         self.plan = plan
         self.shared = shared
         self.slot = slot
+        self.table = table
+        self.rng = rng or random.Random(0)
         self.checkpoints = 0
         self.seen = 0
         self.fired = False
@@ -428,6 +436,52 @@ class Op:
         if fault == "stop":
             self.shared.add(self.slot, "pauses")
             os.kill(os.getpid(), signal.SIGSTOP)
+        hold = self.rng.choice((0.0, 0.0, 0.2, 1.0))
+        if fault == "cut" and cut_while_committing(self.table, self.plan.rows[0].key, hold):
+            self.shared.add(self.slot, "commit_cuts")
+
+
+def cut_while_committing(table: Any, key: int, hold: float) -> bool:
+    """At ``writer.commit``: another session takes ``key`` (``BEGIN; INSERT``), and a thread cuts this writer's
+    connection once its commit statement waits for that row lock, then rolls the other session back after
+    ``hold`` seconds. The statement lives on in the server (unless ``client_connection_check_interval``
+    ends it) and commits once the lock is free: the writer must wait for it before it decides anything.
+    True if the cut happened; False if the key could not be taken (a row holds it, or another writer's
+    commit), when nothing is done."""
+    import socket
+    import threading
+
+    import datajoint as dj
+
+    from dj_staged._datajoint import backend_pid
+
+    info = table.connection.conn_info
+    holder = dj.Connection(info["host"], info["user"], info["passwd"], info["port"], use_tls=False)
+    writer_pid = backend_pid(table.connection)
+    try:
+        holder.query("SET lock_timeout = '2s'")
+        holder.query("BEGIN")
+        holder.query(f"INSERT INTO {table.full_table_name} (k, tag) VALUES (%s, 'held by another session')", (key,))
+    except Exception:
+        holder.close()
+        return False
+
+    def cut() -> None:
+        try:
+            waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
+            deadline = time.monotonic() + 10
+            while not holder.query(waiting, (writer_pid,)).fetchone()[0] and time.monotonic() < deadline:
+                time.sleep(0.002)
+            with socket.socket(fileno=os.dup(table.connection._conn.fileno())) as writers_socket:
+                writers_socket.shutdown(socket.SHUT_RDWR)  # the network path is cut; the server's statement waits on
+            time.sleep(hold)
+        finally:
+            with contextlib.suppress(Exception):
+                holder.query("ROLLBACK")
+            holder.close()
+
+    threading.Thread(target=cut, name="soak-cut", daemon=True).start()
+    return True
 
 
 _current: Op | None = None  # the operation in progress in this writer process
@@ -574,6 +628,7 @@ def writer_main(
     from datajoint.hash_registry import get_store_backend
 
     from dj_staged import steps
+    from dj_staged.session.commit import is_connection_error
 
     try:
         _schema, tables = open_schema(services, schema_name, app_name(schema_name))
@@ -590,7 +645,7 @@ def writer_main(
                 shared.done[slot] += 1
                 shared.add(slot, "ops")
                 plan = plan_op(rng, config, services.store_names)
-                _current = Op(plan, shared, slot)
+                _current = Op(plan, shared, slot, tables[plan.table], rng)
                 try:
                     run_op(tables, plan, _current, shared, slot, config.big_every)
                 except DuplicateError:
@@ -601,7 +656,9 @@ def writer_main(
                     if plan.fault != "interrupt":
                         raise
                 except Exception as error:
-                    if is_conflict(error):
+                    if plan.fault == "cut" and is_connection_error(error):
+                        pass  # the cut commit was found not committed: its error is the connection's
+                    elif is_conflict(error):
                         shared.add(slot, "conflicts")
                     else:
                         shared.add(slot, "unexpected")

@@ -14,12 +14,14 @@ import datajoint as dj
 import numpy as np
 import pytest
 import workers
+import zarr
 from conftest import declare
 from datajoint.hash_registry import get_store_backend
 
 import dj_staged
 from dj_staged._datajoint import full_path
 from dj_staged.dask import default_client, to_zarr
+from dj_staged.errors import HandleModeError
 from dj_staged.listing import list_files
 from dj_staged.measure import measured
 
@@ -157,4 +159,17 @@ def test_a_listing_cached_meanwhile_does_not_hide_what_the_workers_wrote(dj_sche
     backend = get_store_backend(dj_s3_store.name)
     assert backend.fs.find(full_path(backend, f"_schema/{dj_schema.database}"))  # cached by this process
     stage(Scan, volume(8), cluster)
+    check_row(Scan, 8)
+
+
+def test_workers_cannot_write_into_a_committed_row(Scan, store, cluster):
+    """The Zarr array the workers wrote through is sealed with its block: a later compute is refused on the
+    workers, and the row keeps what it committed."""
+    with dj_staged.staged_insert1(Scan) as staged:
+        staged.rec["scan_id"] = 1
+        shape, chunks = (8, SIDE, SIDE), (4, SIDE, SIDE)
+        target = zarr.open(staged.store("volume", ".zarr"), mode="w", shape=shape, chunks=chunks, dtype="uint32")
+        to_zarr(volume(8), target, client=cluster)
+    with pytest.raises(HandleModeError, match="sealed"):
+        to_zarr(volume(8) + 1, target, client=cluster)
     check_row(Scan, 8)

@@ -33,6 +33,7 @@ def test_short_soak_loses_no_row_and_leaves_nothing(dj_postgres, dj_s3_server, t
     assert stats["dedups"] > 0
     assert stats["collections"] > 0 and stats["collected"] > 0
     assert stats["exceptions"] > 0 and stats["interrupts"] > 0
+    assert stats["commit_cuts"] > 0
 
 
 def test_the_checks_see_a_lost_object_and_a_leftover(dj_schema, dj_stores, tmp_path):

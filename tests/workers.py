@@ -195,3 +195,16 @@ def matrix_writer(db: dict, stores: dict, schema_name: str, definition: str, ste
         with dj_staged.staged_insert1(Table) as staged:
             write_row(staged, key)
     return "not killed"
+
+
+def write_through(payload: bytes, name: str, value: bytes) -> str:
+    """Unpickle a ``store()`` handle (as a Dask worker would) and write ``value`` at ``name`` through it;
+    'ok', or the class name of the error it raised."""
+    import pickle
+
+    handle = pickle.loads(payload)
+    try:
+        handle[name] = value
+    except Exception as error:
+        return type(error).__name__
+    return "ok"

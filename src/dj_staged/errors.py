@@ -8,7 +8,8 @@
         ├── MissingPrimaryKeyError          store()/open() before the whole primary key is set
         ├── NotParticipatingError           the field's codec does not take part in staged insert
         ├── HandleModeError                 store() for a file value, open() for a directory, a read mode,
-        │                                   a second handle for a one-sequence value, a closed session
+        │                                   a second handle for a one-sequence value, a closed session,
+        │                                   a store() handle written after its block ended (sealed)
         ├── InvalidPathError (+ ValueError) an extension, filename or key that would leave the store's location
         ├── NothingWrittenError             a handle that received nothing a value can be made of
         ├── ContentError                    what was written does not make a valid value (bad .npy, wrong size)

@@ -25,11 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from ._datajoint import full_path
 from .durability import SyncPlan
 from .errors import codec_label
+from .stores.journal import WriteJournal
+from .stores.sealed import HandleSeal, sealed_map
 
 if TYPE_CHECKING:
     from .leases import LeaseKeeper
@@ -61,6 +64,7 @@ class StagedField:
     state: Any = None
     handles: list[Any] = field(default_factory=list)
     reclaims: list[str] = field(default_factory=list)
+    seals: list[HandleSeal] = field(default_factory=list)
 
     @property
     def durable(self) -> bool:
@@ -101,6 +105,19 @@ class StagedField:
     def is_leased(self, path: str) -> bool:
         """Whether this writer leased ``path`` in the field's store."""
         return self.leases.covers(self.store_name, path)
+
+    def store_map(self, path: str, journal: WriteJournal | None = None) -> fsspec.FSMap:
+        """A write handle on the directory ``path`` (store-relative, leased first) for ``store()``: an
+        ``FSMap`` whose filesystem refuses every write once the block has ended, in this process and in
+        copies pickled to others (Dask workers); on a local store it records into ``journal``."""
+        mapping, seal = sealed_map(self, path, journal)
+        self.seals.append(seal)
+        return mapping
+
+    def seal(self) -> None:
+        """The block has ended: every ``store_map`` handle of this field refuses writes from now on."""
+        for seal in self.seals:
+            seal.seal()
 
     def reclaim(self, path: str) -> None:
         """Remove ``path``, a canonical object this field created, unless another row or writer uses it."""

@@ -34,8 +34,8 @@ from ..durability import is_local
 from ..errors import HandleModeError, IncompleteObjectError, nothing_written
 from ..listing import find_strict, fresh
 from ..protocol import StagedField
+from ..stores.journal import WriteJournal
 from .handles import StagedFile, same_file
-from .journal import WriteJournal, journaled_map
 from .paths import check_relative_path
 from .s3upload import open_for_writing
 
@@ -98,7 +98,7 @@ class SchemaAddressedStaging:
         if mode == "store":
             if state.journal is None:
                 state.journal = WriteJournal()
-            return journaled_map(field.backend, field.full_path(state.path), state.journal)
+            return field.store_map(state.path, state.journal)
         if file_mode not in _FILE_MODES:
             raise HandleModeError(
                 f"Field '{field.name}': staged.open() writes; mode {file_mode!r} is not a write mode", field=field.name

@@ -376,6 +376,7 @@ class StagedSession:
     def _finalize(self) -> tuple[dict[str, Any], set[str]]:
         """Close handles, check the row, build each staged column value; return the row and its staged fields."""
         self.phase = FINALIZING
+        self._seal()
         if self._on_key is not None:
             self._announce_key(self.primary_key)
         self._close_handles()
@@ -432,6 +433,7 @@ class StagedSession:
         lease instead of releasing it, so the collector knows what is left.
         """
         self.phase = UNWINDING
+        self._seal()
         self._close_handles(abort=True)
         clean = True
         for name, staged in self._fields.items():
@@ -479,8 +481,19 @@ class StagedSession:
                     logger.warning("Closing a handle of field '%s' failed", staged.name, exc_info=True)
             staged.handles.clear()
 
+    def _seal(self) -> None:
+        """The block has ended: its ``store()`` handles refuse writes from now on, wherever they are."""
+        for staged in self._fields.values():
+            try:
+                staged.seal()
+            except Exception:
+                if self.phase == FINALIZING:
+                    raise
+                logger.warning("Sealing the handles of field '%s' failed", staged.name, exc_info=True)
+
     def _close(self) -> None:
         self.phase = CLOSED
+        self._seal()
         for handle in self._opened:
             stop = getattr(handle, "stop_threads", None)
             if callable(stop):
