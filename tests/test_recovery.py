@@ -135,7 +135,7 @@ def test_recovery_recipe_after_an_interrupted_populate(
     assert status.release_calls() == [call]
     assert main(["status", "--schema", dj_schema.database]) == 0
     text = capsys.readouterr().out
-    assert "1 populate job wait to be released (below)." in text.splitlines()[0]
+    assert "1 populate job waits to be released (below)." in text.splitlines()[0]
     assert f"abandoned ({how})" in text and "Analysis (__analysis)" in text
     assert f"  {call}" in text.splitlines()
     assert main(["status", "--schema", dj_schema.database, "--json"]) == 0

@@ -181,7 +181,8 @@ class Status:
         if states[ABANDONED] or states[UNREADABLE]:
             text += " What abandoned writes left is reclaimed by `dj-staged gc --delete`."
         if self.jobs:
-            text += f" {count(len(self.jobs), 'populate job')} wait to be released (below)."
+            verb = "waits" if len(self.jobs) == 1 else "wait"
+            text += f" {count(len(self.jobs), 'populate job')} {verb} to be released (below)."
         return text
 
     def format(self) -> str:
