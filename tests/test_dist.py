@@ -83,6 +83,8 @@ def test_the_version_comes_from_pyproject():
     assert dj_staged.__version__ == VERSION
     init = (ROOT / "src" / "dj_staged" / "__init__.py").read_text()
     assert VERSION not in init and 'version("dj-staged")' in init  # read from the installed metadata, not written
+    named = set(re.findall(r"dj_staged-(\d+\.\d+\.\d+)", (ROOT / "README.md").read_text()))
+    assert named == {VERSION}  # the README's install lines name the files make dist builds
 
 
 def test_changelog_headings_agree_with_the_version():

@@ -169,5 +169,9 @@ def test_a_reserved_job_whose_worker_is_alive_is_not_offered_for_release(pipelin
         raise KeyboardInterrupt
     status = in_flight(dj_schema.connection, schemas=[dj_schema.database])
     assert [w.how for w in status.writes] == [INTERRUPTED] and status.jobs == []
+    # DataJoint records the session of the reservation, which a worker that reconnected no longer has
+    stale = dj_schema.connection.query("SELECT max(pid) + 1000 FROM pg_stat_activity").fetchone()[0]
+    Analysis.jobs.update1({"source_id": 3, "connection_id": stale})
+    assert in_flight(dj_schema.connection, schemas=[dj_schema.database]).jobs == []  # its process still runs here
     Analysis.jobs.error({"source_id": 3}, error_message="KeyboardInterrupt")  # what populate records then
     assert [j.status for j in in_flight(dj_schema.connection, schemas=[dj_schema.database]).jobs] == ["error"]

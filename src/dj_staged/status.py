@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import platform
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -394,8 +396,10 @@ def waiting_jobs(connection: Any, writes: Sequence[StagedWrite]) -> list[Waiting
     """The jobs of DataJoint's jobs tables that abandoned ``writes`` left for ``populate`` to skip.
 
     A job matches a write when its key is the write's key (on the job's key
-    attributes). An ``error`` job always waits; a ``reserved`` one only when the
-    database session that reserved it has ended (else its worker is still at it).
+    attributes). An ``error`` job always waits; a ``reserved`` one only when its
+    worker is gone: the database session that reserved it has ended and, if the
+    worker ran on this machine, so has its process (DataJoint records the session
+    of the reservation, which a worker that reconnected no longer uses).
     """
     keys: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for write in writes:
@@ -407,11 +411,24 @@ def waiting_jobs(connection: Any, writes: Sequence[StagedWrite]) -> list[Waiting
     found = []
     for (schema, table_name), wanted in sorted(keys.items()):
         for job in _jobs_of(connection, schema, table_name):
-            if job.status == "reserved" and job.connection_id in alive:
+            if job.status == "reserved" and (job.connection_id in alive or _process_alive(job.host, job.pid)):
                 continue
             if any(all(str(key.get(k)) == str(v) for k, v in job.key.items()) for key in wanted):
                 found.append(WaitingJob(schema, table_name, job.key, job.status, job.error_message, job.host, job.pid))
     return found
+
+
+def _process_alive(host: str, pid: int) -> bool:
+    """Whether process ``pid`` of ``host`` runs, as far as this machine can tell (another host's: not known)."""
+    if host != platform.node() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
 
 
 @dataclass
@@ -428,6 +445,8 @@ def _jobs_of(connection: Any, schema: str, table_name: str) -> list[_Job]:
     """The ``reserved`` and ``error`` jobs of the jobs table of ``schema.table_name``, if it has one."""
     import datajoint as dj
 
+    if not table_name.startswith("_"):  # only Imported (_name) and Computed (__name) tables have jobs
+        return []
     quote = connection.adapter.quote_identifier
     full_name = f"{quote(schema)}.{quote('~~' + table_name.lstrip('_'))}"
     if connection.query("SELECT to_regclass(%s)", args=(full_name,)).fetchone()[0] is None:
