@@ -124,6 +124,24 @@ def test_every_readme_block_runs_or_says_why_not():
     assert sum(b.kind == "run" and b.language == "bash" for b in blocks) >= 3
 
 
+def test_readme_names_one_thing_each():
+    """A table or a function is defined once, and no other statement of the tutorial rebinds its name."""
+    defined: dict[str, str] = {}
+    assigned: dict[str, str] = {}
+    for block in blocks_of(README):
+        if block.kind != "run" or block.language != "python":
+            continue
+        for node in ast.parse(block.code).body:
+            if isinstance(node, ast.ClassDef | ast.FunctionDef):
+                assert node.name not in defined, f"{node.name}: {defined.get(node.name)} and {block.where}"
+                defined[node.name] = block.where
+            for target in ast.walk(node):
+                if isinstance(target, ast.Name) and isinstance(target.ctx, ast.Store):
+                    assigned.setdefault(target.id, block.where)
+    assert len(defined) >= 12
+    assert not set(defined) & set(assigned), {name: assigned[name] for name in set(defined) & set(assigned)}
+
+
 def test_docs_exist_and_every_block_runs():
     assert {doc.name for doc in all_docs()} >= {"spec.md", "codec-authors.md"}
     for doc in all_docs():
