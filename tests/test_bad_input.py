@@ -80,8 +80,13 @@ def test_nul_in_primary_key_rejected(Mixed, dj_local_store):
 def test_unconfigured_store(dj_schema, dj_local_store):
     Table = declare(dj_schema, "Elsewhere", "k : int32\n---\nraw : <object@main>")
     dj.config.stores = {"other": dj_local_store.spec}  # neither 'main' nor a default any more
-    with pytest.raises(StagedInsertError, match=r"^Storage is not configured\. "):
+    with pytest.raises(StagedInsertError) as raised:
         attempt(Table, {"k": 1}, lambda s: s.store("raw", ".zarr"))
+    assert str(raised.value).startswith(
+        "Store 'main' of field 'raw' is not configured. Configured stores: other (no stores.default); use one of "
+        "them in the table definition, or add stores.main to datajoint.json or DJ_STORES. (DataJointError: "
+    )
+    assert raised.value.field == "raw"
     assert store_files(dj_local_store) == []
 
 

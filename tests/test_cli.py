@@ -52,7 +52,8 @@ def test_gc_all_schemas_says_what_it_would_delete_and_why_it_keeps_the_rest(
     young = f"_schema/{db2}/other/other_id=1/raw_yyyyyyyy.bin"
     put(dj_local_store, young, b"young")  # unreferenced, but younger than the grace period
     put(dj_local_store, "raw_data/session1.tif", b"acquired")  # not ours: outside every section
-    put(dj_local_store, f"_schema/ghost_{uuid.uuid4().hex[:6]}/t/x.bin", b"a schema this connection cannot list")
+    ghost = f"ghost_{uuid.uuid4().hex[:6]}"
+    put(dj_local_store, f"_schema/{ghost}/t/x.bin", b"a schema this connection cannot list")
     with dj_staged.staged_insert1(Recording) as staged:  # a write in flight
         staged.rec["recording_id"] = 3
         with staged.open("raw", ".bin") as f:
@@ -69,6 +70,15 @@ def test_gc_all_schemas_says_what_it_would_delete_and_why_it_keeps_the_rest(
     # the summary line comes first; sizes are for people in the table, exact in JSON
     assert lines[0].startswith("Dry run: would delete 1 object (3 files, 1.5 MiB) in 1 store; kept ")
     assert "2 referenced by a row" in lines[0] and "younger than the grace period (24h)" in lines[0]
+    # what was not looked into is told apart from what was kept, in words that name it
+    kept_part, left_part = lines[0].split("; left alone, not looked into: ")
+    assert kept_part.endswith(
+        "kept 6 objects: 2 referenced by a row, 3 in flight (live lease), 1 younger than the grace period (24h)"
+    )
+    assert left_part == (
+        f"1 folder of 1 schema not collected in this run ({ghost}) and 1 name at the store's top that is not "
+        "DataJoint's or dj-staged's (raw_data/)."
+    )
     assert report["summary"] == lines[0]
     schema = sections_of(report, db)["schema"]
     assert schema["collectable"] == [

@@ -19,7 +19,7 @@ import dj_staged
 import dj_staged.gc
 from dj_staged.cli import main, parse_duration
 from dj_staged.errors import StagedInsertError
-from dj_staged.gc.policy import ABANDONED, DEAD_LEASE, LEASED, YOUNG
+from dj_staged.gc.policy import ABANDONED, ABANDONED_LEASE, LEASED, YOUNG
 from dj_staged.leases import held_lease_keys, scan_leases
 
 DAY = 86400.0
@@ -325,7 +325,7 @@ def test_keyboard_interrupt_leftover_is_reclaimed_at_once(Recording, dj_local_st
     assert report.section("schema").paths == [leftover]
     assert report.section("schema").why(leftover) == ABANDONED
     assert any(leftover in line and line.endswith(ABANDONED) for line in report.format().splitlines())
-    assert report.section("leases").why(report.section("leases").paths[0].rsplit("/", 1)[0]) == DEAD_LEASE
+    assert report.section("leases").why(report.section("leases").paths[0].rsplit("/", 1)[0]) == ABANDONED_LEASE
     assert sorted(store_files(dj_local_store)) == sorted(kept)
     assert Recording.fetch1("raw").read() == b"raw bytes"
 

@@ -178,7 +178,7 @@ def test_attach_matches_insert1_and_downloads_named_file(Artifact, store, tmp_pa
 
 
 def test_attach_without_filename_leaves_nothing(Artifact, store):
-    with pytest.raises(ContentError), dj_staged.staged_insert1(Artifact) as staged:
+    with pytest.raises(InvalidPathError), dj_staged.staged_insert1(Artifact) as staged:
         staged.rec["artifact_id"] = 2
         with staged.open("report", ".pdf") as f:
             f.write(b"content")

@@ -78,3 +78,4 @@ def test_demo_runs_without_pytest(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.endswith(("ok", "MISMATCH"))]
     assert len(rows) >= 8 and all(line.endswith("ok") for line in rows), done.stdout
+    assert done.stderr == ""  # `make demo` prints only its own lines: no warnings, no connection log

@@ -93,8 +93,11 @@ def test_store_location_that_is_a_file(dj_schema, dj_local_store, tmp_path):
     location = tmp_path / "not-a-directory"
     location.write_bytes(b"precious")
     dj.config.stores["main"] = {"protocol": "file", "location": str(location)}
-    with pytest.raises(StagedInsertError, match=r"^Storage is not configured\..*Inaccessible local directory"):
+    with pytest.raises(StagedInsertError) as raised:
         attempt(Table, {"k": 1}, lambda s: s.open("raw", ".bin"))
+    message = str(raised.value)
+    assert message.startswith("Store 'main' of field 'raw' is configured but cannot be used. Configured stores: main")
+    assert "Inaccessible local directory" in message
     assert location.read_bytes() == b"precious" and len(Table()) == 0
 
 

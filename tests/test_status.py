@@ -1,4 +1,4 @@
-"""``dj-staged status``: live, expired and abandoned staged writes, read from the leases, locally and on S3."""
+"""``dj-staged status``: live and abandoned staged writes, read from the leases, locally and on S3."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from datajoint.hash_registry import get_store_backend
 import dj_staged
 from dj_staged._datajoint import full_path
 from dj_staged.cli import main
-from dj_staged.status import ABANDONED, EXPIRED, LIVE, UNREADABLE, in_flight
+from dj_staged.status import ABANDONED, INTERRUPTED, LIVE, UNREADABLE, WRITER_GONE, in_flight
 from dj_staged.text import human_bytes
 
 pytestmark = pytest.mark.parametrize("djstaged_conformance_store", ["local", "s3"], indirect=True)
@@ -53,7 +53,7 @@ def by_state(found) -> dict[tuple[str, str, str], object]:
     return {(w.state, w.field, json.dumps(w.key, sort_keys=True)): w for w in found.writes}
 
 
-def test_status_shows_live_expired_and_abandoned_writes(Scan, djstaged_conformance_store, dj_postgres, capsys):
+def test_status_shows_live_and_abandoned_writes(Scan, djstaged_conformance_store, dj_postgres, capsys):
     store = djstaged_conformance_store
     db = Scan.database
     began = time.time()
@@ -94,7 +94,7 @@ def test_status_shows_live_expired_and_abandoned_writes(Scan, djstaged_conforman
         (LIVE, "frames", '{"scan_id": 1}'),
         (LIVE, "payload", '{"scan_id": 1}'),
         (ABANDONED, "payload", '{"scan_id": 2}'),
-        (EXPIRED, "blob", '{"recording_id": 99}'),
+        (ABANDONED, "blob", '{"recording_id": 99}'),
     }
     frames = writes[(LIVE, "frames", '{"scan_id": 1}')]
     assert (frames.files, frames.bytes) == (2, 1002)  # a directory value: its files so far
@@ -105,12 +105,12 @@ def test_status_shows_live_expired_and_abandoned_writes(Scan, djstaged_conforman
     prefix = 0 if store.protocol == "s3" else 13  # <blob@>'s header: a placeholder locally, framed at the end on S3
     assert writes[(LIVE, "payload", '{"scan_id": 1}')].bytes == prefix + 500
     assert writes[(ABANDONED, "payload", '{"scan_id": 2}')].bytes == prefix + 100
-    assert writes[(EXPIRED, "blob", '{"recording_id": 99}')].bytes == 5000
+    assert writes[(ABANDONED, "blob", '{"recording_id": 99}')].bytes == 5000
     assert found.bytes == 1002 + 5000 + 2 * prefix + 600
     assert found.summary() == (
-        f"4 staged writes in 1 store ({store.name}): 2 live, 1 expired, 1 abandoned; "
+        f"4 staged writes in 1 store ({store.name}): 2 live, 2 abandoned; "
         f"{human_bytes(found.bytes)} staged. "
-        "What expired or abandoned writes left is reclaimed by `dj-staged gc`."
+        "What abandoned writes left is reclaimed by `dj-staged gc --delete`."
     )
     lines = text.splitlines()
     assert lines[0] == found.summary()  # the line a person reads first
@@ -118,11 +118,18 @@ def test_status_shows_live_expired_and_abandoned_writes(Scan, djstaged_conforman
     assert header[:8] == ["store", "schema", "table", "field", "key", "host", "pid", "state"]
     assert sum("live" in line.split() for line in lines[3:]) == 2
     assert any("scan_id=1" in line and "1002 B (2 files)" in line for line in lines)
-    assert as_json["states"] == {"abandoned": 1, "expired": 1, "live": 2}
+    assert writes[(ABANDONED, "payload", '{"scan_id": 2}')].how == INTERRUPTED
+    assert writes[(ABANDONED, "blob", '{"recording_id": 99}')].how == WRITER_GONE
+    assert any("scan_id=2" in line and "abandoned (interrupted)" in line for line in lines)
+    assert any("recording_id=99" in line and "abandoned (writer gone)" in line for line in lines)
+    assert any(line.split()[2:3] == ["Scan"] for line in lines[3:])  # the class name (its SQL name is "scan")
+    assert as_json["states"] == {"abandoned": 2, "live": 2}
+    assert {w["how"] for w in as_json["writes"]} == {"", INTERRUPTED, WRITER_GONE}
+    assert {w["class_name"] for w in as_json["writes"]} == {"Scan", "Recording"}
     assert sorted(w["bytes"] for w in as_json["writes"]) == [prefix + 100, prefix + 500, 1002, 5000]
     assert {w["lease_id"] for w in as_json["writes"] if w["state"] == LIVE} == {frames.lease_id}
     after = in_flight(Scan.connection, stores=[store.name])  # the live block ended and removed its lease
-    assert sorted(w.state for w in after.writes) == [ABANDONED, EXPIRED]
+    assert sorted(w.how for w in after.writes) == [INTERRUPTED, WRITER_GONE]
 
 
 def test_status_with_nothing_in_flight_and_leases_it_cannot_judge(Scan, djstaged_conformance_store, capsys):

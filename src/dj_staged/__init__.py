@@ -3,7 +3,8 @@
 Importing the package changes nothing in DataJoint and loads nothing heavy:
 the names below are imported on first use. Use :func:`staged_insert1`
 directly, or call :func:`enable` to make ``Table.staged_insert1`` this engine
-(and :func:`disable` to restore DataJoint's own).
+(and :func:`disable` to restore DataJoint's own). The error and warning classes
+of :mod:`dj_staged.errors` are here too (``dj_staged.StagedInsertError``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,24 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
     __version__ = "0+unknown"
 
+_ERRORS = (
+    "AmbiguousCommitError",
+    "CommitRecoveredWarning",
+    "ContentError",
+    "HandleModeError",
+    "IgnoredValueWarning",
+    "IncompleteObjectError",
+    "InvalidPathError",
+    "LeaseLostError",
+    "MissingPrimaryKeyError",
+    "NotParticipatingError",
+    "NothingWrittenError",
+    "StagedInsertError",
+    "UnsupportedBackendError",
+)
+
 _EXPORTS = {
+    **dict.fromkeys(_ERRORS, "dj_staged.errors"),
     "BatchInsert": "dj_staged.session",
     "BlobArrayWriter": "dj_staged.codecs.blob",
     "HashAddressedStaging": "dj_staged.addressing",

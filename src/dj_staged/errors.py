@@ -10,7 +10,8 @@
         ├── HandleModeError                 store() for a file value, open() for a directory, a read mode,
         │                                   a second handle for a one-sequence value, a closed session,
         │                                   a store() handle written after its block ended (sealed)
-        ├── InvalidPathError (+ ValueError) an extension, filename or key that would leave the store's location
+        ├── InvalidPathError (+ ValueError) an extension, filename or key that is malformed or would leave the
+        │                                   field's location; an attachment without a filename
         ├── NothingWrittenError             a handle that received nothing a value can be made of
         ├── ContentError                    what was written does not make a valid value (bad .npy, wrong size)
         ├── IncompleteObjectError           fencing: an object the row would reference is missing or changed
@@ -25,7 +26,9 @@ commit, and the row was found committed) and :class:`IgnoredValueWarning`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import FrameType
+from typing import Any
 
 from datajoint.errors import DataJointError, DuplicateError
 
@@ -69,7 +72,8 @@ class HandleModeError(StagedInsertError):
 
 
 class InvalidPathError(StagedInsertError, ValueError):
-    """An extension, filename or primary-key value that would put an object outside the field's location."""
+    """An extension, filename or primary-key value that is malformed, missing where one is required (an
+    attachment's filename), or would put an object outside the field's location."""
 
 
 class NothingWrittenError(StagedInsertError):
@@ -112,12 +116,31 @@ class IgnoredValueWarning(UserWarning):
     """A value set on ``staged.rec`` for a field written through a handle is ignored."""
 
 
-STORAGE_NOT_CONFIGURED = "Storage is not configured. Set stores.default and stores.<name> settings in datajoint.json."
+def storage_not_configured(
+    field: str | None, requested: str | None, stores: Mapping[str, Any], cause: Exception
+) -> StagedInsertError:
+    """A store that is not configured, or cannot be used: which one, the stores that are configured, DataJoint's cause.
 
-
-def storage_not_configured(field: str, cause: Exception) -> StagedInsertError:
-    """DataJoint 2.3.5's message, followed by which field asked and what DataJoint said."""
-    return StagedInsertError(f"{STORAGE_NOT_CONFIGURED} (field '{field}': {cause})", field=field)
+    ``requested`` is the store name of the field's type (``None`` for ``stores.default``);
+    ``stores`` is DataJoint's ``config.stores``.
+    """
+    names = sorted(name for name, spec in stores.items() if isinstance(spec, dict))
+    default = stores.get("default")
+    asked = f"Store '{requested}'" if requested else "The default store (stores.default)"
+    whose = f" of field '{field}'" if field else ""
+    usable = (requested or default) in names
+    problem = f"{asked}{whose} is {'configured but cannot be used' if usable else 'not configured'}"
+    listed = ", ".join(names) if names else "none"
+    listed += f" (stores.default: {default})" if isinstance(default, str) else " (no stores.default)"
+    if usable:
+        fix = ""
+    elif requested:
+        fix = f"; use one of them in the table definition, or add stores.{requested} to datajoint.json or DJ_STORES"
+    else:
+        fix = "; set stores.default to one of them in datajoint.json or DJ_STORES"
+    return StagedInsertError(
+        f"{problem}. Configured stores: {listed}{fix}. ({type(cause).__name__}: {cause})", field=field
+    )
 
 
 def missing_primary_key(missing: set[str], field: str | None = None) -> MissingPrimaryKeyError:

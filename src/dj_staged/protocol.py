@@ -65,6 +65,7 @@ class StagedField:
     handles: list[Any] = field(default_factory=list)
     reclaims: list[str] = field(default_factory=list)
     seals: list[HandleSeal] = field(default_factory=list)
+    ext_given: str | None = None  # the extension as the caller wrote it ("bin"), which DataJoint's value records
 
     @property
     def durable(self) -> bool:

@@ -3,11 +3,17 @@
 Every staged write holds a lease in each store it writes to
 (``_staging/_leases/{schema}/{lease_id}/``, see :mod:`dj_staged.leases`): who
 writes (host, process id, database session), which table, and for each field
-of each row the primary key and the paths being written. A lease is **live**
-while its database lock is held, **abandoned** when its block ended by
-``KeyboardInterrupt``/``SystemExit``, and **expired** when its lock is gone
-without that mark (the writer was killed or lost its database session).
-Expired and abandoned writes are what ``dj-staged gc`` reclaims.
+of each row the primary key and the paths being written. A write is **live**
+while its database lock is held, and **abandoned** once its writer will never
+finish it: *interrupted* (its block ended by ``KeyboardInterrupt``/``SystemExit``,
+which marks the lease) or *writer gone* (the lock is gone without that mark: the
+writer was killed or lost its database session). What an abandoned write left is
+what ``dj-staged gc`` reclaims.
+
+An abandoned write inside ``populate(reserve_jobs=True)`` leaves its job in
+DataJoint's jobs table as ``error`` (interrupted) or ``reserved`` (writer gone),
+and populate skips such a job until it is released; :class:`WaitingJob` lists
+them, with the call that releases them.
 
 Leases have no heartbeat (liveness is the lock), so there is no renewal time
 to show; the *last update* of a write is the newest modification time among
@@ -19,13 +25,16 @@ lease files, then, for the bytes staged so far, one listing per data section
 and schema with writes in flight, of the narrowest folder that holds them all
 (on S3 also that folder's incomplete multipart uploads, the part of a large file
 not yet completed). A lease whose files vanished between the listing and the
-read has ended and is not shown.
+read has ended and is not shown. For the jobs, one query per table with
+abandoned writes, and one for the database sessions alive.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import platform
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -39,7 +48,8 @@ from .text import count, human_bytes, iso, table, utc
 
 logger = logging.getLogger(__name__)
 
-LIVE, EXPIRED, ABANDONED, UNREADABLE = "live", "expired", "abandoned", "unreadable"
+LIVE, ABANDONED, UNREADABLE = "live", "abandoned", "unreadable"
+INTERRUPTED, WRITER_GONE = "interrupted", "writer gone"  # how an abandoned write ended
 
 
 @dataclass
@@ -62,12 +72,24 @@ class StagedWrite:
     paths: list[str] = dataclasses.field(default_factory=list)
     files: int = 0
     bytes: int = 0
+    how: str = ""  # for an abandoned write: INTERRUPTED or WRITER_GONE
+
+    @property
+    def class_name(self) -> str:
+        """The table's class name (``Analysis`` for ``__analysis``)."""
+        return class_name(self.table)
+
+    @property
+    def state_text(self) -> str:
+        """``live``, ``abandoned (interrupted)``, ``abandoned (writer gone)``, ``unreadable``."""
+        return f"{self.state} ({self.how})" if self.how else self.state
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "store": self.store,
             "schema": self.schema,
             "table": self.table,
+            "class_name": self.class_name if self.table else "",
             "field": self.field,
             "key": self.key,
             "host": self.host,
@@ -75,6 +97,7 @@ class StagedWrite:
             "db_pid": self.db_pid,
             "lease_id": self.lease_id,
             "state": self.state,
+            "how": self.how,
             "started": iso(self.started),
             "lease_started": iso(self.lease_started),
             "last_update": iso(self.last_update),
@@ -85,12 +108,60 @@ class StagedWrite:
 
 
 @dataclass
+class WaitingJob:
+    """A job of DataJoint's jobs table that ``populate(reserve_jobs=True)`` skips, left by an abandoned staged write.
+
+    ``status`` is ``error`` (the write was interrupted: populate recorded the
+    ``KeyboardInterrupt``) or ``reserved`` (the writer is gone and so is the
+    database session that reserved the job). :attr:`release` is the call that
+    deletes the job, so that the next ``populate`` makes the key again.
+    """
+
+    schema: str
+    table: str
+    key: dict[str, Any]
+    status: str
+    error_message: str = ""
+    host: str = ""
+    pid: int = 0
+
+    @property
+    def class_name(self) -> str:
+        return class_name(self.table)
+
+    @property
+    def release(self) -> str:
+        """The Python call that releases this job (with the pipeline's table class in scope)."""
+        return release_call(self.class_name, self.status, [self.key])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "table": self.table,
+            "class_name": self.class_name,
+            "key": self.key,
+            "status": self.status,
+            "error_message": self.error_message,
+            "host": self.host,
+            "pid": self.pid,
+            "release": self.release,
+        }
+
+
+def release_call(class_name: str, status: str, keys: list[dict[str, Any]]) -> str:
+    """``(Analysis.jobs.errors & [{'source_id': 3}]).delete()``: deletes exactly these jobs of that status."""
+    which = {"error": "errors", "reserved": "reserved"}[status]
+    return f"({class_name}.jobs.{which} & {keys!r}).delete()"
+
+
+@dataclass
 class Status:
-    """Every staged write found in the stores looked at."""
+    """Every staged write found in the stores looked at, and the populate jobs its abandoned writes hold."""
 
     stores: list[str]
     writes: list[StagedWrite] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    jobs: list[WaitingJob] = dataclasses.field(default_factory=list)
 
     @property
     def states(self) -> Counter:
@@ -106,15 +177,18 @@ class Status:
         if not self.writes:
             return f"No staged writes in flight {where}."
         states = self.states
-        parts = [f"{states[s]} {s}" for s in (LIVE, EXPIRED, ABANDONED, UNREADABLE) if states[s]]
+        parts = [f"{states[s]} {s}" for s in (LIVE, ABANDONED, UNREADABLE) if states[s]]
         text = f"{count(len(self.writes), 'staged write')} {where}: {', '.join(parts)}"
         text += f"; {human_bytes(self.bytes)} staged."
-        if states[EXPIRED] or states[ABANDONED] or states[UNREADABLE]:
-            text += " What expired or abandoned writes left is reclaimed by `dj-staged gc`."
+        if states[ABANDONED] or states[UNREADABLE]:
+            text += " What abandoned writes left is reclaimed by `dj-staged gc --delete`."
+        if self.jobs:
+            verb = "waits" if len(self.jobs) == 1 else "wait"
+            text += f" {count(len(self.jobs), 'populate job')} {verb} to be released (below)."
         return text
 
     def format(self) -> str:
-        """The summary line, then one line per write."""
+        """The summary line, then one line per write, then the jobs to release and how."""
         lines = [self.summary()]
         if self.writes:
             header = ["store", "schema", "table", "field", "key", "host", "pid", "state", "started", "last update"]
@@ -123,12 +197,12 @@ class Status:
                 [
                     w.store,
                     w.schema,
-                    w.table or "-",
+                    _table_text(w.table),
                     w.field or "-",
                     _key_text(w.key),
                     w.host or "-",
                     w.pid or "-",
-                    w.state,
+                    w.state_text,
                     utc(w.started),
                     utc(w.last_update),
                     f"{human_bytes(w.bytes)} ({count(w.files, 'file')})",
@@ -136,8 +210,36 @@ class Status:
                 for w in self.writes
             ]
             lines += ["", *table(header, rows, right=[6])]
+        if self.jobs:
+            lines += [
+                "",
+                "populate(reserve_jobs=True) skips these jobs until they are released (their write was abandoned):",
+            ]
+            rows = [
+                [
+                    j.schema,
+                    _table_text(j.table),
+                    _key_text(j.key),
+                    j.status,
+                    j.host or "-",
+                    j.pid or "-",
+                    j.error_message.split("\n", 1)[0][:60] or "-",
+                ]
+                for j in self.jobs
+            ]
+            header = ["schema", "table", "key", "job", "host", "pid", "error"]
+            lines += ["  " + line for line in table(header, rows, right=[5])]
+            lines += ["release them in Python (where your table classes are defined), then run populate again:"]
+            lines += ["  " + call for call in self.release_calls()]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def release_calls(self) -> list[str]:
+        """One call per table and job status, each deleting exactly the jobs listed."""
+        grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for job in self.jobs:
+            grouped.setdefault((job.class_name, job.status), []).append(job.key)
+        return [release_call(name, status, keys) for (name, status), keys in grouped.items()]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -146,8 +248,25 @@ class Status:
             "states": dict(sorted(self.states.items())),
             "bytes": self.bytes,
             "writes": [write.as_dict() for write in self.writes],
+            "jobs": [job.as_dict() for job in self.jobs],
             "notes": list(self.notes),
         }
+
+
+def class_name(table_name: str) -> str:
+    """The class name DataJoint derives a table name from: ``__analysis`` → ``Analysis``, ``a__b`` → ``A.B``."""
+    from datajoint.utils import to_camel_case
+
+    parts = table_name.lstrip("#_~").split("__")
+    return ".".join(to_camel_case(part) for part in parts if part)
+
+
+def _table_text(table_name: str) -> str:
+    """``Recording``; with the SQL name when it says more than the class name: ``Analysis (__analysis)``."""
+    if not table_name:
+        return "-"
+    name = class_name(table_name)
+    return name if name.lower() == table_name else f"{name} ({table_name})"
 
 
 def _key_text(key: dict[str, Any]) -> str:
@@ -199,6 +318,7 @@ def in_flight(
             time.perf_counter() - started,
         )
     status.writes.sort(key=lambda w: (w.store, w.schema, w.started or 0.0, w.table, w.field))
+    status.jobs = waiting_jobs(connection, status.writes)
     return status
 
 
@@ -239,14 +359,17 @@ def _writes(
         if not record.readable:
             writes.append(_write(record, store, UNREADABLE, None, [], []))
             continue
-        state = ABANDONED if record.abandoned else LIVE if record.lock in held else EXPIRED
+        state = LIVE if record.lock in held and not record.abandoned else ABANDONED
+        how = "" if state == LIVE else INTERRUPTED if record.abandoned else WRITER_GONE
         for entry in record.entries:
             written = [f for path in entry.paths for f in staged.get(path, [])]
-            writes.append(_write(record, store, state, entry, entry.paths, written))
+            writes.append(_write(record, store, state, entry, entry.paths, written, how))
     return writes
 
 
-def _write(record: Any, store: str, state: str, entry: Any, paths: list[str], files: list[StoredFile]) -> StagedWrite:
+def _write(
+    record: Any, store: str, state: str, entry: Any, paths: list[str], files: list[StoredFile], how: str = ""
+) -> StagedWrite:
     times = [t for t in [record.newest, *(f.mtime for f in files)] if t is not None]
     return StagedWrite(
         store=store,
@@ -265,7 +388,76 @@ def _write(record: Any, store: str, state: str, entry: Any, paths: list[str], fi
         paths=list(paths),
         files=len(files),
         bytes=sum(f.size for f in files),
+        how=how,
     )
+
+
+def waiting_jobs(connection: Any, writes: Sequence[StagedWrite]) -> list[WaitingJob]:
+    """The jobs of DataJoint's jobs tables that abandoned ``writes`` left for ``populate`` to skip.
+
+    A job matches a write when its key is the write's key (on the job's key
+    attributes). An ``error`` job always waits; a ``reserved`` one only when its
+    worker is gone: the database session that reserved it has ended and, if the
+    worker ran on this machine, so has its process (DataJoint records the session
+    of the reservation, which a worker that reconnected no longer uses).
+    """
+    keys: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for write in writes:
+        if write.state == ABANDONED and write.table:
+            keys.setdefault((write.schema, write.table), []).append(write.key)
+    if not keys:
+        return []
+    alive = {pid for (pid,) in connection.query("SELECT pid FROM pg_stat_activity").fetchall()}
+    found = []
+    for (schema, table_name), wanted in sorted(keys.items()):
+        for job in _jobs_of(connection, schema, table_name):
+            if job.status == "reserved" and (job.connection_id in alive or _process_alive(job.host, job.pid)):
+                continue
+            if any(all(str(key.get(k)) == str(v) for k, v in job.key.items()) for key in wanted):
+                found.append(WaitingJob(schema, table_name, job.key, job.status, job.error_message, job.host, job.pid))
+    return found
+
+
+def _process_alive(host: str, pid: int) -> bool:
+    """Whether process ``pid`` of ``host`` runs, as far as this machine can tell (another host's: not known)."""
+    if host != platform.node() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
+@dataclass
+class _Job:
+    key: dict[str, Any]
+    status: str
+    error_message: str
+    host: str
+    pid: int
+    connection_id: int
+
+
+def _jobs_of(connection: Any, schema: str, table_name: str) -> list[_Job]:
+    """The ``reserved`` and ``error`` jobs of the jobs table of ``schema.table_name``, if it has one."""
+    import datajoint as dj
+
+    if not table_name.startswith("_"):  # only Imported (_name) and Computed (__name) tables have jobs
+        return []
+    quote = connection.adapter.quote_identifier
+    full_name = f"{quote(schema)}.{quote('~~' + table_name.lstrip('_'))}"
+    if connection.query("SELECT to_regclass(%s)", args=(full_name,)).fetchone()[0] is None:
+        return []
+    primary_key = dj.FreeTable(connection, full_name).heading.primary_key
+    columns = ", ".join(quote(name) for name in [*primary_key, "status", "error_message", "host", "pid"])
+    rows = connection.query(
+        f"SELECT {columns}, {quote('connection_id')} FROM {full_name} WHERE {quote('status')} IN ('reserved', 'error')"
+    ).fetchall()
+    width = len(primary_key)
+    return [_Job(dict(zip(primary_key, row[:width], strict=True)), *row[width : width + 5]) for row in rows]
 
 
 def _staged_files(backend: Any, paths: Iterable[str]) -> dict[str, list[StoredFile]]:

@@ -202,7 +202,7 @@ def inspect_written(field: StagedField) -> dict:
         "path": state.path,
         "store": field.store_name,
         "size": size,
-        "ext": field.ext,
+        "ext": field.ext_given,  # as given, as DataJoint's insert1 records it ("bin" or ".bin")
         "is_dir": is_dir,
         "item_count": item_count,
         "timestamp": datetime.now(UTC).isoformat(),

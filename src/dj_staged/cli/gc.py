@@ -11,8 +11,8 @@ from .common import connect, parse_duration, schemas_named, stores_to_use
 
 DESCRIPTION = (
     "Report objects no row references and no staged insert still writes: DataJoint's _schema/ and _hash/ "
-    "orphans and dj-staged's _staging/ leftovers and dead leases. Objects younger than the grace period "
-    "or covered by a live lease are never deleted. Dry run unless --delete."
+    "orphans, and what abandoned staged writes left (interrupted, or whose writer is gone) with their leases. "
+    "Objects younger than the grace period or covered by a live lease are never deleted. Dry run unless --delete."
 )
 
 
@@ -34,7 +34,11 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     gc.add_argument("--store", action="append", help="store to collect (repeatable; default: every configured store)")
     gc.add_argument("--grace", type=parse_duration, default=timedelta(hours=24), help="minimum age (default 24h)")
     gc.add_argument("--delete", action="store_true", help="delete what is reported (default: dry run)")
-    gc.add_argument("--staging-only", action="store_true", help="only _staging/ and leases, not DataJoint's sections")
+    gc.add_argument(
+        "--staging-only",
+        action="store_true",
+        help="only dj-staged's sections (_staging/ and its leases), not DataJoint's _schema/ and _hash/",
+    )
     gc.add_argument("--json", action="store_true", help="print the report as JSON (sizes in bytes, every object)")
     gc.add_argument(
         "--limit", type=int, default=10, metavar="N", help="objects shown per list in the table (default 10; 0: none)"

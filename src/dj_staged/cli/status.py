@@ -11,7 +11,8 @@ from .common import check_listable, connect, stores_to_use
 DESCRIPTION = (
     "Show the staged writes in flight, one line per field of each row being written: schema, table, field, "
     "primary key, host, process id, when it started, its last update, the bytes staged so far, and whether "
-    "it is live (its writer holds its lease), expired (the writer is gone) or abandoned (interrupted). "
+    "it is live (its writer holds its lease) or abandoned (its writer was interrupted, or is gone). Then the jobs of "
+    "populate(reserve_jobs=True) that abandoned writes left reserved or in error, with the call that releases them. "
     "Read from the leases in each store, one listing per store."
 )
 

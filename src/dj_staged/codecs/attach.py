@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 from ..addressing.hashed import HashAddressedStaging
-from ..errors import ContentError
+from ..errors import InvalidPathError
 from ..protocol import StagedField
 
 
@@ -32,7 +32,7 @@ class AttachStaging(HashAddressedStaging):
         if field.filename is None:
             if content_size is None:
                 return None
-            raise ContentError(
+            raise InvalidPathError(
                 f"{field.label} has no filename: call staged.set_filename('{field.name}', 'name.ext') "
                 "inside the block (before open() is cheapest)",
                 field=field.name,

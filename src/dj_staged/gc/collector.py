@@ -229,7 +229,9 @@ class _Collection:
         failed = False
         for entry in sorted(reports, key=lambda r: r.section == LEASES):  # leases last: their paths first
             if entry.section == LEASES and failed:
-                entry.errors.append("dead leases kept: some of the objects they name could not be deleted")
+                entry.errors.append(
+                    "leases of abandoned writes kept: some of the objects they name could not be deleted"
+                )
                 continue
             if self.backend.protocol == "s3" and entry.section != UPLOADS:
                 failed = self._delete_s3(entry, gate) or failed

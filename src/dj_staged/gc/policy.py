@@ -5,8 +5,9 @@ directory is one object). An object is kept when a row references it, when a
 live lease covers it (a staged write in flight, however old its files), or,
 when no lease names it at all, while it is younger than the grace period: that
 protects DataJoint's own ``insert1`` between writing an object and inserting
-its row. An object a dead lease names (its writer is gone, or was interrupted)
-belongs to no row unless one references it, so it is collected at once. An
+its row. An object the lease of an abandoned write names (its writer was
+interrupted, or is gone) belongs to no row unless one references it, so it is
+collected at once. An
 object whose store reports no modification time is never collected by age.
 """
 
@@ -22,11 +23,11 @@ REFERENCED = "referenced by a row"
 LEASED = "in flight (live lease)"
 YOUNG = "younger than the grace period"
 UNDATED = "no modification time"
-OUTSIDE = "outside dj-staged's and DataJoint's sections"
-NOT_COLLECTED = "section of a schema not collected"
-ABANDONED = "named by a dead lease"
+OUTSIDE = "not DataJoint's or dj-staged's: not looked into"
+NOT_COLLECTED = "folder of a schema not collected in this run: not looked into"
+ABANDONED = "left by an abandoned write"
 UNREFERENCED = "no row references it"  # and it is older than the grace period
-DEAD_LEASE = "dead lease"
+ABANDONED_LEASE = "lease of an abandoned write"
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Decision:
 
 @dataclass
 class Rules:
-    """What a collection knows when it judges: references, live and dead lease paths, the age cutoff."""
+    """What a collection knows when it judges: references, the paths of live and abandoned leases, the age cutoff."""
 
     referenced: Callable[[str, list[StoredFile]], bool]
     live: list[str]

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..listing import StoredFile
 from ..text import count, human_bytes, human_duration, iso, table, utc
-from .policy import ABANDONED, DEAD_LEASE, LEASED, NOT_COLLECTED, OUTSIDE, REFERENCED, UNDATED, UNREFERENCED, YOUNG
+from .policy import ABANDONED, ABANDONED_LEASE, LEASED, NOT_COLLECTED, OUTSIDE, REFERENCED, UNDATED, UNREFERENCED, YOUNG
 from .sections import LEASES
 
 OUTSIDE_SECTION = "outside"
@@ -44,12 +44,12 @@ class SectionReport:
     kept: dict[str, list[StoredFile] | None] = field(default_factory=dict)
     referenced_files: int = 0
     referenced_bytes: int = 0
-    abandoned: set[str] = field(default_factory=set)  # collectable objects a dead lease names
+    abandoned: set[str] = field(default_factory=set)  # collectable objects an abandoned write's lease names
 
     def why(self, root: str) -> str:
         """Why a collectable object may be deleted."""
         if self.section == LEASES:
-            return DEAD_LEASE
+            return ABANDONED_LEASE
         return ABANDONED if root in self.abandoned else UNREFERENCED
 
     @property
@@ -194,15 +194,43 @@ class Report:
             head = f"Dry run: would delete {what} {where}" if self.count else f"Dry run: nothing to delete {where}"
         else:
             head = f"Deleted {what} {where}" if self.count else f"Deleted nothing {where}"
-        reasons = self.reasons
+        reasons = {r: n for r, n in self.reasons.items() if r not in _OUTSIDE_REASONS}
         kept = sum(reasons.values())
         if kept:
             named = [f"{n:,} {self._reason_text(reason)}" for reason, n in sorted(reasons.items(), key=_by_column)]
             head += f"; kept {count(kept, 'object')}: " + ", ".join(named)
+        left = self._left_alone()
+        if left:
+            head += "; left alone, not looked into: " + " and ".join(left)
         errors = self.errors
         if errors:
             head += f"; {count(len(errors), 'error')} (listed below)"
         return head + "."
+
+    def _left_alone(self) -> list[str]:
+        """What the collection did not look into: other schemas' folders, and folders that are not ours."""
+        other: list[str] = []
+        outside: list[str] = []
+        for s in self.sections:
+            for root, reason in s.protected.items():
+                if reason == NOT_COLLECTED:
+                    other.append(root)
+                elif reason == OUTSIDE:
+                    outside.append(root)
+        parts = []
+        if other:
+            schemas = sorted({root.rstrip("/").rsplit("/", 1)[-1] for root in other})
+            named = f" ({', '.join(schemas)})" if len(schemas) <= 3 else ""
+            parts.append(
+                f"{count(len(other), 'folder')} of {count(len(schemas), 'schema')} not collected in this run{named}"
+            )
+        if outside:
+            named = f" ({', '.join(sorted(outside))})" if len(outside) <= 3 else ""
+            verb = "is" if len(outside) == 1 else "are"
+            parts.append(
+                f"{count(len(outside), 'name')} at the store's top that {verb} not DataJoint's or dj-staged's{named}"
+            )
+        return parts
 
     def _reason_text(self, reason: str) -> str:
         return f"{reason} ({human_duration(self.grace)})" if reason == YOUNG else reason

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import AmbiguousCommitError, CommitRecoveredWarning, warn
 from .commit import CommitDoubt, Group, Outcome, ambiguous, described, insert_rows, lost_to_another, outcome
@@ -133,11 +133,30 @@ def lease_key(leases: Any) -> int | None:
     return leases.lock.key if leases.lock is not None else None
 
 
+_SESSION_MEMBERS = frozenset({"rec", "store", "open", "set_filename", "fs", "field", "row", "staged_fields"})
+
+
 class Block:
     """A ``with`` block that ends through :func:`finish`; subclasses say which writer it ends."""
 
     def _writer(self) -> Writer:
         return self  # type: ignore[return-value]
+
+    if not TYPE_CHECKING:  # at run time only: type checkers still see every misspelled attribute
+
+        def __getattr__(self, name: str) -> Any:
+            """A session's member asked of the block itself (used without ``with``): say how to use it."""
+            if name in _SESSION_MEMBERS:
+                usage = (
+                    "`with dj_staged.staged_insert(Table) as batch:`, then `with batch.row() as staged:` inside it"
+                    if name == "row"
+                    else f"`with dj_staged.staged_insert1(Table) as staged:`, then `staged.{name}` inside the block"
+                )
+                raise AttributeError(
+                    f"'{type(self).__name__}' has no attribute '{name}': it is a context manager, and '{name}' belongs "
+                    f"to what its `with` statement gives: {usage}"
+                )
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

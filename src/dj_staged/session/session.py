@@ -123,7 +123,7 @@ class StagedSession:
         try:
             return get_store_backend(None, config=self._config).fs
         except DataJointError as error:
-            raise storage_not_configured("<default store>", error) from error
+            raise storage_not_configured(None, None, self._config.stores, error) from error
 
     @property
     def primary_key(self) -> dict[str, Any]:
@@ -242,6 +242,7 @@ class StagedSession:
             spec=spec,
             backend=backend,
             ext=extension,
+            ext_given=ext or None,
             primary_key=primary_key,
             leases=self._leases,
             sync=self.sync,
@@ -348,7 +349,7 @@ class StagedSession:
             spec = self._config.get_store_spec(requested)
             backend = _backend(requested, spec, self._config)
         except (DataJointError, OSError) as error:
-            raise storage_not_configured(field, error) from error
+            raise storage_not_configured(field, requested, self._config.stores, error) from error
         store_name = requested if requested is not None else self._config.stores["default"]
         self._stores[requested] = (store_name, spec, backend)
         return store_name, spec, backend

@@ -47,6 +47,7 @@ def connect_datajoint(pg: PostgresInfo, stores: dict[str, Any] | None = None) ->
     dj.config.database.port = pg.port
     dj.config.database.user = pg.user
     dj.config.database.password = pg.password
+    dj.config.database.name = "postgres"  # the embedded server's only database, whatever DJ_DATABASE_NAME says
     dj.config["safemode"] = False
     if stores is not None:
         dj.config.stores = stores
