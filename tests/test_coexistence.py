@@ -24,6 +24,10 @@ PLUGIN_FIXTURES = {
     "djstaged_local_store",
     "djstaged_s3_server",
     "djstaged_s3_store",
+    "djstaged_gcs_server",
+    "djstaged_gcs_store",
+    "djstaged_azure_server",
+    "djstaged_azure_store",
     "djstaged_conformance_store",
     "djstaged_schema",
 }

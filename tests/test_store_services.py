@@ -25,8 +25,11 @@ from dj_staged.testing.inspection import column_value, content_hash, read_object
 
 CLOUD = {"gcs": "dj_gcs_store", "azure": "dj_azure_store"}
 
-#: More than gcsfs's 5 MiB write block and adlfs's 4 MiB upload block, so both stream in several requests.
+#: More than gcsfs's 5 MiB write block: gcsfs sends it as several resumable-upload chunks.
 LARGE = 12 << 20
+
+#: More than twice adlfs's 50 MiB write block: adlfs stages several blocks before it commits the block list.
+HUGE = 110 << 20
 
 
 @pytest.fixture(params=sorted(CLOUD))
@@ -106,8 +109,9 @@ def test_datajoint_insert1_round_trip(Item, cloud, tmp_path):
     )
 
 
-def test_staged_object_file(Item, cloud):
-    data = os.urandom(LARGE)
+@pytest.mark.parametrize("size", [LARGE, HUGE], ids=["12MiB", "110MiB"])
+def test_staged_object_file(Item, cloud, size):
+    data = os.urandom(size)
     with dj_staged.staged_insert1(Item) as staged:
         staged.rec["item_id"] = 1
         with staged.open("raw", ".bin") as f:
@@ -116,7 +120,7 @@ def test_staged_object_file(Item, cloud):
     raw = (Item & {"item_id": 1}).fetch1("raw")
     assert raw.read() == data
     meta = value(Item, 1, "raw")
-    assert meta["size"] == LARGE and meta["ext"] == ".bin" and meta["is_dir"] is False
+    assert meta["size"] == size and meta["ext"] == ".bin" and meta["is_dir"] is False
     assert read_object(cloud.name, meta["path"]) == data
     assert store_files(cloud.name) == [meta["path"]]
 
