@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Azurite, the Azure Blob emulator of the tests, from the npm registry into the venv (dj_staged.testing.services finds it)
+AZURITE := azurite@3
 
 .PHONY: demo test soak lint format bench dist clean
 
@@ -10,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error $(AZURITE)
 	touch $(STAMP)
 
 demo: $(STAMP)

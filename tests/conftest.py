@@ -63,6 +63,26 @@ def dj_s3_store(djstaged_s3_store):
     return djstaged_s3_store
 
 
+@pytest.fixture(scope="session")
+def dj_gcs_server(djstaged_gcs_server):
+    return djstaged_gcs_server
+
+
+@pytest.fixture
+def dj_gcs_store(djstaged_gcs_store):
+    return djstaged_gcs_store
+
+
+@pytest.fixture(scope="session")
+def dj_azure_server(djstaged_azure_server):
+    return djstaged_azure_server
+
+
+@pytest.fixture
+def dj_azure_store(djstaged_azure_store):
+    return djstaged_azure_store
+
+
 @pytest.fixture
 def dj_schema(djstaged_schema):
     return djstaged_schema

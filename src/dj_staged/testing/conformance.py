@@ -75,7 +75,7 @@ def declare_table(schema: Any, codec: str, store: StoreInfo) -> Any:
 class _Suite:
     """Parametrizes every test of a suite over the suite's ``stores``."""
 
-    #: Which stores every test runs on: ``"local"``, ``"s3"`` or both.
+    #: Which stores every test runs on, of ``"local"``, ``"s3"``, ``"gcs"`` (fake-gcs-server) and ``"azure"`` (Azurite).
     stores: tuple[str, ...] = ("local", "s3")
 
     #: The field's type, with ``{store}`` where the store name goes, e.g. ``"<npy@{store}>"``.

@@ -1,4 +1,4 @@
-"""pytest fixtures: a real PostgreSQL, a DataJoint connection, a local store, an S3 store, a fresh schema.
+"""pytest fixtures: a real PostgreSQL, a DataJoint connection, a local store, S3, GCS and Azure stores, a fresh schema.
 
 Loaded as a pytest plugin (entry point ``pytest11``), so a codec author's test
 suite gets them by installing ``dj-staged[test]``. Every name starts with
@@ -20,7 +20,23 @@ from typing import Any
 
 import pytest
 
-from .services import PostgresInfo, S3Info, connect_datajoint, embedded_postgres, moto_s3_server
+from .services import (
+    AzureInfo,
+    GCSInfo,
+    PostgresInfo,
+    S3Info,
+    azure_store_spec,
+    azurite_server,
+    connect_datajoint,
+    create_azure_container,
+    create_gcs_bucket,
+    delete_azure_container,
+    embedded_postgres,
+    fake_gcs_server,
+    gcs_emulator_environment,
+    gcs_store_spec,
+    moto_s3_server,
+)
 
 
 @dataclass
@@ -114,12 +130,59 @@ def djstaged_s3_store(djstaged_s3_server: S3Info, djstaged_stores: dict) -> Stor
     return configure_store(djstaged_stores, "s3", spec, default=True)
 
 
-STORE_FIXTURES = {"local": "djstaged_local_store", "s3": "djstaged_s3_store"}
+@pytest.fixture(scope="session")
+def djstaged_gcs_server() -> Iterator[GCSInfo]:
+    """fake-gcs-server on 127.0.0.1 for the whole test session, with gcsfs pointed at it through the environment.
+
+    Sets ``STORAGE_EMULATOR_HOST`` and ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false``
+    (which gcsfs reads when first imported) until the session ends.
+    """
+    with fake_gcs_server() as info, gcs_emulator_environment(info):
+        yield info
+
+
+@pytest.fixture
+def djstaged_gcs_store(djstaged_gcs_server: GCSInfo, djstaged_stores: dict) -> StoreInfo:
+    """A GCS store ``gcs`` in a fresh bucket on :func:`djstaged_gcs_server`, also ``stores.default``."""
+    bucket = f"dj-staged-{uuid.uuid4().hex[:12]}"
+    create_gcs_bucket(djstaged_gcs_server, bucket)
+    return configure_store(djstaged_stores, "gcs", gcs_store_spec(djstaged_gcs_server, bucket), default=True)
+
+
+@pytest.fixture(scope="session")
+def djstaged_azure_server() -> Iterator[AzureInfo]:
+    """Azurite's blob service on 127.0.0.1 for the whole test session (``azurite-blob``: see ``azurite_binary``)."""
+    with azurite_server() as info:
+        yield info
+
+
+@pytest.fixture
+def djstaged_azure_store(djstaged_azure_server: AzureInfo, djstaged_stores: dict) -> Iterator[StoreInfo]:
+    """An Azure store ``azure`` in a fresh container on :func:`djstaged_azure_server`, also ``stores.default``.
+
+    The container is deleted after the test.
+    """
+    container = f"dj-staged-{uuid.uuid4().hex[:12]}"
+    create_azure_container(djstaged_azure_server, container)
+    try:
+        yield configure_store(
+            djstaged_stores, "azure", azure_store_spec(djstaged_azure_server, container), default=True
+        )
+    finally:
+        delete_azure_container(djstaged_azure_server, container)
+
+
+STORE_FIXTURES = {
+    "local": "djstaged_local_store",
+    "s3": "djstaged_s3_store",
+    "gcs": "djstaged_gcs_store",
+    "azure": "djstaged_azure_store",
+}
 
 
 @pytest.fixture
 def djstaged_conformance_store(request: pytest.FixtureRequest) -> StoreInfo:
-    """``djstaged_local_store`` or ``djstaged_s3_store``, chosen by indirect parametrization (``"local"``, ``"s3"``)."""
+    """The store fixture named by indirect parametrization: ``"local"``, ``"s3"``, ``"gcs"`` or ``"azure"``."""
     kind = getattr(request, "param", "local")
     return request.getfixturevalue(STORE_FIXTURES[kind])
 
