@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test soak lint format bench clean
+.PHONY: demo test soak lint format bench peer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,5 +37,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
+# DataJoint's own test suite (from its sdist) stock, with dj-staged installed, and enabled; not part of test (minutes);
+# PEER_ARGS: tests/peer/run.py --help
+peer: $(STAMP)
+	$(BIN)/python tests/peer/run.py $(PEER_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .peer
