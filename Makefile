@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Azurite, the Azure Blob emulator of the tests, from the npm registry into the venv (dj_staged.testing.services finds it)
 AZURITE := azurite@3
 
-.PHONY: demo test soak lint format bench dist clean
+.PHONY: demo test soak lint format bench dist peer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,5 +46,10 @@ dist: $(STAMP)
 	rm -rf $(DIST)
 	$(BIN)/python -m build --outdir $(DIST) .
 
+# DataJoint's own test suite (from its sdist) stock, with dj-staged installed, and enabled; not part of test (minutes);
+# PEER_ARGS: tests/peer/run.py --help
+peer: $(STAMP)
+	$(BIN)/python tests/peer/run.py $(PEER_ARGS)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .ruff_cache .peer

@@ -176,15 +176,11 @@ class StagedBatch:
 
 
 class BatchInsert(Block):
-    """Context manager returned by :func:`staged_insert` and, after ``enable()``, ``Table.staged_insert``."""
+    """Context manager returned by :func:`staged_insert` and, after ``enable()``, by ``Table.staged_insert(...)``."""
 
     def __init__(self, table: Any, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> None:
         self._table = _as_table(table)
         self._batch = StagedBatch(self._table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)
-
-    def __call__(self, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> BatchInsert:
-        """``Table.staged_insert(chunk_size=..., allow_direct_insert=True)`` after ``enable()``."""
-        return BatchInsert(self._table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)
 
     def __enter__(self) -> StagedBatch:
         return self._batch
