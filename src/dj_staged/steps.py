@@ -4,7 +4,8 @@ Each party announces its steps in order (see ``docs/spec.md``):
 
 - writer: ``writer.lease``, ``writer.write``, ``writer.verify``, ``writer.promote``
   or ``writer.dedup``, ``writer.commit``, ``writer.release``; and ``writer.resolve``
-  when its commit lost its connection, before it looks its rows up;
+  when its commit lost its connection, before it waits for that commit's transaction
+  to end and looks its rows up;
 - collector: ``collector.list``, ``collector.read_leases``,
   ``collector.read_references``, ``collector.delete``.
 
