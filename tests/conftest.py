@@ -187,11 +187,9 @@ def store_files(store, *, leases: bool = False) -> list[str]:
         root = Path(store.spec["location"])
         files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     else:
-        from datajoint.hash_registry import get_store_backend
+        from dj_staged.stores import resolve_store
 
-        from dj_staged.listing import list_files
-
-        files = sorted(list_files(get_store_backend(store.name), ""))
+        files = sorted(resolve_store(store.name, dj.config).list_files(""))
     return files if leases else [f for f in files if not f.startswith(LEASES)]
 
 
@@ -242,10 +240,9 @@ def _foreign_lease(dj_postgres, store):
     import secrets
     import uuid
 
-    from datajoint.hash_registry import get_store_backend
-
     from dj_staged.leases.locks import LEASE_NS
     from dj_staged.leases.records import LeaseEntry, LeaseRecord, lease_folder, write_header
+    from dj_staged.stores import resolve_store
 
     @contextlib.contextmanager
     def lease(schema_name: str, paths: list[str], *, live: bool) -> Iterator[str]:
@@ -256,7 +253,7 @@ def _foreign_lease(dj_postgres, store):
         lease_id = uuid.uuid4().hex
         record = LeaseRecord(lease_id=lease_id, schema=schema_name, lock=key, table="recording", store=store.name)
         entry = LeaseEntry(field="blob", key={"recording_id": 99}, paths=paths, at=time.time())
-        write_header(get_store_backend(store.name), record, entry)
+        write_header(resolve_store(store.name, dj.config), record, entry)
         try:
             yield lease_folder(schema_name, lease_id)
         finally:

@@ -26,6 +26,8 @@ import fsspec
 from datajoint.storage_adapter import StorageAdapter
 from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
 
+from dj_staged.stores.local import LocalStore
+
 OPERATIONS = ("open", "write", "read", "list", "stat", "move", "copy", "remove", "mkdir")
 _WRITE_MODES = ("w", "a", "x", "+")
 
@@ -186,3 +188,19 @@ class FaultyStorageAdapter(StorageAdapter):
 
     def get_url(self, spec: dict[str, Any], path: str) -> str:
         return f"file://{path}"
+
+
+class FaultyStore(LocalStore):
+    """dj-staged's store for the ``faulty`` protocol: a local store (registered in ``dj_staged.stores``)."""
+
+    protocol = "faulty"
+
+
+class UnsupportedStorageAdapter(FaultyStorageAdapter):
+    """A DataJoint storage protocol with no dj-staged store registered for it (``unsupported``): DataJoint's own
+    insert1 works on it, a staged insert refuses it."""
+
+    protocol = "unsupported"
+
+    def create_filesystem(self, spec: dict[str, Any]) -> fsspec.AbstractFileSystem:
+        return LocalFileSystem(auto_mkdir=True)

@@ -14,7 +14,6 @@ import psycopg2
 import pytest
 import zarr
 from conftest import store_files, wait_for_session_end
-from datajoint.hash_registry import get_store_backend
 from support.pgproxy import connect_datajoint_through
 
 import dj_staged
@@ -23,6 +22,7 @@ from dj_staged import steps
 from dj_staged.errors import AmbiguousCommitError, CommitRecoveredWarning
 from dj_staged.leases import held_lease_keys, scan_leases
 from dj_staged.leases.locks import COMMIT_GUARD_TAG
+from dj_staged.stores import resolve_store
 
 COMMIT = COMMIT_GUARD_TAG  # a staged commit is one statement: the lease's guard, then the INSERT
 
@@ -138,7 +138,7 @@ def test_when_the_lookup_fails_too_everything_is_kept_for_the_collector(proxied,
     left = [f for f in store_files(store) if not f.startswith("_staging/")]
     assert len(left) == 2 + 4  # waveform, raw, and the Zarr array's zarr.json and three chunks: all kept
     table = dj.FreeTable(dj_schema.connection, proxied.full_table_name)
-    (lease,) = scan_leases(get_store_backend(store.name), dj_schema.database)
+    (lease,) = scan_leases(resolve_store(store.name, dj.config), dj_schema.database)
     wait_for_session_end(dj_schema.connection, lease.db_pid)  # the server notices the cut connection
     assert lease.lock not in held_lease_keys(dj_schema.connection)  # the lease died with it; its record names them
     report = dj_staged.gc.collect(dj_schema, store=store.name, dry_run=False)  # default grace

@@ -15,7 +15,6 @@ import datajoint as dj
 import psycopg2
 import pytest
 from conftest import Party, store_files, wait_for_lock_waiter, wait_for_session_end
-from datajoint.hash_registry import get_store_backend
 from support.pgproxy import connect_datajoint_through
 
 import dj_staged
@@ -24,6 +23,7 @@ from dj_staged import steps
 from dj_staged.errors import AmbiguousCommitError
 from dj_staged.leases import scan_leases
 from dj_staged.settings import CLIENT_CHECK, COMMIT_WAIT
+from dj_staged.stores import resolve_store
 
 OURS = b"the writer's recording " * 500
 THEIRS = b"the other session's recording " * 400
@@ -127,7 +127,7 @@ def test_past_the_bound_the_outcome_is_ambiguous_and_nothing_is_deleted(proxy, t
         writer.outcome()
     assert raised.value.keys == [{"item_id": 1}]
     kept = set(store_files(store))
-    (lease,) = scan_leases(get_store_backend(store.name), dj_schema.database)
+    (lease,) = scan_leases(resolve_store(store.name, dj.config), dj_schema.database)
     theirs.connection.cancel_transaction()  # the orphaned statement goes on, and commits
     wait_for_session_end(dj_schema.connection, lease.db_pid)
     assert content(theirs) == OURS  # the row the writer could not confirm has every object it references

@@ -22,8 +22,8 @@ import dj_staged
 from dj_staged._datajoint import full_path
 from dj_staged.dask import default_client, to_zarr
 from dj_staged.errors import HandleModeError
-from dj_staged.listing import list_files
 from dj_staged.measure import measured
+from dj_staged.stores import resolve_store
 
 MIB = 1 << 20
 SIDE = 512  # frames of SIDE x SIDE uint32: 1 MiB each
@@ -43,7 +43,7 @@ def expected_frame(index: int) -> np.ndarray:
 
 def everything_in(store) -> list[str]:
     """Every object in the store, leases included."""
-    return sorted(list_files(get_store_backend(store.name), ""))
+    return sorted(resolve_store(store.name, dj.config).list_files(""))
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import datajoint as dj
 import numpy as np
 import pytest
 from conftest import declare, lease_files, lease_records, store_files
-from datajoint.hash_registry import get_store_backend
 
 import dj_staged
 import dj_staged.gc
@@ -21,6 +20,7 @@ from dj_staged.cli import main, parse_duration
 from dj_staged.errors import StagedInsertError
 from dj_staged.gc.policy import ABANDONED, ABANDONED_LEASE, LEASED, YOUNG
 from dj_staged.leases import held_lease_keys, scan_leases
+from dj_staged.stores import resolve_store
 
 DAY = 86400.0
 LATER = 2 * DAY  # an injected clock two days ahead: every lease expired, every object older than 24 h
@@ -71,7 +71,7 @@ def test_a_block_holds_a_lease_naming_its_paths_and_removes_it(Recording, dj_loc
             np.save(f, np.ones(3))
         fsmap = staged.store("raw", ".zarr")
         fsmap["zarr.json"] = b"{}"
-        (lease,) = scan_leases(get_store_backend("main"), Recording.database)  # one lease per block and store
+        (lease,) = scan_leases(resolve_store("main", dj.config), Recording.database)  # one lease per block and store
         assert lease.lock in held_lease_keys(Recording.connection) and lease.readable and not lease.abandoned
         assert lease.table == Recording.table_name
         entries = [(entry.field, entry.paths) for entry in lease.entries]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import declare, store_files
 from datajoint.hash_registry import compute_hash
+from datajoint.storage import StorageBackend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ import dj_staged
 from dj_staged.addressing.handles import StagedFile
 from dj_staged.addressing.hashing import StreamingMD5, encode_digest
 from dj_staged.errors import ContentError, HandleModeError, InvalidPathError
+from dj_staged.stores.local import LocalStore
 
 
 @pytest.fixture(params=[None, [2, 2]], ids=["flat", "subfolded"])
@@ -337,11 +339,17 @@ def test_custom_hash_addressed_codec_participates(dj_schema, store):
         dj.codecs.unregister_codec("framed_test")
 
 
+def local_store(folder) -> LocalStore:
+    """A local store at ``folder``, for a handle written outside a staged insert."""
+    spec = {"protocol": "file", "location": str(folder)}
+    return LocalStore("main", spec, StorageBackend(spec))
+
+
 @settings(max_examples=50, deadline=None)
 @given(parts=st.lists(st.binary(max_size=5000), max_size=20), prefix=st.binary(max_size=64))
 def test_streaming_digest_equals_datajoint_compute_hash(tmp_path_factory, parts, prefix):
     path = tmp_path_factory.mktemp("h") / "f"
-    with open(path, "wb") as raw, StagedFile(raw, prefix=prefix, hashing=True) as writer:
+    with open(path, "wb") as raw, StagedFile(raw, local_store(path.parent), prefix=prefix, hashing=True) as writer:
         for part in parts:
             writer.write(part)
         digest = writer.digest()
@@ -355,7 +363,7 @@ def test_background_digest_of_a_large_stream_equals_compute_hash(tmp_path, writa
     pieces = [rng.bytes(n) for n in (3 << 20, 5 << 20, 100, 6 << 20, 70_000, 1 << 20)]
     buffer = bytearray(max(len(p) for p in pieces))
     path = tmp_path / "large"
-    with open(path, "wb") as raw, StagedFile(raw, prefix=b"head", hashing=True) as writer:
+    with open(path, "wb") as raw, StagedFile(raw, local_store(tmp_path), prefix=b"head", hashing=True) as writer:
         for piece in pieces:
             if writable:
                 buffer[: len(piece)] = piece

@@ -22,7 +22,7 @@ from conftest import declare, s3_calls
 
 import dj_staged
 from dj_staged import progress
-from dj_staged.addressing import promote
+from dj_staged.stores import s3 as promote
 
 MIB = 1 << 20
 
@@ -35,12 +35,14 @@ REHASH_SCRIPT = textwrap.dedent(
 
     from dj_staged import progress
     from dj_staged.addressing.hashing import rehash
+    from dj_staged.stores.local import LocalStore
 
     progress.MIN_BYTES = 1 << 20
     Path(sys.argv[1], "object.bin").write_bytes(os.urandom(32 << 20))
-    backend = StorageBackend({"protocol": "file", "location": sys.argv[1]})
+    spec = {"protocol": "file", "location": sys.argv[1]}
+    store = LocalStore("main", spec, StorageBackend(spec))
     with progress.progress_callback("hashing", 32 << 20) as callback:
-        rehash(backend, "object.bin", callback=callback)
+        rehash(store, "object.bin", callback=callback)
     """
 )
 

@@ -150,7 +150,8 @@ def test_status_errors_name_what_to_fix(Scan, djstaged_conformance_store, tmp_pa
     dj.config.stores = {**dj.config.stores, "gone": {"protocol": "file", "location": str(tmp_path / "unmounted")}}
     assert main(["status", "--store", "gone"]) == 2  # dj_stores (under the store fixture) restores the stores
     err = capsys.readouterr().err
-    assert err.startswith("dj-staged status: FileNotFoundError: Inaccessible local directory")
+    assert err.startswith("dj-staged status: Store 'gone' is configured but cannot be used. Configured stores:")
+    assert "FileNotFoundError: Inaccessible local directory" in err
     assert "Traceback" not in err
     assert main(["status", "--schema", "no_such_schema_here"]) == 2
     assert "'no_such_schema_here' does not exist" in capsys.readouterr().err

@@ -187,6 +187,13 @@ def server_version(connection: Any) -> int:
     return int(getattr(driver, "server_version", 0) or 0)
 
 
+def store_backend(requested: str | None, config: Any) -> Any:
+    """DataJoint's ``StorageBackend`` of a store (its filesystem and path mapping); a new one on every call."""
+    from datajoint.hash_registry import get_store_backend
+
+    return get_store_backend(requested, config=config)
+
+
 def call_s3(fs: Any, method: str, **kwargs: Any) -> Any:
     """Call an S3 API method through s3fs's client: multipart copies and listings s3fs does not expose."""
     return fs.call_s3(method, **kwargs)

@@ -33,9 +33,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-from fsspec.implementations.local import LocalFileSystem
 
 ENV = "DJ_STAGED_DURABLE"
 _PARALLEL = 8  # fsyncs in flight at once for a directory of many files; they wait on the disk, not the CPU
@@ -44,17 +41,6 @@ _PARALLEL = 8  # fsyncs in flight at once for a directory of many files; they wa
 def durable() -> bool:
     """Whether staged writes are made durable before their commit (``DJ_STAGED_DURABLE``, default on)."""
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def is_local(fs: Any) -> bool:
-    """Whether ``fs`` writes to this machine's disks (the ones that need an fsync)."""
-    return isinstance(fs, LocalFileSystem)
-
-
-def is_plain_local(fs: Any) -> bool:
-    """Whether ``fs`` is fsspec's own local filesystem, whose calls ``os`` can make directly and faster for
-    small files (a subclass may do more on each call, and keeps its own)."""
-    return type(fs) is LocalFileSystem
 
 
 def fsync_path(path: str) -> None:

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from ._datajoint import full_path
 from .durability import SyncPlan
 from .errors import codec_label
+from .stores.base import StagedStore
 from .stores.journal import WriteJournal
 from .stores.sealed import HandleSeal, sealed_map
 
@@ -50,9 +50,7 @@ class StagedField:
     codec: Any
     participant: Any
     table: Any
-    store_name: str
-    spec: dict[str, Any]
-    backend: Any
+    store: StagedStore
     ext: str | None
     primary_key: dict[str, Any]
     leases: LeaseKeeper
@@ -68,9 +66,29 @@ class StagedField:
     ext_given: str | None = None  # the extension as the caller wrote it ("bin"), which DataJoint's value records
 
     @property
+    def store_name(self) -> str:
+        """The resolved store's name (``<codec@>`` means ``stores.default``: the name it pointed to)."""
+        return self.store.name
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The store's settings (``schema_prefix``, ``hash_prefix``, ``subfolding``, ...)."""
+        return self.store.spec
+
+    @property
+    def backend(self) -> Any:
+        """DataJoint's ``StorageBackend`` of the store, as a codec's own ``encode``/``decode`` use it."""
+        return self.store.backend
+
+    @property
     def durable(self) -> bool:
         """Whether what this field writes must be on disk before the commit (``DJ_STAGED_DURABLE``)."""
         return self.sync.enabled
+
+    @property
+    def fsyncs(self) -> bool:
+        """Whether this field's files are fsynced before the commit: durable, on a store of local files."""
+        return self.sync.enabled and self.store.durable_local_files
 
     @property
     def schema(self) -> str:
@@ -89,7 +107,7 @@ class StagedField:
 
     def full_path(self, path: str) -> str:
         """The filesystem path of a store-relative ``path`` (for ``backend.fs`` calls)."""
-        return full_path(self.backend, path)
+        return self.store.full_path(path)
 
     def lease(self, *paths: str, fresh: bool = False) -> None:
         """Protect ``paths`` from the collector until the row is committed (or the write is abandoned).
@@ -101,7 +119,7 @@ class StagedField:
         path. Raises if the lease cannot be recorded, so nothing is written
         unprotected.
         """
-        self.leases.lease(self.store_name, self.backend, paths, field=self.name, key=self.primary_key, fresh=fresh)
+        self.leases.lease(self.store, paths, field=self.name, key=self.primary_key, fresh=fresh)
 
     def is_leased(self, path: str) -> bool:
         """Whether this writer leased ``path`` in the field's store."""

@@ -23,7 +23,7 @@ Per store, in this order: one listing of ``_staging/_leases/`` (the leases of
 every schema), one query for the lease locks held, one concurrent read of the
 lease files, then, for the bytes staged so far, one listing per data section
 and schema with writes in flight, of the narrowest folder that holds them all
-(on S3 also that folder's incomplete multipart uploads, the part of a large file
+(where the store lists them, also that folder's incomplete uploads, the part of a large file
 not yet completed). A lease whose files vanished between the listing and the
 read has ended and is not shown. For the jobs, one query per table with
 abandoned writes, and one for the database sessions alive.
@@ -43,7 +43,7 @@ from typing import Any
 
 from ._datajoint import config_of
 from .layout import LEASES_ROOT
-from .listing import StoredFile, list_files
+from .stores import StagedStore, StoredFile, resolve_store
 from .text import count, human_bytes, iso, table, utc
 
 logger = logging.getLogger(__name__)
@@ -285,18 +285,15 @@ def in_flight(
     in the store; leases of schemas it cannot list are counted in a note (their
     locks may live in another database, so their state cannot be told here).
     """
-    from datajoint.hash_registry import get_store_backend
-
     config = config if config is not None else config_of(connection)
     names = list(stores) if stores else configured_stores(config.stores)
     wanted = set(schemas) if schemas else None
     listable: set[str] | None = None
     status = Status(stores=names)
     for store in names:
-        config.get_store_spec(store)  # a store that is not configured, or wrongly, is an error naming it
-        backend = get_store_backend(store, config=config)
+        staged_store = resolve_store(store, config)  # one not configured, or wrongly, is an error naming it
         started = time.perf_counter()
-        folders = _lease_folders(backend)
+        folders = _lease_folders(staged_store)
         if wanted is None:
             if listable is None:
                 listable = _listable(connection)
@@ -308,7 +305,7 @@ def in_flight(
                 )
         keep = wanted if wanted is not None else listable
         folders = {k: v for k, v in folders.items() if k[0] in (keep or set())}
-        writes = _writes(connection, backend, store, folders)
+        writes = _writes(connection, staged_store, folders)
         status.writes.extend(writes)
         logger.info(
             "Store %s: %d leases, %d staged writes, read in %.2f s",
@@ -333,10 +330,10 @@ def _listable(connection: Any) -> set[str]:
     return set(dj.list_schemas(connection=connection))
 
 
-def _lease_folders(backend: Any) -> dict[tuple[str, str], dict[str, float | None]]:
+def _lease_folders(store: StagedStore) -> dict[tuple[str, str], dict[str, float | None]]:
     """One listing of every schema's leases: (schema, lease id) → file name → modification time."""
     folders: dict[tuple[str, str], dict[str, float | None]] = {}
-    for path, stored in list_files(backend, LEASES_ROOT).items():
+    for path, stored in store.list_files(LEASES_ROOT).items():
         parts = path[len(LEASES_ROOT) + 1 :].split("/")
         if len(parts) == 3:
             folders.setdefault((parts[0], parts[1]), {})[parts[2]] = stored.mtime
@@ -344,7 +341,7 @@ def _lease_folders(backend: Any) -> dict[tuple[str, str], dict[str, float | None
 
 
 def _writes(
-    connection: Any, backend: Any, store: str, folders: dict[tuple[str, str], dict[str, float | None]]
+    connection: Any, staged_store: StagedStore, folders: dict[tuple[str, str], dict[str, float | None]]
 ) -> list[StagedWrite]:
     from .leases import held_lease_keys
     from .leases.records import read_leases
@@ -352,8 +349,9 @@ def _writes(
     if not folders:
         return []
     held = held_lease_keys(connection)  # after the listing: a lease listed then is live now or has ended
-    records = read_leases(backend, folders, skip_ended=True)
-    staged = _staged_files(backend, [p for r in records if r.readable for p in r.paths])
+    store = staged_store.name
+    records = read_leases(staged_store, folders, skip_ended=True)
+    staged = _staged_files(staged_store, [p for r in records if r.readable for p in r.paths])
     writes = []
     for record in records:
         if not record.readable:
@@ -460,7 +458,7 @@ def _jobs_of(connection: Any, schema: str, table_name: str) -> list[_Job]:
     return [_Job(dict(zip(primary_key, row[:width], strict=True)), *row[width : width + 5]) for row in rows]
 
 
-def _staged_files(backend: Any, paths: Iterable[str]) -> dict[str, list[StoredFile]]:
+def _staged_files(store: StagedStore, paths: Iterable[str]) -> dict[str, list[StoredFile]]:
     """The files under each leased path (or its sidecars), from one listing per section and schema."""
     paths = sorted(set(paths))
     groups: dict[str, list[str]] = {}
@@ -470,11 +468,9 @@ def _staged_files(backend: Any, paths: Iterable[str]) -> dict[str, list[StoredFi
     found: dict[str, list[StoredFile]] = {}
     for members in groups.values():
         folder = _common_folder(members)
-        listed = list(list_files(backend, folder).values())
-        if backend.protocol == "s3":
-            from .gc.uploads import list_uploads
-
-            listed += [stored for stored, _key in list_uploads(backend, folder).values()]
+        listed = list(store.list_files(folder).values())
+        if store.supports_listing_incomplete_uploads:
+            listed += [StoredFile(u.path, u.size, u.started) for u in store.incomplete_uploads(folder).values()]
         for stored in listed:
             owner = _owner(stored.path, wanted)
             if owner is not None:

@@ -6,15 +6,16 @@ A :class:`StagedFile` wraps the store's own file object and adds four things:
   (an attachment's file name, a blob header) before the caller's content;
   ``tell()``, ``seek()`` and ``truncate()`` address the content, never the prefix;
 - **hashing while writing**: with ``hashing=True`` the stored bytes are fed to
-  MD5 as they are written, in a background thread for large streams (on S3 in
-  the caller's, which waits for the uploads anyway); any seek or truncate gives
-  that up (finalization re-reads the object instead);
+  MD5 as they are written, in a background thread for large streams (in the
+  caller's where the store uploads in threads of its own, which the caller waits
+  for anyway); any seek or truncate gives that up (finalization re-reads the
+  object instead);
 - **early write-back**: on a local store that must be durable, the disk is asked to
   write what came before while the caller goes on writing (a background
   ``fdatasync`` every 64 MiB), so the fsync before the commit finds little left;
-- **a record of what was written** (:class:`WriteRecord`: size, and on a local
-  store the inode), which finalization compares with what is in the store
-  (fencing: an object removed or replaced meanwhile fails the commit).
+- **a record of what was written** (an :class:`~dj_staged.stores.base.ObjectIdentity`:
+  size, and on a local store the inode), which finalization compares with what
+  is in the store (fencing: an object removed or replaced meanwhile fails the commit).
 
 Anything else (``read``, ``readable``, ``name``) is the wrapped file's.
 """
@@ -26,13 +27,10 @@ import io
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any
 
-from fsspec.spec import AbstractBufferedFile
-
+from ..stores.base import ObjectIdentity, StagedStore
 from .hashing import PIECE, StreamingMD5
-from .s3upload import S3PartWriter
 
 logger = logging.getLogger(__name__)
 
@@ -89,30 +87,25 @@ class _Writeback:
             raise self._error
 
 
-@dataclass(frozen=True)
-class WriteRecord:
-    """What a handle left when it was closed: the stored size and, on a local store, the file's identity."""
-
-    size: int
-    inode: tuple[int, int] | None = None
-
-
 class StagedFile:
     """A write handle on one staged object; see the module docstring."""
 
     HEAD = 64 << 10  # the first bytes of the content, kept so a codec can read a header without reopening
 
-    def __init__(self, raw: Any, *, prefix: bytes = b"", hashing: bool = False, writeback: bool = False) -> None:
+    def __init__(
+        self, raw: Any, store: StagedStore, *, prefix: bytes = b"", hashing: bool = False, writeback: bool = False
+    ) -> None:
         self._raw = raw
+        self._store = store
         self._offset = len(prefix)
         self._head = bytearray()
-        self._md5 = StreamingMD5(threaded=not isinstance(raw, S3PartWriter)) if hashing else None
+        self._md5 = StreamingMD5(threaded=not store.uploads_in_background) if hashing else None
         self._writeback: _Writeback | None = None
         if writeback:
             descriptor = self._descriptor()
             self._writeback = _Writeback(descriptor) if descriptor is not None else None
         self.sequential = True
-        self.record: WriteRecord | None = None
+        self.record: ObjectIdentity | None = None
         if prefix:
             self._write(memoryview(prefix))
 
@@ -222,14 +215,14 @@ class StagedFile:
         except (OSError, ValueError, io.UnsupportedOperation):
             return None
 
-    def _identify(self) -> WriteRecord:
+    def _identify(self) -> ObjectIdentity:
         descriptor = self._descriptor()
         if descriptor is None:
-            return WriteRecord(size=int(self._raw.tell()))
+            return ObjectIdentity(int(self._raw.tell()))
         if self._writeback is not None:
             self._writeback.stop()
         stat = os.fstat(descriptor)
-        return WriteRecord(size=stat.st_size, inode=(stat.st_dev, stat.st_ino))
+        return ObjectIdentity(stat.st_size, str(stat.st_ino))
 
     def stop_threads(self) -> None:
         """End the hashing and write-back threads, whatever state the handle is in (the block is over)."""
@@ -240,18 +233,14 @@ class StagedFile:
                 self._writeback.stop()
 
     def abort(self) -> None:
-        """Close without finishing the object: an S3 multipart upload is aborted, not completed."""
+        """Close without finishing the object: an upload in parts is abandoned, not completed."""
         self.stop_threads()
         if self.closed:
             return
-        if isinstance(self._raw, AbstractBufferedFile | S3PartWriter) and "w" in self._raw.mode:
-            try:
-                self._raw.discard()
-            except Exception:
-                logger.warning("Aborting an upload failed; `dj-staged gc` aborts it later", exc_info=True)
-            self._raw.closed = True
-            return
-        self._raw.close()
+        try:
+            self._store.discard(self._raw)
+        except Exception:
+            logger.warning("Abandoning an upload failed; `dj-staged gc` reclaims it later", exc_info=True)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
@@ -264,12 +253,3 @@ class StagedFile:
             self.close()
         else:
             self.abort()  # the caller's own block failed: do not complete a partial object
-
-
-def same_file(record: WriteRecord | None, info: dict[str, Any]) -> bool:
-    """Whether ``info`` (the store's ``fs.info`` of a local file) describes the file a handle wrote."""
-    if record is None:
-        return False
-    if record.inode is not None and info.get("ino") is not None and info["ino"] != record.inode[1]:
-        return False
-    return int(info["size"]) == record.size

@@ -44,16 +44,12 @@ from datajoint.hash_registry import build_hash_path
 from datajoint.storage import generate_token
 
 from .. import steps
-from ..durability import is_local
 from ..errors import ContentError, HandleModeError, IncompleteObjectError
 from ..layout import STAGING_PREFIX
-from ..listing import fresh
 from ..protocol import StagedField
-from .handles import StagedFile, same_file
+from .handles import StagedFile
 from .hashing import encode_digest, rehash
 from .paths import check_relative_path
-from .promote import compose_prefixed, promote
-from .s3upload import open_for_writing
 from .schema import check_mode
 
 PREFIXED, PLACEHOLDER, CONTENT = "prefixed", "placeholder", "content"
@@ -129,23 +125,23 @@ class HashAddressedStaging:
             )
         path = staging_path(field)
         field.lease(path, fresh=True)
-        local = is_local(field.backend.fs)
+        store = field.store
         prefix = self._stored_prefix(field, None)
         layout = PREFIXED
         if prefix is None:
             length = self._prefix_length(field)
-            if length is not None and local:
+            if length is not None and store.durable_local_files:  # a file can be patched in place
                 prefix, layout = bytes(length), PLACEHOLDER
             else:
                 prefix, layout = b"", CONTENT
-        raw = open_for_writing(field.backend, field.full_path(path))
+        raw = store.open_write(path)
         try:
-            handle = StagedFile(raw, prefix=prefix, hashing=layout == PREFIXED, writeback=field.durable and local)
+            handle = StagedFile(raw, store, prefix=prefix, hashing=layout == PREFIXED, writeback=field.fsyncs)
         except BaseException:
             with contextlib.suppress(Exception):  # the original error is what the caller must see
-                raw.close()
+                store.discard(raw)
             with contextlib.suppress(Exception):
-                field.backend.remove(path)
+                store.remove(path)
             raise
         field.state = HashAddressedState(path, handle, layout, prefix)
         return handle
@@ -153,7 +149,7 @@ class HashAddressedStaging:
     def finalize_staged(self, field: StagedField) -> dict:
         """Hash the stored bytes, promote them to the canonical path, return ``<hash@>``'s column value."""
         state = hash_state(field)
-        backend = field.backend
+        store = field.store
         staged = state.staging_path
         written = self._verify(field, state)
         content_size = written - len(state.written_prefix)
@@ -162,23 +158,22 @@ class HashAddressedStaging:
         if prefix is None:
             raise ContentError(f"{field.label} cannot frame its content", field=field.name)
         candidate, md5 = staged, None
-        local = is_local(backend.fs)
         if state.layout == PREFIXED and prefix == state.written_prefix:
             md5 = state.handle.digest() if state.handle is not None else None
         elif state.layout == PLACEHOLDER and len(prefix) == len(state.written_prefix):
-            with backend.open(staged, "r+b") as patch:
+            with store.open_update(staged) as patch:
                 patch.write(prefix)
         else:
             candidate = staged + ".framed"
             field.lease(candidate, fresh=True)
             state.framed_path = candidate
             with field.callback("framing", content_size) as callback:
-                compose_prefixed(backend, prefix, staged, candidate, len(state.written_prefix), callback)
-            backend.remove(staged)
+                store.compose(prefix, staged, candidate, len(state.written_prefix), callback)
+            store.remove(staged)
         size = len(prefix) + content_size
         if md5 is None:
             with field.callback("hashing", size) as callback:
-                md5 = rehash(backend, candidate, callback=callback)
+                md5 = rehash(store, candidate, callback=callback)
         content_hash = encode_digest(md5)
         subfolding = field.spec.get("subfolding")
         canonical = build_hash_path(
@@ -189,7 +184,7 @@ class HashAddressedStaging:
         steps.reach("writer.promote", field=field.name, path=canonical)
         with field.callback("promoting", size) as callback:
             state.promoted = self._promote(field, candidate, canonical, callback)
-        if local:  # only the canonical name reaches the commit: the staging names are gone by now
+        if field.fsyncs:  # only the canonical name reaches the commit: the staging names are gone by now
             field.sync.file(field.full_path(canonical))
             field.sync.directories(os.path.dirname(field.full_path(canonical)), field.full_path(""))
         if not state.promoted:
@@ -205,16 +200,14 @@ class HashAddressedStaging:
     def _verify(self, field: StagedField, state: HashAddressedState) -> int:
         """The staging object's size, after checking it is what the handle wrote (fencing)."""
         record = state.handle.record if state.handle is not None else None
-        full = fresh(field.backend.fs, field.full_path(state.staging_path))
-        try:
-            info = field.backend.fs.info(full)
-        except FileNotFoundError:
+        found = field.store.identity(state.staging_path)
+        if found is None:
             raise IncompleteObjectError(
                 f"{field.label}: its staging object was removed after it was written; nothing was inserted",
                 field=field.name,
-            ) from None
-        size = int(info["size"])
-        if record is not None and (size != record.size or (is_local(field.backend.fs) and not same_file(record, info))):
+            )
+        size = found.size
+        if record is not None and not record.matches(found):
             raise IncompleteObjectError(
                 f"{field.label}: its staging object changed after it was written ({record.size} bytes written, "
                 f"{size} found); nothing was inserted",
@@ -225,7 +218,7 @@ class HashAddressedStaging:
 
     def _promote(self, field: StagedField, staged: str, canonical: str, callback: Any) -> bool:
         """Move the staged object to ``canonical``; False when that content already exists (dedup)."""
-        return promote(field.backend, staged, canonical, callback=callback)
+        return field.store.promote(staged, canonical, callback=callback)
 
     def cleanup_staged(self, field: StagedField) -> None:
         """Delete this field's staging objects; a canonical object it created is reclaimed (if unshared)."""
@@ -235,7 +228,7 @@ class HashAddressedStaging:
         if state.handle is not None:
             state.handle.abort()
         for path in (state.staging_path, state.framed_path):
-            if path is not None and field.backend.fs.exists(fresh(field.backend.fs, field.full_path(path))):
-                field.backend.remove(path)
+            if path is not None:
+                field.store.remove(path)
         if state.promoted and state.canonical is not None:
             field.reclaim(state.canonical)

@@ -26,6 +26,8 @@ from typing import Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
+from ..stores.base import StagedStore
+
 CHUNK = 8 << 20  # re-read chunk
 PIECE = 4 << 20  # the largest piece handed to the hashing thread at once
 _INLINE = 8 << 20  # a stream shorter than this is hashed inline: a thread is not worth it
@@ -120,7 +122,7 @@ class StreamingMD5:
         self._thread = None
 
 
-def rehash(backend: Any, path: str, prefix: bytes = b"", callback: Callback = DEFAULT_CALLBACK) -> Any:
+def rehash(store: StagedStore, path: str, prefix: bytes = b"", callback: Callback = DEFAULT_CALLBACK) -> Any:
     """MD5 of ``prefix`` followed by the object at ``path``, read once while the previous chunk is hashed."""
     md5 = hashlib.md5(prefix)
     chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
@@ -128,7 +130,7 @@ def rehash(backend: Any, path: str, prefix: bytes = b"", callback: Callback = DE
 
     def read() -> None:
         try:
-            with backend.open(path, "rb") as source:
+            with store.open_read(path) as source:
                 while not stop.is_set() and (chunk := source.read(CHUNK)):
                     chunks.put(chunk)
         except BaseException as error:

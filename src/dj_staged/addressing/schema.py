@@ -29,15 +29,11 @@ from typing import Any
 from datajoint.storage import build_object_path
 
 from .. import steps
-from .._datajoint import full_path
-from ..durability import is_local
 from ..errors import HandleModeError, IncompleteObjectError, nothing_written
-from ..listing import find_strict, fresh
 from ..protocol import StagedField
 from ..stores.journal import WriteJournal
-from .handles import StagedFile, same_file
+from .handles import StagedFile
 from .paths import check_relative_path
-from .s3upload import open_for_writing
 
 _FILE_MODES = ("wb", "w", "xb", "x", "ab", "a", "w+b", "wb+", "r+b", "rb+")
 
@@ -94,7 +90,6 @@ class SchemaAddressedStaging:
         if field.state is None:
             field.state = SchemaAddressedState(self._claim_path(field))
         state = schema_state(field)
-        local = is_local(field.backend.fs)
         if mode == "store":
             if state.journal is None:
                 state.journal = WriteJournal()
@@ -103,10 +98,10 @@ class SchemaAddressedStaging:
             raise HandleModeError(
                 f"Field '{field.name}': staged.open() writes; mode {file_mode!r} is not a write mode", field=field.name
             )
-        full = field.full_path(state.path)  # the store's filesystem creates parents
-        raw = open_for_writing(field.backend, full) if file_mode == "wb" else field.backend.fs.open(full, file_mode)
-        handle = StagedFile(raw, writeback=field.durable and local)
-        if local:
+        store = field.store  # its filesystem creates parents
+        raw = store.open_write(state.path) if file_mode == "wb" else store.open(state.path, file_mode)
+        handle = StagedFile(raw, store, writeback=field.fsyncs)
+        if field.fsyncs:
             field.sync.file(field.full_path(state.path))
         state.files.append(handle)
         state.truncating = "w" in file_mode or "x" in file_mode
@@ -140,7 +135,7 @@ class SchemaAddressedStaging:
         """Delete the file or directory at the canonical path, if anything is there."""
         state = field.state
         if isinstance(state, SchemaAddressedState):
-            remove_object(field.backend, state.path)
+            field.store.remove(state.path)
 
 
 def _changed(field: StagedField, what: str) -> IncompleteObjectError:
@@ -155,18 +150,16 @@ def inspect_written(field: StagedField) -> dict:
     """``{path, store, size, ext, is_dir, item_count, timestamp}`` for what is at the field's path, checked.
 
     The shape is ``ObjectCodec.encode``'s. A file must be the one the last
-    handle closed, with the size it left (an empty file is an empty value); a
-    directory must be non-empty, and every file written through its handle in
-    this process must still be there with the size it was written with.
+    handle closed (its size, and where the store tells one, its inode or
+    version; an empty file is an empty value); a directory must be non-empty,
+    and every file written through its handle in this process must still be
+    there with the size it was written with. Everything is asked of the store
+    now, never of a cached listing.
     """
     state = schema_state(field)
-    fs = field.backend.fs
-    full = fresh(fs, field.full_path(state.path))
-    local = is_local(fs)
-    try:
-        info = fs.info(full)
-    except FileNotFoundError:
-        info = None
+    store = field.store
+    full = field.full_path(state.path)
+    info = store.info(state.path)
     written = [handle.record for handle in state.files if handle.record is not None]
     is_dir = info is not None and info["type"] == "directory"
     missing = state.journal.missing() if state.journal is not None else []
@@ -177,16 +170,14 @@ def inspect_written(field: StagedField) -> dict:
         if written:
             raise _changed(field, "the file was removed")
         raise nothing_written(field.name, field.codec)
-    files: dict[str, Any] = find_strict(fs, full, detail=True) if is_dir else {}  # listed once: it costs per file
+    files = store.directory_files(state.path) if is_dir else {}  # listed once: it costs per file
     if is_dir and not files:
         raise nothing_written(field.name, field.codec)
-    if not is_dir and written:
-        last = written[-1]
-        if local and not same_file(last, info):
-            raise _changed(field, "the file was replaced or changed")
-        if not local and int(info["size"]) != last.size:
-            raise _changed(field, f"its size changed from {last.size} to {info['size']} bytes")
-    if local:
+    if not is_dir and written and not written[-1].matches(store.identity_from(info)):
+        raise _changed(
+            field, f"the file was replaced or changed ({written[-1].size} bytes written, {info['size']} found)"
+        )
+    if field.fsyncs:
         root = field.full_path("")
         if is_dir:
             field.sync.tree(full, list(files), root)
@@ -207,13 +198,3 @@ def inspect_written(field: StagedField) -> dict:
         "item_count": item_count,
         "timestamp": datetime.now(UTC).isoformat(),
     }
-
-
-def remove_object(backend: Any, path: str) -> None:
-    """Remove a file or a directory tree at ``path``; absent is fine."""
-    fs = backend.fs
-    full = fresh(fs, full_path(backend, path))
-    if fs.isdir(full):
-        fs.rm(full, recursive=True)
-    elif fs.exists(full):
-        fs.rm(full)

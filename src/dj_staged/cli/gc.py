@@ -48,10 +48,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, dj: Any) -> int:
     """Collect every store asked for; exit status 1 if anything could not be deleted."""
-    from datajoint.hash_registry import get_store_backend
-
     from ..gc import Report, collect
     from ..gc.sections import survey_store
+    from ..stores import resolve_store
 
     connection = connect(dj)
     stores = stores_to_use(dj, args.store)
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace, dj: Any) -> int:
     named = schemas_named(dj, connection, args.schema, listable) if args.schema else None
     report = Report(dry_run=not args.delete, grace=args.grace.total_seconds(), looked_at=list(stores))
     for store in stores:
-        survey = survey_store(get_store_backend(store), dj.config.get_store_spec(store))
+        survey = survey_store(resolve_store(store, dj.config))
         if named is not None:
             schemas = named
         else:

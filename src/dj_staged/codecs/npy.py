@@ -89,7 +89,7 @@ class NpyStaging(SchemaAddressedStaging):
             except ContentError:
                 if len(head) < StagedFile.HEAD:
                     raise  # the whole file was in the head: it does not hold a .npy header
-        with field.backend.open(base["path"], "rb") as handle:  # a long header, or a file written out of order
+        with field.store.open_read(base["path"]) as handle:  # a long header, or a file written out of order
             shape, _fortran, dtype, offset = read_npy_header(handle, field.name)
         return shape, dtype, offset, str(dtype)
 

@@ -70,9 +70,10 @@ from datajoint.errors import DataJointError
 from zarr.codecs import BytesCodec, ShardingCodec
 from zarr.errors import BaseZarrError
 
-from ..addressing.schema import SchemaAddressedStaging, remove_object
+from ..addressing.schema import SchemaAddressedStaging
 from ..errors import ContentError, HandleModeError
 from ..protocol import StagedField
+from ..stores import resolve_store
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-
         try:
             zarr.from_array(fsmap, data=value, zarr_format=3)
         except Exception:
-            remove_object(backend, path)
+            resolve_store(store_name, config if config is not None else dj.config).remove(path)
             raise
         shape, dtype = read_array_metadata(fsmap, f"<zarr> field '{field}'")
         return own_column_value(path, store, shape, dtype)

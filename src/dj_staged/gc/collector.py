@@ -4,7 +4,8 @@ The collector's steps, in order (``docs/spec.md`` says why no interleaving with
 a writer loses a committed row):
 
 1. **list** every section (``_schema/``, ``_hash/``, ``_staging/``, leases) and,
-   on S3, the incomplete multipart uploads; nothing is decided yet;
+   where the store can list them, its incomplete uploads (S3 multipart uploads,
+   Azure blobs of uncommitted blocks); nothing is decided yet;
 2. take the schema's **gate** exclusively (writers hold it shared while they
    add a path to a lease), then **read the leases**: live ones are those whose
    lock some database session holds;
@@ -12,12 +13,12 @@ a writer loses a committed row):
 4. **delete** what no row references and no live lease covers, and, when no
    lease names it at all, what is older than the grace period; then release
    the gate. The gate is confirmed before each deletion request: one object's
-   file at a time on a local store, up to 1,000 keys in one ``DeleteObjects``
-   request on S3.
+   file at a time, or as many as the store deletes in one request (up to 1,000
+   keys in one ``DeleteObjects`` on S3).
 
 A dry run does steps 1 to 3 without the gate and deletes nothing. Each section
 is listed once in step 1 (the leases once more in step 2, inside the gate), and
-on S3 its incomplete uploads once: at most two listings per prefix.
+its incomplete uploads once: at most two listings per prefix.
 """
 
 from __future__ import annotations
@@ -28,13 +29,11 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from datajoint.hash_registry import get_store_backend
-
 from .. import steps
 from .._datajoint import config_of, is_covered, is_hash_name
 from ..leases import covers, exclusive_gate, held_lease_keys, scan_leases
-from ..listing import S3_DELETE_BATCH, StoredFile, delete_file, delete_keys, list_files
 from ..references import referenced_paths
+from ..stores import IncompleteUpload, StagedStore, StoredFile, resolve_store
 from .policy import LEASED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
 from .report import Report, SectionReport
 from .sections import (
@@ -49,7 +48,6 @@ from .sections import (
     section_roots,
     survey_store,
 )
-from .uploads import abort_upload, list_uploads
 
 DEFAULT_GRACE = timedelta(hours=24)
 
@@ -79,15 +77,15 @@ def collect(
         raise ValueError("collect() needs at least one schema")
     config = config if config is not None else config_of(schemas[0].connection)
     grace_seconds = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
-    spec = config.get_store_spec(store)
+    staged_store = resolve_store(store, config)
+    spec = staged_store.spec
     check_layout(spec, [schema.database for schema in schemas])
-    backend = get_store_backend(store, config=config)
-    store_name = store if store is not None else config.stores["default"]
+    store_name = staged_store.name
     cutoff = (time.time() if now is None else now) - grace_seconds
     report = Report(dry_run=dry_run, grace=grace_seconds, looked_at=[store_name])
     for schema in schemas:
         started = time.perf_counter()
-        collection = _Collection(schema, backend, spec, store_name, cutoff, datajoint)
+        collection = _Collection(schema, staged_store, cutoff, datajoint)
         sections = collection.run(dry_run)
         report.sections.extend(sections)
         logger.info(
@@ -101,7 +99,7 @@ def collect(
             time.perf_counter() - started,
         )
     if survey is True:
-        survey = survey_store(backend, spec)
+        survey = survey_store(staged_store)
     if survey:
         report.sections.append(outside_report(survey, store_name, spec, [schema.database for schema in schemas]))
     return report
@@ -115,29 +113,30 @@ def collect_staging(*schemas: Any, **options: Any) -> Report:
 class _Collection:
     """The collection of one schema in one store."""
 
-    def __init__(self, schema: Any, backend: Any, spec: dict, store: str, cutoff: float, datajoint: bool) -> None:
+    def __init__(self, schema: Any, store: StagedStore, cutoff: float, datajoint: bool) -> None:
         self.schema = schema
         self.name = schema.database
-        self.backend = backend
-        self.spec = spec
-        self.store = store
+        self.staged_store = store
+        self.spec = store.spec
+        self.store = store.name
         self.cutoff = cutoff
-        self.roots = section_roots(spec, self.name)
+        self.roots = section_roots(self.spec, self.name)
         self.sections = [SCHEMA, HASH, STAGING, LEASES] if datajoint else [STAGING, LEASES]
 
     def run(self, dry_run: bool) -> list[SectionReport]:
-        listed = {section: list_files(self.backend, self.roots[section]) for section in self.sections}
-        uploads: dict[str, tuple[StoredFile, str]] = {}
-        for section in self.sections:
-            if section != LEASES:
-                uploads.update(list_uploads(self.backend, self.roots[section]))
+        listed = {section: self.staged_store.list_files(self.roots[section]) for section in self.sections}
+        uploads: dict[str, IncompleteUpload] = {}
+        if self.staged_store.supports_listing_incomplete_uploads:
+            for section in self.sections:
+                if section != LEASES:
+                    uploads.update(self.staged_store.incomplete_uploads(self.roots[section]))
         steps.reach("collector.list", schema=self.name, store=self.store)
         window = contextlib.nullcontext(None) if dry_run else exclusive_gate(self.schema.connection, self.name)
         with window as gate:
             # inside the window every query runs on the gate's own session: a writer waiting for the gate
             # may hold this process's main connection
             schema = self.schema if gate is None else _on(gate.connection, self.schema)
-            records = scan_leases(self.backend, self.name)
+            records = scan_leases(self.staged_store, self.name)
             held = held_lease_keys(schema.connection)
             live = [p for r in records if r.readable and r.lock in held for p in r.paths]
             dead = [p for r in records if r.readable and r.lock not in held for p in r.paths]
@@ -159,7 +158,7 @@ class _Collection:
     def _judge(
         self,
         listed: dict[str, dict[str, StoredFile]],
-        uploads: dict[str, tuple[StoredFile, str]],
+        uploads: dict[str, IncompleteUpload],
         records: list[Any],
         held: set[int],
         rules: Rules,
@@ -186,23 +185,23 @@ class _Collection:
             report.referenced_bytes = decision.referenced_bytes
             report.abandoned = set(decision.abandoned)
             reports.append(report)
-        if self.backend.protocol == "s3":
+        if self.staged_store.supports_listing_incomplete_uploads:
             reports.append(self._uploads(uploads, rules))
         reports.append(self._leases(listed[LEASES], records, held))
         return reports
 
-    def _uploads(self, uploads: dict[str, tuple[StoredFile, str]], rules: Rules) -> SectionReport:
-        """Incomplete uploads, judged by the key they would create (never referenced: they are not objects)."""
+    def _uploads(self, uploads: dict[str, IncompleteUpload], rules: Rules) -> SectionReport:
+        """Incomplete uploads, judged by the path they would create (never referenced: they are not objects)."""
         report = SectionReport(self.store, self.name, UPLOADS)
-        for name, (stored, _key) in sorted(uploads.items()):
-            files = [StoredFile(name, stored.size, stored.mtime)]
-            if covers(rules.live, stored.path):
+        for name, upload in sorted(uploads.items()):
+            files = [StoredFile(name, upload.size, upload.started)]
+            if covers(rules.live, upload.path):
                 report.protected[name] = LEASED
                 report.kept[name] = files
-            elif covers(rules.dead, stored.path):
+            elif covers(rules.dead, upload.path):
                 report.collectable[name] = files
                 report.abandoned.add(name)
-            elif stored.mtime is not None and stored.mtime <= rules.cutoff:
+            elif upload.started is not None and upload.started <= rules.cutoff:
                 report.collectable[name] = files
             else:
                 report.protected[name] = YOUNG
@@ -224,7 +223,7 @@ class _Collection:
                 report.collectable.setdefault(root, []).append(stored)
         return report
 
-    def _delete(self, reports: list[SectionReport], uploads: dict[str, tuple[StoredFile, str]], gate: Any) -> None:
+    def _delete(self, reports: list[SectionReport], uploads: dict[str, IncompleteUpload], gate: Any) -> None:
         """Delete what the reports list, confirming the gate is still held before each deletion request."""
         failed = False
         for entry in sorted(reports, key=lambda r: r.section == LEASES):  # leases last: their paths first
@@ -233,8 +232,8 @@ class _Collection:
                     "leases of abandoned writes kept: some of the objects they name could not be deleted"
                 )
                 continue
-            if self.backend.protocol == "s3" and entry.section != UPLOADS:
-                failed = self._delete_s3(entry, gate) or failed
+            if self.staged_store.delete_batch_size > 1 and entry.section != UPLOADS:
+                failed = self._delete_in_batches(entry, gate) or failed
                 continue
             stop_at = self.roots.get(entry.section, "")
             for files in entry.collectable.values():
@@ -242,9 +241,9 @@ class _Collection:
                 for stored in files:
                     try:
                         if entry.section == UPLOADS:
-                            abort_upload(self.backend, stored.path, uploads[stored.path][1])
+                            self.staged_store.abort_upload(uploads[stored.path])
                         else:
-                            delete_file(self.backend, stored.path, stop_at)
+                            self.staged_store.delete_file(stored.path, stop_at)
                     except FileNotFoundError:
                         continue
                     except Exception as error:
@@ -254,15 +253,16 @@ class _Collection:
                     entry.deleted += 1
                     entry.freed_bytes += stored.size
 
-    def _delete_s3(self, entry: SectionReport, gate: Any) -> bool:
-        """Delete a section's objects on S3, up to 1,000 keys per request; return whether any key failed."""
+    def _delete_in_batches(self, entry: SectionReport, gate: Any) -> bool:
+        """Delete a section's objects as many per request as the store takes; return whether any failed."""
         files = [stored for group in entry.collectable.values() for stored in group]
         failed = False
-        for start in range(0, len(files), S3_DELETE_BATCH):
-            batch = files[start : start + S3_DELETE_BATCH]
+        size = self.staged_store.delete_batch_size
+        for start in range(0, len(files), size):
+            batch = files[start : start + size]
             gate.confirm()
             try:
-                errors = delete_keys(self.backend, [stored.path for stored in batch])
+                errors = self.staged_store.delete_many([stored.path for stored in batch])
             except Exception as error:
                 errors = {stored.path: f"{type(error).__name__}: {error}" for stored in batch}
             for stored in batch:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..leases import covers
-from ..listing import StoredFile
+from ..stores import StoredFile
 
 REFERENCED = "referenced by a row"
 LEASED = "in flight (live lease)"

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..listing import StoredFile
+from ..stores import StoredFile
 from ..text import count, human_bytes, human_duration, iso, table, utc
 from .policy import ABANDONED, ABANDONED_LEASE, LEASED, NOT_COLLECTED, OUTSIDE, REFERENCED, UNDATED, UNREFERENCED, YOUNG
 from .sections import LEASES

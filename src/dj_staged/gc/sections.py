@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import StagedInsertError
 from ..layout import LEASE_SECTION, LEASES_ROOT, STAGING_PREFIX, lease_section, section_path, staging_section
-from ..listing import StoredFile, list_folder
+from ..stores import StagedStore, StoredFile
 
 if TYPE_CHECKING:
     from .report import SectionReport
@@ -66,15 +66,15 @@ def _section_prefixes(spec: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def survey_store(backend: Any, spec: dict[str, Any]) -> StoreSurvey:
+def survey_store(store: StagedStore) -> StoreSurvey:
     """List the top of the store and each section one level deep (at most five shallow listings)."""
     survey = StoreSurvey()
-    survey.top_folders, survey.top_files = list_folder(backend, "")
-    for section, prefix in _section_prefixes(spec).items():
+    survey.top_folders, survey.top_files = store.list_folder("")
+    for section, prefix in _section_prefixes(store.spec).items():
         if not prefix:
             folders = set(survey.top_folders)  # an empty prefix: the schemas' folders are at the top
         elif prefix.split("/")[0] in survey.top_folders:
-            folders, _files = list_folder(backend, prefix)
+            folders, _files = store.list_folder(prefix)
         else:
             folders = set()
         survey.schemas[section] = folders

@@ -18,6 +18,7 @@ from typing import Any
 from .. import steps
 from .._datajoint import backend_pid
 from ..errors import LeaseLostError
+from ..stores.base import StagedStore
 from .locks import (
     LeaseLock,
     acquire_lease_lock,
@@ -51,7 +52,7 @@ class LeaseKeeper:
         self._key = new_lease_key()
         self.lease_id = lease_id_for(self._key)
         self.lock: LeaseLock | None = None
-        self._stores: dict[str, tuple[Any, EntryWriter]] = {}  # store name -> (backend, where entries go)
+        self._stores: dict[str, tuple[StagedStore, EntryWriter]] = {}  # store name -> (store, where entries go)
         self._paths: set[tuple[str, str]] = set()
         self._mutex = threading.Lock()
         self._lock_handed_over = False  # the commit's transaction took the lock: it ends with that transaction
@@ -90,7 +91,7 @@ class LeaseKeeper:
         return self.lock, answer
 
     def lease(
-        self, store: str, backend: Any, paths: Sequence[str], *, field: str, key: dict[str, Any], fresh: bool = False
+        self, store: StagedStore, paths: Sequence[str], *, field: str, key: dict[str, Any], fresh: bool = False
     ) -> None:
         """Lease ``paths`` in ``store`` before they are written or referenced.
 
@@ -103,41 +104,42 @@ class LeaseKeeper:
         the store or the database refuses: a write no lease protects must not
         start.
         """
+        name = store.name
         with self._mutex:
-            new = [p for p in dict.fromkeys(paths) if (store, p) not in self._paths]
+            new = [p for p in dict.fromkeys(paths) if (name, p) not in self._paths]
             if not new:
                 return
             entry = LeaseEntry(field=field, key=dict(key), paths=new, at=time.time())
             if self.lock is None:  # the lock, and the gate when needed, in one round trip
                 self._acquire(gate=not fresh)
                 try:
-                    self._record(store, backend, entry)
+                    self._record(store, entry)
                 finally:
                     if not fresh:
                         release_shared_gate(self.connection, self.schema)
             elif fresh:
-                self._record(store, backend, entry)
+                self._record(store, entry)
             else:
                 with shared_gate(self.connection, self.schema):
-                    self._record(store, backend, entry)
-            self._paths.update((store, p) for p in new)
-        steps.reach("writer.lease", lease=self.lease_id, store=store, paths=new, field=field)
+                    self._record(store, entry)
+            self._paths.update((name, p) for p in new)
+        steps.reach("writer.lease", lease=self.lease_id, store=name, paths=new, field=field)
 
-    def _record(self, store: str, backend: Any, entry: LeaseEntry) -> None:
+    def _record(self, store: StagedStore, entry: LeaseEntry) -> None:
         """Name ``entry``'s paths in the lease's record in ``store``: its header first, then added entries."""
-        if store in self._stores:
-            self._stores[store][1].add(entry)
+        if store.name in self._stores:
+            self._stores[store.name][1].add(entry)
         else:
-            self._start(store, backend, entry)
+            self._start(store, entry)
 
-    def _start(self, store: str, backend: Any, entry: LeaseEntry) -> None:
+    def _start(self, store: StagedStore, entry: LeaseEntry) -> None:
         """Create the lease's record in ``store``, naming the first paths there."""
         try:
-            write_header(backend, self._header(store), entry)
+            write_header(store, self._header(store.name), entry)
         except BaseException:
-            _quietly(remove_lease, backend, self.schema, self.lease_id)
+            _quietly(remove_lease, store, self.schema, self.lease_id)
             raise
-        self._stores[store] = (backend, EntryWriter(backend, self.schema, self.lease_id))
+        self._stores[store.name] = (store, EntryWriter(store, self.schema, self.lease_id))
 
     def _header(self, store: str) -> LeaseRecord:
         assert self.lock is not None
@@ -202,12 +204,12 @@ class LeaseKeeper:
             if self.ended:
                 return False
             self.ended = True
-            for store, (backend, entries) in self._stores.items():
+            for name, (store, entries) in self._stores.items():
                 try:
                     entries.close()
-                    action(backend, self.schema, self.lease_id)
+                    action(store, self.schema, self.lease_id)
                 except Exception:
-                    logger.warning("%s lease %s in store %s failed", verb, self.lease_id, store, exc_info=True)
+                    logger.warning("%s lease %s in store %s failed", verb, self.lease_id, name, exc_info=True)
             self._unlock()
         return True
 

@@ -12,9 +12,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from .._datajoint import full_path
-from ..listing import fresh
 from ..references import referencing
+from ..stores.base import StagedStore
 from .locks import exclusive_gate, held_lease_keys
 from .records import LeaseRecord, scan_leases
 
@@ -45,25 +44,21 @@ def live_paths(records: Iterable[LeaseRecord], held: set[int], exclude: str | No
     return paths
 
 
-def reclaim(connection: Any, backend: Any, schema: str, paths: list[str], *, exclude_lease: str) -> list[str]:
+def reclaim(connection: Any, store: StagedStore, schema: str, paths: list[str], *, exclude_lease: str) -> list[str]:
     """Delete those of ``paths`` no other live lease covers and no row references; return the deleted ones."""
     if not paths:
         return []
     deleted = []
     with exclusive_gate(connection, schema) as gate:
-        live = live_paths(scan_leases(backend, schema), held_lease_keys(gate.connection), exclude=exclude_lease)
+        live = live_paths(scan_leases(store, schema), held_lease_keys(gate.connection), exclude=exclude_lease)
         if live is None:
             logger.warning("Kept %s: a lease of %s could not be read; `dj-staged gc` decides later", paths, schema)
             return []
         referenced = referencing(gate.connection, schema, paths)
         for path in paths:
-            if (
-                path in referenced
-                or covers(live, path)
-                or not backend.fs.exists(fresh(backend.fs, full_path(backend, path)))
-            ):
+            if path in referenced or covers(live, path) or not store.exists(path):
                 continue
             gate.confirm()
-            backend.remove(path)
+            store.remove(path)
             deleted.append(path)
     return deleted

@@ -3,13 +3,13 @@
 A lease lives in the store it protects, in a folder of its own::
 
     _staging/_leases/{schema}/{lease_id}/lease.json      who writes, the lease lock's key, the first paths
-    _staging/_leases/{schema}/{lease_id}/entries.jsonl   paths added later, one line each (local stores)
+    _staging/_leases/{schema}/{lease_id}/entries.jsonl   paths added later, one line each (stores that append)
     _staging/_leases/{schema}/{lease_id}/{n:06d}.json    paths added later, one object each (object stores)
     _staging/_leases/{schema}/{lease_id}/abandoned.json  the block ended by KeyboardInterrupt/SystemExit
 
-Nothing is ever rewritten: adding paths is one appended line on a local store,
-or one small object on S3, however many paths the lease already holds (a
-batch of many rows). A header or an addition that names a path that may
+Nothing is ever rewritten: adding paths is one appended line on a store that
+can append (a local one), or one small object elsewhere, however many paths the
+lease already holds (a batch of many rows). A header or an addition that names a path that may
 already exist is written while the writer holds the schema's gate shared; a
 collector reads leases only while it holds the gate exclusively, so it never
 sees half of those. One naming only paths the writer is about to create is
@@ -24,18 +24,15 @@ so a header a collector cannot read yet still tells whether its lease is live.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-from .._datajoint import full_path
-from ..durability import is_local, is_plain_local
 from ..layout import lease_section
+from ..stores.base import StagedStore
 
 logger = logging.getLogger(__name__)
 
@@ -109,26 +106,14 @@ def _dumps(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, default=str).encode()
 
 
-def write_header(backend: Any, record: LeaseRecord, first: LeaseEntry) -> None:
+def write_header(store: StagedStore, record: LeaseRecord, first: LeaseEntry) -> None:
     """Create the lease folder with its header, naming the first paths."""
     header = {
         "version": LEASE_VERSION,
         **{k: getattr(record, k) for k in _HEADER_KEYS},
         "entries": [_entry_dict(first)],
     }
-    _create(backend, f"{record.folder}/{HEADER}", _dumps(header))
-
-
-def _create(backend: Any, path: str, data: bytes) -> None:
-    """Write a new small file at ``path``: straight through ``os`` on a local store (fsspec's ``pipe_file``
-    costs more than the write for a file this small, once per block), through the store's filesystem elsewhere."""
-    full = full_path(backend, path)
-    if not is_plain_local(backend.fs):
-        backend.fs.pipe_file(full, data)
-        return
-    os.makedirs(os.path.dirname(full), exist_ok=True)
-    with open(full, "wb") as file:
-        file.write(data)
+    store.create(f"{record.folder}/{HEADER}", _dumps(header))
 
 
 def _entry_dict(entry: LeaseEntry) -> dict[str, Any]:
@@ -139,25 +124,26 @@ _HEADER_KEYS = ("lease_id", "schema", "lock", "table", "store", "host", "pid", "
 
 
 class EntryWriter:
-    """Adds entries to one lease in one store: appended lines locally, one small object each elsewhere."""
+    """Adds entries to one lease in one store: appended lines where the store appends, one small object each
+    elsewhere."""
 
-    def __init__(self, backend: Any, schema: str, lease_id: str) -> None:
-        self._backend = backend
+    def __init__(self, store: StagedStore, schema: str, lease_id: str) -> None:
+        self._store = store
         self._folder = lease_folder(schema, lease_id)
-        self._journal: Any = None
+        self._journal: IO[bytes] | None = None
         self._count = 0
 
     def add(self, entry: LeaseEntry) -> None:
         """Record ``entry``; it is visible to any reader of the store when this returns."""
         line = _dumps(_entry_dict(entry))
-        if is_local(self._backend.fs):
+        if self._store.supports_append:
             if self._journal is None:
-                self._journal = self._backend.fs.open(full_path(self._backend, f"{self._folder}/{JOURNAL}"), "ab")
+                self._journal = self._store.append(f"{self._folder}/{JOURNAL}")
             self._journal.write(line + b"\n")
             self._journal.flush()
             return
         self._count += 1
-        self._backend.fs.pipe_file(full_path(self._backend, f"{self._folder}/{self._count:06d}.json"), line)
+        self._store.create(f"{self._folder}/{self._count:06d}.json", line)
 
     def close(self) -> None:
         if self._journal is not None:
@@ -165,24 +151,14 @@ class EntryWriter:
             self._journal = None
 
 
-def mark_abandoned(backend: Any, schema: str, lease_id: str) -> None:
+def mark_abandoned(store: StagedStore, schema: str, lease_id: str) -> None:
     """Record that the block ended by ``KeyboardInterrupt``/``SystemExit``: its objects belong to no row."""
-    _create(backend, f"{lease_folder(schema, lease_id)}/{ABANDONED}", _dumps({"at": time.time()}))
+    store.create(f"{lease_folder(schema, lease_id)}/{ABANDONED}", _dumps({"at": time.time()}))
 
 
-def remove_lease(backend: Any, schema: str, lease_id: str) -> None:
+def remove_lease(store: StagedStore, schema: str, lease_id: str) -> None:
     """Delete a lease folder; absent is fine."""
-    fs = backend.fs
-    folder = full_path(backend, lease_folder(schema, lease_id))
-    if is_plain_local(fs):  # a folder of one to a few small files: os, without fsspec's walk
-        with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(folder):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(folder, name))
-            os.rmdir(folder)
-        return
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm(folder, recursive=True)
+    store.remove_folder(lease_folder(schema, lease_id))
 
 
 def parse_lease(schema: str, lease_id: str, contents: dict[str, bytes | None]) -> LeaseRecord:
@@ -223,21 +199,19 @@ def _entry(lease_id: str, name: str, data: bytes) -> list[LeaseEntry]:
         return []
 
 
-def scan_leases(backend: Any, schema: str) -> list[LeaseRecord]:
+def scan_leases(store: StagedStore, schema: str) -> list[LeaseRecord]:
     """Every lease of ``schema`` in the store: one listing, then the lease files read together."""
-    from ..listing import list_files
-
     section = lease_section(schema)
     folders: dict[tuple[str, str], dict[str, float | None]] = {}
-    for path, stored in list_files(backend, section).items():
+    for path, stored in store.list_files(section).items():
         parts = path[len(section) + 1 :].split("/")
         if len(parts) == 2:
             folders.setdefault((schema, parts[0]), {})[parts[1]] = stored.mtime
-    return read_leases(backend, folders)
+    return read_leases(store, folders)
 
 
 def read_leases(
-    backend: Any, folders: dict[tuple[str, str], dict[str, float | None]], *, skip_ended: bool = False
+    store: StagedStore, folders: dict[tuple[str, str], dict[str, float | None]], *, skip_ended: bool = False
 ) -> list[LeaseRecord]:
     """The leases ``folders`` names (``(schema, lease id)`` → file name → mtime, from one listing), their files
     read together, in order.
@@ -245,17 +219,15 @@ def read_leases(
     With ``skip_ended``, a lease none of whose files can be read any more is left
     out: it was removed since the listing, so its write has ended.
     """
-    fulls = {
-        full_path(backend, f"{lease_section(schema)}/{lease_id}/{name}"): (schema, lease_id, name)
+    where = {
+        f"{lease_section(schema)}/{lease_id}/{name}": (schema, lease_id, name)
         for (schema, lease_id), names in folders.items()
         for name in names
     }
     contents: dict[tuple[str, str], dict[str, bytes | None]] = {key: {} for key in folders}
-    if fulls:
-        fetched = backend.fs.cat(list(fulls), on_error="return")
-        for full, (schema, lease_id, name) in fulls.items():
-            data = fetched.get(full)
-            contents[(schema, lease_id)][name] = data if isinstance(data, bytes) else None
+    for path, data in store.read_many(where).items():
+        schema, lease_id, name = where[path]
+        contents[(schema, lease_id)][name] = data
     records = []
     for (schema, lease_id), files in sorted(contents.items()):
         if skip_ended and all(data is None for data in files.values()):

@@ -30,6 +30,7 @@ from datajoint.errors import DuplicateError
 from ..durability import SyncPlan, durable
 from ..errors import HandleModeError
 from ..leases import LeaseKeeper
+from ..stores import StagedStore
 from .commit import Group
 from .lifecycle import Block, _as_table, commit_rows
 from .rows import key_token
@@ -87,7 +88,7 @@ class StagedBatch:
         self.allow_direct_insert = allow_direct_insert
         self.leases = LeaseKeeper(table.connection, table.database, table.table_name)
         self.sync = SyncPlan(durable())  # every accepted row's files and directories, synced once at the commit
-        self.stores: dict[str | None, tuple[str, dict, Any]] = {}  # resolved once for all rows
+        self.stores: dict[str | None, StagedStore] = {}  # resolved once for all rows
         self.views: dict[frozenset[str], Any] = {}  # the pre-insert check's table copies, made once
         self._keys: set[tuple] = set()
         self._rows: list[tuple[StagedSession, dict[str, Any], frozenset[str]]] = []

@@ -18,7 +18,6 @@ from typing import IO, Any
 
 import fsspec
 from datajoint.errors import DataJointError, DuplicateError
-from datajoint.hash_registry import get_store_backend
 
 from .. import steps
 from .._datajoint import config_of, inserts_allowed
@@ -32,12 +31,12 @@ from ..errors import (
     StagedInsertError,
     codec_label,
     missing_primary_key,
-    storage_not_configured,
     warn,
 )
 from ..leases import LeaseKeeper, reclaim
 from ..progress import progress_callback
 from ..protocol import StagedField, participant_for
+from ..stores import StagedStore, resolve_store
 from .commit import is_connection_error
 from .rows import check_row, key_probe, key_token
 
@@ -51,26 +50,6 @@ AUTO_POPULATED_REFUSAL = (
 )
 
 
-_backends: dict[tuple[str | None, str], Any] = {}
-_BACKENDS_KEPT = 32
-
-
-def _backend(requested: str | None, spec: dict[str, Any], config: Any) -> Any:
-    """DataJoint's backend of a store, made once per store specification and shared by later blocks.
-
-    ``get_store_backend`` builds a new backend and filesystem on every call,
-    which a block of one small row would pay for again each time. A changed
-    specification (another location, other credentials) is another key.
-    """
-    key = (requested, repr(sorted(spec.items())))
-    backend = _backends.get(key)
-    if backend is None:
-        if len(_backends) >= _BACKENDS_KEPT:
-            _backends.clear()
-        backend = _backends[key] = get_store_backend(requested, config=config)
-    return backend
-
-
 class StagedSession:
     """Collects one row: plain values in ``rec``, large values through ``store()``/``open()``."""
 
@@ -81,7 +60,7 @@ class StagedSession:
         leases: LeaseKeeper | None = None,
         on_key: Callable[[dict[str, Any]], None] | None = None,
         allow_direct_insert: bool = False,
-        stores: dict[str | None, tuple[str, dict, Any]] | None = None,
+        stores: dict[str | None, StagedStore] | None = None,
         views: dict[frozenset[str], Any] | None = None,
     ) -> None:
         self._table = table
@@ -120,10 +99,7 @@ class StagedSession:
     def fs(self) -> fsspec.AbstractFileSystem:
         """fsspec filesystem of the default store, for advanced operations."""
         self._require_open()
-        try:
-            return get_store_backend(None, config=self._config).fs
-        except DataJointError as error:
-            raise storage_not_configured(None, None, self._config.stores, error) from error
+        return resolve_store(None, self._config).fs
 
     @property
     def primary_key(self) -> dict[str, Any]:
@@ -232,15 +208,12 @@ class StagedSession:
         check_key(field, primary_key)
         self._refuse_early(primary_key, field)
         self._announce_key(primary_key)
-        store_name, spec, backend = self._resolve_store(field, attr)
         staged = StagedField(
             name=field,
             codec=attr.codec,
             participant=participant,
             table=self._table,
-            store_name=store_name,
-            spec=spec,
-            backend=backend,
+            store=self._resolve_store(field, attr),
             ext=extension,
             ext_given=ext or None,
             primary_key=primary_key,
@@ -339,20 +312,14 @@ class StagedSession:
             )
         return participant
 
-    def _resolve_store(self, field: str, attr: Any) -> tuple[str, dict, Any]:
+    def _resolve_store(self, field: str, attr: Any) -> StagedStore:
         # DataJoint 2.3.5's insert1 passes the empty store name of `<x@>` on and
         # fails; `<x@>` means stores.default, so resolve it to that store's name.
         requested = attr.store or None
-        if requested in self._stores:
-            return self._stores[requested]
-        try:
-            spec = self._config.get_store_spec(requested)
-            backend = _backend(requested, spec, self._config)
-        except (DataJointError, OSError) as error:
-            raise storage_not_configured(field, requested, self._config.stores, error) from error
-        store_name = requested if requested is not None else self._config.stores["default"]
-        self._stores[requested] = (store_name, spec, backend)
-        return store_name, spec, backend
+        store = self._stores.get(requested)
+        if store is None:
+            store = self._stores[requested] = resolve_store(requested, self._config, field=field)
+        return store
 
     @property
     def _config(self) -> Any:
@@ -454,7 +421,7 @@ class StagedSession:
             try:
                 reclaim(
                     self._table.connection,
-                    staged.backend,
+                    staged.store,
                     staged.schema,
                     staged.reclaims,
                     exclude_lease=self._leases.lease_id,

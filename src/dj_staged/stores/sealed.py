@@ -40,7 +40,6 @@ from typing import Any
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-from ..durability import is_local
 from ..errors import HandleModeError
 from ..layout import STAGING_PREFIX
 from .journal import WriteJournal
@@ -262,7 +261,7 @@ for _name in (
 def sealed_map(field: Any, path: str, journal: WriteJournal | None) -> tuple[fsspec.FSMap, HandleSeal]:
     """An ``FSMap`` at ``path`` (store-relative) of ``field``'s store whose filesystem refuses writes once
     the returned seal is set; on a local store it records into ``journal``."""
-    store_fs = field.backend.fs
+    store_fs = field.store.fs
     token = secrets.token_hex(8)
     marker = f"{STAGING_PREFIX}/{field.schema}/{field.table_name}/{field.name}_{token}.open"
     seal = HandleSeal(
@@ -274,6 +273,6 @@ def sealed_map(field: Any, path: str, journal: WriteJournal | None) -> tuple[fss
     )
     _unsealed[token] = seal
     handle_fs = HandleFileSystem(store_fs, token=token, field_name=field.name, marker=seal.marker)
-    if is_local(store_fs):
+    if field.store.durable_local_files:
         handle_fs.journal = journal
     return fsspec.FSMap(field.full_path(path), handle_fs), seal

@@ -11,10 +11,10 @@ from typing import Any
 
 import datajoint as dj
 import numpy as np
-from datajoint.hash_registry import build_hash_path, compute_hash, get_store_backend
+from datajoint.hash_registry import build_hash_path, compute_hash
 from datajoint.storage import TOKEN_ALPHABET, build_object_path
 
-from .._datajoint import full_path
+from ..stores import StagedStore, resolve_store
 
 #: The engine's own bookkeeping (leases for ``dj-staged gc``), not a codec's artifact; tests/test_gc.py covers it.
 ENGINE_PREFIXES = ("_staging/_leases/",)
@@ -22,30 +22,28 @@ ENGINE_PREFIXES = ("_staging/_leases/",)
 _EXTENSION = re.compile(r"(\.[A-Za-z0-9][A-Za-z0-9_-]*)*")
 
 
+def _store(store_name: str) -> StagedStore:
+    return resolve_store(store_name, dj.config)
+
+
 def store_files(store_name: str) -> list[str]:
     """Every object in store ``store_name``, relative to the store's root, sorted."""
-    backend = get_store_backend(store_name)
-    root = full_path(backend, "").rstrip("/")
-    fs = backend.fs
-    fs.invalidate_cache()
-    if not fs.exists(root):
-        return []
-    files = (path[len(root) + 1 :] for path in fs.find(root))
-    return sorted(f for f in files if not f.startswith(ENGINE_PREFIXES))
+    return sorted(f for f in _store(store_name).list_files("") if not f.startswith(ENGINE_PREFIXES))
 
 
 def read_object(store_name: str, path: str) -> bytes:
     """The bytes of the object at ``path`` in store ``store_name``."""
-    backend = get_store_backend(store_name)
-    return backend.fs.cat_file(full_path(backend, path))
+    with _store(store_name).open_read(path) as handle:
+        return handle.read()
 
 
 def object_identity(store_name: str, path: str) -> tuple:
-    """What changes when an object is replaced, even by identical bytes (inode, mtime; S3: ETag, LastModified)."""
-    backend = get_store_backend(store_name)
-    backend.fs.invalidate_cache()
-    info = backend.fs.info(full_path(backend, path))
-    return tuple(str(info.get(name)) for name in ("ino", "mtime", "created", "ETag", "LastModified"))
+    """What changes when an object is replaced, even by identical bytes (inode and mtime; an ETag or a
+    generation and the modification time on object stores)."""
+    info = _store(store_name).info(path)
+    assert info is not None, f"no object at {path}"
+    names = ("ino", "mtime", "created", "ETag", "LastModified", "etag", "last_modified", "generation", "updated")
+    return tuple(str(info.get(name)) for name in names)
 
 
 def column_value(table: Any, key: dict[str, Any], field: str) -> Any:

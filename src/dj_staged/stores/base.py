@@ -1,0 +1,389 @@
+"""What dj-staged asks of a store, declared once: :class:`StagedStore`, and the values it hands back.
+
+One implementation per protocol (``stores/local.py``, ``s3.py``, ``gcs.py``,
+``azure.py``); nothing outside ``stores/`` asks which protocol a store speaks
+(a test enforces it). Capabilities are declared as class attributes, read by
+whoever needs to choose (the model is zarr-python's ``abc/store.py`` with its
+``supports_writes``, ``supports_deletes`` and ``supports_listing``), never
+discovered with ``getattr`` or a protocol check.
+
+Every path a caller passes is relative to the store's location (what rows and
+leases hold); :meth:`StagedStore.full_path` turns it into the filesystem's own.
+Every answer about what is in the store is fresh: a filesystem's cached listing
+is forgotten first, because Zarr, Dask workers and other processes write through
+other instances (``docs/spec.md``, *fresh listings*).
+
+The generic methods here go through fsspec and serve any filesystem; an
+implementation overrides what its service does better (a server-side copy,
+batched deletes, listing incomplete uploads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any, ClassVar
+
+import fsspec
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+from fsspec.spec import AbstractBufferedFile
+
+from .._datajoint import full_path as datajoint_full_path
+
+CHUNK = 4 << 20  # what a streaming copy or read moves at a time
+_MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "mtime_ns")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in a store: its path relative to the store's location, size and modification time (None if unknown)."""
+
+    path: str
+    size: int
+    mtime: float | None
+
+
+@dataclass(frozen=True)
+class ObjectIdentity:
+    """What tells one written object from another at the same path: its size and, where the service gives one, a
+    version that changes whenever the object is replaced (an inode, an ETag, a generation)."""
+
+    size: int
+    version: str | None = None
+
+    def matches(self, found: ObjectIdentity | None) -> bool:
+        """Whether ``found`` (what is in the store now) is the object this identity was taken of: the same size,
+        and the same version where this one knows it."""
+        return found is not None and found.size == self.size and self.version in (None, found.version)
+
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """An upload that was begun and never completed or aborted: it holds storage, but no listing shows it."""
+
+    name: str  # unique in its section: "{path}#upload={upload_id}"
+    path: str  # the object it would have created, relative to the store's location
+    size: int  # bytes it holds so far
+    started: float | None  # POSIX seconds
+    upload_id: str
+
+
+@dataclass(frozen=True)
+class StoreObject:
+    """One path of one store (zarr's ``StorePath`` is the model): the value that replaces ``(backend, path)`` pairs."""
+
+    store: StagedStore
+    path: str
+
+    @property
+    def full(self) -> str:
+        """The path in the store's filesystem."""
+        return self.store.full_path(self.path)
+
+    def __truediv__(self, name: str) -> StoreObject:
+        return StoreObject(self.store, f"{self.path.rstrip('/')}/{name}" if self.path else name)
+
+    def exists(self) -> bool:
+        return self.store.exists(self.path)
+
+    def info(self) -> dict[str, Any] | None:
+        return self.store.info(self.path)
+
+    def identity(self) -> ObjectIdentity | None:
+        return self.store.identity(self.path)
+
+    def remove(self) -> None:
+        self.store.remove(self.path)
+
+    def __str__(self) -> str:
+        return f"{self.store.name}:{self.path}"
+
+
+def mtime_of(info: dict[str, Any]) -> float | None:
+    """Modification time (POSIX seconds) from an fsspec info dict, whatever the service calls it."""
+    for key in _MTIME_KEYS:
+        value = info.get(key)
+        if value in (None, ""):
+            continue
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return value / 1e9 if key == "mtime_ns" else float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def find_strict(fs: Any, path: str, **kwargs: Any) -> Any:
+    """``fs.find`` that raises when a directory cannot be listed (fsspec's generic ``find`` skips it, and a
+    partial listing of live objects must never become a list of things to delete)."""
+    if type(fs).find is fsspec.AbstractFileSystem.find:
+        kwargs["on_error"] = "raise"
+    return fs.find(path, **kwargs)
+
+
+class StagedStore:
+    """One configured DataJoint store, as dj-staged uses it. Paths are relative to the store's location."""
+
+    #: DataJoint's name for the protocol (``dj.config.stores[...]["protocol"]``); for messages only
+    protocol: ClassVar[str] = ""
+    #: an object can be copied inside the service, with no byte downloaded (promotion, framing)
+    supports_server_side_copy: ClassVar[bool] = False
+    #: the largest object one server-side copy request takes; larger ones are copied part by part (None: any)
+    server_side_copy_limit: ClassVar[int | None] = None
+    #: a large upload goes up in parts that the service keeps if the writer dies (S3 multipart uploads, GCS
+    #: resumable sessions, Azure uncommitted blocks)
+    supports_partial_uploads: ClassVar[bool] = False
+    #: those partial uploads can be listed, so a collector can reclaim the ones no live write covers
+    supports_listing_incomplete_uploads: ClassVar[bool] = False
+    #: what the service reclaims by itself, for the collector's report ("" if nothing)
+    reclaims_by_itself: ClassVar[str] = ""
+    #: objects are files on this machine's disks: durable only once fsynced, identified by their inode, and the
+    #: files written through a ``store()`` handle can be checked one by one
+    durable_local_files: ClassVar[bool] = False
+    #: a file can be appended to (a lease's later entries are lines of one file, not one object each)
+    supports_append: ClassVar[bool] = False
+    #: the write handle uploads in threads of its own, so hashing in the caller's thread costs no extra time
+    uploads_in_background: ClassVar[bool] = False
+    #: objects one deletion request removes
+    delete_batch_size: ClassVar[int] = 1
+    #: a promotion never overwrites an object that appeared since the existence check (else two writers racing
+    #: on the same content may both copy: identical bytes, so the same result)
+    atomic_promotion: ClassVar[bool] = False
+
+    def __init__(self, name: str, spec: dict[str, Any], backend: Any) -> None:
+        self.name = name
+        self.spec = spec
+        self.backend = backend  # DataJoint's StorageBackend: what codecs' own encode/decode use
+        self.fs: Any = backend.fs
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    @classmethod
+    def capabilities(cls) -> dict[str, object]:
+        """Every declared capability and its value (the README's store table is made from these)."""
+        names = [name for name, value in vars(StagedStore).items() if isinstance(value, bool | int | str | None)]
+        return {name: getattr(cls, name) for name in names if not name.startswith("_") and name != "protocol"}
+
+    # ---- paths
+
+    def full_path(self, path: str) -> str:
+        """The filesystem path of a store-relative ``path`` (``""``: the store's location)."""
+        return str(datajoint_full_path(self.backend, path))
+
+    def relative(self, full: str) -> str:
+        """The store-relative path of a filesystem path under the store's location."""
+        root = self.full_path("").rstrip("/")
+        return full[len(root) :].lstrip("/") if full.startswith(root) else full
+
+    def at(self, path: str) -> StoreObject:
+        """``path`` of this store as a value."""
+        return StoreObject(self, path)
+
+    # ---- fresh answers
+
+    def forget(self, path: str = "") -> None:
+        """Forget what the filesystem cached of ``path`` and its parents (everything, for ``""``)."""
+        if path:
+            self.fs.invalidate_cache(self.full_path(path))
+        else:
+            self.fs.invalidate_cache()
+
+    def info(self, path: str) -> dict[str, Any] | None:
+        """The filesystem's info of ``path`` asked of the service now, or None if nothing is there."""
+        self.forget(path)
+        try:
+            return dict(self.fs.info(self.full_path(path)))
+        except FileNotFoundError:
+            return None
+
+    def exists(self, path: str) -> bool:
+        """Whether anything (an object, or a directory holding some) is at ``path`` now."""
+        self.forget(path)
+        return bool(self.fs.exists(self.full_path(path)))
+
+    def identity(self, path: str) -> ObjectIdentity | None:
+        """What identifies the object at ``path`` now (None if there is none)."""
+        info = self.info(path)
+        return None if info is None else self.identity_from(info)
+
+    def identity_from(self, info: dict[str, Any]) -> ObjectIdentity:
+        """The identity an info dict of this store's filesystem describes."""
+        return ObjectIdentity(int(info.get("size") or 0), self._version(info))
+
+    def _version(self, info: dict[str, Any]) -> str | None:
+        """The version field of a filesystem info dict (an implementation names its own)."""
+        return None
+
+    def list_files(self, section: str) -> dict[str, StoredFile]:
+        """Every file under ``section``, keyed by its store-relative path; strict (a folder that cannot be
+        listed raises)."""
+        self.forget()
+        try:
+            found = find_strict(self.fs, self.full_path(section).rstrip("/"), detail=True)
+        except FileNotFoundError:
+            return {}
+        files: dict[str, StoredFile] = {}
+        for full, info in found.items():
+            if info.get("type", "file") != "file":
+                continue
+            relative = self.relative(full)
+            files[relative] = StoredFile(relative, int(info.get("size") or 0), mtime_of(info))
+        return files
+
+    def list_folder(self, prefix: str) -> tuple[set[str], dict[str, StoredFile]]:
+        """One level under ``prefix``: the names of the folders there, and the files there (by relative path)."""
+        self.forget()
+        try:
+            entries = self.fs.ls(self.full_path(prefix).rstrip("/"), detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return set(), {}
+        folders: set[str] = set()
+        files: dict[str, StoredFile] = {}
+        for info in entries:
+            full = str(info["name"]).rstrip("/")
+            if info.get("type") == "directory":
+                folders.add(full.rsplit("/", 1)[-1])
+            else:
+                relative = self.relative(full)
+                files[relative] = StoredFile(relative, int(info.get("size") or 0), mtime_of(info))
+        return folders, files
+
+    def directory_files(self, path: str) -> dict[str, dict[str, Any]]:
+        """The files under the directory ``path``: filesystem path → info (for a directory value)."""
+        return dict(find_strict(self.fs, self.full_path(path), detail=True))
+
+    # ---- reading
+
+    def open_read(self, path: str) -> IO[bytes]:
+        """A binary read handle on ``path``."""
+        return self.fs.open(self.full_path(path), "rb")
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        """The bytes of each of ``paths`` (None for one that is gone), fetched together."""
+        fulls = {self.full_path(path): path for path in paths}
+        if not fulls:
+            return {}
+        fetched = self.fs.cat(list(fulls), on_error="return")
+        return {path: data if isinstance(data := fetched.get(full), bytes) else None for full, path in fulls.items()}
+
+    # ---- writing
+
+    def open_write(self, path: str) -> Any:
+        """A streaming binary write handle on the new object ``path``, in bounded memory; closing it completes the
+        object, :meth:`discard` abandons it."""
+        return self.fs.open(self.full_path(path), "wb")
+
+    def discard(self, handle: Any) -> None:
+        """Abandon a handle of :meth:`open_write` without completing its object (a failed write)."""
+        if isinstance(handle, AbstractBufferedFile):
+            handle.discard()
+            handle.closed = True
+            return
+        handle.close()
+
+    def open(self, path: str, mode: str) -> IO[bytes]:
+        """The filesystem's own handle on ``path`` in ``mode`` (``"ab"``, ``"r+b"``, ...)."""
+        return self.fs.open(self.full_path(path), mode)
+
+    def open_update(self, path: str) -> IO[bytes]:
+        """A handle that overwrites bytes of the existing file ``path`` in place (``durable_local_files`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot change an object in place")
+
+    def create(self, path: str, data: bytes) -> None:
+        """Write the small object ``path`` at once."""
+        self.fs.pipe_file(self.full_path(path), data)
+
+    def append(self, path: str) -> IO[bytes]:
+        """A handle that appends to ``path`` (``supports_append`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot append to an object")
+
+    # ---- removing
+
+    def remove(self, path: str) -> None:
+        """Remove the file or the directory tree at ``path``; nothing there is fine."""
+        full = self.full_path(path)
+        self.forget(path)
+        with contextlib.suppress(FileNotFoundError):
+            if self.fs.isdir(full):
+                self.fs.rm(full, recursive=True)
+            elif self.fs.exists(full):
+                self.fs.rm(full)
+
+    def remove_folder(self, path: str) -> None:
+        """Remove a small folder of files (a lease's); absent is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.full_path(path), recursive=True)
+
+    def delete_file(self, path: str, stop_at: str) -> None:
+        """Delete one file, then the folders it leaves empty up to (not including) ``stop_at``."""
+        self.fs.rm(self.full_path(path))
+
+    def delete_many(self, paths: list[str]) -> dict[str, str]:
+        """Delete up to :attr:`delete_batch_size` files in one request; path → error for those that failed."""
+        errors: dict[str, str] = {}
+        for path in paths:
+            try:
+                self.fs.rm(self.full_path(path))
+            except FileNotFoundError:
+                continue
+            except Exception as error:
+                errors[path] = f"{type(error).__name__}: {error}"
+        return errors
+
+    # ---- moving and copying
+
+    def promote(self, source: str, target: str, *, callback: Callback = DEFAULT_CALLBACK) -> bool:
+        """Move ``source`` to ``target``; False (and ``source`` removed) if ``target`` already exists (dedup).
+
+        Never overwrites ``target`` knowingly; see :attr:`atomic_promotion`.
+        """
+        if self.exists(target):
+            self.fs.rm(self.full_path(source))
+            return False
+        size = int(self.fs.size(self.full_path(source)))
+        callback.set_size(size)
+        self.copy(source, target)
+        callback.relative_update(size)
+        self.fs.rm(self.full_path(source))
+        return True
+
+    def copy(self, source: str, target: str) -> None:
+        """Copy ``source`` to ``target`` (inside the service, where it can)."""
+        self.fs.cp_file(self.full_path(source), self.full_path(target))
+        self.forget(target)
+
+    def compose(
+        self, prefix: bytes, source: str, target: str, offset: int = 0, callback: Callback = DEFAULT_CALLBACK
+    ) -> None:
+        """Write ``prefix`` followed by the bytes of ``source`` from ``offset`` on as the new object ``target``."""
+        remaining = int(self.fs.size(self.full_path(source))) - offset
+        callback.set_size(remaining)
+        with self.open_read(source) as src:
+            writer = self.open_write(target)
+            try:
+                writer.write(prefix)
+                src.seek(offset)
+                while chunk := src.read(CHUNK):
+                    writer.write(chunk)
+                    callback.relative_update(len(chunk))
+            except BaseException:
+                self.discard(writer)
+                raise
+            writer.close()
+
+    # ---- incomplete uploads
+
+    def incomplete_uploads(self, section: str) -> dict[str, IncompleteUpload]:
+        """The incomplete uploads under ``section``, by name (none where the service cannot list them)."""
+        return {}
+
+    def abort_upload(self, upload: IncompleteUpload) -> None:
+        """Abort an incomplete upload, freeing what it holds."""
+        raise NotImplementedError(f"{type(self).__name__} lists no incomplete uploads")

@@ -1,0 +1,116 @@
+"""A store on this machine's disks (``protocol: file``): files, made durable by fsync, promoted by a hard link.
+
+Promotion is ``os.link`` then an unlink of the staging name: a rename in
+effect, and atomic against a concurrent writer of the same content (the link
+fails if the canonical file exists). Small files (a lease's header, a small
+row's file) go through ``os`` directly when the filesystem is fsspec's own
+local one: fsspec's opener costs more than the write of a file that small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from typing import IO, Any, ClassVar
+
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+from fsspec.implementations.local import LocalFileSystem
+
+from .base import ObjectIdentity, StagedStore
+
+
+class LocalStore(StagedStore):
+    """A DataJoint ``file`` store."""
+
+    protocol: ClassVar[str] = "file"
+    supports_server_side_copy: ClassVar[bool] = True  # a hard link: no byte is copied at all
+    durable_local_files: ClassVar[bool] = True
+    supports_append: ClassVar[bool] = True
+    atomic_promotion: ClassVar[bool] = True
+
+    def __init__(self, name: str, spec: dict[str, Any], backend: Any) -> None:
+        super().__init__(name, spec, backend)
+        self._plain = type(self.fs) is LocalFileSystem  # a subclass may do more on each call: keep its own
+
+    def _version(self, info: dict[str, Any]) -> str | None:
+        inode = info.get("ino")
+        return None if inode is None else str(inode)
+
+    def identity(self, path: str) -> ObjectIdentity | None:
+        try:
+            stat = os.stat(self.full_path(path)) if self._plain else None
+        except FileNotFoundError:
+            return None
+        if stat is None:
+            return super().identity(path)
+        return ObjectIdentity(stat.st_size, str(stat.st_ino))
+
+    def open_write(self, path: str) -> Any:
+        full = self.full_path(path)
+        if self._plain:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            return open(full, "wb")  # noqa: SIM115 - the caller closes it, or discards it
+        return self.fs.open(full, "wb")
+
+    def discard(self, handle: Any) -> None:
+        handle.close()  # the file stays until the write's cleanup removes it
+
+    def open_update(self, path: str) -> IO[bytes]:
+        return self.fs.open(self.full_path(path), "r+b")
+
+    def create(self, path: str, data: bytes) -> None:
+        full = self.full_path(path)
+        if not self._plain:
+            self.fs.pipe_file(full, data)
+            return
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as file:
+            file.write(data)
+
+    def append(self, path: str) -> IO[bytes]:
+        return self.fs.open(self.full_path(path), "ab")
+
+    def remove_folder(self, path: str) -> None:
+        folder = self.full_path(path)
+        if not self._plain:
+            super().remove_folder(path)
+            return
+        with contextlib.suppress(FileNotFoundError):  # a folder of one to a few small files: os, no fsspec walk
+            for name in os.listdir(folder):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+            os.rmdir(folder)
+
+    def delete_file(self, path: str, stop_at: str) -> None:
+        full = self.full_path(path)
+        self.fs.rm(full)
+        boundary = self.full_path(stop_at).rstrip("/")
+        parent = full.rsplit("/", 1)[0]
+        while parent.startswith(boundary + "/"):
+            try:
+                if self.fs.ls(parent):
+                    break
+                self.fs.rmdir(parent)
+            except Exception:
+                break
+            parent = parent.rsplit("/", 1)[0]
+
+    def promote(self, source: str, target: str, *, callback: Callback = DEFAULT_CALLBACK) -> bool:
+        source_full, target_full = self.full_path(source), self.full_path(target)
+        self.fs.makedirs(os.path.dirname(target_full), exist_ok=True)
+        try:
+            self.fs.link(source_full, target_full)
+        except FileExistsError:
+            self.fs.rm_file(source_full)
+            return False
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+                raise
+            if self.fs.exists(target_full):
+                self.fs.rm_file(source_full)
+                return False
+            self.fs.mv(source_full, target_full)
+            return True
+        self.fs.rm_file(source_full)
+        return True
