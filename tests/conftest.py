@@ -88,10 +88,63 @@ def dj_schema(djstaged_schema):
     return djstaged_schema
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(scope="session")
+def djstaged_gcs_server():
+    """The kit's fake-gcs-server, reached through a byte-counting proxy (tests/support/tcpcount.py): gcsfs talks
+    to the proxy, so :func:`traffic` can tell what a client downloaded."""
+    import dataclasses
+
+    from support.tcpcount import CountingProxy
+
+    from dj_staged.testing.services import fake_gcs_server, gcs_emulator_environment
+
+    with fake_gcs_server() as info:
+        proxy = CountingProxy(("127.0.0.1", int(info.endpoint.rsplit(":", 1)[1])))
+        counted = dataclasses.replace(info, endpoint=proxy.endpoint)
+        _proxies["gcs"] = proxy
+        try:
+            with gcs_emulator_environment(counted):
+                yield counted
+        finally:
+            proxy.close()
+
+
+@pytest.fixture(scope="session")
+def djstaged_azure_server():
+    """The kit's Azurite, reached through a byte-counting proxy (see :func:`djstaged_gcs_server`)."""
+    import dataclasses
+
+    from support.tcpcount import CountingProxy
+
+    from dj_staged.testing.services import azurite_server
+
+    with azurite_server() as info:
+        host_port, account = info.endpoint.removeprefix("http://").split("/", 1)
+        proxy = CountingProxy(("127.0.0.1", int(host_port.rsplit(":", 1)[1])))
+        _proxies["azure"] = proxy
+        try:
+            yield dataclasses.replace(info, endpoint=f"{proxy.endpoint}/{account}")
+        finally:
+            proxy.close()
+
+
+_proxies: dict = {}
+
+
+def traffic(store):
+    """``with traffic(store) as counts:`` the bytes the client sent and received in the block (``downloaded``,
+    ``uploaded``), on the GCS and Azure stores; the S3 store counts its own calls (:func:`s3_calls`)."""
+    return _proxies[store.protocol].counting()
+
+
+STORES = {"local": "dj_local_store", "s3": "dj_s3_store", "gcs": "dj_gcs_store", "azure": "dj_azure_store"}
+
+
+@pytest.fixture(params=list(STORES))
 def store(request):
-    """The test runs twice: on the local store ``main`` and on the S3 store ``s3`` (moto)."""
-    return request.getfixturevalue({"local": "dj_local_store", "s3": "dj_s3_store"}[request.param])
+    """The test runs on every store DataJoint supports: the local store ``main``, the S3 store ``s3`` (moto), the
+    Google Cloud Storage store ``gcs`` (fake-gcs-server) and the Azure Blob store ``azure`` (Azurite)."""
+    return request.getfixturevalue(STORES[request.param])
 
 
 @dataclass

@@ -23,6 +23,9 @@ def page_name(index: int) -> str:
     return f"page_{index:05d}"
 
 
+EVERY_STORE = ("local", "s3", "gcs", "azure")  # the kit runs every codec on every store DataJoint supports
+
+
 class PagesCodec(dj_staged.SchemaAddressedStaging, SchemaCodec):
     """A custom schema-addressed codec: a list of byte pages stored as a directory of files."""
 
@@ -82,6 +85,7 @@ class NoProtocolCodec(dj.Codec):
 
 
 class TestObjectFile(SchemaAddressedConformance):
+    stores = EVERY_STORE
     codec = "<object@{store}>"
 
     def sample(self, tmp_path: Path) -> str:
@@ -98,6 +102,7 @@ class TestObjectFile(SchemaAddressedConformance):
 
 
 class TestObjectDirectory(SchemaAddressedConformance):
+    stores = EVERY_STORE
     codec = "<object@{store}>"
 
     def sample(self, tmp_path: Path) -> str:
@@ -118,6 +123,7 @@ class TestObjectDirectory(SchemaAddressedConformance):
 
 
 class TestNpy(SchemaAddressedConformance):
+    stores = EVERY_STORE
     codec = "<npy@{store}>"
 
     def sample(self, tmp_path: Path) -> np.ndarray:
@@ -132,6 +138,7 @@ class TestNpy(SchemaAddressedConformance):
 
 
 class TestZarr(SchemaAddressedConformance):
+    stores = EVERY_STORE
     codec = "<zarr@{store}>"
 
     def sample(self, tmp_path: Path) -> np.ndarray:
@@ -147,6 +154,7 @@ class TestZarr(SchemaAddressedConformance):
 
 
 class TestCustomSchemaAddressedCodec(SchemaAddressedConformance):
+    stores = EVERY_STORE
     codec = "<pages_conformance@{store}>"
 
     def sample(self, tmp_path: Path) -> list[bytes]:
@@ -159,6 +167,7 @@ class TestCustomSchemaAddressedCodec(SchemaAddressedConformance):
 
 
 class TestBlobBytes(HashAddressedConformance):
+    stores = EVERY_STORE
     codec = "<blob@{store}>"
 
     def sample(self, tmp_path: Path) -> bytes:
@@ -171,6 +180,7 @@ class TestBlobBytes(HashAddressedConformance):
 
 
 class TestBlobArray(HashAddressedConformance):
+    stores = EVERY_STORE
     codec = "<blob@{store}>"
 
     def sample(self, tmp_path: Path) -> np.ndarray:
@@ -183,6 +193,7 @@ class TestBlobArray(HashAddressedConformance):
 
 
 class TestAttach(HashAddressedConformance):
+    stores = EVERY_STORE
     codec = "<attach@{store}>"
 
     def sample(self, tmp_path: Path) -> str:
@@ -200,6 +211,7 @@ class TestAttach(HashAddressedConformance):
 
 
 class TestHash(HashAddressedConformance):
+    stores = EVERY_STORE
     codec = "<hash@{store}>"
 
     def sample(self, tmp_path: Path) -> bytes:
@@ -211,6 +223,7 @@ class TestHash(HashAddressedConformance):
 
 
 class TestCustomHashAddressedCodec(HashAddressedConformance):
+    stores = EVERY_STORE
     codec = "<framed_conformance@{store}>"
 
     def sample(self, tmp_path: Path) -> bytes:
@@ -222,18 +235,22 @@ class TestCustomHashAddressedCodec(HashAddressedConformance):
 
 
 class TestRejectsInTableBlob(NonParticipatingCodecConformance):
+    stores = EVERY_STORE
     codec = "<blob>"
 
 
 class TestRejectsInTableAttach(NonParticipatingCodecConformance):
+    stores = EVERY_STORE
     codec = "<attach>"
 
 
 class TestRejectsFilepath(NonParticipatingCodecConformance):
+    stores = EVERY_STORE
     codec = "<filepath@{store}>"
 
 
 class TestRejectsCodecWithoutProtocol(NonParticipatingCodecConformance):
+    stores = EVERY_STORE
     codec = "<noprotocol_conformance@{store}>"
 
 

@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 import zarr
 from conftest import TEST_PYTHONPATH, advisory_locks
-from datajoint.hash_registry import get_store_backend
 from support.child import ChildDied, PausableChild
 from support.pgproxy import connect_datajoint_through
 
@@ -36,6 +35,7 @@ from dj_staged import steps
 from dj_staged.errors import AmbiguousCommitError, CommitRecoveredWarning
 from dj_staged.leases.locks import COMMIT_GUARD_TAG
 from dj_staged.steps import WRITER_STEPS
+from dj_staged.stores import resolve_store
 
 FRAMES = np.arange(4 * 8, dtype="uint16").reshape(4, 8)
 SHARED = b"content that an earlier row holds " * 200
@@ -111,11 +111,9 @@ def referenced(table) -> set[str]:
 
 
 def incomplete_uploads(store) -> list[str]:
-    if store.protocol != "s3":
-        return []
-    fs = get_store_backend(store.name).fs
-    bucket = store.spec["bucket"]
-    return [u["Key"] for u in fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])]
+    """Uploads begun and never completed (S3 multipart uploads, Azure blobs of uncommitted blocks)."""
+    staged = resolve_store(store.name, dj.config)
+    return sorted(staged.incomplete_uploads("")) if staged.supports_listing_incomplete_uploads else []
 
 
 @pytest.fixture

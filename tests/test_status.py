@@ -17,9 +17,10 @@ import dj_staged
 from dj_staged._datajoint import full_path
 from dj_staged.cli import main
 from dj_staged.status import ABANDONED, INTERRUPTED, LIVE, UNREADABLE, WRITER_GONE, in_flight
+from dj_staged.stores import resolve_store
 from dj_staged.text import human_bytes
 
-pytestmark = pytest.mark.parametrize("djstaged_conformance_store", ["local", "s3"], indirect=True)
+pytestmark = pytest.mark.parametrize("djstaged_conformance_store", ["local", "s3", "gcs", "azure"], indirect=True)
 
 
 @pytest.fixture
@@ -102,7 +103,8 @@ def test_status_shows_live_and_abandoned_writes(Scan, djstaged_conformance_store
     assert (frames.host, frames.pid) == (socket.gethostname(), os.getpid())
     assert began <= frames.started <= time.time()  # the writer's clock
     assert abs(frames.last_update - frames.started) < 5  # the store's clock (whole seconds on S3)
-    prefix = 0 if store.protocol == "s3" else 13  # <blob@>'s header: a placeholder locally, framed at the end on S3
+    # <blob@>'s header: a placeholder in a local file, patched in place; framed at the end on an object store
+    prefix = 13 if resolve_store(store.name, dj.config).durable_local_files else 0
     assert writes[(LIVE, "payload", '{"scan_id": 1}')].bytes == prefix + 500
     assert writes[(ABANDONED, "payload", '{"scan_id": 2}')].bytes == prefix + 100
     assert writes[(ABANDONED, "blob", '{"recording_id": 99}')].bytes == 5000

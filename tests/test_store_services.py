@@ -20,7 +20,6 @@ from conftest import declare
 from datajoint.hash_registry import get_store_backend
 
 import dj_staged
-from dj_staged.testing import HashAddressedConformance, SchemaAddressedConformance
 from dj_staged.testing.inspection import column_value, content_hash, read_object, store_files
 
 CLOUD = {"gcs": "dj_gcs_store", "azure": "dj_azure_store"}
@@ -181,35 +180,3 @@ def test_each_test_gets_a_fresh_empty_bucket(cloud, round_):
     assert store_files(cloud.name) == []
     get_store_backend(cloud.name).put_buffer(b"left behind", "marker")
     assert service_listing(cloud) == [f"{cloud.spec['location']}/marker"]
-
-
-class TestNpyConformanceOnEmulators(SchemaAddressedConformance):
-    """The conformance kit's schema-addressed suite on the ``gcs`` and ``azure`` stores."""
-
-    codec = "<npy@{store}>"
-    stores = ("gcs", "azure")
-
-    def sample(self, tmp_path):
-        return np.arange(240, dtype=np.float32).reshape(12, 20)
-
-    def write(self, staged, field, sample):
-        with staged.open(field, ".npy") as f:
-            np.save(f, sample, allow_pickle=False)
-
-    def normalize(self, fetched):
-        return fetched.load()
-
-
-class TestBlobConformanceOnEmulators(HashAddressedConformance):
-    """The conformance kit's hash-addressed suite on the ``gcs`` and ``azure`` stores."""
-
-    codec = "<blob@{store}>"
-    stores = ("gcs", "azure")
-
-    def sample(self, tmp_path):
-        return np.random.default_rng(0).bytes(50_000)
-
-    def write(self, staged, field, sample):
-        with staged.open(field, ".bin") as f:
-            for start in range(0, len(sample), 8_192):
-                f.write(sample[start : start + 8_192])

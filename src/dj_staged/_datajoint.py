@@ -194,11 +194,6 @@ def store_backend(requested: str | None, config: Any) -> Any:
     return get_store_backend(requested, config=config)
 
 
-def call_s3(fs: Any, method: str, **kwargs: Any) -> Any:
-    """Call an S3 API method through s3fs's client: multipart copies and listings s3fs does not expose."""
-    return fs.call_s3(method, **kwargs)
-
-
 def load_config_file(config: Any, path: str) -> None:
     """Load a ``datajoint.json`` named on the command line the way DataJoint loads the one it finds itself.
 

@@ -83,6 +83,8 @@ def collect(
     store_name = staged_store.name
     cutoff = (time.time() if now is None else now) - grace_seconds
     report = Report(dry_run=dry_run, grace=grace_seconds, looked_at=[store_name])
+    if staged_store.reclaims_by_itself:
+        report.notes.append(f"store {store_name}: the service reclaims by itself: {staged_store.reclaims_by_itself}")
     for schema in schemas:
         started = time.perf_counter()
         collection = _Collection(schema, staged_store, cutoff, datajoint)

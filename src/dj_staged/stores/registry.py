@@ -31,7 +31,7 @@ ENTRY_POINT_GROUP = "dj_staged.stores"
 BUILT_IN: dict[str, type[StagedStore]] = {cls.protocol: cls for cls in (LocalStore, S3Store, GCSStore, AzureStore)}
 KEPT = 32  # stores kept at once; more specifications than this in one process start the cache afresh
 
-_stores: dict[tuple[str | None, str], StagedStore] = {}
+_stores: dict[tuple[str, str], StagedStore] = {}
 _plugins: dict[str, type[StagedStore]] | None = None
 _lock = threading.Lock()
 
@@ -58,14 +58,14 @@ def resolve_store(requested: str | None, config: Any, *, field: str | None = Non
         spec = config.get_store_spec(requested)
     except DataJointError as error:
         raise storage_not_configured(field, requested, config.stores, error) from error
-    key = (requested, repr(sorted(spec.items())))
+    name = requested if requested is not None else str(config.stores["default"])
+    key = (name, repr(sorted(spec.items())))
     with _lock:
         store = _stores.get(key)
     if store is not None:
         return store
     protocol = str(spec.get("protocol"))
     cls = store_classes().get(protocol)
-    name = requested if requested is not None else str(config.stores["default"])
     if cls is None:
         supported = ", ".join(sorted(store_classes()))
         raise UnsupportedBackendError(

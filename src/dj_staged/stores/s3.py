@@ -39,8 +39,13 @@ from typing import Any, ClassVar
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from .._datajoint import call_s3
 from .base import IncompleteUpload, StagedStore, StoredFile, mtime_of
+
+
+def call_s3(fs: Any, method: str, **kwargs: Any) -> Any:
+    """Call an S3 API method through s3fs's client: multipart uploads and copies, listings s3fs does not expose."""
+    return fs.call_s3(method, **kwargs)
+
 
 PART = 8 << 20  # S3 takes parts of 5 MiB at least (but the last)
 IN_FLIGHT = 4
