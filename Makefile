@@ -24,9 +24,9 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-# randomized writers, deleters, collectors, kills and pauses on a local and an S3 store; tests/soak.py --help
+# randomized writers, deleters, collectors, kills, pauses and cut connections on a local, an S3, a GCS and an Azure store; tests/soak.py --help
 soak: $(STAMP)
-	$(BIN)/python tests/soak.py --ops 2000 --stores local,s3 --writers 3 --seed 1
+	$(BIN)/python tests/soak.py --ops 2000 --stores local,s3,gcs,azure --writers 3 --seed 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,16 +1,18 @@
 """A randomized soak of staged inserts and collections: no committed row ever loses its data.
 
 Writers (every codec, single rows and batches, with exceptions, interrupts, kills and pauses at protocol
-steps), deleters and looping ``grace=0`` collectors run as separate processes, each with its own database
-session, against a local store and an S3 store (moto) for a fixed number of writer operations. The parent
-(the orchestrator) restarts killed writers, runs a collection while a writer is stopped and then resumes
-it, and kills a random writer now and then. At the end every committed row must fetch exactly the content
-its key determines, and after a final collection nothing unreferenced may be left in any store: no file
-outside a row's objects, nothing in ``_staging/``, no lease, no incomplete multipart upload.
+steps, and connections cut while a commit waits on a row lock), deleters and looping ``grace=0``
+collectors run as separate processes, each with its own database session, against a local store and
+object stores (S3 on moto, GCS on fake-gcs-server, Azure on Azurite: ``--stores``) for a fixed number of
+writer operations. The parent (the orchestrator) restarts killed writers, runs a collection while a writer
+is stopped and then resumes it, and kills a random writer now and then. At the end every committed row
+must fetch exactly the content its key determines, and after a final collection nothing unreferenced may
+be left in any store: no file outside a row's objects, nothing in ``_staging/``, no lease, no incomplete
+upload.
 
-    python tests/soak.py --ops 2000 --stores local,s3 --writers 3 --seed 1
+    python tests/soak.py --ops 2000 --stores local,s3,gcs,azure --writers 3 --seed 1
 
-Run as a script it starts its own PostgreSQL and moto server; :func:`run_soak` takes them from the caller
+Run as a script it starts its own PostgreSQL and emulators; :func:`run_soak` takes them from the caller
 (``tests/test_soak.py`` runs a short version inside ``make test``). The exit status is 0 only if no row
 was lost, nothing was left and no process met an unexpected error.
 """
@@ -975,15 +977,16 @@ def verify_rows(
     return verified, lost
 
 
-def stored_files(spec: dict[str, Any]) -> list[str]:
-    """Every file in a store, relative to its location."""
+def stored_files(name: str, spec: dict[str, Any]) -> list[str]:
+    """Every file in a store, relative to its location (a local store read with ``os``, so independently)."""
     if spec["protocol"] == "file":
         root = Path(spec["location"])
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    client = s3_client(spec)
-    prefix = spec["location"].strip("/") + "/"
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=spec["bucket"], Prefix=prefix)
-    return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
+    import datajoint as dj
+
+    from dj_staged.stores import resolve_store
+
+    return sorted(resolve_store(name, dj.config).list_files(""))
 
 
 def leftovers(schema: Any, stores: dict[str, Any]) -> list[str]:
@@ -997,7 +1000,7 @@ def leftovers(schema: Any, stores: dict[str, Any]) -> list[str]:
     for store, spec in stores.items():
         if store == "default":
             continue
-        for path in stored_files(spec):
+        for path in stored_files(store, spec):
             if path.startswith((f"_schema/{name}/", f"_hash/{name}/")):
                 if not is_covered(path, referenced):
                     found.append(f"{store}: {path} (no row references it)")
@@ -1005,10 +1008,18 @@ def leftovers(schema: Any, stores: dict[str, Any]) -> list[str]:
                 found.append(f"{store}: {path} (staging or lease left)")
             else:
                 found.append(f"{store}: {path} (outside the schema's sections)")
-        if spec["protocol"] == "s3":
-            uploads = s3_client(spec).list_multipart_uploads(Bucket=spec["bucket"]).get("Uploads", [])
-            found += [f"{store}: incomplete upload {u['Key']} ({u['UploadId']})" for u in uploads]
+        found += [f"{store}: incomplete upload {name}" for name in incomplete_uploads(store)]
     return found
+
+
+def incomplete_uploads(store: str) -> list[str]:
+    """Uploads begun in ``store`` and never completed or aborted, where the service can list them."""
+    import datajoint as dj
+
+    from dj_staged.stores import resolve_store
+
+    staged = resolve_store(store, dj.config)
+    return sorted(staged.incomplete_uploads("")) if staged.supports_listing_incomplete_uploads else []
 
 
 def read_records(workdir: Path, kind: str) -> list[str]:
@@ -1074,17 +1085,28 @@ def run_soak(config: SoakConfig, services: Services) -> SoakResult:
 
 @contextlib.contextmanager
 def own_services(stores: list[str], workdir: Path) -> Iterator[Services]:
-    """An embedded PostgreSQL, a moto S3 server (if ``s3`` is wanted) and a local store in ``workdir``."""
-    from dj_staged.testing.services import embedded_postgres, moto_s3_server
+    """An embedded PostgreSQL, the emulators the stores want (moto S3, fake-gcs-server, Azurite) and a local store
+    in ``workdir``."""
+    from dj_staged.testing import services
 
     with contextlib.ExitStack() as stack:
-        pg = stack.enter_context(embedded_postgres(workdir))
-        s3 = stack.enter_context(moto_s3_server()) if "s3" in stores else None
-        yield Services(db=dataclasses.asdict(pg), stores=store_specs(stores, workdir, s3), workdir=str(workdir))
+        pg = stack.enter_context(services.embedded_postgres(workdir))
+        s3 = stack.enter_context(services.moto_s3_server()) if "s3" in stores else None
+        gcs = stack.enter_context(services.fake_gcs_server(workdir)) if "gcs" in stores else None
+        if gcs is not None:
+            stack.enter_context(services.gcs_emulator_environment(gcs))  # the writers inherit it
+        azure = stack.enter_context(services.azurite_server(workdir)) if "azure" in stores else None
+        specs = store_specs(stores, workdir, s3, gcs, azure)
+        yield Services(db=dataclasses.asdict(pg), stores=specs, workdir=str(workdir))
 
 
-def store_specs(stores: list[str] | tuple[str, ...], workdir: Path, s3: Any = None) -> dict[str, Any]:
-    """``dj.config.stores`` for the soak: ``local`` in ``workdir``, ``s3`` in a new bucket on ``s3``'s endpoint."""
+def store_specs(
+    stores: list[str] | tuple[str, ...], workdir: Path, s3: Any = None, gcs: Any = None, azure: Any = None
+) -> dict[str, Any]:
+    """``dj.config.stores`` for the soak: ``local`` in ``workdir``, the others in a new bucket or container of
+    their emulator."""
+    from dj_staged.testing import services
+
     specs: dict[str, Any] = {"default": stores[0]}
     for name in stores:
         if name == "local":
@@ -1103,15 +1125,25 @@ def store_specs(stores: list[str] | tuple[str, ...], workdir: Path, s3: Any = No
             }
             s3_client(spec).create_bucket(Bucket=spec["bucket"])
             specs[name] = spec
+        elif name == "gcs":
+            bucket = f"soak-{uuid.uuid4().hex[:12]}"
+            services.create_gcs_bucket(gcs, bucket)
+            specs[name] = services.gcs_store_spec(gcs, bucket)
+        elif name == "azure":
+            container = f"soak-{uuid.uuid4().hex[:12]}"
+            services.create_azure_container(azure, container)
+            specs[name] = services.azure_store_spec(azure, container)
         else:
-            raise ValueError(f"unknown store {name!r}: local or s3")
+            raise ValueError(f"unknown store {name!r}: local, s3, gcs or azure")
     return specs
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SoakConfig, bool]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", type=int, default=2000, help="writer operations in all (default 2000)")
-    parser.add_argument("--stores", default="local,s3", help="comma-separated: local, s3 (default both)")
+    parser.add_argument(
+        "--stores", default="local,s3", help="comma-separated: local, s3, gcs, azure (default local,s3)"
+    )
     parser.add_argument("--writers", type=int, default=3, help="writer processes (default 3)")
     parser.add_argument("--deleters", type=int, default=1, help="deleter processes (default 1)")
     parser.add_argument("--collectors", type=int, default=2, help="collector processes (default 2)")

@@ -12,11 +12,14 @@ from pathlib import Path
 import soak
 
 
-def test_short_soak_loses_no_row_and_leaves_nothing(dj_postgres, dj_s3_server, tmp_path):
-    config = soak.SoakConfig(ops=150, stores=("local", "s3"), writers=3, deleters=1, collectors=1, seed=11, timeout=150)
+def test_short_soak_loses_no_row_and_leaves_nothing(
+    dj_postgres, dj_s3_server, dj_gcs_server, dj_azure_server, tmp_path
+):
+    stores = ("local", "s3", "gcs", "azure")
+    config = soak.SoakConfig(ops=150, stores=stores, writers=3, deleters=1, collectors=1, seed=11, timeout=240)
     services = soak.Services(
         db=dataclasses.asdict(dj_postgres),
-        stores=soak.store_specs(config.stores, tmp_path, dj_s3_server),
+        stores=soak.store_specs(config.stores, tmp_path, dj_s3_server, dj_gcs_server, dj_azure_server),
         workdir=str(tmp_path),
     )
     result = soak.run_soak(config, services)
