@@ -24,7 +24,7 @@ CHECKS = {  # metric: (target, measured, the figure; None: the S3 hook saw no ca
     "listings": ("≤ {:g} S3 listings per prefix", "{}", lambda e, o: e["listings_per_prefix"]),
 }
 NOTES = {  # extra figure: how the notes column shows it
-    "moto_cpu_share": "moto CPU {:.0%} of wall",
+    "emulator_cpu_share": "emulator CPU {:.0%} of wall",
     "s3_calls": "{} S3 calls by DataJoint's s3fs client",
     "downloaded_bytes": "{:,} bytes downloaded",
     "list_calls": "{} ListObjectsV2 calls",
@@ -105,7 +105,8 @@ def markdown(derived: list[dict], meta: dict) -> str:
         "round's; **peak RSS**: largest of the rounds, *above start* the RSS before the clock; **ratio**: *paired* is "
         "the median of round-by-round ratios (targets are judged on it), *best* best over best; **vs DataJoint**: its "
         "best over ours; **harness fsync**: the harness fsyncs the store inside the clock (baselines fsync what they "
-        "write, dj-staged before it commits); **moto CPU**: moto's threads' CPU time over the row's clock / its wall.",
+        "write, dj-staged before it commits); **emulator CPU**: the emulator's CPU time (moto's threads, "
+        "fake-gcs-server's or Azurite's process) over the row's clock / its wall.",
         "",
         "| row | MiB | rounds | wall s best | wall s median | CPU s | MiB/s | peak RSS MiB | above start MiB "
         "| ratio paired (best) | vs DataJoint | harness fsync | notes |",
@@ -130,7 +131,8 @@ def write(rows: list[Row], results: dict[str, dict], meta: dict, out: Path) -> t
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
         "versions": {"Python": platform.python_version()}
-        | {name: version(name) for name in ("datajoint", "dj-staged", "zarr", "numpy", "fsspec", "s3fs", "moto")},
+        | {name: version(name) for name in ("datajoint", "dj-staged", "zarr", "numpy", "fsspec", "s3fs", "moto")}
+        | {name: version(name) for name in ("gcsfs", "adlfs")},
     }
     derived = derive(rows, results)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from numpy.lib import format as npy_format
 
 import dj_staged
 import dj_staged.gc
-from dj_staged.testing.services import PostgresInfo, S3Info, connect_datajoint, local_stores
+from dj_staged.testing.services import connect_datajoint, local_stores, object_store_spec
 
 MIB, GIB, CHUNK = 1 << 20, 1 << 30, 4 << 20
 ROWS, SLAB = 512, (4 << 20) // (8 * 512)  # a Fortran-ordered (ROWS, SLAB) float64 slab is one chunk
@@ -56,14 +56,15 @@ class Context:
 
     nbytes: int
     folder: Path
-    pg: PostgresInfo
-    s3: S3Info | None = None
+    pg: Any
+    emulators: dict[str, Any] = field(default_factory=dict)  # object store -> its emulator's S3/GCS/AzureInfo
     parent_pid: int = 0  # the process whose threads serve moto
     batch_rows: int = 0
     fsync: bool = True  # the baselines fsync what they write (not in bench.overhead without --fsync)
     source: np.ndarray = field(default_factory=lambda: np.random.default_rng().standard_normal((4, CHUNK // 8)))
     schema: Any = None
-    bucket: str | None = None
+    store: str = "main"
+    bucket: str | None = None  # the object store's bucket (an Azure container)
     value: Any = None  # what the row's prepare made
     _table: Any = None
 
@@ -74,26 +75,25 @@ class Context:
             path.mkdir(parents=True, exist_ok=True)
 
     def table(self, store: str = "main") -> Any:
-        """The benchmark table, every codec on ``store`` (``main``: local; ``s3``: a new bucket on moto)."""
+        """The benchmark table, every codec on ``store`` (``main``: local; ``s3``/``gcs``/``azure``: a new bucket)."""
         if self._table is not None:
             return self._table
-        stores, s3 = local_stores(self.store_root), self.s3
-        if store == "s3" and s3 is not None:
-            self.bucket = f"bench-{uuid.uuid4().hex[:12]}"
-            stores["s3"] = {"protocol": "s3", "endpoint": s3.endpoint, "bucket": self.bucket, "location": "data"}
-            stores["s3"] |= {"access_key": s3.access_key, "secret_key": s3.secret_key, "secure": False}
+        stores = local_stores(self.store_root)
+        if store != "main":
+            self.store, self.bucket = store, f"bench-{uuid.uuid4().hex[:12]}"
+            stores[store] = object_store_spec(self.emulators[store], self.bucket)
         self.schema = dj.Schema(f"bench_{uuid.uuid4().hex[:10]}", connection=connect_datajoint(self.pg, stores))
         if self.bucket is not None:
-            self.s3fs().mkdir(self.bucket)
-            self.s3fs().pipe(f"{self.bucket}/warm-up", b"x")  # the client's session, event loop and connection
+            self.objfs().mkdir(self.bucket)
+            self.objfs().pipe(f"{self.bucket}/warm-up", b"x")  # the client's session, event loop and connection
         codecs = {"raw": "object", "waveform": "npy", "payload": "blob", "report": "attach", "content": "hash"}
         body = "".join(f"{name} = null : <{codec}@{store}>\n" for name, codec in {**codecs, "frames": "zarr"}.items())
         self._table = self.schema(type("Bench", (dj.Manual,), {"definition": f"bench_id : int32\n---\n{body}"}))
         return self._table
 
-    def s3fs(self) -> Any:
-        """DataJoint's filesystem for the ``s3`` store: the one the staged inserts use."""
-        return get_store_backend("s3").fs
+    def objfs(self) -> Any:
+        """DataJoint's filesystem for the object store: the one the staged inserts use."""
+        return get_store_backend(self.store).fs
 
     def remove(self) -> None:
         """Drop the schema, delete the bucket's objects and the folders."""
@@ -101,7 +101,7 @@ class Context:
             if self.schema is not None:
                 self.schema.drop(prompt=False)
             if self.bucket is not None:
-                self.s3fs().rm(self.bucket, recursive=True)
+                self.objfs().rm(self.bucket, recursive=True)
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -116,7 +116,7 @@ class Context:
     def warm_up(self) -> None:
         """Zarr's first write sets up its codecs and event loop (on S3, the mapper's): done before the clock."""
         s3 = self.bucket is not None
-        write_frames(self.s3fs().get_mapper(f"{self.bucket}/warm-up.zarr") if s3 else str(self.scratch / "w.zarr"), 2)
+        write_frames(self.objfs().get_mapper(f"{self.bucket}/warm-up.zarr") if s3 else str(self.scratch / "w.zarr"), 2)
 
     def plain_file(self, md5: bool = False) -> None:
         """Baseline: write the payload to one local file (with its MD5 in the same pass if ``md5``), fsync it."""
@@ -198,13 +198,13 @@ class Context:
                 for chunk in chunks(self.n, self.source):
                     out.write(chunk.reshape((ROWS, SLAB), order="F"))
 
-    def s3_put(self) -> None:
-        """Baseline: s3fs ``put_file`` of the prepared local file."""
-        self.s3fs().put_file(self.value, f"{self.bucket}/plain/payload.bin")
+    def object_put(self) -> None:
+        """Baseline: the object store's own ``put_file`` (s3fs, gcsfs, adlfs) of the prepared local file."""
+        self.objfs().put_file(self.value, f"{self.bucket}/plain/payload.bin")
 
-    def s3_plain_zarr(self) -> None:
-        """Baseline: Zarr writing the frames to an s3fs ``FSMap``."""
-        write_frames(self.s3fs().get_mapper(f"{self.bucket}/plain/frames.zarr"), self.frames)
+    def object_plain_zarr(self) -> None:
+        """Baseline: Zarr writing the frames to the object store's own ``FSMap``."""
+        write_frames(self.objfs().get_mapper(f"{self.bucket}/plain/frames.zarr"), self.frames)
 
     def segments(self) -> list[dict]:
         """Prepared: ``batch_rows`` rows of a 1 KiB array, for DataJoint's inserts."""
@@ -250,5 +250,5 @@ class Context:
 
     def gc_collect(self) -> dict:
         """One dry-run ``dj_staged.gc.collect`` with no grace period."""
-        report = dj_staged.gc.collect(self.schema, store="s3", grace=0, dry_run=True)
+        report = dj_staged.gc.collect(self.schema, store=self.store, grace=0, dry_run=True)
         return {"objects": GC_OBJECTS, "collectable": report.count}

@@ -1,9 +1,11 @@
-"""``make bench``: every row in a fresh process, against one embedded PostgreSQL, a local store and moto.
+"""``make bench``: every row in a fresh process, against one embedded PostgreSQL, a local store and the emulators
+of S3 (moto), GCS (fake-gcs-server) and Azure (Azurite).
 
 Environment (README, *Performance*): ``DJ_STAGED_BENCH_GIB`` (payload, default 1), ``DJ_STAGED_BENCH_SCALING_GIB``
 (default ``1,2,4``), ``DJ_STAGED_BENCH_BATCH_ROWS`` (default 10000), ``DJ_STAGED_BENCH_ROUNDS`` (caps every row's
-rounds), ``DJ_STAGED_BENCH_S3=0`` (no S3 rows), ``DJ_STAGED_BENCH_HARNESS_FSYNC=1`` (the harness fsyncs after every
-row), ``DJ_STAGED_BENCH_ROWS`` (only these keys), ``DJ_STAGED_BENCH_DIR`` (files), ``DJ_STAGED_BENCH_OUT`` (its folder).
+rounds), ``DJ_STAGED_BENCH_STORES`` (object stores, default ``s3,gcs,azure``), ``DJ_STAGED_BENCH_HARNESS_FSYNC=1``
+(the harness fsyncs after every row), ``DJ_STAGED_BENCH_ROWS`` (only these keys), ``DJ_STAGED_BENCH_DIR`` (files),
+``DJ_STAGED_BENCH_OUT`` (its folder).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dj_staged.measure import measured
-from dj_staged.testing.services import embedded_postgres, moto_s3_server
+from dj_staged.testing import services as emulators
 
 from .plan import Row, all_rows, find, payload_bytes, schedule
 from .report import write
@@ -64,19 +66,22 @@ def measure(row: Row, ctx: Context) -> dict:
     with open(ctx.scratch / "prime.bin", "wb") as f:
         f.writelines(chunks(ctx.n + 16, ctx.source))  # and 64 MiB more
     os.unlink(f.name)
-    seen = count_s3_calls(ctx.s3fs()) if ctx.bucket else None
+    seen = count_s3_calls(ctx.objfs()) if ctx.store == "s3" else None
+    emulator = ctx.parent_pid if ctx.store == "s3" else getattr(ctx.emulators.get(ctx.store), "pid", None)
     harness_fsync = row.harness_fsync or os.environ.get("DJ_STAGED_BENCH_HARNESS_FSYNC") == "1"
     gc.collect()
-    cpu, moto = cpu_seconds(os.getpid()), cpu_seconds(ctx.parent_pid)
+    cpu, served = cpu_seconds(os.getpid()), cpu_seconds(emulator) if emulator else 0.0
     with measured() as m:
         extra = (row.work(ctx) or {}) | ({"rows": ctx.batch_rows} if row.block == "rows" else {})
         if harness_fsync:
             ctx.sync(ctx.store_root)
     cpu = cpu_seconds(os.getpid()) - cpu
+    if emulator:
+        extra |= {"emulator_cpu_share": (cpu_seconds(emulator) - served) / m.seconds}
     if seen is not None:
         lists = [n for k, n in seen.items() if k.startswith("list ")]
         calls = sum(n for k, n in seen.items() if " " not in k)
-        extra |= {"moto_cpu_share": (cpu_seconds(ctx.parent_pid) - moto) / m.seconds, "s3_calls": calls}
+        extra |= {"s3_calls": calls}
         extra |= {"downloaded_bytes": seen["bytes downloaded"] if calls else None, "list_calls": sum(lists) or None}
         extra |= {"listings_per_prefix": max(lists) if lists else None, "prefixes_listed": len(lists)}
     peak = max(m.rss_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -133,15 +138,19 @@ def main() -> None:
     cap = int(env("DJ_STAGED_BENCH_ROUNDS", "0")) or None
     wanted = {key.strip() for key in env("DJ_STAGED_BENCH_ROWS", "").split(",") if key.strip()}
     rows = [row for row in all_rows() if not wanted or row.key in wanted]
-    rows = [row for row in rows if row.store != "s3" or env("DJ_STAGED_BENCH_S3") != "0"]
+    objects = {name.strip() for name in env("DJ_STAGED_BENCH_STORES", "s3,gcs,azure").split(",") if name.strip()}
+    rows = [row for row in rows if row.store in (None, "main", *objects)]
     plan, started, runs = schedule(rows, cap), time.perf_counter(), {}
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bench.plan", "zarr", "s3fs", "dj_staged.session", "dj_staged.codecs"])
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=env("DJ_STAGED_BENCH_DIR")))
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-        s3 = stack.enter_context(moto_s3_server()) if any(row.store == "s3" for row in rows) else None
-        services = (stack.enter_context(embedded_postgres()), s3, os.getpid())  # moto runs in threads of this process
+        start = {"s3": emulators.moto_s3_server, "gcs": emulators.fake_gcs_server, "azure": emulators.azurite_server}
+        found = {name: stack.enter_context(start[name]()) for name in sorted({row.store for row in rows} & set(start))}
+        if "gcs" in found:  # before the fork server starts: its rows' processes inherit it
+            stack.enter_context(emulators.gcs_emulator_environment(found["gcs"]))
+        services = (stack.enter_context(emulators.embedded_postgres()), found, os.getpid())  # moto: our threads
         print(f"dj-staged bench: {gib:g} GiB, {len(rows)} rows, {len(plan)} runs, files in {tmp}", flush=True)
         for i, (n, row) in enumerate(plan, start=1):
             nbytes = payload_bytes(row, gib, batch_rows)

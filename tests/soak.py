@@ -1114,15 +1114,7 @@ def store_specs(
             location.mkdir(parents=True, exist_ok=True)
             specs[name] = {"protocol": "file", "location": str(location)}
         elif name == "s3":
-            spec = {
-                "protocol": "s3",
-                "endpoint": s3.endpoint,
-                "bucket": f"soak-{uuid.uuid4().hex[:12]}",
-                "location": "data",
-                "access_key": s3.access_key,
-                "secret_key": s3.secret_key,
-                "secure": False,
-            }
+            spec = services.s3_store_spec(s3, f"soak-{uuid.uuid4().hex[:12]}")
             s3_client(spec).create_bucket(Bucket=spec["bucket"])
             specs[name] = spec
         elif name == "gcs":

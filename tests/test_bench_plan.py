@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.plan import DEFAULT, FAST, MD5, ROWS, S3_ROUNDS, SCALING, Target, all_rows, find, rounds, schedule
+from bench.plan import DEFAULT, FAST, MD5, OBJECT_ROUNDS, ROWS, SCALING, Target, all_rows, find, rounds, schedule
 from bench.report import check, derive
 from bench.rows import CHUNK, Context, frames
 from bench.run import combine
@@ -21,7 +21,9 @@ def test_rounds_per_row_are_declared_and_only_capped():
     assert rounds(find("npy")) == rounds(find("plain_write")) == FAST
     assert rounds(find("dj_blob")) == 1
     assert rounds(find("zarr@4")) == SCALING
-    assert rounds(find("staged_batch")) == DEFAULT and rounds(find("s3_hash")) == rounds(find("s3_put")) == S3_ROUNDS
+    assert (
+        rounds(find("staged_batch")) == DEFAULT and rounds(find("s3_hash")) == rounds(find("s3_put")) == OBJECT_ROUNDS
+    )
     assert {rounds(row, 1) for row in all_rows()} == {1}
     assert [rounds(row, 2) for row in all_rows()] == [min(row.rounds, 2) for row in all_rows()]
 

@@ -36,6 +36,7 @@ from .services import (
     gcs_emulator_environment,
     gcs_store_spec,
     moto_s3_server,
+    s3_store_spec,
 )
 
 
@@ -118,16 +119,7 @@ def djstaged_s3_store(djstaged_s3_server: S3Info, djstaged_stores: dict) -> Stor
         aws_secret_access_key=djstaged_s3_server.secret_key,
         region_name="us-east-1",
     ).create_bucket(Bucket=bucket)
-    spec = {
-        "protocol": "s3",
-        "endpoint": djstaged_s3_server.endpoint,
-        "bucket": bucket,
-        "location": "data",
-        "access_key": djstaged_s3_server.access_key,
-        "secret_key": djstaged_s3_server.secret_key,
-        "secure": False,
-    }
-    return configure_store(djstaged_stores, "s3", spec, default=True)
+    return configure_store(djstaged_stores, "s3", s3_store_spec(djstaged_s3_server, bucket), default=True)
 
 
 @pytest.fixture(scope="session")

@@ -164,6 +164,7 @@ class GCSInfo:
     log: Path
     project: str = "dj-staged-test"
     token: str = "anon"
+    pid: int = 0  # the emulator's process (its CPU time is a benchmark's figure)
 
 
 def fake_gcs_server_binary() -> Path:
@@ -189,8 +190,8 @@ def fake_gcs_server(root: str | Path | None = None, timeout: float = 30.0) -> It
         argv = [str(fake_gcs_server_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)]
         argv += ["-backend", "memory", "-external-url", endpoint, "-public-host", f"127.0.0.1:{port}"]
         log = Path(folder) / "fake-gcs-server.log"
-        with _child_server("fake-gcs-server", argv, f"{endpoint}/storage/v1/b", log, timeout):
-            yield GCSInfo(endpoint=endpoint, log=log)
+        with _child_server("fake-gcs-server", argv, f"{endpoint}/storage/v1/b", log, timeout) as process:
+            yield GCSInfo(endpoint=endpoint, log=log, pid=process.pid)
 
 
 #: What gcsfs needs to talk to an emulator: its address, and no probe of the bucket type over gRPC (without
@@ -238,6 +239,28 @@ def create_gcs_bucket(gcs: GCSInfo, bucket: str) -> None:
         response.read()
 
 
+def s3_store_spec(s3: S3Info, bucket: str, location: str = "data") -> dict[str, Any]:
+    """A DataJoint ``s3`` store spec for ``bucket`` on the moto server ``s3``."""
+    return {
+        "protocol": "s3",
+        "endpoint": s3.endpoint,
+        "bucket": bucket,
+        "location": location,
+        "access_key": s3.access_key,
+        "secret_key": s3.secret_key,
+        "secure": False,
+    }
+
+
+def object_store_spec(info: S3Info | GCSInfo | AzureInfo, bucket: str) -> dict[str, Any]:
+    """The DataJoint store spec for ``bucket`` (an Azure container) on the emulator ``info``."""
+    if isinstance(info, GCSInfo):
+        return gcs_store_spec(info, bucket)
+    if isinstance(info, AzureInfo):
+        return azure_store_spec(info, bucket)
+    return s3_store_spec(info, bucket)
+
+
 def gcs_store_spec(gcs: GCSInfo, bucket: str, location: str = "data") -> dict[str, Any]:
     """A DataJoint ``gcs`` store spec for ``bucket`` on ``gcs``, with only the keys DataJoint allows."""
     return {"protocol": "gcs", "bucket": bucket, "location": location, "project": gcs.project, "token": gcs.token}
@@ -262,6 +285,7 @@ class AzureInfo:
     log: Path
     account_name: str = AZURITE_ACCOUNT
     account_key: str = AZURITE_KEY
+    pid: int = 0  # the emulator's process (its CPU time is a benchmark's figure)
 
     @property
     def connection_string(self) -> str:
@@ -313,8 +337,8 @@ def azurite_server(root: str | Path | None = None, timeout: float = 60.0) -> Ite
         argv += ["--silent", "--skipApiVersionCheck", "--disableTelemetry"]
         endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
         log = Path(folder) / "azurite.log"
-        with _child_server("Azurite", argv, f"{endpoint}?comp=list", log, timeout):
-            yield AzureInfo(endpoint=endpoint, log=log)
+        with _child_server("Azurite", argv, f"{endpoint}?comp=list", log, timeout) as process:
+            yield AzureInfo(endpoint=endpoint, log=log, pid=process.pid)
 
 
 def create_azure_container(azure: AzureInfo, container: str) -> None:
