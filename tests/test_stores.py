@@ -177,3 +177,29 @@ def test_gc_says_what_the_service_reclaims_by_itself(dj_schema, store):
     wanted = resolve_store(store.name, dj.config).reclaims_by_itself
     notes = [note for note in report.notes if "reclaims by itself" in note]
     assert notes == ([f"store {store.name}: the service reclaims by itself: {wanted}"] if wanted else [])
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, int):
+        return f"{value // (1 << 30)} GiB" if value >= 1 << 30 else f"{value:,}"
+    return str(value)
+
+
+def test_the_readmes_store_table_is_the_declared_capabilities():
+    lines = (PACKAGE.parents[1] / "README.md").read_text().splitlines()
+    start = lines.index("| capability | `file` | `s3` | `gcs` | `azure` |")
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].rsplit("(`", 1)[1].rstrip("`)")] = cells[1:]
+    classes = [LocalStore, S3Store, GCSStore, AzureStore]
+    assert set(rows) == set(LocalStore.capabilities())
+    for name, cells in rows.items():
+        for cls, cell in zip(classes, cells, strict=True):
+            assert cell.startswith(_shown(cls.capabilities()[name])), (name, cls.protocol, cell)

@@ -16,7 +16,8 @@
         ├── ContentError                    what was written does not make a valid value (bad .npy, wrong size)
         ├── IncompleteObjectError           fencing: an object the row would reference is missing or changed
         ├── LeaseLostError                  fencing: the write's lease lapsed, so the collector may have run
-        ├── UnsupportedBackendError         the database cannot hold leases (dj-staged needs PostgreSQL)
+        ├── UnsupportedBackendError         the database cannot hold leases (dj-staged needs PostgreSQL), or a
+        │                                   store speaks a protocol dj-staged has no store for
         └── AmbiguousCommitError            the connection died during the commit and the outcome is unknown
 
 Each error that concerns one field names it in ``.field``. Warnings a user may
@@ -93,7 +94,8 @@ class LeaseLostError(StagedInsertError):
 
 
 class UnsupportedBackendError(StagedInsertError):
-    """The database backend cannot hold dj-staged's leases (advisory locks); dj-staged needs PostgreSQL."""
+    """The database cannot hold dj-staged's leases (advisory locks: it needs PostgreSQL), or a field's store speaks a
+    protocol that dj-staged has no :class:`~dj_staged.stores.StagedStore` for."""
 
 
 class AmbiguousCommitError(StagedInsertError):
