@@ -1,8 +1,15 @@
-"""Every private name of DataJoint (and s3fs) that dj-staged uses, behind one door.
+"""The one door to DataJoint: every name of DataJoint the engine uses, public or private, comes through here.
 
-Each function says in one line why DataJoint's public API does not serve. The
-module also checks, on import, that the installed DataJoint is one this
-package was written against, and fails clearly otherwise.
+Only this module, :mod:`dj_staged.errors` (DataJoint's error classes are the
+base of ours) and the codec modules that subclass DataJoint's codecs import
+DataJoint; the conformance kit, the demo and the command line are DataJoint
+*applications* (they declare tables and read ``dj.config`` as a user does) and
+import its public API directly. ``tests/test_architecture.py`` holds this.
+
+Each name says in one line what the engine uses it for, and each private one
+why DataJoint's public API does not serve. The module also checks, on import,
+that the installed DataJoint is one this package was written against, and
+fails clearly otherwise.
 
 Not here: the helpers ``SchemaCodec`` offers its subclasses (``_build_path``,
 ``_get_backend``, ``_codec_config``, ``_extract_context``), which are DataJoint's
@@ -37,6 +44,60 @@ def check_version(found: str | None = None) -> str:
 
 
 DATAJOINT_VERSION = check_version()
+
+# ---- DataJoint's public API, as the engine uses it (imported after the version check above)
+
+from datajoint.errors import LostConnectionError as LostConnectionError  # noqa: E402  a dead connection, as DataJoint says
+from datajoint.hash_registry import build_hash_path as build_hash_path  # noqa: E402  a content's canonical path
+from datajoint.storage import build_object_path as build_object_path  # noqa: E402  insert1's schema-addressed path
+from datajoint.storage import generate_token as generate_token  # noqa: E402  a staging object's random token
+from datajoint.table import Table as Table  # noqa: E402  the class enable() gives staged_insert1 and staged_insert
+
+
+def schema_on(connection: Any, name: str) -> Any:
+    """The existing schema ``name`` reached through ``connection`` (a collector's dedicated session)."""
+    import datajoint as dj
+
+    return dj.Schema(name, connection=connection, create_schema=False, create_tables=False)
+
+
+def list_schemas(connection: Any) -> set[str]:
+    """The schemas ``connection`` can list."""
+    import datajoint as dj
+
+    return set(dj.list_schemas(connection=connection))
+
+
+def free_table(connection: Any, full_name: str) -> Any:
+    """DataJoint's view of a table by its full name, without its class (a jobs table, a lookup)."""
+    import datajoint as dj
+
+    return dj.FreeTable(connection, full_name)
+
+
+def class_name_of(table_name: str) -> str:
+    """The class name DataJoint derives a table name from (``analysis`` → ``Analysis``)."""
+    from datajoint.utils import to_camel_case
+
+    return str(to_camel_case(table_name))
+
+
+def connection_like(connection: Any) -> Any:
+    """A new DataJoint connection to the same server, as the same user, with the same configuration (a collector's
+    session of its own for the exclusive gate)."""
+    import datajoint as dj
+
+    info = connection.conn_info
+    return dj.Connection(
+        host=info["host"],
+        user=info["user"],
+        password=info["passwd"],
+        port=info["port"],
+        use_tls=info.get("ssl_input"),
+        database_name=info.get("database_name"),
+        backend=connection.adapter.backend,
+        config_override=config_of(connection),
+    )
 
 
 _prefixes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

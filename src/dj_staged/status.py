@@ -41,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._datajoint import config_of
+from ._datajoint import class_name_of, config_of, free_table, list_schemas
 from .layout import LEASES_ROOT
 from .stores import StagedStore, StoredFile, resolve_store
 from .text import count, human_bytes, iso, table, utc
@@ -255,10 +255,8 @@ class Status:
 
 def class_name(table_name: str) -> str:
     """The class name DataJoint derives a table name from: ``__analysis`` → ``Analysis``, ``a__b`` → ``A.B``."""
-    from datajoint.utils import to_camel_case
-
     parts = table_name.lstrip("#_~").split("__")
-    return ".".join(to_camel_case(part) for part in parts if part)
+    return ".".join(class_name_of(part) for part in parts if part)
 
 
 def _table_text(table_name: str) -> str:
@@ -325,9 +323,7 @@ def configured_stores(stores: dict[str, Any]) -> list[str]:
 
 
 def _listable(connection: Any) -> set[str]:
-    import datajoint as dj
-
-    return set(dj.list_schemas(connection=connection))
+    return list_schemas(connection)
 
 
 def _lease_folders(store: StagedStore) -> dict[tuple[str, str], dict[str, float | None]]:
@@ -441,15 +437,13 @@ class _Job:
 
 def _jobs_of(connection: Any, schema: str, table_name: str) -> list[_Job]:
     """The ``reserved`` and ``error`` jobs of the jobs table of ``schema.table_name``, if it has one."""
-    import datajoint as dj
-
     if not table_name.startswith("_"):  # only Imported (_name) and Computed (__name) tables have jobs
         return []
     quote = connection.adapter.quote_identifier
     full_name = f"{quote(schema)}.{quote('~~' + table_name.lstrip('_'))}"
     if connection.query("SELECT to_regclass(%s)", args=(full_name,)).fetchone()[0] is None:
         return []
-    primary_key = dj.FreeTable(connection, full_name).heading.primary_key
+    primary_key = free_table(connection, full_name).heading.primary_key
     columns = ", ".join(quote(name) for name in [*primary_key, "status", "error_message", "host", "pid"])
     rows = connection.query(
         f"SELECT {columns}, {quote('connection_id')} FROM {full_name} WHERE {quote('status')} IN ('reserved', 'error')"

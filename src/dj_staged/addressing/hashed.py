@@ -40,10 +40,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from datajoint.hash_registry import build_hash_path
-from datajoint.storage import generate_token
-
 from .. import steps
+from .._datajoint import build_hash_path, generate_token
 from ..errors import ContentError, HandleModeError, IncompleteObjectError
 from ..layout import STAGING_PREFIX
 from ..protocol import StagedField

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from datajoint.storage import build_object_path
-
 from .. import steps
+from .._datajoint import build_object_path
 from ..errors import HandleModeError, IncompleteObjectError, nothing_written
 from ..protocol import StagedField
 from ..stores.journal import WriteJournal

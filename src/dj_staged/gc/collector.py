@@ -30,12 +30,12 @@ from datetime import timedelta
 from typing import Any
 
 from .. import steps
-from .._datajoint import config_of, is_covered, is_hash_name
+from .._datajoint import config_of, is_covered, is_hash_name, schema_on
 from ..leases import covers, exclusive_gate, held_lease_keys, scan_leases
 from ..references import referenced_paths
 from ..stores import IncompleteUpload, StagedStore, StoredFile, resolve_store
 from .policy import LEASED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
-from .report import Report, SectionReport
+from .report import Report, SectionReport, outside_report
 from .sections import (
     HASH,
     LEASES,
@@ -44,7 +44,6 @@ from .sections import (
     UPLOADS,
     StoreSurvey,
     check_layout,
-    outside_report,
     section_roots,
     survey_store,
 )
@@ -279,6 +278,4 @@ class _Collection:
 
 def _on(connection: Any, schema: Any) -> Any:
     """The same schema, reached through ``connection``."""
-    import datajoint as dj
-
-    return dj.Schema(schema.database, connection=connection, create_schema=False, create_tables=False)
+    return schema_on(connection, schema.database)

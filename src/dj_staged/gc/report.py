@@ -7,13 +7,14 @@ Objects, not files, are the unit: a directory value (a Zarr array, a multi-file
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..stores import StoredFile
 from ..text import count, human_bytes, human_duration, iso, table, utc
 from .policy import ABANDONED, ABANDONED_LEASE, LEASED, NOT_COLLECTED, OUTSIDE, REFERENCED, UNDATED, UNREFERENCED, YOUNG
-from .sections import LEASES
+from .sections import HASH, LEASES, SCHEMA, StoreSurvey, section_prefixes
 
 OUTSIDE_SECTION = "outside"
 
@@ -332,3 +333,32 @@ def _files_text(files: list[StoredFile] | None) -> str:
 def _age_text(files: list[StoredFile]) -> str:
     times = [f.mtime for f in files if f.mtime is not None]
     return utc(min(times)) if times else "-"
+
+
+def outside_report(survey: StoreSurvey, store: str, spec: dict[str, Any], collected: Iterable[str]) -> SectionReport:
+    """What the survey found that belongs to no section of the collected schemas: kept, with the reason.
+
+    Only names one level deep are known (the folders are not listed further), so a
+    folder is reported as one object without a file count.
+    """
+    collected = set(collected)
+    prefixes = section_prefixes(spec)
+    ours = {prefix.split("/")[0] for prefix in prefixes.values() if prefix}
+    open_top = not prefixes[SCHEMA] or not prefixes[HASH]  # schema folders share the top with everything else
+    report = SectionReport(store, "-", OUTSIDE_SECTION)
+    for name in sorted(survey.top_folders):
+        if name in ours or (open_top and name in collected):
+            continue
+        report.protected[f"{name}/"] = OUTSIDE
+        report.kept[f"{name}/"] = None
+    for path, stored in sorted(survey.top_files.items()):
+        report.protected[path] = OUTSIDE
+        report.kept[path] = [stored]
+    for section, folders in survey.schemas.items():
+        prefix = prefixes[section]
+        if not prefix:
+            continue
+        for name in sorted(folders - collected):
+            report.protected[f"{prefix}/{name}/"] = NOT_COLLECTED
+            report.kept[f"{prefix}/{name}/"] = None
+    return report

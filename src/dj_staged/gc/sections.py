@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import StagedInsertError
 from ..layout import LEASE_SECTION, LEASES_ROOT, STAGING_PREFIX, lease_section, section_path, staging_section
 from ..stores import StagedStore, StoredFile
-
-if TYPE_CHECKING:
-    from .report import SectionReport
 
 SCHEMA, HASH, STAGING, LEASES, UPLOADS = "schema", "hash", "staging", "leases", "uploads"
 
@@ -57,7 +54,8 @@ class StoreSurvey:
         return set().union(*self.schemas.values()) if self.schemas else set()
 
 
-def _section_prefixes(spec: dict[str, Any]) -> dict[str, str]:
+def section_prefixes(spec: dict[str, Any]) -> dict[str, str]:
+    """The top folder of each section in a store with settings ``spec`` (``""``: the store's top)."""
     return {
         SCHEMA: (spec.get("schema_prefix") or "").strip("/"),
         HASH: (spec.get("hash_prefix") or "").strip("/"),
@@ -70,7 +68,7 @@ def survey_store(store: StagedStore) -> StoreSurvey:
     """List the top of the store and each section one level deep (at most five shallow listings)."""
     survey = StoreSurvey()
     survey.top_folders, survey.top_files = store.list_folder("")
-    for section, prefix in _section_prefixes(store.spec).items():
+    for section, prefix in section_prefixes(store.spec).items():
         if not prefix:
             folders = set(survey.top_folders)  # an empty prefix: the schemas' folders are at the top
         elif prefix.split("/")[0] in survey.top_folders:
@@ -80,35 +78,3 @@ def survey_store(store: StagedStore) -> StoreSurvey:
         survey.schemas[section] = folders
     survey.schemas[STAGING].discard(LEASE_SECTION)
     return survey
-
-
-def outside_report(survey: StoreSurvey, store: str, spec: dict[str, Any], collected: Iterable[str]) -> SectionReport:
-    """What the survey found that belongs to no section of the collected schemas: kept, with the reason.
-
-    Only names one level deep are known (the folders are not listed further), so a
-    folder is reported as one object without a file count.
-    """
-    from .policy import NOT_COLLECTED, OUTSIDE
-    from .report import OUTSIDE_SECTION, SectionReport
-
-    collected = set(collected)
-    prefixes = _section_prefixes(spec)
-    ours = {prefix.split("/")[0] for prefix in prefixes.values() if prefix}
-    open_top = not prefixes[SCHEMA] or not prefixes[HASH]  # schema folders share the top with everything else
-    report = SectionReport(store, "-", OUTSIDE_SECTION)
-    for name in sorted(survey.top_folders):
-        if name in ours or (open_top and name in collected):
-            continue
-        report.protected[f"{name}/"] = OUTSIDE
-        report.kept[f"{name}/"] = None
-    for path, stored in sorted(survey.top_files.items()):
-        report.protected[path] = OUTSIDE
-        report.kept[path] = [stored]
-    for section, folders in survey.schemas.items():
-        prefix = prefixes[section]
-        if not prefix:
-            continue
-        for name in sorted(folders - collected):
-            report.protected[f"{prefix}/{name}/"] = NOT_COLLECTED
-            report.kept[f"{prefix}/{name}/"] = None
-    return report

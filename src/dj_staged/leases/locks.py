@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._datajoint import server_version
+from .._datajoint import connection_like, server_version
 from ..errors import UnsupportedBackendError
 from ..settings import client_check
 
@@ -219,25 +219,12 @@ _exclusive = threading.Lock()  # one exclusive holder per process at a time: its
 
 def gate_connection(connection: Any) -> Any:
     """A dedicated DataJoint connection to the same server, for the exclusive gate (one per process)."""
-    import datajoint as dj
-
-    from .._datajoint import config_of
-
     info = connection.conn_info
     key = (info["host"], info["port"], info["user"], info.get("database_name"))
     with _gate_lock:
         dedicated = _gate_connections.get(key)
         if dedicated is None or not dedicated.is_connected:
-            dedicated = dj.Connection(
-                host=info["host"],
-                user=info["user"],
-                password=info["passwd"],
-                port=info["port"],
-                use_tls=info.get("ssl_input"),
-                database_name=info.get("database_name"),
-                backend=connection.adapter.backend,
-                config_override=config_of(connection),
-            )
+            dedicated = connection_like(connection)
             _gate_connections[key] = dedicated
         return dedicated
 

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from datajoint.errors import DuplicateError
-
 from ..durability import SyncPlan, durable
-from ..errors import HandleModeError
+from ..errors import DuplicateError, HandleModeError
 from ..leases import LeaseKeeper
 from ..stores import StagedStore
 from .commit import Group

@@ -37,9 +37,9 @@ import logging
 from typing import Any
 
 from .. import steps
-from .._datajoint import insert_statements, reset_transaction_state
+from .._datajoint import LostConnectionError, insert_statements, reset_transaction_state
 from ..durability import SyncPlan
-from ..errors import AmbiguousCommitError
+from ..errors import AmbiguousCommitError, DuplicateError
 from ..leases.locks import is_fence_error, wait_for_lease_end
 from ..settings import COMMIT_WAIT, commit_wait
 from .rows import finalized_view, key_token
@@ -67,8 +67,6 @@ class Outcome(enum.Enum):
 
 def is_connection_error(error: BaseException) -> bool:
     """Whether ``error`` means the connection died, so the server may or may not have done what was asked."""
-    from datajoint.errors import LostConnectionError
-
     if isinstance(error, LostConnectionError):
         return True
     try:
@@ -249,8 +247,6 @@ def ambiguous(table: Any, groups: list[Group], cause: BaseException, found: Outc
 
 def lost_to_another(table: Any, groups: list[Group]) -> Exception:
     """DataJoint's ``DuplicateError`` for a doubtful commit whose key another writer's row took meanwhile."""
-    from datajoint.errors import DuplicateError
-
     return DuplicateError(
         f"Duplicate entry: while the commit of {described(table, groups)} waited, another row with the same primary "
         f"key was committed ({shown_keys(row_keys(table, groups))}); nothing of this staged insert was inserted"

@@ -22,8 +22,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from datajoint.table import Table
-
+from .._datajoint import Table
 from .batch import DEFAULT_CHUNK, BatchInsert, StagedBatch, staged_insert
 from .lifecycle import StagedInsert1, staged_insert1
 from .session import StagedSession

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import fsspec
-from datajoint.errors import DataJointError, DuplicateError
 
 from .. import steps
 from .._datajoint import config_of, inserts_allowed
@@ -25,6 +24,8 @@ from ..addressing.paths import check_extension, check_filename, check_key
 from ..addressing.schema import SchemaAddressedStaging
 from ..durability import SyncPlan, durable
 from ..errors import (
+    DataJointError,
+    DuplicateError,
     HandleModeError,
     IgnoredValueWarning,
     NotParticipatingError,

@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .._datajoint import store_backend
-from ..errors import UnsupportedBackendError, storage_not_configured
+from ..errors import DataJointError, UnsupportedBackendError, storage_not_configured
 from .azure import AzureStore
 from .base import StagedStore
 from .gcs import GCSStore
@@ -52,8 +52,6 @@ def resolve_store(requested: str | None, config: Any, *, field: str | None = Non
     :class:`~dj_staged.errors.UnsupportedBackendError` when its protocol has no
     staged support.
     """
-    from datajoint.errors import DataJointError
-
     try:
         spec = config.get_store_spec(requested)
     except DataJointError as error:
