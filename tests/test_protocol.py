@@ -19,13 +19,14 @@ import numpy as np
 import psycopg2
 import pytest
 import zarr
-from conftest import Party, Pause, declare, store_files, wait_for_lock_waiter, wait_for_session_end
+from conftest import Party, Pause, advisory_locks, declare, store_files, wait_for_lock_waiter, wait_for_session_end
 
 import dj_staged
 import dj_staged.gc
 from dj_staged import steps
-from dj_staged.errors import IncompleteObjectError, LeaseLostError
+from dj_staged.errors import GateLostError, IncompleteObjectError, LeaseLostError
 from dj_staged.gc.policy import LEASED
+from dj_staged.leases.locks import GATE_NS
 
 LATER = 2 * 86400.0  # an injected collector clock two days ahead: every unleased object is past the grace period
 
@@ -246,3 +247,24 @@ def test_a_lease_lost_with_its_session_refuses_the_commit(Recording, store, else
         connection.connect()
     assert len(Recording()) == 0
     assert store_files(store) == []
+
+
+def test_a_collector_whose_gate_session_ends_stops_before_deleting(Content, store, elsewhere, dj_schema):
+    """The collector's dedicated session is ended while it is about to delete: it raises GateLostError and
+    deletes nothing; the next collection takes the orphan."""
+    data = os.urandom(50_000)
+    target = old_orphan(Content, data)
+    pause = Pause("collector")
+    with steps.observe("collector.delete", pause):
+        collector = Party("collector", collect, elsewhere, store, now=time.time() + LATER)
+        collector.start()
+        pause.wait()  # the gate held, the orphan judged collectable
+        (gate_pid,) = [pid for ns, _key, pid in advisory_locks(dj_schema.connection) if ns == GATE_NS]
+        dj_schema.connection.query("SELECT pg_terminate_backend(%s)", args=(gate_pid,))
+        wait_for_session_end(dj_schema.connection, gate_pid)
+        pause.go()
+        with pytest.raises(GateLostError, match="lost the gate"):
+            collector.outcome()
+    assert target in store_files(store)
+    assert target in collect(elsewhere, store, now=time.time() + LATER).paths
+    assert target not in store_files(store)

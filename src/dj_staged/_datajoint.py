@@ -19,6 +19,7 @@ extension API for codecs; our codec classes use them as any codec does.
 from __future__ import annotations
 
 import copy
+import enum
 import re
 import weakref
 from importlib.metadata import version as installed_version
@@ -52,6 +53,40 @@ from datajoint.hash_registry import build_hash_path as build_hash_path  # noqa: 
 from datajoint.storage import build_object_path as build_object_path  # noqa: E402  insert1's schema-addressed path
 from datajoint.storage import generate_token as generate_token  # noqa: E402  a staging object's random token
 from datajoint.table import Table as Table  # noqa: E402  the class enable() gives staged_insert1 and staged_insert
+
+
+class DatabaseFailure(enum.Enum):
+    """What a database error means to dj-staged: the one place psycopg2's and DataJoint's errors are told apart."""
+
+    CONNECTION_LOST = "connection lost"  # the server may or may not have done what was asked
+    FENCE = "lease lost"  # a commit guard found its lease lock no longer its session's (FENCE_SQLSTATE)
+    LOCK_TIMEOUT = "lock timeout"  # the session's lock_timeout ran out while it waited for a lock
+    OTHER = "other"  # the server refused the statement: nothing it did stands
+
+
+FENCE_SQLSTATE = "DJS01"  # the commit guard raises it when the lease lock is not this session's any more
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_not_available: lock_timeout ran out
+
+
+def database_failure(error: BaseException) -> DatabaseFailure:
+    """Which :class:`DatabaseFailure` ``error`` (raised by a query through DataJoint) is.
+
+    DataJoint translates the server's errors it knows into its own classes and
+    passes the others on as psycopg2's, with their SQLSTATE in ``pgcode``; a
+    connection that died has no SQLSTATE at all.
+    """
+    if isinstance(error, LostConnectionError):
+        return DatabaseFailure.CONNECTION_LOST
+    code = getattr(error, "pgcode", None)
+    if code == FENCE_SQLSTATE:
+        return DatabaseFailure.FENCE
+    if code == LOCK_NOT_AVAILABLE:
+        return DatabaseFailure.LOCK_TIMEOUT
+    import psycopg2
+
+    if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError) and not code:
+        return DatabaseFailure.CONNECTION_LOST
+    return DatabaseFailure.OTHER
 
 
 def schema_on(connection: Any, name: str) -> Any:

@@ -16,6 +16,7 @@
         ├── ContentError                    what was written does not make a valid value (bad .npy, wrong size)
         ├── IncompleteObjectError           fencing: an object the row would reference is missing or changed
         ├── LeaseLostError                  fencing: the write's lease lapsed, so the collector may have run
+        ├── GateLostError                   a collector lost the schema's gate mid-collection and stopped deleting
         ├── UnsupportedBackendError         the database cannot hold leases (dj-staged needs PostgreSQL), or a
         │                                   store speaks a protocol dj-staged has no store for
         └── AmbiguousCommitError            the connection died during the commit and the outcome is unknown
@@ -43,6 +44,7 @@ __all__ = [
     "IgnoredValueWarning",
     "IncompleteObjectError",
     "InvalidPathError",
+    "GateLostError",
     "LeaseLostError",
     "MissingPrimaryKeyError",
     "NotParticipatingError",
@@ -91,6 +93,10 @@ class IncompleteObjectError(StagedInsertError):
 
 class LeaseLostError(StagedInsertError):
     """Fencing: the write's lease was not held continuously until the commit, so nothing is inserted."""
+
+
+class GateLostError(StagedInsertError):
+    """A collector's session no longer holds the schema's gate (the session ended): it stops before deleting more."""
 
 
 class UnsupportedBackendError(StagedInsertError):

@@ -28,8 +28,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._datajoint import connection_like, server_version
-from ..errors import UnsupportedBackendError
+from .._datajoint import (
+    FENCE_SQLSTATE,
+    DatabaseFailure,
+    backend_pid,
+    connection_like,
+    database_failure,
+    server_version,
+)
+from ..errors import GateLostError, UnsupportedBackendError
 from ..settings import client_check
 
 LEASE_NS = 0x646A7331  # "djs1"
@@ -122,7 +129,7 @@ def wait_for_lease_end(connection: Any, key: int, bound: float) -> bool:
             reconnect=False,
         )
     except Exception as error:
-        if getattr(error, "pgcode", None) == LOCK_NOT_AVAILABLE:
+        if database_failure(error) is DatabaseFailure.LOCK_TIMEOUT:
             return False
         raise
     return True
@@ -149,8 +156,6 @@ def lease_held(connection: Any, lock: LeaseLock) -> bool:
     return int(row[0]) == lock.pid and bool(row[1])
 
 
-LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
-FENCE_SQLSTATE = "DJS01"  # raised by the commit guard when the lease lock is not this session's any more
 COMMIT_GUARD_TAG = "dj_staged_commit"  # the guard's dollar-quote tag: the commit statement is recognizable by it
 
 
@@ -174,11 +179,6 @@ def commit_guard(lock: LeaseLock) -> str:
         f"DO {tag} BEGIN IF NOT pg_try_advisory_xact_lock({key}) THEN {lost}; END IF; "
         f"IF NOT pg_advisory_unlock({key}) THEN {lost}; END IF; END {tag}"
     )
-
-
-def is_fence_error(error: BaseException) -> bool:
-    """Whether ``error`` is a commit guard finding its lease lock lost."""
-    return getattr(error, "pgcode", None) == FENCE_SQLSTATE
 
 
 def release_lease_lock(connection: Any, lock: LeaseLock) -> None:
@@ -223,7 +223,7 @@ def gate_connection(connection: Any) -> Any:
     key = (info["host"], info["port"], info["user"], info.get("database_name"))
     with _gate_lock:
         dedicated = _gate_connections.get(key)
-        if dedicated is None or not dedicated.is_connected:
+        if dedicated is None or backend_pid(dedicated) is None or not dedicated.is_connected:
             dedicated = connection_like(connection)
             _gate_connections[key] = dedicated
         return dedicated
@@ -237,15 +237,28 @@ class Gate:
     schema: str
 
     def confirm(self) -> None:
-        """Raise unless the dedicated session still holds the gate (checked before each deletion)."""
-        row = self.connection.query(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid "
-            "AND objid = %s::oid AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted AND pid = pg_backend_pid())",
-            args=(GATE_NS, gate_key(self.schema)),
-            reconnect=False,
-        ).fetchone()
+        """Raise :class:`~dj_staged.errors.GateLostError` unless the dedicated session still holds the gate
+        (checked before each deletion)."""
+        try:
+            row = self.connection.query(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid AND "
+                "objid = %s::oid AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted AND pid = pg_backend_pid())",
+                args=(GATE_NS, gate_key(self.schema)),
+                reconnect=False,
+            ).fetchone()
+        except Exception as error:
+            if database_failure(error) is not DatabaseFailure.CONNECTION_LOST:
+                raise
+            raise self.lost(f"its database session ended ({type(error).__name__})") from error
         if not row[0]:
-            raise RuntimeError(f"the collector lost the gate of schema {self.schema!r}; it stopped deleting")
+            raise self.lost("its database session no longer holds it")
+
+    def lost(self, why: str) -> GateLostError:
+        """The error for a gate this collector no longer holds."""
+        return GateLostError(
+            f"The collector lost the gate of schema {self.schema!r}: {why}. It stopped deleting; what it did not "
+            "delete is still there, and the next collection picks it up."
+        )
 
 
 @contextlib.contextmanager
@@ -265,4 +278,8 @@ def exclusive_gate(connection: Any, schema: str, timeout: str = GATE_TIMEOUT) ->
         try:
             yield Gate(dedicated, schema)
         finally:
-            dedicated.query("SELECT pg_advisory_unlock(%s, %s)", args=(GATE_NS, gate_key(schema)), reconnect=False)
+            try:
+                dedicated.query("SELECT pg_advisory_unlock(%s, %s)", args=(GATE_NS, gate_key(schema)), reconnect=False)
+            except Exception as error:  # a session that ended released the gate with it; never mask the first error
+                if database_failure(error) is not DatabaseFailure.CONNECTION_LOST:
+                    raise

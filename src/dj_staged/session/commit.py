@@ -37,10 +37,10 @@ import logging
 from typing import Any
 
 from .. import steps
-from .._datajoint import LostConnectionError, insert_statements, reset_transaction_state
+from .._datajoint import DatabaseFailure, database_failure, insert_statements, reset_transaction_state
 from ..durability import SyncPlan
 from ..errors import AmbiguousCommitError, DuplicateError
-from ..leases.locks import is_fence_error, wait_for_lease_end
+from ..leases.locks import wait_for_lease_end
 from ..settings import COMMIT_WAIT, commit_wait
 from .rows import finalized_view, key_token
 
@@ -67,13 +67,12 @@ class Outcome(enum.Enum):
 
 def is_connection_error(error: BaseException) -> bool:
     """Whether ``error`` means the connection died, so the server may or may not have done what was asked."""
-    if isinstance(error, LostConnectionError):
-        return True
-    try:
-        import psycopg2
-    except ImportError:  # pragma: no cover - psycopg2 comes with DataJoint's PostgreSQL support
-        return False
-    return isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError) and not getattr(error, "pgcode", None)
+    return database_failure(error) is DatabaseFailure.CONNECTION_LOST
+
+
+def is_fence_error(error: BaseException) -> bool:
+    """Whether ``error`` is a commit guard finding its lease lock lost."""
+    return database_failure(error) is DatabaseFailure.FENCE
 
 
 class CommitDoubt(Exception):
