@@ -23,6 +23,7 @@ _ERRORS = (
     "CommitRecoveredWarning",
     "ContentError",
     "HandleModeError",
+    "GateLostError",
     "IgnoredValueWarning",
     "IncompleteObjectError",
     "InvalidPathError",
