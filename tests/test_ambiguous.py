@@ -157,3 +157,16 @@ def test_a_user_transaction_whose_commit_reply_was_lost(proxied, proxy, store, d
     check_row(proxied, 1)
     assert "commit_transaction" not in vars(connection)
     assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
+
+
+def test_a_connection_lost_between_two_blocks_is_reconnected_for_the_next(proxied, proxy, store, dj_schema):
+    """The network cuts the writer's connection after one block: the next block, holding nothing yet, takes its
+    lease on a new session (and the one after it too), instead of failing on the dead connection."""
+    with dj_staged.staged_insert1(proxied) as staged:
+        write(staged, 1)
+    assert proxy.kill_connections() == 1
+    for key in (2, 3):
+        with dj_staged.staged_insert1(proxied) as staged:
+            write(staged, key)
+    for key in (1, 2, 3):
+        check_row(proxied, key)

@@ -203,3 +203,42 @@ def test_the_readmes_store_table_is_the_declared_capabilities():
     for name, cells in rows.items():
         for cls, cell in zip(classes, cells, strict=True):
             assert cell.startswith(_shown(cls.capabilities()[name])), (name, cls.protocol, cell)
+
+
+def test_a_blob_committed_after_the_collector_listed_it_as_incomplete_is_kept(dj_schema, dj_azure_store, elsewhere):
+    """Azure: the collector lists a blob whose blocks are not committed yet (a large write in flight); the writer
+    then commits it and its row, and releases its lease, before the collector reads the leases. Aborting that
+    "upload" would delete the row's blob: the row's reference keeps it."""
+    import threading
+
+    from conftest import Party, Pause
+
+    Table = declare(dj_schema, "Big", "item_id : int32\n---\nraw : <object@azure>")
+    data = os.urandom(9 * MIB)  # more than one 8 MiB block: staged before the commit
+    staged_blocks, commit = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with dj_staged.staged_insert1(Table) as staged:
+            staged.rec["item_id"] = 1
+            with staged.open("raw", ".bin") as f:
+                f.write(data)
+                f.flush()
+                staged_blocks.set()
+                assert commit.wait(60)
+
+    writer = Party("writer", write)
+    writer.start()
+    assert staged_blocks.wait(60)
+    store = resolve_store("azure", dj.config)
+    assert len(store.incomplete_uploads("")) == 1
+    pause = Pause("collector")
+    with dj_staged.steps.observe("collector.list", pause):
+        collector = Party("collector", dj_staged.gc.collect, elsewhere, store="azure", grace=0, dry_run=False)
+        collector.start()
+        pause.wait()  # the blob of uncommitted blocks is listed
+        commit.set()
+        writer.outcome()  # the blob committed, the row visible, the lease released
+        pause.go()
+        report = collector.outcome()
+    assert report.errors == [] and report.section("uploads").deleted == 0
+    assert (Table & {"item_id": 1}).fetch1("raw").read() == data

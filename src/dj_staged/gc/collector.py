@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ from .._datajoint import config_of, is_covered, is_hash_name, schema_on
 from ..leases import covers, exclusive_gate, held_lease_keys, scan_leases
 from ..references import referenced_paths
 from ..stores import IncompleteUpload, StagedStore, StoredFile, resolve_store
-from .policy import LEASED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
+from .policy import LEASED, REFERENCED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
 from .report import Report, SectionReport, outside_report
 from .sections import (
     HASH,
@@ -166,7 +167,7 @@ class _Collection:
     ) -> list[SectionReport]:
         rules.cutoff = self.cutoff
         prefix = self.spec["schema_prefix"].strip("/")
-        roots = {
+        roots: dict[str, Callable[[str], str]] = {
             SCHEMA: lambda p: schema_root(p, prefix),
             HASH: lambda p: p,
             STAGING: staging_root,
@@ -187,16 +188,29 @@ class _Collection:
             report.abandoned = set(decision.abandoned)
             reports.append(report)
         if self.staged_store.supports_listing_incomplete_uploads:
-            reports.append(self._uploads(uploads, rules))
+            reports.append(self._uploads(uploads, rules, roots))
         reports.append(self._leases(listed[LEASES], records, held))
         return reports
 
-    def _uploads(self, uploads: dict[str, IncompleteUpload], rules: Rules) -> SectionReport:
-        """Incomplete uploads, judged by the path they would create (never referenced: they are not objects)."""
+    def _uploads(
+        self, uploads: dict[str, IncompleteUpload], rules: Rules, roots: dict[str, Callable[[str], str]]
+    ) -> SectionReport:
+        """Incomplete uploads, judged by the path they would create, as an object there would be.
+
+        An upload listed in step 1 may have been completed since, and a row
+        committed that references it, its lease released before step 2: the
+        references of step 3 then name its path, and it is kept (on Azure,
+        aborting an upload deletes the blob, completed or not).
+        """
         report = SectionReport(self.store, self.name, UPLOADS)
         for name, upload in sorted(uploads.items()):
             files = [StoredFile(name, upload.size, upload.started)]
-            if covers(rules.live, upload.path):
+            section = next((s for s, top in self.roots.items() if upload.path.startswith(top.rstrip("/") + "/")), None)
+            root = roots[section](upload.path) if section in roots else upload.path
+            if rules.referenced(root, [StoredFile(upload.path, upload.size, upload.started)]):
+                report.protected[name] = REFERENCED
+                report.kept[name] = files
+            elif covers(rules.live, upload.path):
                 report.protected[name] = LEASED
                 report.kept[name] = files
             elif covers(rules.dead, upload.path):

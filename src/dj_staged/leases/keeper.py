@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import steps
-from .._datajoint import backend_pid
+from .._datajoint import DatabaseFailure, backend_pid, database_failure
 from ..errors import LeaseLostError
 from ..stores.base import StagedStore
 from .locks import (
@@ -83,9 +83,20 @@ class LeaseKeeper:
         return self.connection.query(f"SELECT ({probe[0]})", args=tuple(probe[1])).fetchone()[0]
 
     def _acquire(self, *, gate: bool = False, probe: tuple[str, Sequence[Any]] | None = None) -> tuple[LeaseLock, Any]:
-        self.lock, answer = acquire_lease_lock(
-            self.connection, self._key, gate=self.schema if gate else None, probe=probe
-        )
+        try:
+            self.lock, answer = acquire_lease_lock(
+                self.connection, self._key, gate=self.schema if gate else None, probe=probe
+            )
+        except Exception as error:
+            # nothing is held yet: a connection lost since the last block is reconnected and the lease taken on the
+            # new session; inside a transaction the caller's transaction is gone, which it must be told
+            if database_failure(error) is not DatabaseFailure.CONNECTION_LOST or self.connection.in_transaction:
+                raise
+            logger.info("The database connection was lost since it was last used; reconnecting to take the lease")
+            self.connection.connect()
+            self.lock, answer = acquire_lease_lock(
+                self.connection, self._key, gate=self.schema if gate else None, probe=probe
+            )
         if self.lock.key != self._key:  # another session held that key: the id follows the key taken
             self._key, self.lease_id = self.lock.key, lease_id_for(self.lock.key)
         return self.lock, answer

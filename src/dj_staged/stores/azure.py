@@ -123,7 +123,13 @@ class AzureStore(StagedStore):
         return found
 
     def abort_upload(self, upload: IncompleteUpload) -> None:
+        """Delete the blob of uncommitted blocks, unless it was committed since it was listed (deleting a blob
+        deletes its committed content too; the collector also keeps every path a row references)."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        with contextlib.suppress(ResourceNotFoundError):
-            self._blob(upload.path).delete_blob()
+        blob = self._blob(upload.path)
+        try:
+            blob.get_blob_properties()  # a blob of uncommitted blocks only has no properties yet
+        except ResourceNotFoundError:
+            with contextlib.suppress(ResourceNotFoundError):
+                blob.delete_blob()
