@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Azurite, the Azure Blob emulator of the tests, from the npm registry into the venv (dj_staged.testing.services finds it)
 AZURITE := azurite@3
 
-.PHONY: demo test soak lint format bench dist peer clean
+.PHONY: demo test test-foreign soak lint format bench dist peer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# the suite as if dj-zarr-codecs (laid out as it is) and a dj-photon-codecs that fails to load were installed: their
+# test-only stand-ins on the path, so `zarr` is dj-zarr-codecs' in every process (minutes; not part of test; without
+# tests/test_dist.py, which installs the wheel into a fresh environment of its own)
+test-foreign: $(STAMP)
+	PYTHONPATH=$(CURDIR)/tests/foreign/site $(BIN)/python -m pytest --ignore=tests/test_dist.py
 
 # randomized writers, deleters, collectors, kills, pauses and cut connections on a local, an S3, a GCS and an Azure store; tests/soak.py --help
 soak: $(STAMP)

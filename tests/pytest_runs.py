@@ -28,14 +28,17 @@ def run_pytest(
     timeout: float = 600,
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    unset: Sequence[str] = (),
 ) -> PytestRun:
     """Run ``pytest target...`` in a fresh interpreter with ``pythonpath`` prepended; nothing is installed.
 
-    ``args`` are further command-line arguments, ``env`` further environment variables.
+    ``args`` are further command-line arguments, ``env`` further environment variables, ``unset`` variables
+    taken out of the environment.
     """
     report = workdir / "report.xml"
     environment = {**os.environ, **(env or {})}
-    environment.pop("PYTEST_ADDOPTS", None)
+    for name in ("PYTEST_ADDOPTS", *unset):
+        environment.pop(name, None)
     environment["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), *filter(None, [environment.get("PYTHONPATH")])])
     targets = [target] if isinstance(target, Path) else list(target)
     command = [sys.executable, "-m", "pytest", *map(str, targets), "-q", "-p", "no:cacheprovider", *args]

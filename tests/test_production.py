@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
 from importlib.metadata import distribution, entry_points
 from pathlib import Path
 
+import pytest
+
 import dj_staged
+from dj_staged.plugin_codecs import other_providers
 
 SOURCE = Path(dj_staged.__file__).resolve().parent
 TESTS = Path(__file__).resolve().parent
+SITE = TESTS / "foreign" / "site"  # test-only stand-ins of dj-zarr-codecs and dj-photon-codecs
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -48,15 +53,37 @@ def test_the_installed_package_registers_no_test_adapter():
     assert done.stdout.strip() == "None"  # outside this suite the protocol does not exist
 
 
-def test_the_codec_entry_point_loads_no_engine():
-    code = (
-        "import sys, datajoint as dj; codec = dj.codecs.get_codec('zarr'); "
-        "print(type(codec).__module__); print(' '.join(sorted(sys.modules)))"
+CODEC_LOOKUP = """
+import json, sys
+from importlib.metadata import entry_points
+import datajoint as dj
+codec = dj.codecs.get_codec("zarr")
+loaded = sorted(sys.modules)
+providers = [p for p in entry_points(group="datajoint.codecs", name="zarr") if not p.value.startswith("dj_staged.")]
+expected = providers[0].load() if providers else sys.modules["dj_staged.codecs.zarr"].ZarrCodec
+with open(sys.argv[1], "w") as out:  # not stdout: DataJoint logs there ("Failed to load codec ...")
+    json.dump({"owner": f"{type(codec).__module__}:{type(codec).__qualname__}", "expected": type(codec) is expected,
+               "modules": loaded}, out)
+"""
+
+
+@pytest.mark.parametrize("site", [[], [SITE]], ids=["alone", "with-dj-zarr-codecs"])
+def test_the_codec_entry_point_loads_no_engine(site, tmp_path):
+    """`zarr` resolves, by entry point, to ours alone, or to dj-zarr-codecs' class where it is installed."""
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*site, *filter(None, [os.getenv("PYTHONPATH")])]))}
+    done = subprocess.run(
+        [sys.executable, "-c", CODEC_LOOKUP, str(report)], capture_output=True, text=True, check=True, env=env
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    owner, modules = done.stdout.splitlines()
-    loaded = set(modules.split())
-    assert owner == "dj_staged.codecs.zarr"
+    found = json.loads(report.read_text())
+    assert found["expected"] is True
+    if site or other_providers("zarr"):  # theirs: the class where their package defines it
+        assert found["owner"] == "dj_zarr_codecs.codecs:ZarrArrayCodec"
+    else:
+        assert found["owner"] == "dj_staged.codecs.zarr:ZarrCodec"
+    if site:  # dj-photon-codecs' stand-in failed to load, and DataJoint said so on stdout
+        assert "Failed to load codec 'photon'" in done.stdout
+    loaded = set(found["modules"])
     engine = ("dj_staged.session", "dj_staged.gc", "dj_staged.testing", "dj_staged.leases", "dj_staged.cli")
     assert sorted(m for m in loaded if m.startswith(engine)) == []
     assert not {"pytest", "_pytest", "dask", "distributed"} & loaded

@@ -240,17 +240,40 @@ def test_heading_and_codecs_are_untouched(Recording, tmp_path):
     np.testing.assert_array_equal((Recording & {"recording_id": 2}).fetch1("waveform").load(), np.zeros(3))
 
 
-def test_empty_store_name_means_default_store(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "Plain", "k : int32\n---\nraw : <object@>\narr : <npy@>")
-    with dj_staged.staged_insert1(Table) as staged:
-        staged.rec["k"] = 1
-        with staged.open("raw", ".txt") as f:
-            f.write(b"hello")
-        with staged.open("arr", ".npy") as f:
-            np.save(f, np.arange(4))
-    assert column(Table, {"k": 1}, "raw")["store"] == "main"
-    assert (Table & "k=1").fetch1("raw").read() == b"hello"
-    np.testing.assert_array_equal((Table & "k=1").fetch1("arr").load(), np.arange(4))
+def test_no_store_name_resolves_for_a_codec_whose_insert1_resolves_it(dj_schema, dj_local_store):
+    """A codec whose own insert1 reads `<codec@>` as stores.default says so; its staged rows then record that store."""
+    from datajoint.builtin_codecs.schema import SchemaCodec
+
+    class DefaultStoreCodec(dj_staged.SchemaAddressedStaging, SchemaCodec):
+        name = "default_store_test"
+        staged_modes = ("open",)
+        resolves_empty_store_name = True
+
+        def encode(self, value, *, key=None, context=None, store_name=None):
+            store = store_name or dj.config.stores["default"]
+            schema, table, field, primary_key = self._extract_context(key, context)
+            path, _ = self._build_path(schema, table, field, primary_key, ext=".txt", store_name=store)
+            self._get_backend(store).put_buffer(value, path)
+            return {"path": path, "store": store, "size": len(value)}
+
+        def decode(self, stored, *, key=None, context=None):
+            return self._get_backend(stored["store"]).get_buffer(stored["path"])
+
+        def _enrich_staged_metadata(self, base, field):
+            return {"path": base["path"], "store": base["store"], "size": base["size"]}
+
+    try:
+        Table = declare(dj_schema, "Plain", "k : int32\n---\nv : <default_store_test@>")
+        Table.insert1({"k": 1, "v": b"hello"})
+        with dj_staged.staged_insert1(Table) as staged:
+            staged.rec["k"] = 2
+            with staged.open("v", ".txt") as f:
+                f.write(b"hello")
+        inserted, staged_value = column(Table, {"k": 1}, "v"), column(Table, {"k": 2}, "v")
+        assert staged_value["store"] == inserted["store"] == "main" and staged_value["size"] == inserted["size"]
+        assert (Table & "k=2").fetch1("v") == b"hello"
+    finally:
+        dj.codecs.unregister_codec("default_store_test")
 
 
 def test_custom_schema_addressed_codec_participates(dj_schema, dj_local_store):

@@ -25,16 +25,8 @@ pytestmark = pytest.mark.parametrize("djstaged_conformance_store", ["local", "s3
 
 @pytest.fixture
 def Scan(dj_schema, djstaged_conformance_store):
-    return declare(
-        dj_schema,
-        "Scan",
-        """
-        scan_id : int32
-        ---
-        frames : <object@>
-        payload : <blob@>
-        """,
-    )
+    store = djstaged_conformance_store.name
+    return declare(dj_schema, "Scan", f"scan_id : int32\n---\nframes : <object@{store}>\npayload : <blob@{store}>")
 
 
 def put(store, path: str, data: bytes) -> None:

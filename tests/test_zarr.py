@@ -19,8 +19,9 @@ from conftest import declare, store_files
 from zarr.codecs import BytesCodec
 
 import dj_staged
-from dj_staged.codecs.zarr import DjZarrCodecsStaging, ZarrCodec
-from dj_staged.errors import ContentError, HandleModeError, NothingWrittenError
+from dj_staged.codecs.zarr import DjZarrCodecsStaging, ZarrCodec, stored_dtype
+from dj_staged.errors import ContentError, HandleModeError, NothingWrittenError, StagedInsertError
+from dj_staged.plugin_codecs import other_providers
 
 FRAMES = "subject_id : int32\nsession_id : int32\n---\nn_frames = 0 : int32\nframes : <zarr@{store}>"
 
@@ -95,15 +96,18 @@ def zarr_json(meta: dict) -> dict:
 
 
 def test_zarr_name_resolves_to_one_codec_that_takes_part():
+    """The codec DataJoint resolves `zarr` to is the class an entry point named `zarr` loads: theirs if any."""
     ours = [p for p in entry_points(group="datajoint.codecs", name="zarr") if p.value.startswith("dj_staged.")]
     assert [p.value for p in ours] == ["dj_staged.plugin_codecs:ZarrCodec"]
     codec = dj.codecs.get_codec("zarr")
-    if owner() == "dj_staged":
-        assert type(codec) is ZarrCodec
+    theirs = other_providers("zarr")
+    if not theirs:
+        assert owner() == "dj_staged" and type(codec) is ZarrCodec
         assert dj_staged.participant_for(codec) is codec
     else:  # another package provides `zarr`: it keeps the name, dj-staged serves it through an adapter
-        assert f"{type(codec).__module__}:{type(codec).__qualname__}" == "dj_zarr_codecs:ZarrArrayCodec"
-        assert not isinstance(codec, ZarrCodec)
+        assert [point.dist.name for point in theirs] == ["dj-zarr-codecs"]
+        assert type(codec) is theirs[0].load()  # wherever the package defines it (dj_zarr_codecs.codecs)
+        assert owner() == "dj_zarr_codecs" and not isinstance(codec, ZarrCodec)
         assert isinstance(dj_staged.participant_for(codec), DjZarrCodecsStaging)
 
 
@@ -141,10 +145,45 @@ def test_zarr_insert1_rejects_object_dtype_and_non_arrays(Imaging, dj_local_stor
     assert len(Imaging()) == 0 and store_files(dj_local_store) == []
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "float32", ">f8", ">u2", "bool", "complex64", ">c8"])
+def sample_array(dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A deterministic array of ``dtype``: small counts, or for structured and raw dtypes a pattern of bytes."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    if dtype.names or dtype.kind == "V":  # the pattern never makes a NaN of a float field
+        raw = (np.arange(count * dtype.itemsize) % 251).astype("u1").tobytes()
+        return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    return (np.arange(count) % 7).astype(dtype).reshape(shape)
+
+
+#: Every kind of dtype insert1 takes: numbers in either byte order, strings, raw bytes, times, structured dtypes.
+DTYPES = {
+    "uint16": "uint16",
+    "float32": "float32",
+    ">f8": ">f8",
+    ">u2": ">u2",
+    "bool": "bool",
+    "complex64": "complex64",
+    ">c8": ">c8",
+    "float16": "float16",
+    "S5": "S5",
+    "<U3": "<U3",
+    ">U3": ">U3",
+    "V8": "V8",
+    "M8[s]": "M8[s]",
+    ">m8[ns]": ">m8[ns]",
+    "StringDType": np.dtypes.StringDType(),
+    "structured": [("a", "<i4"), ("b", "<f8")],
+    "structured-big": [("a", ">i4"), ("b", ">f8")],
+    "structured-nested": [("a", [("x", "u1"), ("y", "<f4")]), ("b", "<i2")],
+    "structured-aligned": np.dtype([("a", "u1"), ("b", "<i4")], align=True),
+}
+
+
+@pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning")  # zarr's, for strings and records
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 def test_staged_row_equals_insert1_row_key_by_key(Imaging, dtype):
     """Staged through create_zarr_array: the same column value and the same stored array as the owner's insert1."""
-    array = (np.arange(8 * 6 * 3) % 7).astype(dtype).reshape(8, 6, 3)
+    array = sample_array(dtype, (8, 6, 3))
     Imaging.insert1({"subject_id": 1, "session_id": 1, "n_frames": 8, "frames": array})
     with dj_staged.staged_insert1(Imaging) as staged:
         staged.rec.update(subject_id=1, session_id=2, n_frames=8)
@@ -157,12 +196,91 @@ def test_staged_row_equals_insert1_row_key_by_key(Imaging, dtype):
     assert set(staged) == set(inserted) == {"path", "store", "shape", "dtype", "provenance"}
     assert without_path(staged) == without_path(inserted)
     assert staged["provenance"] == expected_provenance() and staged["shape"] == [8, 6, 3]
-    # dj-zarr-codecs records its input's dtype; dj-staged's codec the array's as stored (zarr stores little-endian)
-    declared = np.dtype(dtype) if owner() == "dj_zarr_codecs" else np.dtype(dtype).newbyteorder("<")
-    assert staged["dtype"] == str(declared)
+    # dj-zarr-codecs records its input's dtype; dj-staged's codec the array's as stored (zarr stores little-endian,
+    # structured dtypes packed)
+    fetched = (Imaging & {"session_id": 2}).fetch1("frames")
+    assert staged["dtype"] == str(array.dtype if owner() == "dj_zarr_codecs" else stored_dtype(fetched))
     assert zarr_json(staged) == zarr_json(inserted)
     assert same_location(staged["path"].replace("session_id=2", "session_id=1"), inserted["path"])
+    np.testing.assert_array_equal(fetched[:], (Imaging & {"session_id": 1}).fetch1("frames")[:])
+    # zarr-python 3.1 stores the bytes of big-endian structured fields unswapped and reads them back little-endian,
+    # for insert1's row and ours alike: those rows fetch equal to each other, not to the array written
+    big_endian_fields = array.dtype.names and any(array.dtype[name].byteorder == ">" for name in array.dtype.names)
+    if not big_endian_fields:
+        np.testing.assert_array_equal(fetched[:], array.astype(fetched.dtype))
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">i4", ">c16"])
+def test_big_endian_array_written_with_zarrs_defaults(Imaging, dtype):
+    """dj-zarr-codecs' own call on a staged handle: the stored array is insert1's; the dtype is the one exception.
+
+    Zarr stores a big-endian array little-endian by default and keeps no trace of its byte order (`float64`,
+    `bytes` codec `endian: little`), so what was written cannot tell `>f8` from `<f8`: the row records the dtype as
+    stored, which dj-staged's codec's insert1 records too, and dj-zarr-codecs' (the input's, `>f8`) does not.
+    """
+    array = sample_array(dtype, (8, 6))
+    Imaging.insert1({"subject_id": 1, "session_id": 1, "frames": array})
+    with dj_staged.staged_insert1(Imaging) as staged:
+        staged.rec.update(subject_id=1, session_id=2)
+        zarr.create_array(store=staged.store("frames", ".zarr"), data=array, write_data=True)
+    inserted = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
+    staged = column(Imaging, {"subject_id": 1, "session_id": 2}, "frames")
+    assert zarr_json(staged) == zarr_json(inserted)
+    assert zarr_json(staged)["codecs"][0] == {"name": "bytes", "configuration": {"endian": "little"}}
+    little = str(np.dtype(dtype).newbyteorder("<"))  # float64, int32, complex128
+    assert staged["dtype"] == little
+    expected = without_path(staged) if owner() == "dj_staged" else {**without_path(staged), "dtype": dtype}
+    assert without_path(inserted) == expected
     np.testing.assert_array_equal((Imaging & {"session_id": 2}).fetch1("frames")[:], array)
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">i4", ">c16"])
+def test_big_endian_array_stored_big_endian_records_its_byte_order(Imaging, dtype):
+    """Where Zarr keeps the byte order (the `bytes` codec's `endian`), the row records the dtype insert1 records
+    for that array in dj-zarr-codecs (its input's, `>f8`), read from the metadata alone."""
+    array = sample_array(dtype, (8, 6))
+    with dj_staged.staged_insert1(Imaging) as staged:
+        staged.rec.update(subject_id=1, session_id=1)
+        store = staged.store("frames", ".zarr")
+        zarr.create_array(store=store, data=array, serializer=BytesCodec(endian="big"), write_data=True)
+    staged = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
+    assert staged["dtype"] == str(np.dtype(dtype)) == dtype
+    assert zarr_json(staged)["codecs"][0] == {"name": "bytes", "configuration": {"endian": "big"}}
+    np.testing.assert_array_equal((Imaging & {"session_id": 1}).fetch1("frames")[:], array)
+
+
+REFUSED = {
+    "object": object,
+    "object-field": [("a", "O")],
+    "float128": "float128",
+    "subarray-field": [("a", "<i4", (2,))],
+}
+
+
+@pytest.mark.parametrize("dtype", REFUSED.values(), ids=REFUSED.keys())
+def test_create_zarr_array_refuses_what_insert1_refuses_before_anything_is_written(Imaging, dj_local_store, dtype):
+    with pytest.raises(Exception) as refused:  # noqa: B017  (the class is the codec's or zarr's: DataJointError, ...)
+        Imaging.insert1({"subject_id": 1, "session_id": 1, "frames": np.zeros((4, 3), dtype=dtype)})
+    assert not isinstance(refused.value, ContentError)
+    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+    seen = {}
+    with pytest.raises(ContentError) as raised, dj_staged.staged_insert1(Imaging) as staged:
+        staged.rec.update(subject_id=1, session_id=2)
+        try:
+            dj_staged.create_zarr_array(staged, "frames", shape=(4, 3), dtype=dtype)
+        finally:
+            seen = {"fields": staged.staged_fields, "files": store_files(dj_local_store, leases=True)}
+    assert seen == {"fields": [], "files": []}  # refused before the field was claimed: not even a lease
+    assert raised.value.field == "frames" and "Field 'frames' (<zarr>)" in str(raised.value)
+    assert len(Imaging()) == 0 and store_files(dj_local_store, leases=True) == []
+
+
+def test_create_zarr_array_refuses_a_dtype_zarr_cannot_read_back(Imaging, dj_local_store):
+    """A datetime64 without a unit: zarr writes it, and cannot open the array again; no staged row is made of it."""
+    with pytest.raises(ContentError, match="can read back"), dj_staged.staged_insert1(Imaging) as staged:
+        staged.rec.update(subject_id=1, session_id=1)
+        dj_staged.create_zarr_array(staged, "frames", shape=(4,), dtype="M8")
+    assert len(Imaging()) == 0 and store_files(dj_local_store, leases=True) == []
 
 
 @pytest.mark.parametrize(
@@ -173,6 +291,7 @@ def test_staged_row_equals_insert1_row_key_by_key(Imaging, dtype):
         (">f8", {}, "float64"),  # zarr-python stores format 3 little-endian unless told otherwise
         ("<i2", {"serializer": BytesCodec(endian="big")}, ">i2"),
         ("uint8", {"zarr_format": 2}, "uint8"),
+        ([("a", "<i4"), ("b", "<f8")], {}, "[('a', '<i4'), ('b', '<f8')]"),  # packed: stored as given
     ],
 )
 def test_plain_zarr_writes_record_the_dtype_as_stored(Imaging, dtype, settings, recorded):
@@ -296,19 +415,31 @@ def test_something_other_than_a_zarr_array_is_an_error(Imaging, dj_local_store, 
     assert len(Imaging()) == 0 and store_files(dj_local_store) == [] and local_dirs(dj_local_store) == []
 
 
-def test_empty_store_name_resolves_to_the_default_store(dj_schema, dj_local_store):
+def test_no_store_name_is_taken_exactly_where_the_owners_insert1_takes_it(dj_schema, dj_local_store):
+    """`<zarr@>`: dj-staged's insert1 reads it as stores.default, and so does its staged insert; dj-zarr-codecs'
+    insert1 passes the empty name on, which DataJoint 2.3.5 refuses, and the staged insert refuses it too."""
     Table = declare(dj_schema, "DefaultStore", FRAMES.format(store=""))
     array = np.ones((3, 2), dtype="uint8")
-    stage_chunks(Table, {"subject_id": 1, "session_id": 2}, array, chunks=(1, 2))
-    staged = column(Table, {"subject_id": 1, "session_id": 2}, "frames")
-    assert staged["store"] == "main"
-    if owner() == "dj_staged":  # our insert1 resolves `<zarr@>` too
+    if owner() == "dj_staged":
         Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
+        stage_chunks(Table, {"subject_id": 1, "session_id": 2}, array, chunks=(1, 2))
+        staged = column(Table, {"subject_id": 1, "session_id": 2}, "frames")
+        assert staged["store"] == "main"
         assert without_path(column(Table, {"subject_id": 1, "session_id": 1}, "frames")) == without_path(staged)
-    else:  # dj-zarr-codecs passes the empty name on, and DataJoint 2.3.5 refuses it
-        with pytest.raises(dj.DataJointError, match="Storage '' is requested but not configured"):
-            Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
-        assert len(Table & {"session_id": 1}) == 0
+        return
+    refused = "Storage '' is requested but not configured in stores"
+    with pytest.raises(dj.DataJointError, match=refused):
+        Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
+    for write in (
+        lambda staged: zarr.open(staged.store("frames", ".zarr"), mode="w", shape=array.shape, dtype=array.dtype),
+        lambda staged: dj_staged.create_zarr_array(staged, "frames", shape=array.shape, dtype=array.dtype),
+    ):
+        with pytest.raises(StagedInsertError, match=refused) as raised:
+            with dj_staged.staged_insert1(Table) as staged:
+                staged.rec.update(subject_id=1, session_id=2)
+                write(staged)
+        assert raised.value.field == "frames" and str(raised.value).endswith("<zarr@main>")
+    assert len(Table()) == 0 and store_files(dj_local_store, leases=True) == []
 
 
 def test_seed_example_on_s3(dj_schema, dj_s3_store):

@@ -40,6 +40,7 @@ _EXPORTS = {
     "BatchInsert": "dj_staged.session",
     "BlobArrayWriter": "dj_staged.codecs.blob",
     "HashAddressedStaging": "dj_staged.addressing",
+    "PROTOCOL_VERSION": "dj_staged.protocol",
     "SchemaAddressedStaging": "dj_staged.addressing",
     "StagedBatch": "dj_staged.session",
     "StagedCodec": "dj_staged.protocol",

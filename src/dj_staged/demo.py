@@ -152,14 +152,14 @@ def main() -> None:
             definition = """
             demo_id : int32
             ---
-            waveform = null : <npy@>
-            raw = null : <object@>
-            frames = null : <object@>
-            payload = null : <blob@>
-            traces = null : <blob@>
-            report = null : <attach@>
-            content = null : <hash@>
-            zarr_frames = null : <zarr@>
+            waveform = null : <npy@main>
+            raw = null : <object@main>
+            frames = null : <object@main>
+            payload = null : <blob@main>
+            traces = null : <blob@main>
+            report = null : <attach@main>
+            content = null : <hash@main>
+            zarr_frames = null : <zarr@main>
             """
 
         print(f"dj-staged {dj_staged.__version__} demo: PostgreSQL (embedded), local store {store_root}")

@@ -151,6 +151,19 @@ def storage_not_configured(
     )
 
 
+def empty_store_name(field: str, codec: object, stores: Mapping[str, Any]) -> StagedInsertError:
+    """``<codec@>`` (no store name) for a codec whose own ``insert1`` refuses it, in DataJoint's words first."""
+    label = codec_label(codec)
+    default = stores.get("default")
+    named = f"{label[:-1]}@{default if isinstance(default, str) else 'store'}>"
+    return StagedInsertError(
+        f"Storage '' is requested but not configured in stores: field '{field}' is declared {label[:-1]}@> with no "
+        f"store name, which {label}'s own insert1 refuses (DataJoint 2.3.5 does not read it as stores.default), so "
+        f"a staged insert refuses it too; name the store in the table definition: {named}",
+        field=field,
+    )
+
+
 def missing_primary_key(missing: set[str], field: str | None = None) -> MissingPrimaryKeyError:
     """DataJoint 2.3.5's message for ``store()``/``open()`` before the whole key is set."""
     return MissingPrimaryKeyError(

@@ -12,6 +12,18 @@ either directly or by inheriting a lifecycle mixin
 Whatever the codec writes, it leases first with ``field.lease(path)``: the
 collector never deletes a leased path, and it knows of no other.
 
+This is version :data:`PROTOCOL_VERSION` (2) of the protocol. Version 1, before
+dj-staged 0.1.0, passed the session and the field's name instead of a
+``StagedField``: ``staged_handle(session, field, ext, *, mode, file_mode)``,
+``finalize_staged(session, field)``, ``cleanup_staged(session, field)``. An
+adapter can check ``dj_staged.PROTOCOL_VERSION`` at import; the conformance
+kit fails an adapter of the old shape with a message that says what to change.
+
+A participant may set ``resolves_empty_store_name = True`` when its codec's
+own ``insert1`` takes ``<codec@>`` (no store name) as ``stores.default``;
+otherwise a staged insert refuses ``<codec@>``, as DataJoint 2.3.5's
+``insert1`` does for its codecs (``Storage '' is requested but not configured``).
+
 DataJoint's built-in codec classes cannot be edited, so this package registers
 *adapters* for them: objects implementing the same three methods on the
 codec's behalf, looked up by the codec's exact class (a subclass may change
@@ -38,6 +50,9 @@ if TYPE_CHECKING:
     from .leases import LeaseKeeper
 
 HandleMode = Literal["store", "open"]
+
+#: The version of this protocol: 2, one :class:`StagedField` per call (1: the session, the field's name, the extension).
+PROTOCOL_VERSION = 2
 
 PROTOCOL_METHODS = ("staged_handle", "finalize_staged", "cleanup_staged")
 

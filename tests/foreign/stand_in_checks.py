@@ -24,10 +24,21 @@ from dj_staged.testing import SchemaAddressedConformance
 
 def test_the_stand_in_owns_zarr():
     assert version("dj-zarr-codecs") == dj_zarr_codecs.__version__
-    theirs = [p.value for p in entry_points(group="datajoint.codecs", name="zarr") if p.dist.name == "dj-zarr-codecs"]
-    assert theirs == ["dj_zarr_codecs:ZarrArrayCodec"]
+    (theirs,) = [p for p in entry_points(group="datajoint.codecs", name="zarr") if p.dist.name == "dj-zarr-codecs"]
+    assert theirs.value == "dj_zarr_codecs:ZarrArrayCodec"
+    assert theirs.load() is dj_zarr_codecs.ZarrArrayCodec  # re-exported: the class lives where the real one does
+    assert dj_zarr_codecs.ZarrArrayCodec.__module__ == "dj_zarr_codecs.codecs"
     assert issubclass(dj_zarr_codecs.ZarrArrayCodec, SchemaCodec)
     assert type(dj.codecs.get_codec("zarr")) is dj_zarr_codecs.ZarrArrayCodec
+
+
+def test_a_plugin_that_fails_to_load_is_installed_beside_it():
+    """dj-photon-codecs' stand-in: DataJoint read its entry point, failed to load it, and went on."""
+    (photon,) = entry_points(group="datajoint.codecs", name="photon")
+    assert photon.dist.name == "dj-photon-codecs"
+    with pytest.raises(ImportError, match="anscombe-transform is required"):
+        photon.load()
+    assert "photon" not in dj.codecs.list_codecs() and "zarr" in dj.codecs.list_codecs()
 
 
 def test_a_subclass_of_the_adapted_class_is_refused(dj_schema, dj_local_store):
@@ -49,8 +60,14 @@ def test_a_subclass_of_the_adapted_class_is_refused(dj_schema, dj_local_store):
         dj.codecs.unregister_codec("zarr_derived")
 
 
-class TestDjZarrCodecsKit(SchemaAddressedConformance):
-    """The kit, as a codec author subclasses it, against dj-zarr-codecs' <zarr@>, with a big-endian array."""
+class TestDjZarrCodecsBigEndian(SchemaAddressedConformance):
+    """The kit, as a codec author subclasses it, against dj-zarr-codecs' <zarr@>, with a big-endian array.
+
+    `write` takes the documented path, `dj_staged.create_zarr_array`, not dj-zarr-codecs' own call
+    `zarr.create_array(store=staged.store(...), data=sample)`: Zarr stores a `>f8` array little-endian and keeps
+    no trace of its byte order, so from what was written the row could only record `float64`, where insert1
+    records the dtype it was given, `>f8`. Told the dtype, `create_zarr_array` records it as insert1 does.
+    """
 
     codec = "<zarr@{store}>"
 

@@ -41,9 +41,12 @@ each the one its codec's ``encode`` returns:
   the array it was given and ``provenance`` ``{"datajoint-python",
   "dj-zarr-codecs"}`` with the installed versions; so does the adapter. The
   dtype the writer declared through :func:`create_zarr_array` is recorded as
-  ``encode`` records its input's (zarr-python stores format 3 little-endian by
-  default, so a big-endian ``>f8`` array leaves no trace of its byte order in
-  the metadata); otherwise the dtype as stored.
+  ``encode`` records its input's; otherwise the dtype as stored, byte order
+  included, which is the input's wherever Zarr keeps it (format 2's ``.zarray``,
+  format 3's ``bytes`` codec ``endian``). Where Zarr does not keep it, the
+  input's dtype cannot be known from what was written: zarr-python stores a
+  big-endian ``>f8`` array little-endian by default (``float64``, ``endian:
+  little``), and an aligned or padded structured dtype packed.
 - A codec of your own whose ``encode`` applies a transform (compressors,
   filters, attributes): inherit :class:`ZarrArrayStaging`, return the transform
   from :meth:`ZarrArrayStaging.zarr_array_options`, and the staged writer gets
@@ -59,6 +62,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from importlib import import_module
 from typing import Any
 
@@ -71,8 +75,8 @@ from zarr.codecs import BytesCodec, ShardingCodec
 from zarr.errors import BaseZarrError
 
 from ..addressing.schema import SchemaAddressedStaging
-from ..errors import ContentError, HandleModeError
-from ..protocol import StagedField
+from ..errors import ContentError, HandleModeError, codec_label
+from ..protocol import StagedField, participant_for
 from ..stores import resolve_store
 
 logger = logging.getLogger(__name__)
@@ -81,6 +85,10 @@ ZARR_EXT = ".zarr"
 
 #: The key of ``StagedField.options`` under which :func:`create_zarr_array` keeps the dtype the writer declared.
 DECLARED_DTYPE = "zarr_dtype"
+
+#: The key under which it keeps the dtype of the array it created, as stored (``str``): the declared dtype
+#: describes what was written as long as the array at the path is still stored so.
+CREATED_DTYPE = "zarr_created_dtype"
 
 _METADATA_ERRORS = (BaseZarrError, ValueError, KeyError, TypeError, json.JSONDecodeError)
 
@@ -128,11 +136,6 @@ def read_array_metadata(fsmap: Any, label: str) -> tuple[list[int], str]:
     return list(array.shape), str(stored_dtype(array))
 
 
-def _same_type(a: np.dtype, b: np.dtype) -> bool:
-    """Whether two dtypes differ at most in byte order."""
-    return a.newbyteorder("=") == b.newbyteorder("=")
-
-
 class ZarrArrayStaging(SchemaAddressedStaging):
     """Lifecycle of a codec that stores one Zarr array at a schema-addressed ``.zarr`` path.
 
@@ -153,6 +156,42 @@ class ZarrArrayStaging(SchemaAddressedStaging):
         """
         return {}
 
+    def check_staged_array(self, codec: Any, label: str, field: str, *, shape: tuple[int, ...], dtype: Any) -> np.dtype:
+        """Refuse, with a ``ContentError``, an array of ``shape`` and ``dtype`` that ``insert1`` would refuse.
+
+        Called before anything is written. ``insert1`` refuses what the codec's
+        ``validate`` refuses (given an array of that dtype and shape, made
+        without memory) and what ``zarr.create_array`` refuses with the codec's
+        settings (``float128``, sub-array fields, object fields); an array Zarr
+        writes but cannot read back (``datetime64`` without a unit) is refused
+        too, as its row could not be fetched. Returns the numpy dtype.
+        """
+        try:
+            declared = np.dtype(dtype)
+        except TypeError as error:
+            raise ContentError(f"{label}: {dtype!r} is not a numpy dtype ({error})", field=field) from error
+        probe = np.broadcast_to(np.zeros((), dtype=declared), shape)  # the dtype and shape, no memory
+        try:
+            codec.validate(probe)
+        except Exception as error:  # the codec's own refusal, as insert1 meets it
+            raise ContentError(
+                f"{label}: insert1 refuses a {declared} array ({type(error).__name__}: {error})", field=field
+            ) from error
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what zarr warns of, it warns again when the array is created
+            try:
+                created = zarr.create_array(
+                    store=zarr.storage.MemoryStore(), shape=shape, dtype=declared, **self.zarr_array_options()
+                )
+                zarr.open_array(created.store, mode="r")
+            except _METADATA_ERRORS as error:
+                raise ContentError(
+                    f"{label}: Zarr does not store a {declared} array that it can read back, so insert1 does not "
+                    f"either ({type(error).__name__}: {error})",
+                    field=field,
+                ) from error
+        return declared
+
     def create_staged_array(
         self,
         field: StagedField,
@@ -163,10 +202,17 @@ class ZarrArrayStaging(SchemaAddressedStaging):
         chunks: Any = "auto",
         **options: Any,
     ) -> zarr.Array:
-        """Create the field's array in ``store`` as ``encode`` would for an array of ``shape`` and ``dtype``."""
-        field.options[DECLARED_DTYPE] = str(np.dtype(dtype))
+        """Create the field's array in ``store`` as ``encode`` would for an array of ``shape`` and ``dtype``.
+
+        Keeps the dtype declared, and the dtype of the array created as
+        stored, in ``field.options`` (see :meth:`_dtype`).
+        """
         settings = {**self.zarr_array_options(), **options}
-        return zarr.create_array(store=store, shape=shape, dtype=dtype, chunks=chunks, **settings)
+        array = zarr.create_array(store=store, shape=shape, dtype=dtype, chunks=chunks, **settings)
+        field.options[DECLARED_DTYPE] = np.dtype(dtype)
+        # as finalization will read it: from the metadata document (the array object keeps the dtype it was given)
+        field.options[CREATED_DTYPE] = str(stored_dtype(open_written_array(store, field.label, field.name)))
+        return array
 
     def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
         """An ``fsspec.FSMap`` at the field's canonical ``.zarr`` path (``staged.store(field, ".zarr")``)."""
@@ -188,7 +234,7 @@ class ZarrArrayStaging(SchemaAddressedStaging):
         """Read the array's metadata (never its chunks) and return the column value."""
         array = open_written_array(field.backend.get_fsmap(base["path"]), field.label, field.name)
         dtype = stored_dtype(array)
-        if dtype.hasobject:
+        if dtype.kind == "O":  # not numpy's StringDType, which Zarr stores as `string` and insert1 accepts
             raise ContentError(f"{field.label} holds an object-dtype array, which it does not store", field=field.name)
         self._check_options(array, dtype, field)
         return self._column_value(base["path"], field.store_name, list(array.shape), self._dtype(dtype, field), field)
@@ -196,6 +242,12 @@ class ZarrArrayStaging(SchemaAddressedStaging):
     def _dtype(self, stored: np.dtype, field: StagedField) -> str:
         """The column's ``dtype``: by default the array's as stored, byte order included."""
         return str(stored)
+
+    @staticmethod
+    def declared_dtype(stored: np.dtype, field: StagedField) -> np.dtype | None:
+        """The dtype declared to :func:`create_zarr_array`, if the array at the path is still the one it created."""
+        declared = field.options.get(DECLARED_DTYPE)
+        return declared if declared is not None and field.options.get(CREATED_DTYPE) == str(stored) else None
 
     def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
         """The value ``encode`` returns for an array of this path, store, shape and dtype."""
@@ -252,13 +304,20 @@ class DjZarrCodecsStaging(ZarrArrayStaging):
     stored, byte order included) and ``provenance`` ``{"datajoint-python":
     datajoint.__version__, "dj-zarr-codecs": dj_zarr_codecs.__version__}``, both
     read from the installed packages.
+
+    ``encode`` records the dtype of the array it is given, and Zarr does not
+    always store that dtype: a big-endian array written with zarr-python's
+    defaults (``zarr.create_array(store, data=v)``, as ``encode`` itself
+    writes) is stored little-endian (``float64``, ``endian: little``), an
+    aligned structured dtype packed, and nothing in the metadata tells them
+    from ``<f8`` or a packed dtype. For such arrays only
+    :func:`create_zarr_array`, which is told the dtype, records what ``insert1``
+    records; a plain Zarr write records the dtype as stored.
     """
 
     def _dtype(self, stored: np.dtype, field: StagedField) -> str:
-        declared = field.options.get(DECLARED_DTYPE)
-        if declared is not None and _same_type(np.dtype(declared), stored):
-            return declared
-        return str(stored)
+        declared = self.declared_dtype(stored, field)
+        return str(declared if declared is not None else stored)
 
     def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
         package = import_module(type(field.codec).__module__.split(".", 1)[0])
@@ -274,10 +333,18 @@ def create_zarr_array(
     The array gets the settings the codec's ``encode`` writes with (its
     compressors, filters, attributes: see
     :meth:`ZarrArrayStaging.zarr_array_options`), and the dtype is recorded as
-    declared. ``chunks`` (default: zarr's choice for ``shape`` and ``dtype``, as
+    declared. Every dtype ``insert1`` takes is taken (structured dtypes
+    included); one it refuses is a ``ContentError`` before anything is written.
+    ``chunks`` (default: zarr's choice for ``shape`` and ``dtype``, as
     ``insert1`` makes it) and further ``options`` go to ``zarr.create_array``.
     Fill it as any Zarr array; the row is inserted when the block ends.
     """
+    attribute = staged.table.heading.attributes.get(field)
+    codec = getattr(attribute, "codec", None)
+    participant = participant_for(codec) if codec is not None and attribute.store is not None else None
+    check = getattr(participant, "check_staged_array", None)
+    if check is not None:  # before anything is written: what insert1 would refuse
+        dtype = check(codec, f"Field '{field}' ({codec_label(codec)})", field, shape=shape, dtype=dtype)
     store = staged.store(field, ZARR_EXT)
     staged_field = staged.field(field)
     create = getattr(staged_field.participant, "create_staged_array", None)
@@ -294,6 +361,8 @@ class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-
     """``<zarr@>``: numpy or zarr arrays in, read-only ``zarr.Array`` out; staged insert for larger ones."""
 
     name = "zarr"
+    #: ``encode`` resolves ``<zarr@>`` (no store name) to ``stores.default``, so a staged insert takes it too.
+    resolves_empty_store_name = True
 
     def validate(self, value: Any) -> None:
         """Accept a numpy or zarr array of any dtype but object."""
@@ -318,7 +387,7 @@ class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-
         try:
             zarr.from_array(fsmap, data=value, zarr_format=3)
         except Exception:
-            resolve_store(store_name, config if config is not None else dj.config).remove(path)
+            resolve_store(store, config if config is not None else dj.config).remove(path)
             raise
         shape, dtype = read_array_metadata(fsmap, f"<zarr> field '{field}'")
         return own_column_value(path, store, shape, dtype)

@@ -31,6 +31,7 @@ from ..errors import (
     NotParticipatingError,
     StagedInsertError,
     codec_label,
+    empty_store_name,
     missing_primary_key,
     warn,
 )
@@ -204,6 +205,8 @@ class StagedSession:
             return staged
         attr = self._attribute(field)
         participant = self._participant(field, attr)
+        if attr.store == "" and not getattr(participant, "resolves_empty_store_name", False):
+            raise empty_store_name(field, attr.codec, self._config.stores)  # as the codec's own insert1 refuses it
         primary_key = self.primary_key
         extension = check_extension(field, ext)
         check_key(field, primary_key)
@@ -314,8 +317,8 @@ class StagedSession:
         return participant
 
     def _resolve_store(self, field: str, attr: Any) -> StagedStore:
-        # DataJoint 2.3.5's insert1 passes the empty store name of `<x@>` on and
-        # fails; `<x@>` means stores.default, so resolve it to that store's name.
+        # `<x@>` reaches here only for a codec whose own insert1 reads it as
+        # stores.default (`resolves_empty_store_name`): resolve it to that store's name.
         requested = attr.store or None
         store = self._stores.get(requested)
         if store is None:

@@ -4,7 +4,8 @@ Importing this package imports neither pytest nor DataJoint: ``python -m
 dj_staged.demo`` uses :mod:`dj_staged.testing.services` without pytest. The
 pytest plugin (:mod:`dj_staged.testing.plugin`) registers the kit's modules for
 assertion rewriting and provides the fixtures, all named ``djstaged_*`` so they
-never shadow a host project's own. The suites are imported on first use.
+never shadow a host project's own. The suites are imported on first use, with the
+warnings of that import (DataJoint's, at its first import) kept from the host's run.
 """
 
 from typing import Any
@@ -19,7 +20,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import conformance
+        from .services import quietly
+
+        with quietly():  # the suites import DataJoint, which warns at its first import
+            from . import conformance
 
         return getattr(conformance, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

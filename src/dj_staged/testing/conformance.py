@@ -26,6 +26,7 @@ content.
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
 from pathlib import Path
@@ -34,8 +35,9 @@ from typing import Any
 import datajoint as dj
 import pytest
 
-from .. import HashAddressedStaging, enable, is_enabled, participant_for, staged_insert1
+from .. import HashAddressedStaging, __version__, enable, is_enabled, participant_for, staged_insert1
 from ..errors import MissingPrimaryKeyError, NotParticipatingError
+from ..protocol import PROTOCOL_METHODS, PROTOCOL_VERSION
 from ..session.enable import disable
 from .fixtures import StoreInfo
 from .inspection import (
@@ -64,6 +66,58 @@ session_id : int32
 
 class Abort(Exception):
     """Raised inside a staged block by the cleanup test."""
+
+
+#: The methods of protocol version 2, as a codec or an adapter defines them.
+PROTOCOL_SHAPE = (
+    "staged_handle(self, field, *, mode, file_mode='wb'), finalize_staged(self, field), cleanup_staged(self, field)"
+)
+
+
+def _parameters(method: Any) -> list[inspect.Parameter] | None:
+    """The parameters of a bound method, or None where they cannot be read."""
+    try:
+        return list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):
+        return None
+
+
+def _required_positional(method: Any) -> int | None:
+    """How many positional arguments a bound method requires, or None where that cannot be told (``*args``)."""
+    parameters = _parameters(method)
+    if parameters is None or any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in parameters if p.kind in positional and p.default is p.empty)
+
+
+def protocol_shape_problem(codec: Any, participant: Any) -> str | None:
+    """Why ``participant``'s methods do not have the shape of this protocol version, or None if they do.
+
+    Each method of :data:`~dj_staged.protocol.PROTOCOL_VERSION` 2 takes one
+    positional argument, the :class:`~dj_staged.StagedField`; an adapter written
+    for version 1 (before dj-staged 0.1.0) takes the session, the field's name
+    and, for ``staged_handle``, the extension, and would fail with a
+    ``TypeError`` about missing positional arguments at its first call.
+    """
+    methods: dict[str, Any] = {name: getattr(participant, name, None) for name in PROTOCOL_METHODS}
+    wrong = {name: method for name, method in methods.items() if _required_positional(method) not in (None, 1)}
+    if not wrong:
+        return None
+    shapes = ", ".join(f"{name}{inspect.signature(method)}" for name, method in wrong.items())
+    handle = _parameters(methods["staged_handle"]) or []
+    old = bool(handle) and handle[0].name == "session"
+    version = "version 1 (dj-staged before 0.1.0)" if old else f"no version of dj-staged {__version__}"
+    owner = type(participant)
+    return (
+        f"<{getattr(codec, 'name', '?')}> is served by {owner.__module__}.{owner.__qualname__}, whose staged-insert "
+        f"methods have the shape of protocol {version}: {shapes}. dj-staged {__version__} speaks protocol version "
+        f"{PROTOCOL_VERSION} (dj_staged.PROTOCOL_VERSION), where each method takes one dj_staged.StagedField: "
+        f"{PROTOCOL_SHAPE}. Change the signatures, and read what the session, the field's name and the extension "
+        "gave from the field: field.name, field.ext, field.primary_key, field.table, field.store_name, field.spec, "
+        "field.backend; keep the field's state in field.state, and lease every path with field.lease(path) before "
+        "writing it. CHANGELOG.md (0.1.0) shows the migration."
+    )
 
 
 def declare_table(schema: Any, codec: str, store: StoreInfo) -> Any:
@@ -128,6 +182,13 @@ class StagedCodecConformance(_Suite):
             value = (table & key).fetch1(FIELD)
             return type(value), self.normalize(value)
 
+    def check_protocol(self, table: Any) -> None:
+        """Fail, with one message that says what to change, if the field's participant has another protocol's shape."""
+        codec = table.heading[FIELD].codec
+        problem = protocol_shape_problem(codec, participant_for(codec))
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+
     def check_path(self, table: Any, key: dict, column: dict, store: StoreInfo) -> None:
         """Assert the column's path is the canonical one for this addressing scheme."""
         raise NotImplementedError
@@ -137,6 +198,7 @@ class StagedCodecConformance(_Suite):
         raise NotImplementedError
 
     def test_codec_admitted_by_staged_insert_gate(self, table: Any, tmp_path: Path) -> None:
+        self.check_protocol(table)
         codec = table.heading[FIELD].codec
         assert participant_for(codec) is not None, f"<{codec.name}> does not implement the staged-insert protocol"
         was_enabled = is_enabled()
@@ -153,6 +215,7 @@ class StagedCodecConformance(_Suite):
     def test_staged_write_lands_at_canonical_path(
         self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
+        self.check_protocol(table)
         self.insert_staged(table, STAGED, tmp_path)
         column = column_value(table, STAGED, FIELD)
         path = column["path"]
@@ -165,6 +228,7 @@ class StagedCodecConformance(_Suite):
     def test_staged_insert_metadata_matches_encode(
         self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
+        self.check_protocol(table)
         self.insert_staged(table, STAGED, tmp_path)  # first, so a hash-addressed object is moved, not deduplicated
         self.insert_ordinary(table, ORDINARY, tmp_path)
         ours, theirs = column_value(table, STAGED, FIELD), column_value(table, ORDINARY, FIELD)
@@ -175,6 +239,7 @@ class StagedCodecConformance(_Suite):
         self.check_same_column(table, ours, theirs, djstaged_conformance_store)
 
     def test_staged_insert_fetch_roundtrip(self, table: Any, tmp_path: Path) -> None:
+        self.check_protocol(table)
         self.insert_staged(table, STAGED, tmp_path)
         self.insert_ordinary(table, ORDINARY, tmp_path)
         ours_type, ours = self.fetch(table, STAGED, tmp_path)
@@ -185,6 +250,7 @@ class StagedCodecConformance(_Suite):
     def test_staged_cleanup_on_exception(
         self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
+        self.check_protocol(table)
         self.insert_ordinary(table, ORDINARY, tmp_path)  # an existing row: its objects must survive the unwinding
         before = store_files(djstaged_conformance_store.name)
         with pytest.raises(Abort):
@@ -203,6 +269,7 @@ class StagedCodecConformance(_Suite):
         self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         """A collection with no grace period, its clock days ahead, runs while the block is open: nothing is lost."""
+        self.check_protocol(table)
         import dj_staged.gc
 
         schema = dj.Schema(table.database, connection=table.connection, create_schema=False, create_tables=False)
@@ -223,6 +290,7 @@ class StagedCodecConformance(_Suite):
     def test_staged_primary_key_required(
         self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
+        self.check_protocol(table)
         with staged_insert1(table) as staged:
             for partial in ({}, {"subject_id": 1}):
                 staged.rec.clear()
@@ -272,6 +340,7 @@ class HashAddressedConformance(StagedCodecConformance):
         assert ours == theirs, "staged column value (left) != insert1's: same stored bytes give the same hash and path"
 
     def test_staged_dedup_hit(self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path) -> None:
+        self.check_protocol(table)
         self.insert_staged(table, STAGED, tmp_path)
         self.insert_staged(table, OTHER, tmp_path)
         first, second = column_value(table, STAGED, FIELD), column_value(table, OTHER, FIELD)
@@ -284,6 +353,7 @@ class HashAddressedConformance(StagedCodecConformance):
         self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         """The canonical object appears after staging began and before promotion: another writer got there first."""
+        self.check_protocol(table)
         store = djstaged_conformance_store.name
         with staged_insert1(table) as staged:
             staged.rec.update(STAGED)

@@ -6,7 +6,9 @@ suite gets them by installing ``dj-staged[test]``. Every name starts with
 ...) are never shadowed, and never picked up by the kit in place of these.
 Each can be used on its own: ``djstaged_local_store`` needs no database,
 ``djstaged_schema`` needs ``djstaged_connection``. Nothing heavy is imported
-until a fixture runs.
+until a fixture runs, and no warning of a fixture's own set-up or tear-down
+(a service's import, DataJoint's first import) reaches the host's run, which
+may turn warnings into errors (:func:`~dj_staged.testing.services.quietly`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .services import (
     gcs_emulator_environment,
     gcs_store_spec,
     moto_s3_server,
+    quietly,
     s3_store_spec,
 )
 
@@ -68,7 +71,8 @@ def djstaged_connection(djstaged_postgres: PostgresInfo) -> Any:
 @pytest.fixture
 def djstaged_stores() -> Iterator[dict]:
     """``dj.config.stores`` for one test, restored afterwards; the store fixtures add to it."""
-    import datajoint as dj
+    with quietly():
+        import datajoint as dj
 
     saved = dict(dj.config.stores)
     dj.config.stores = {}
@@ -80,7 +84,8 @@ def djstaged_stores() -> Iterator[dict]:
 
 def configure_store(stores: dict, name: str, spec: dict, default: bool) -> StoreInfo:
     """Add store ``name`` to ``stores`` (the dict :func:`djstaged_stores` yields), optionally as the default."""
-    import datajoint as dj
+    with quietly():
+        import datajoint as dj
 
     stores[name] = spec
     if default or "default" not in stores:
@@ -109,16 +114,17 @@ def djstaged_s3_server() -> Iterator[S3Info]:
 @pytest.fixture
 def djstaged_s3_store(djstaged_s3_server: S3Info, djstaged_stores: dict) -> StoreInfo:
     """An S3 store ``s3`` in a fresh bucket on :func:`djstaged_s3_server`, also ``stores.default``."""
-    import boto3
-
     bucket = f"dj-staged-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=f"http://{djstaged_s3_server.endpoint}",
-        aws_access_key_id=djstaged_s3_server.access_key,
-        aws_secret_access_key=djstaged_s3_server.secret_key,
-        region_name="us-east-1",
-    ).create_bucket(Bucket=bucket)
+    with quietly():
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=f"http://{djstaged_s3_server.endpoint}",
+            aws_access_key_id=djstaged_s3_server.access_key,
+            aws_secret_access_key=djstaged_s3_server.secret_key,
+            region_name="us-east-1",
+        ).create_bucket(Bucket=bucket)
     return configure_store(djstaged_stores, "s3", s3_store_spec(djstaged_s3_server, bucket), default=True)
 
 
@@ -137,7 +143,8 @@ def djstaged_gcs_server() -> Iterator[GCSInfo]:
 def djstaged_gcs_store(djstaged_gcs_server: GCSInfo, djstaged_stores: dict) -> StoreInfo:
     """A GCS store ``gcs`` in a fresh bucket on :func:`djstaged_gcs_server`, also ``stores.default``."""
     bucket = f"dj-staged-{uuid.uuid4().hex[:12]}"
-    create_gcs_bucket(djstaged_gcs_server, bucket)
+    with quietly():
+        create_gcs_bucket(djstaged_gcs_server, bucket)
     return configure_store(djstaged_stores, "gcs", gcs_store_spec(djstaged_gcs_server, bucket), default=True)
 
 
@@ -182,10 +189,12 @@ def djstaged_conformance_store(request: pytest.FixtureRequest) -> StoreInfo:
 @pytest.fixture
 def djstaged_schema(djstaged_connection: Any) -> Iterator[Any]:
     """A fresh, uniquely named schema, dropped afterwards."""
-    import datajoint as dj
+    with quietly():
+        import datajoint as dj
 
-    schema = dj.Schema(f"t_{uuid.uuid4().hex[:10]}", connection=djstaged_connection)
+        schema = dj.Schema(f"t_{uuid.uuid4().hex[:10]}", connection=djstaged_connection)
     try:
         yield schema
     finally:
-        schema.drop(prompt=False)
+        with quietly():
+            schema.drop(prompt=False)

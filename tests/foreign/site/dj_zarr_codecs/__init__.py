@@ -1,56 +1,21 @@
-"""Test-only stand-in for dj-zarr-codecs, DataJoint's ``<zarr@>`` plugin, as dj-staged's tests know it.
+"""Test-only stand-in for dj-zarr-codecs, DataJoint's ``<zarr@>`` plugin, laid out as the real package is.
 
-It reproduces what dj-staged depends on (issue 14, measured at dj-zarr-codecs
-commit 9ba1988): the distribution name and version, the ``datajoint.codecs``
-entry point ``zarr = dj_zarr_codecs:ZarrArrayCodec``, a subclass of DataJoint's
-``SchemaCodec`` that registers itself under ``zarr`` when defined, its
-validation (``TypeError`` for anything but a NumPy or Zarr array,
-``DataJointError`` for object dtype), and its ``encode``/``decode``: the
-array goes to ``zarr.create_array(store=backend.get_fsmap(path), data=value,
-write_data=True)`` at the ``.zarr`` path ``_build_path`` gives, and the column
-value is exactly ``{path, store, shape, dtype, provenance}`` with ``dtype``
-``str(value.dtype)`` and ``provenance`` naming ``datajoint-python`` and
-``dj-zarr-codecs``. Like the original it predates DataJoint 2.3.4's
-``context`` argument and reads the row's context from ``key``.
+It reproduces what dj-staged depends on (issues 14 and 29, measured at
+dj-zarr-codecs commit 9ba1988): the distribution name and version, the layout
+(the package re-exports ``ZarrArrayCodec`` and ``__version__``; the class is
+defined in :mod:`dj_zarr_codecs.codecs`, the version in
+``dj_zarr_codecs._version``, as hatch-vcs writes it), the ``datajoint.codecs``
+entry point ``zarr = dj_zarr_codecs:ZarrArrayCodec``, and the codec's
+behaviour (see :mod:`dj_zarr_codecs.codecs`). Like the original it logs
+nothing of its own: what a run of it prints on stdout comes from DataJoint's
+logger.
 
-It is never installed: ``tests/foreign/site`` (this package and its
-``.dist-info``) is put on ``sys.path`` only by the child processes of the tests
-that want a second ``zarr`` codec.
+It is never installed: ``tests/foreign/site`` (this package, the stand-in of
+dj-photon-codecs and their ``.dist-info``) is put on ``sys.path`` only by the
+child processes of the tests that want a second ``zarr`` codec.
 """
 
-import datajoint
-import numpy as np
-import zarr
-from datajoint.builtin_codecs import SchemaCodec
-from datajoint.errors import DataJointError
+from ._version import version as __version__
+from .codecs import ZarrArrayCodec
 
-__version__ = "0.1.0"
-
-
-class ZarrArrayCodec(SchemaCodec):
-    """``<zarr@store>``: a NumPy or Zarr array stored as a Zarr array; fetch returns a read-only ``zarr.Array``."""
-
-    name = "zarr"
-
-    def validate(self, value):
-        if not isinstance(value, np.ndarray | zarr.Array):
-            raise TypeError(f"<zarr> requires a NumPy array or Zarr array, got {type(value).__name__}")
-        if value.dtype == object:
-            raise DataJointError("<zarr> does not support object dtype arrays")
-
-    def encode(self, value, *, key=None, store_name=None):
-        schema, table, field, primary_key = self._extract_context(key)
-        path, _ = self._build_path(schema, table, field, primary_key, ext=".zarr", store_name=store_name)
-        backend = self._get_backend(store_name)
-        zarr.create_array(store=backend.get_fsmap(path), data=value, write_data=True)
-        return {
-            "path": path,
-            "store": store_name,
-            "shape": list(value.shape),
-            "dtype": str(value.dtype),
-            "provenance": {"datajoint-python": datajoint.__version__, "dj-zarr-codecs": __version__},
-        }
-
-    def decode(self, stored, *, key=None):
-        backend = self._get_backend(stored["store"])
-        return zarr.open_array(backend.get_fsmap(stored["path"]), mode="r")
+__all__ = ["ZarrArrayCodec", "__version__"]
