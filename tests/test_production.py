@@ -44,8 +44,10 @@ def test_only_the_dask_module_imports_dask():
 
 
 def test_the_installed_package_registers_no_test_adapter():
-    groups = {point.group for point in distribution("dj-staged").entry_points}
-    assert groups == {"console_scripts", "pytest11", "datajoint.codecs"}
+    points = distribution("dj-staged").entry_points
+    assert {point.group for point in points} == {"console_scripts", "pytest11", "datajoint.codecs", "dj_staged.adapters"}
+    (adapters,) = [point for point in points if point.group == "dj_staged.adapters"]
+    assert adapters.value == "dj_staged.codecs:BUILT_IN"  # DataJoint's codecs' adapters: the package's own, no test's
     (faulty,) = entry_points(group="datajoint.storage", name="faulty")  # this suite's, from tests/entry_points
     assert faulty.dist.name == "dj-staged-test-adapters" and faulty.value == "faults:FaultyStorageAdapter"
     code = "from datajoint.storage_adapter import get_storage_adapter; print(get_storage_adapter('faulty'))"

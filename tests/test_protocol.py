@@ -268,3 +268,40 @@ def test_a_collector_whose_gate_session_ends_stops_before_deleting(Content, stor
     assert target in store_files(store)
     assert target in collect(elsewhere, store, now=time.time() + LATER).paths
     assert target not in store_files(store)
+
+
+def test_a_participant_finalizing_a_field_it_did_not_open_breaks_the_protocol(dj_schema, dj_local_store):
+    """A codec whose finalize is handed another participant's state is told so by class, and the block unwinds."""
+    from dj_staged.addressing.hashed import HashAddressedState
+    from dj_staged.codecs.object import ObjectStaging
+
+    class Confused(ObjectStaging):
+        def staged_handle(self, field, *, mode, file_mode="wb"):
+            handle = super().staged_handle(field, mode=mode, file_mode=file_mode)
+            field.state = HashAddressedState("_staging/elsewhere", None, None, b"")  # another lifecycle's state
+            return handle
+
+    class ConfusedCodec(dj.Codec):
+        name = "confused_test"
+
+        def get_dtype(self, is_store):
+            return "<object>" if is_store else "json"
+
+        def encode(self, value, *, key=None, store_name=None):
+            raise NotImplementedError
+
+        def decode(self, stored, *, key=None):
+            raise NotImplementedError
+
+    try:
+        dj_staged.register_adapter(ConfusedCodec, Confused())
+        Table = declare(dj_schema, "Confusing", "k : int32\n---\nv : <confused_test@main>")
+        with pytest.raises(dj_staged.ProtocolViolationError, match="has no SchemaAddressedState") as raised:
+            with dj_staged.staged_insert1(Table) as staged:
+                staged.rec["k"] = 1
+                with staged.open("v", ".bin") as f:
+                    f.write(b"content")
+        assert raised.value.field == "v"
+        assert len(Table()) == 0
+    finally:
+        dj.codecs.unregister_codec("confused_test")

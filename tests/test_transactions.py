@@ -150,11 +150,12 @@ def test_disable_refuses_while_a_transaction_holds_staged_rows(dj_schema, store)
 def test_auto_populated_table_is_refused_outside_make_before_the_first_byte(pipeline, store):
     _Session, Trace, _ = pipeline
     reached = []
-    with pytest.raises(dj.DataJointError, match="can only be done inside its make method"):
+    with pytest.raises(dj_staged.AutoPopulatedInsertError, match="can only be done inside its make method") as raised:
         with dj_staged.staged_insert1(Trace) as staged:
             staged.rec["session_id"] = 1
             staged.open("trace", ".npy")
             reached.append("after open")
+    assert isinstance(raised.value, dj.DataJointError)  # as DataJoint's own insert refuses it
     assert reached == [] and store_files(store, leases=True) == []
 
 

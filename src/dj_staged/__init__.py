@@ -20,6 +20,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 
 _ERRORS = (
     "AmbiguousCommitError",
+    "AutoPopulatedInsertError",
     "CommitRecoveredWarning",
     "ContentError",
     "HandleModeError",
@@ -31,6 +32,7 @@ _ERRORS = (
     "MissingPrimaryKeyError",
     "NotParticipatingError",
     "NothingWrittenError",
+    "ProtocolViolationError",
     "StagedInsertError",
     "UnsupportedBackendError",
 )

@@ -6,6 +6,7 @@
     ├── DuplicateError                      (DataJoint's: a key already in the table, or twice in one batch)
     └── StagedInsertError                   everything refused or failed by dj-staged
         ├── MissingPrimaryKeyError          store()/open() before the whole primary key is set
+        ├── AutoPopulatedInsertError        a staged insert into an auto-populated table outside its make()
         ├── NotParticipatingError           the field's codec does not take part in staged insert
         ├── HandleModeError                 store() for a file value, open() for a directory, a read mode,
         │                                   a second handle for a one-sequence value, a closed session,
@@ -17,6 +18,7 @@
         ├── IncompleteObjectError           fencing: an object the row would reference is missing or changed
         ├── LeaseLostError                  fencing: the write's lease lapsed, so the collector may have run
         ├── GateLostError                   a collector lost the schema's gate mid-collection and stopped deleting
+        ├── ProtocolViolationError          a participant broke the protocol (its field's state is not its own)
         ├── UnsupportedBackendError         the database cannot hold leases (dj-staged needs PostgreSQL), or a
         │                                   store speaks a protocol dj-staged has no store for
         └── AmbiguousCommitError            the connection died during the commit and the outcome is unknown
@@ -36,6 +38,7 @@ from datajoint.errors import DataJointError, DuplicateError
 
 __all__ = [
     "AmbiguousCommitError",
+    "AutoPopulatedInsertError",
     "CommitRecoveredWarning",
     "ContentError",
     "DataJointError",
@@ -49,6 +52,7 @@ __all__ = [
     "MissingPrimaryKeyError",
     "NotParticipatingError",
     "NothingWrittenError",
+    "ProtocolViolationError",
     "StagedInsertError",
     "UnsupportedBackendError",
 ]
@@ -60,6 +64,11 @@ class StagedInsertError(DataJointError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class AutoPopulatedInsertError(StagedInsertError):
+    """A staged insert into an auto-populated table outside its ``make()``, without ``allow_direct_insert=True``;
+    DataJoint's own insert refuses it with the same words."""
 
 
 class MissingPrimaryKeyError(StagedInsertError):
@@ -93,6 +102,11 @@ class IncompleteObjectError(StagedInsertError):
 
 class LeaseLostError(StagedInsertError):
     """Fencing: the write's lease was not held continuously until the commit, so nothing is inserted."""
+
+
+class ProtocolViolationError(StagedInsertError):
+    """A participant broke the staged-insert protocol: it finalized or cleaned up a field whose state another
+    participant set (a codec's bug, never the caller's)."""
 
 
 class GateLostError(StagedInsertError):

@@ -19,29 +19,39 @@ dj-staged 0.1.0, passed the session and the field's name instead of a
 adapter can check ``dj_staged.PROTOCOL_VERSION`` at import; the conformance
 kit fails an adapter of the old shape with a message that says what to change.
 
-A participant may set ``resolves_empty_store_name = True`` when its codec's
-own ``insert1`` takes ``<codec@>`` (no store name) as ``stores.default``;
-otherwise a staged insert refuses ``<codec@>``, as DataJoint 2.3.5's
-``insert1`` does for its codecs (``Storage '' is requested but not configured``).
+The optional parts of the contract are declared, with their defaults, on
+:class:`StagedParticipant`, which the lifecycle mixins and every adapter
+inherit (zarr-python's ``abc/store.py`` declares ``supports_writes`` and its
+kin the same way): which of ``store()``/``open()`` a codec serves, whether its
+value takes a filename, whether its codec's own ``insert1`` takes ``<codec@>``
+(no store name) as ``stores.default`` (else a staged insert refuses ``<codec@>``,
+as DataJoint 2.3.5's ``insert1`` does for its codecs), and whether finalizing
+it costs little. A codec that implements the three methods without inheriting
+it is wrapped once, its declarations read then.
 
-DataJoint's built-in codec classes cannot be edited, so this package registers
-*adapters* for them: objects implementing the same three methods on the
-codec's behalf, looked up by the codec's exact class (a subclass may change
-``encode``, so it does not inherit its parent's adapter), or by
+DataJoint's built-in codec classes cannot be edited, so *adapters* speak the
+protocol on their behalf: looked up by the codec's exact class (a subclass may
+change ``encode``, so it does not inherit its parent's adapter), or by
 ``"package:ClassName"`` for a class that need not be imported to be named.
+This module knows none of them: packages register theirs in the entry point
+group ``dj_staged.adapters`` (a mapping of class or name to adapter; dj-staged's
+own are ``dj_staged.codecs:BUILT_IN``), loaded on first use as DataJoint loads
+``datajoint.codecs``, or at run time with :func:`register_adapter`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from .durability import SyncPlan
-from .errors import codec_label
+from .errors import ProtocolViolationError, codec_label
 from .stores.base import StagedStore
 from .stores.journal import WriteJournal
 from .stores.sealed import HandleSeal, sealed_map
@@ -55,6 +65,47 @@ HandleMode = Literal["store", "open"]
 PROTOCOL_VERSION = 2
 
 PROTOCOL_METHODS = ("staged_handle", "finalize_staged", "cleanup_staged")
+ENTRY_POINT_GROUP = "dj_staged.adapters"
+
+State = TypeVar("State", bound="StagingState")
+
+
+class StagingState:
+    """What a participant keeps for one field from its first handle to its cleanup; subclass it.
+
+    A batch keeps its finished rows' states until it commits: :meth:`compact`
+    drops what only finalization needed. :meth:`close` runs when the block ends.
+    """
+
+    def compact(self) -> None:
+        """Forget what finalization needed and cleanup does not (buffers, handles); nothing by default."""
+
+    def close(self) -> None:
+        """The block has ended: release what the state still holds (threads, files); nothing by default."""
+
+
+@dataclass
+class HandleOptions:
+    """What the writer declared about a field's content before its handle opened (``open_blob_array``,
+    ``create_zarr_array``), for the participant to check and record."""
+
+    shape: tuple[int, ...] | None = None
+    dtype: Any = None  # a numpy dtype
+    created_dtype: str | None = None  # the dtype an array was created with, as its store records it
+
+
+@runtime_checkable
+class Abortable(Protocol):
+    """A write handle that can be abandoned without completing its object (an upload in parts)."""
+
+    def abort(self) -> None: ...
+
+
+@runtime_checkable
+class ThreadOwner(Protocol):
+    """A write handle with threads of its own (hashing, write-back) that must end with the block."""
+
+    def stop_threads(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -63,7 +114,7 @@ class StagedField:
 
     name: str
     codec: Any
-    participant: Any
+    participant: StagedParticipant
     table: Any
     store: StagedStore
     ext: str | None
@@ -73,8 +124,8 @@ class StagedField:
     progress: Callable[[str, int | None], Callback] | None = None
     size: int | None = None
     filename: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    state: Any = None
+    options: HandleOptions = field(default_factory=HandleOptions)
+    state: Any = None  # the participant's own, best a StagingState (compacted and closed with the block)
     handles: list[Any] = field(default_factory=list)
     reclaims: list[str] = field(default_factory=list)
     seals: list[HandleSeal] = field(default_factory=list)
@@ -140,6 +191,16 @@ class StagedField:
         """Whether this writer leased ``path`` in the field's store."""
         return self.leases.covers(self.store_name, path)
 
+    def state_as(self, cls: type[State]) -> State:
+        """The field's state, which must be a ``cls`` (the participant's own); else :class:`ProtocolViolationError`."""
+        if not isinstance(self.state, cls):
+            raise ProtocolViolationError(
+                f"{self.label} has no {cls.__name__} (it has {type(self.state).__name__}): its participant "
+                f"{type(self.participant).__name__} finalized or cleaned up a field it did not open",
+                field=self.name,
+            )
+        return self.state
+
     def store_map(self, path: str, journal: WriteJournal | None = None) -> fsspec.FSMap:
         """A write handle on the directory ``path`` (store-relative, leased first) for ``store()``: an
         ``FSMap`` whose filesystem refuses every write once the block has ended, in this process and in
@@ -166,7 +227,7 @@ class StagedField:
 
 @runtime_checkable
 class StagedCodec(Protocol):
-    """What the session calls for each field written through ``store()``/``open()``."""
+    """The three methods the session calls for each field written through ``store()``/``open()``."""
 
     def staged_handle(self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb") -> Any:
         """Return a write handle (``mode="store"``: ``fsspec.FSMap``; ``mode="open"``: file object)."""
@@ -178,7 +239,62 @@ class StagedCodec(Protocol):
         """Remove what this field staged; never an object another row may reference."""
 
 
-_adapters: dict[type | str, StagedCodec] = {}
+class StagedParticipant:
+    """What a codec (or its adapter) speaks: the three methods, and the optional parts, declared with defaults."""
+
+    #: which of ``store()`` (a directory value) and ``open()`` (a file) the codec serves
+    staged_modes: ClassVar[tuple[HandleMode, ...]] = ("store", "open")
+    #: the value carries a filename, given with ``staged.set_filename`` (``<attach@>``)
+    accepts_filename: ClassVar[bool] = False
+    #: the codec's own ``insert1`` takes ``<codec@>`` (no store name) as ``stores.default``
+    resolves_empty_store_name: ClassVar[bool] = False
+    #: finalizing costs little (no hashing, no copy): a single row is then checked by its ``INSERT`` alone
+    finalizes_cheaply: ClassVar[bool] = False
+
+    def staged_handle(self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb") -> Any:
+        """Return a write handle (``mode="store"``: ``fsspec.FSMap``; ``mode="open"``: file object)."""
+        raise NotImplementedError
+
+    def finalize_staged(self, field: StagedField) -> dict[str, Any]:
+        """Check what was written and return the column value ``insert1`` would have stored."""
+        raise NotImplementedError
+
+    def cleanup_staged(self, field: StagedField) -> None:
+        """Remove what this field staged; never an object another row may reference."""
+        raise NotImplementedError
+
+
+DECLARATIONS = ("staged_modes", "accepts_filename", "resolves_empty_store_name", "finalizes_cheaply")
+
+
+class _Declaring(StagedParticipant):
+    """A codec that speaks the protocol without inheriting :class:`StagedParticipant`: its three methods, and the
+    optional parts it declares as class attributes, read here once."""
+
+    def __init__(self, codec: Any) -> None:
+        self.codec = codec
+        for name in DECLARATIONS:
+            setattr(self, name, getattr(codec, name, getattr(StagedParticipant, name)))
+
+    def staged_handle(self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb") -> Any:
+        return self.codec.staged_handle(field, mode=mode, file_mode=file_mode)
+
+    def finalize_staged(self, field: StagedField) -> dict[str, Any]:
+        return dict(self.codec.finalize_staged(field))
+
+    def cleanup_staged(self, field: StagedField) -> None:
+        self.codec.cleanup_staged(field)
+
+
+_registered: dict[type | str, StagedParticipant] = {}  # by register_adapter: they win over the entry points'
+_discovered: dict[type | str, StagedParticipant] | None = None
+_declaring: dict[int, tuple[Any, _Declaring]] = {}
+_lock = threading.Lock()
+
+
+def speaker_of(participant: StagedParticipant) -> Any:
+    """The object whose methods speak for ``participant``: the codec or adapter a wrapper declares for, or itself."""
+    return participant.codec if isinstance(participant, _Declaring) else participant
 
 
 def class_name(codec_class: type) -> str:
@@ -186,16 +302,36 @@ def class_name(codec_class: type) -> str:
     return f"{codec_class.__module__.split('.', 1)[0]}:{codec_class.__qualname__}"
 
 
-def register_adapter(codec_class: type | str, adapter: StagedCodec) -> None:
+def register_adapter(codec_class: type | str, adapter: StagedParticipant) -> None:
     """Let ``adapter`` speak the protocol for codecs of exactly ``codec_class`` (a class or ``"package:Name"``)."""
-    _adapters[codec_class] = adapter
+    _registered[codec_class] = adapter if isinstance(adapter, StagedParticipant) else _Declaring(adapter)
 
 
-def participant_for(codec: Any) -> StagedCodec | None:
-    """The object implementing the protocol for ``codec``, or None if it does not take part."""
-    if all(callable(getattr(codec, name, None)) for name in PROTOCOL_METHODS):
+def _adapters() -> dict[type | str, StagedParticipant]:
+    """The adapters of the entry point group ``dj_staged.adapters``, loaded once."""
+    global _discovered
+    with _lock:
+        if _discovered is None:
+            found: dict[type | str, StagedParticipant] = {}
+            for point in entry_points(group=ENTRY_POINT_GROUP):
+                mapping: Mapping[type | str, StagedParticipant] = point.load()
+                found.update(mapping)
+            _discovered = found
+        return _discovered
+
+
+def participant_for(codec: Any) -> StagedParticipant | None:
+    """The participant that speaks the protocol for ``codec``, or None if it does not take part."""
+    if isinstance(codec, StagedParticipant):
         return codec
-    import dj_staged.codecs  # noqa: F401  (registers the adapters of DataJoint's built-in codecs on first use)
-
-    found = _adapters.get(type(codec))
-    return found if found is not None else _adapters.get(class_name(type(codec)))
+    if all(callable(getattr(codec, name, None)) for name in PROTOCOL_METHODS):
+        with _lock:
+            known = _declaring.get(id(codec))
+            if known is None or known[0] is not codec:
+                known = _declaring[id(codec)] = (codec, _Declaring(codec))
+        return known[1]
+    for table in (_registered, _adapters()):
+        found = table.get(type(codec)) or table.get(class_name(type(codec)))
+        if found is not None:
+            return found
+    return None

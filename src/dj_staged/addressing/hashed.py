@@ -36,21 +36,31 @@ Example (a custom codec storing raw bytes with a magic prefix)::
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import steps
 from .._datajoint import build_hash_path, generate_token
 from ..errors import ContentError, HandleModeError, IncompleteObjectError
 from ..layout import STAGING_PREFIX
-from ..protocol import StagedField
+from ..protocol import HandleMode, StagedField, StagedParticipant, StagingState
 from .handles import StagedFile
 from .hashing import encode_digest, rehash
 from .paths import check_relative_path
 from .schema import check_mode
 
-PREFIXED, PLACEHOLDER, CONTENT = "prefixed", "placeholder", "content"
+
+class Layout(enum.Enum):
+    """How the stored bytes were laid out while the caller wrote (its codec prefix known or not)."""
+
+    PREFIXED = "prefixed"  # the prefix, known at open, written first: hashed while written
+    PLACEHOLDER = "placeholder"  # a placeholder of the prefix's fixed length, patched in place (local files)
+    CONTENT = "content"  # the content alone, framed with the prefix into a second object at finalization
+
+
+PREFIXED, PLACEHOLDER, CONTENT = Layout.PREFIXED, Layout.PLACEHOLDER, Layout.CONTENT
 STAGING_TOKEN_LENGTH = 16
 
 
@@ -62,12 +72,12 @@ def staging_path(field: StagedField) -> str:
 
 
 @dataclass
-class HashAddressedState:
+class HashAddressedState(StagingState):
     """What the hash-addressed lifecycle keeps for one field."""
 
     staging_path: str
     handle: StagedFile | None
-    layout: str
+    layout: Layout
     written_prefix: bytes
     framed_path: str | None = None
     canonical: str | None = None
@@ -80,16 +90,13 @@ class HashAddressedState:
 
 def hash_state(field: StagedField) -> HashAddressedState:
     """The field's hash-addressed state (set by its handle)."""
-    state = field.state
-    if not isinstance(state, HashAddressedState):
-        raise TypeError(f"{field.label} has no hash-addressed staging state")
-    return state
+    return field.state_as(HashAddressedState)
 
 
-class HashAddressedStaging:
+class HashAddressedStaging(StagedParticipant):
     """Lifecycle mixin for codecs whose stored bytes end in ``<hash@>`` (content-addressed, deduplicated)."""
 
-    staged_modes: tuple[str, ...] = ("open",)
+    staged_modes: ClassVar[tuple[HandleMode, ...]] = ("open",)
 
     def _stored_prefix(self, field: StagedField, content_size: int | None) -> bytes | None:
         """Codec hook: bytes stored before the caller's content.
@@ -220,9 +227,9 @@ class HashAddressedStaging:
 
     def cleanup_staged(self, field: StagedField) -> None:
         """Delete this field's staging objects; a canonical object it created is reclaimed (if unshared)."""
-        state = field.state
-        if not isinstance(state, HashAddressedState):
+        if field.state is None:
             return
+        state = hash_state(field)
         if state.handle is not None:
             state.handle.abort()
         for path in (state.staging_path, state.framed_path):

@@ -24,12 +24,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import steps
 from .._datajoint import build_object_path
 from ..errors import HandleModeError, IncompleteObjectError, nothing_written
-from ..protocol import StagedField
+from ..protocol import StagedField, StagedParticipant, StagingState
 from ..stores.journal import WriteJournal
 from .handles import StagedFile
 from .paths import check_relative_path
@@ -37,10 +37,9 @@ from .paths import check_relative_path
 _FILE_MODES = ("wb", "w", "xb", "x", "ab", "a", "w+b", "wb+", "r+b", "rb+")
 
 
-def check_mode(participant: Any, field: StagedField, mode: str) -> None:
+def check_mode(participant: StagedParticipant, field: StagedField, mode: str) -> None:
     """Raise unless the participant serves ``mode`` (``"store"`` or ``"open"``)."""
-    allowed = getattr(participant, "staged_modes", ("store", "open"))
-    if mode not in allowed:
+    if mode not in participant.staged_modes:
         hint = {
             "store": f"use staged.open('{field.name}', ext): its value is a single file",
             "open": f"use staged.store('{field.name}', ext): its value is a directory",
@@ -49,7 +48,7 @@ def check_mode(participant: Any, field: StagedField, mode: str) -> None:
 
 
 @dataclass
-class SchemaAddressedState:
+class SchemaAddressedState(StagingState):
     """What the schema-addressed lifecycle keeps for one field."""
 
     path: str
@@ -71,17 +70,13 @@ class SchemaAddressedState:
 
 def schema_state(field: StagedField) -> SchemaAddressedState:
     """The field's schema-addressed state (set by its first handle)."""
-    state = field.state
-    if not isinstance(state, SchemaAddressedState):
-        raise TypeError(f"{field.label} has no schema-addressed staging state")
-    return state
+    return field.state_as(SchemaAddressedState)
 
 
-class SchemaAddressedStaging:
+class SchemaAddressedStaging(StagedParticipant):
     """Lifecycle mixin for codecs whose objects live at a path derived from the row."""
 
-    #: Which of ``store()`` / ``open()`` the codec serves.
-    staged_modes: tuple[str, ...] = ("store", "open")
+    finalizes_cheaply: ClassVar[bool] = True  # nothing to hash or copy: a single row's INSERT checks it
 
     def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
         """A handle at the canonical path; a second call for the field reuses the same path."""
@@ -132,9 +127,8 @@ class SchemaAddressedStaging:
 
     def cleanup_staged(self, field: StagedField) -> None:
         """Delete the file or directory at the canonical path, if anything is there."""
-        state = field.state
-        if isinstance(state, SchemaAddressedState):
-            field.store.remove(state.path)
+        if field.state is not None:
+            field.store.remove(schema_state(field).path)
 
 
 def _changed(field: StagedField, what: str) -> IncompleteObjectError:

@@ -6,7 +6,7 @@ from datajoint.builtin_codecs.hash import HashCodec
 from datajoint.builtin_codecs.npy import NpyCodec
 from datajoint.builtin_codecs.object import ObjectCodec
 
-from ..protocol import register_adapter
+from ..protocol import StagedParticipant
 from .attach import AttachStaging
 from .blob import BlobArrayWriter, BlobStaging, open_blob_array
 from .hash import HashStaging
@@ -14,14 +14,19 @@ from .npy import NpyStaging
 from .object import ObjectStaging
 from .zarr import DjZarrCodecsStaging, ZarrArrayStaging, ZarrCodec, ZarrStaging, create_zarr_array
 
-register_adapter(ObjectCodec, ObjectStaging())
-register_adapter(NpyCodec, NpyStaging())
-register_adapter(BlobCodec, BlobStaging())
-register_adapter(AttachCodec, AttachStaging())
-register_adapter(HashCodec, HashStaging())
-register_adapter("dj_zarr_codecs:ZarrArrayCodec", DjZarrCodecsStaging())  # dj-zarr-codecs' <zarr@>, named: not imported
+#: The adapters of DataJoint's built-in codecs and of dj-zarr-codecs' ``<zarr@>`` (named: not imported), which the
+#: protocol loads from the entry point group ``dj_staged.adapters`` (``pyproject.toml``).
+BUILT_IN: dict[type | str, StagedParticipant] = {
+    ObjectCodec: ObjectStaging(),
+    NpyCodec: NpyStaging(),
+    BlobCodec: BlobStaging(),
+    AttachCodec: AttachStaging(),
+    HashCodec: HashStaging(),
+    "dj_zarr_codecs:ZarrArrayCodec": DjZarrCodecsStaging(),
+}
 
 __all__ = [
+    "BUILT_IN",
     "AttachStaging",
     "BlobArrayWriter",
     "BlobStaging",

@@ -43,7 +43,7 @@ from datajoint import blob
 
 from ..addressing.hashed import HashAddressedStaging
 from ..errors import ContentError
-from ..protocol import StagedField
+from ..protocol import HandleOptions, StagedField
 
 _LENGTH = 8
 
@@ -74,9 +74,9 @@ class BlobStaging(HashAddressedStaging):
     """Adapter speaking the protocol for ``datajoint.builtin_codecs.blob.BlobCodec`` (store mode)."""
 
     def _stored_prefix(self, field: StagedField, content_size: int | None) -> bytes | None:
-        array = field.options.get("blob_array")
-        if array is not None:
-            return array_header(*array)
+        declared = field.options
+        if declared.shape is not None:  # an array, declared by open_blob_array
+            return array_header(declared.shape, declared.dtype)
         if field.size is not None:
             return bytes_header(field.size)
         return None if content_size is None else bytes_header(content_size)
@@ -85,8 +85,9 @@ class BlobStaging(HashAddressedStaging):
         return len(bytes_header(0))
 
     def _check_content(self, field: StagedField, content_size: int) -> None:
-        array = field.options.get("blob_array")
-        expected = math.prod(array[0]) * array[1].itemsize if array is not None else field.size
+        declared = field.options
+        array = declared.shape is not None
+        expected = math.prod(declared.shape or ()) * declared.dtype.itemsize if array else field.size
         if expected is not None and content_size != expected:
             raise ContentError(
                 f"{field.label} received {content_size} bytes but {expected} were declared; "
@@ -137,5 +138,5 @@ def open_blob_array(staged: Any, field: str, shape: int | Sequence[int], dtype: 
     dims = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(n) for n in shape)
     dtype = np.dtype(dtype)
     _check_array_dtype(field, dtype)
-    handle = staged._handle(field, ext, mode="open", options={"blob_array": (dims, dtype)})
+    handle = staged.draft.handle(field, ext, mode="open", options=HandleOptions(shape=dims, dtype=dtype))
     return BlobArrayWriter(handle, field, dims, dtype)

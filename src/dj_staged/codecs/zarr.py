@@ -83,12 +83,6 @@ logger = logging.getLogger(__name__)
 
 ZARR_EXT = ".zarr"
 
-#: The key of ``StagedField.options`` under which :func:`create_zarr_array` keeps the dtype the writer declared.
-DECLARED_DTYPE = "zarr_dtype"
-
-#: The key under which it keeps the dtype of the array it created, as stored (``str``): the declared dtype
-#: describes what was written as long as the array at the path is still stored so.
-CREATED_DTYPE = "zarr_created_dtype"
 
 _METADATA_ERRORS = (BaseZarrError, ValueError, KeyError, TypeError, json.JSONDecodeError)
 
@@ -204,14 +198,15 @@ class ZarrArrayStaging(SchemaAddressedStaging):
     ) -> zarr.Array:
         """Create the field's array in ``store`` as ``encode`` would for an array of ``shape`` and ``dtype``.
 
-        Keeps the dtype declared, and the dtype of the array created as
-        stored, in ``field.options`` (see :meth:`_dtype`).
+        Keeps the dtype declared, and the dtype of the array created as stored
+        (the declared one describes what was written as long as the array at
+        the path is still stored so), in ``field.options`` (see :meth:`_dtype`).
         """
         settings = {**self.zarr_array_options(), **options}
         array = zarr.create_array(store=store, shape=shape, dtype=dtype, chunks=chunks, **settings)
-        field.options[DECLARED_DTYPE] = np.dtype(dtype)
+        field.options.dtype = np.dtype(dtype)
         # as finalization will read it: from the metadata document (the array object keeps the dtype it was given)
-        field.options[CREATED_DTYPE] = str(stored_dtype(open_written_array(store, field.label, field.name)))
+        field.options.created_dtype = str(stored_dtype(open_written_array(store, field.label, field.name)))
         return array
 
     def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
@@ -246,8 +241,8 @@ class ZarrArrayStaging(SchemaAddressedStaging):
     @staticmethod
     def declared_dtype(stored: np.dtype, field: StagedField) -> np.dtype | None:
         """The dtype declared to :func:`create_zarr_array`, if the array at the path is still the one it created."""
-        declared = field.options.get(DECLARED_DTYPE)
-        return declared if declared is not None and field.options.get(CREATED_DTYPE) == str(stored) else None
+        declared: np.dtype | None = field.options.dtype
+        return declared if declared is not None and field.options.created_dtype == str(stored) else None
 
     def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
         """The value ``encode`` returns for an array of this path, store, shape and dtype."""
@@ -340,21 +335,23 @@ def create_zarr_array(
     Fill it as any Zarr array; the row is inserted when the block ends.
     """
     attribute = staged.table.heading.attributes.get(field)
-    codec = getattr(attribute, "codec", None)
+    codec = attribute.codec if attribute is not None else None
     participant = participant_for(codec) if codec is not None and attribute.store is not None else None
-    check = getattr(participant, "check_staged_array", None)
-    if check is not None:  # before anything is written: what insert1 would refuse
-        dtype = check(codec, f"Field '{field}' ({codec_label(codec)})", field, shape=shape, dtype=dtype)
+    if isinstance(participant, ZarrArrayStaging):  # before anything is written: what insert1 would refuse
+        dtype = participant.check_staged_array(
+            codec, f"Field '{field}' ({codec_label(codec)})", field, shape=shape, dtype=dtype
+        )
     store = staged.store(field, ZARR_EXT)
     staged_field = staged.field(field)
-    create = getattr(staged_field.participant, "create_staged_array", None)
-    if create is None:
+    if not isinstance(staged_field.participant, ZarrArrayStaging):
         raise HandleModeError(
             f"{staged_field.label} is not stored as one Zarr array by a Zarr codec; "
             f"write it with zarr.open(staged.store('{field}', '{ZARR_EXT}'), mode='w', ...)",
             field=field,
         )
-    return create(staged_field, store, shape=shape, dtype=dtype, chunks=chunks, **options)
+    return staged_field.participant.create_staged_array(
+        staged_field, store, shape=shape, dtype=dtype, chunks=chunks, **options
+    )
 
 
 class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-arg]  # DataJoint's class keyword

@@ -30,6 +30,7 @@ from ..errors import DuplicateError, HandleModeError
 from ..leases import LeaseKeeper
 from ..stores import StagedStore
 from .commit import Group
+from .draft import RowDraft
 from .lifecycle import Block, _as_table, commit_rows
 from .rows import key_token
 from .session import StagedSession
@@ -55,14 +56,16 @@ class StagedRow(Block):
         return self._session
 
     def commit(self) -> None:
-        row, fields = self._session._finalize()
-        self._batch.sync.merge(self._session.sync)
-        self._batch._accept(self._session, row, fields)
+        draft = self._session.draft
+        row, fields = draft.finalize()
+        self._batch.sync.merge(draft.sync)
+        self._batch._accept(draft, row, fields)
 
     def unwind(self) -> None:
-        if not self._session._unwind():
+        draft = self._session.draft
+        if not draft.unwind():
             self._batch._rows_clean = False  # the batch's lease must outlive it, abandoned, to name the leftovers
-        self._batch._forget(self._session)
+        self._batch._forget(draft)
 
     @property
     def committed(self) -> bool:
@@ -74,7 +77,7 @@ class StagedRow(Block):
 
     def close(self) -> None:
         self._batch._open_row = None
-        self._session._close()
+        self._session.draft.close()
 
 
 class StagedBatch:
@@ -89,7 +92,7 @@ class StagedBatch:
         self.stores: dict[str | None, StagedStore] = {}  # resolved once for all rows
         self.views: dict[frozenset[str], Any] = {}  # the pre-insert check's table copies, made once
         self._keys: set[tuple] = set()
-        self._rows: list[tuple[StagedSession, dict[str, Any], frozenset[str]]] = []
+        self._rows: list[tuple[RowDraft, dict[str, Any], frozenset[str]]] = []
         self._field_sets: dict[frozenset[str], frozenset[str]] = {}
         self._open_row: StagedRow | None = None
         self._rows_clean = True
@@ -118,18 +121,18 @@ class StagedBatch:
             )
         self._keys.add(token)
 
-    def _forget(self, session: StagedSession) -> None:
-        if session._key_announced is not None:
-            self._keys.discard(key_token(self.table, session._key_announced))
+    def _forget(self, draft: RowDraft) -> None:
+        if draft.announced_key is not None:
+            self._keys.discard(key_token(self.table, draft.announced_key))
 
-    def _accept(self, session: StagedSession, row: dict[str, Any], fields: set[str]) -> None:
+    def _accept(self, draft: RowDraft, row: dict[str, Any], fields: set[str]) -> None:
         staged = frozenset(fields)
-        self._rows.append((session, row, self._field_sets.setdefault(staged, staged)))  # one set per shape
+        self._rows.append((draft, row, self._field_sets.setdefault(staged, staged)))  # one set per shape
 
     def groups(self) -> list[Group]:
         """The rows grouped by the columns they set (one ``INSERT`` statement shape per group)."""
         grouped: dict[tuple, list[dict[str, Any]]] = {}
-        for _session, row, fields in self._rows:
+        for _draft, row, fields in self._rows:
             grouped.setdefault((tuple(sorted(row)), fields), []).append(row)
         return [(rows, fields) for (_columns, fields), rows in grouped.items()]
 
@@ -157,8 +160,8 @@ class StagedBatch:
 
     def _unwind_rows(self) -> bool:
         clean = True
-        for session, _row, _fields in self._rows:
-            clean = session._unwind() and clean
+        for draft, _row, _fields in self._rows:
+            clean = draft.unwind() and clean
         return clean
 
     def unwind(self) -> None:

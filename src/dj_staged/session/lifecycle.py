@@ -185,34 +185,35 @@ class StagedInsert1(Block):
 
     @property
     def committed(self) -> bool:
-        return self._session.committed
+        return self._session.draft.committed
 
     def commit(self) -> None:
-        session = self._session
-        row, fields = session._finalize()
+        draft = self._session.draft
+        row, fields = draft.finalize()
         now = commit_rows(
-            session.table,
+            draft.table,
             [([row], frozenset(fields))],
-            session.leases,
-            allow_direct_insert=session.allow_direct_insert,
-            unwind=session._unwind,
-            sync=session.sync,
+            draft.leases,
+            allow_direct_insert=draft.allow_direct_insert,
+            unwind=draft.unwind,
+            sync=draft.sync,
         )
-        session.committed = True
+        draft.committed = True
         if now:
-            session.leases.release()
+            draft.leases.release()
 
     def unwind(self) -> None:
-        if self._session._unwind():
-            self._session.leases.release()
+        draft = self._session.draft
+        if draft.unwind():
+            draft.leases.release()
         else:
-            self._session.leases.abandon()
+            draft.leases.abandon()
 
     def abandon(self) -> None:
-        self._session.leases.abandon()
+        self._session.draft.leases.abandon()
 
     def close(self) -> None:
-        self._session._close()
+        self._session.draft.close()
 
 
 def staged_insert1(table: Any, *, allow_direct_insert: bool = False) -> StagedInsert1:

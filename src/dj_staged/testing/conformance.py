@@ -37,7 +37,7 @@ import pytest
 
 from .. import HashAddressedStaging, __version__, enable, is_enabled, participant_for, staged_insert1
 from ..errors import MissingPrimaryKeyError, NotParticipatingError
-from ..protocol import PROTOCOL_METHODS, PROTOCOL_VERSION
+from ..protocol import PROTOCOL_METHODS, PROTOCOL_VERSION, speaker_of
 from ..session.enable import disable
 from .fixtures import StoreInfo
 from .inspection import (
@@ -185,7 +185,8 @@ class StagedCodecConformance(_Suite):
     def check_protocol(self, table: Any) -> None:
         """Fail, with one message that says what to change, if the field's participant has another protocol's shape."""
         codec = table.heading[FIELD].codec
-        problem = protocol_shape_problem(codec, participant_for(codec))
+        participant = participant_for(codec)
+        problem = protocol_shape_problem(codec, speaker_of(participant) if participant is not None else None)
         if problem is not None:
             pytest.fail(problem, pytrace=False)
 

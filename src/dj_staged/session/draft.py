@@ -1,0 +1,484 @@
+"""The row a staged block drafts: its fields and their participants, its lease, its phase, its checks.
+
+A :class:`RowDraft` is what the lifecycle and a batch work with; the caller
+works with its façade, :class:`~dj_staged.session.session.StagedSession`.
+Everything codec-specific is delegated to the field's participant (see
+:mod:`dj_staged.protocol`), which receives a typed
+:class:`~dj_staged.protocol.StagedField` per field.
+
+Before the first byte is written, the first handle refuses what the insert
+would refuse for certain: an auto-populated table outside its ``make()``, and
+a primary key already in the table.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import fsspec
+
+from .. import steps
+from .._datajoint import config_of, inserts_allowed
+from ..addressing.paths import check_extension, check_filename, check_key
+from ..durability import SyncPlan, durable
+from ..errors import (
+    AutoPopulatedInsertError,
+    DuplicateError,
+    HandleModeError,
+    IgnoredValueWarning,
+    NotParticipatingError,
+    StagedInsertError,
+    codec_label,
+    empty_store_name,
+    missing_primary_key,
+    warn,
+)
+from ..leases import LeaseKeeper, reclaim
+from ..progress import progress_callback
+from ..protocol import (
+    Abortable,
+    HandleMode,
+    HandleOptions,
+    StagedField,
+    StagedParticipant,
+    StagingState,
+    ThreadOwner,
+    participant_for,
+)
+from ..stores import StagedStore, resolve_store
+from .commit import is_connection_error
+from .rows import check_row, key_probe, key_token
+
+logger = logging.getLogger(__name__)
+
+
+class Phase(enum.Enum):
+    """Where a row is in its lifecycle."""
+
+    DRAFTING = "drafting"  # the caller's block: handles are given out
+    FINALIZING = "finalizing"  # the block ended cleanly: handles sealed, values computed
+    UNWINDING = "unwinding"  # the block failed: what was staged is removed
+    CLOSED = "closed"  # the block is over
+
+
+AUTO_POPULATED_REFUSAL = (
+    "Inserts into an auto-populated table can only be done inside its make method during a populate call. "
+    "To override, set keyword argument allow_direct_insert=True."
+)
+
+
+class RowDraft:
+    """One row while it is drafted, finalized, committed or unwound: its fields, its lease, its phase.
+
+    The block's façade (:class:`~dj_staged.session.session.StagedSession`)
+    gives the caller ``rec``, ``store()``, ``open()`` and ``set_filename()``;
+    the lifecycle and a batch call :meth:`finalize`, :meth:`unwind` and
+    :meth:`close`; codec helpers (``open_blob_array``, ``create_zarr_array``)
+    call :meth:`handle` with what the writer declared.
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        *,
+        leases: LeaseKeeper | None = None,
+        on_key: Callable[[dict[str, Any]], None] | None = None,
+        allow_direct_insert: bool = False,
+        stores: dict[str | None, StagedStore] | None = None,
+        views: dict[frozenset[str], Any] | None = None,
+    ) -> None:
+        self._table = table
+        self._stores = stores if stores is not None else {}  # resolved stores, shared by a batch's rows
+        self._views = views if views is not None else {}  # the check's table copies, shared by a batch's rows
+        self._rec: dict[str, Any] = {}
+        self._fields: dict[str, StagedField] = {}
+        self._opened: list[ThreadOwner] = []  # every handle with threads, so no thread of one outlives the block
+        self._filenames: dict[str, str] = {}
+        self._leases = leases if leases is not None else LeaseKeeper(table.connection, table.database, table.table_name)
+        self._on_key = on_key
+        self.announced_key: dict[str, Any] | None = None  # the key told to the owning batch
+        self._checked = False
+        self._tried: tuple[dict[str, Any], frozenset[str]] | None = None  # the row as tried at its first handle
+        self.allow_direct_insert = allow_direct_insert
+        self.sync = SyncPlan(durable())  # what must be on disk before this row commits
+        self.phase = Phase.DRAFTING
+        self.committed = False  # the row is visible, or the enclosing transaction took it
+
+    @property
+    def table(self) -> Any:
+        """The table the row goes into."""
+        return self._table
+
+    @property
+    def rec(self) -> dict[str, Any]:
+        """Record dict for setting attribute values (primary key first)."""
+        return self._rec
+
+    @property
+    def leases(self) -> LeaseKeeper:
+        """The lease protecting what this block writes."""
+        return self._leases
+
+    @property
+    def primary_key(self) -> dict[str, Any]:
+        """The primary key set so far on ``rec``; raises if any attribute is missing."""
+        key = {k: self._rec[k] for k in self._table.primary_key if k in self._rec}
+        if len(key) != len(self._table.primary_key):
+            raise missing_primary_key(set(self._table.primary_key) - set(key))
+        return key
+
+    @property
+    def staged_fields(self) -> list[str]:
+        """Fields written through ``store()``/``open()`` so far, in order of first use."""
+        return list(self._fields)
+
+    def field(self, name: str) -> StagedField:
+        """The staged field ``name`` (what its codec was given), once claimed through ``store()``/``open()``."""
+        try:
+            return self._fields[name]
+        except KeyError:
+            raise StagedInsertError(f"Field '{name}' has not been staged in this block", field=name) from None
+
+    def filename(self, field: str) -> str | None:
+        """The filename given with :meth:`set_filename`, if any."""
+        return self._filenames.get(field)
+
+    def set_filename(self, field: str, filename: str) -> None:
+        """Name the file an attachment (``<attach@>``) field holds; before or after ``open()``."""
+        self.require_open()
+        attr = self._attribute(field)
+        participant = participant_for(attr.codec) if attr.codec is not None else None
+        if participant is None or not participant.accepts_filename:
+            codec = codec_label(attr.codec) if attr.codec is not None else attr.type
+            raise HandleModeError(
+                f"Field '{field}' ({codec}) does not take a filename; set_filename is for <attach@>", field=field
+            )
+        self._filenames[field] = check_filename(field, filename)
+        if field in self._fields:
+            self._fields[field].filename = self._filenames[field]
+
+    def handle(
+        self,
+        field: str,
+        ext: str,
+        *,
+        mode: HandleMode,
+        file_mode: str = "wb",
+        size: int | None = None,
+        options: HandleOptions | None = None,
+    ) -> Any:
+        """A write handle on ``field`` from its participant (``mode`` ``"store"`` or ``"open"``), the field claimed
+        on its first use; ``options``: what the writer declared about the content (a codec helper's)."""
+        self.require_open()
+        new = field not in self._fields
+        staged = self._claim(field, ext)
+        if size is not None:
+            staged.size = size
+        if options is not None:
+            staged.options = options
+        try:
+            handle = staged.participant.staged_handle(staged, mode=mode, file_mode=file_mode)
+        except BaseException:
+            if new:  # the field stages nothing; remove what the failed handle may have created
+                try:
+                    staged.participant.cleanup_staged(staged)
+                except Exception:
+                    logger.warning("Cleanup after a failed handle for '%s' failed", field, exc_info=True)
+                del self._fields[field]
+            raise
+        if not isinstance(handle, fsspec.FSMap):  # a file: closed at finalization (a map is sealed instead)
+            staged.handles.append(handle)
+        if isinstance(handle, ThreadOwner):
+            self._opened.append(handle)
+        steps.reach("writer.write", field=field, mode=mode)
+        return handle
+
+    def _claim(self, field: str, ext: str) -> StagedField:
+        """Resolve ``field`` on its first use; check consistency on later ones."""
+        if field in self._fields:
+            staged = self._fields[field]
+            if check_extension(field, ext) != staged.ext:
+                raise HandleModeError(
+                    f"Field '{field}' was already staged with extension {staged.ext!r}; "
+                    f"a second handle must use the same extension, not {ext!r}",
+                    field=field,
+                )
+            return staged
+        attr = self._attribute(field)
+        participant = self._participant(field, attr)
+        if attr.store == "" and not participant.resolves_empty_store_name:
+            raise empty_store_name(field, attr.codec, self.config.stores)  # as the codec's own insert1 refuses it
+        primary_key = self.primary_key
+        extension = check_extension(field, ext)
+        check_key(field, primary_key)
+        self._refuse_early(primary_key, field)
+        self._announce_key(primary_key)
+        staged = StagedField(
+            name=field,
+            codec=attr.codec,
+            participant=participant,
+            table=self._table,
+            store=self._resolve_store(field, attr),
+            ext=extension,
+            ext_given=ext or None,
+            primary_key=primary_key,
+            leases=self._leases,
+            sync=self.sync,
+            progress=progress_callback,
+            filename=self._filenames.get(field),
+        )
+        self._fields[field] = staged
+        return staged
+
+    def _refuse_early(self, key: dict[str, Any], field: str) -> None:
+        """Before the first byte: refuse what the insert would refuse whatever is written."""
+        if self._checked:
+            return
+        if not self.allow_direct_insert and not inserts_allowed(self._table):
+            raise AutoPopulatedInsertError(AUTO_POPULATED_REFUSAL)
+        tried = self._on_key is not None and self._leases.lock is not None and self._try_row(key, field)
+        if not tried and self._leases.take(key_probe(self._table, key)):  # the lease lock and the key check at once
+            raise self._duplicate(key)
+        self._checked = True
+
+    def _duplicate(self, key: dict[str, Any]) -> DuplicateError:
+        return DuplicateError(
+            f"Duplicate entry: {key} is already in {self._table.full_table_name}; "
+            "a staged insert needs a primary key that is not in the table yet"
+        )
+
+    def _plain_row(self, *staged: str) -> dict[str, Any]:
+        """``rec`` without the staged fields (and ``staged``): the values the insert takes as they are."""
+        return {k: v for k, v in self._rec.items() if k not in self._fields and k not in staged}
+
+    def _try_row(self, key: dict[str, Any], field: str) -> bool:
+        """A batch's row tried against the table at its first handle, as its exit would; True if it passed.
+
+        The trial (DataJoint's own ``INSERT``, rolled back) also finds a key
+        already in the table, so a row of a batch costs one round trip here
+        and none at its exit when nothing it inserts as given changed since
+        (:meth:`_tried_unchanged`). A trial that fails for another reason may
+        be about values set after this handle: the key is then checked alone,
+        and the row again at its exit.
+        """
+        row = self._plain_row(field)
+        try:
+            check_row(self._table, row, {field}, allow_direct_insert=self.allow_direct_insert, views=self._views)
+        except DuplicateError:
+            if self._leases.take(key_probe(self._table, key)):
+                raise self._duplicate(key) from None
+            raise  # another unique index refuses the row: that is final too
+        except Exception as error:
+            if is_connection_error(error):
+                raise
+            return False
+        self._tried = (row, frozenset({field}))
+        return True
+
+    def _tried_unchanged(self, row: dict[str, Any]) -> bool:
+        """Whether the row passed its trial at its first handle with these very values and staged fields.
+
+        Values are compared by identity: one replaced since is tried again.
+        """
+        if self._tried is None:
+            return False
+        tried, fields = self._tried
+        return fields == set(self._fields) and tried.keys() == row.keys() and all(row[k] is tried[k] for k in row)
+
+    def _attribute(self, field: str) -> Any:
+        if field not in self._table.heading.names:
+            raise NotParticipatingError(f"Attribute '{field}' not found in table heading", field=field)
+        return self._table.heading[field]
+
+    @staticmethod
+    def _participant(field: str, attr: Any) -> StagedParticipant:
+        codec = attr.codec
+        if codec is None:
+            raise NotParticipatingError(
+                f"Attribute '{field}' ({attr.type}) is not an object-store codec field; "
+                "set its value on staged.rec instead of using store()/open()",
+                field=field,
+            )
+        if attr.store is None:
+            raise NotParticipatingError(
+                f"Attribute '{field}' (<{codec.name}>) is stored in the table, not in an object store; "
+                f"declare it <{codec.name}@> or <{codec.name}@store> to stage it, or set its value on staged.rec",
+                field=field,
+            )
+        participant = participant_for(codec)
+        if participant is None:
+            owner = type(codec).__module__.split(".", 1)[0]
+            raise NotParticipatingError(
+                f"Codec <{codec.name}> ({owner}.{type(codec).__qualname__}) of attribute '{field}' does not support "
+                "staged insert: it implements none of staged_handle/finalize_staged/cleanup_staged and no adapter "
+                "is registered for it. Set the value on staged.rec (ordinary insert), or give it staged support "
+                "with dj_staged.register_adapter(CodecClass, adapter) (see docs/codec-authors.md).",
+                field=field,
+            )
+        return participant
+
+    def _resolve_store(self, field: str, attr: Any) -> StagedStore:
+        # `<x@>` reaches here only for a codec whose own insert1 reads it as
+        # stores.default (`resolves_empty_store_name`): resolve it to that store's name.
+        requested = attr.store or None
+        store = self._stores.get(requested)
+        if store is None:
+            store = self._stores[requested] = resolve_store(requested, self.config, field=field)
+        return store
+
+    @property
+    def config(self) -> Any:
+        """DataJoint's configuration of the table's connection."""
+        return config_of(self._table.connection)
+
+    def require_open(self) -> None:
+        """Raise unless the block is still drafting (handles and filenames are given out only inside it)."""
+        if self.phase is not Phase.DRAFTING:
+            raise HandleModeError(
+                f"This staged insert is {self.phase.value}: store(), open() and set_filename() work only inside its "
+                "block"
+            )
+
+    def _announce_key(self, key: dict[str, Any]) -> None:
+        """Tell the owner (a batch) the row's key once, before any of its bytes are written."""
+        if self._on_key is not None and self.announced_key is None:
+            self._on_key(key)
+            self.announced_key = dict(key)
+
+    def key_token(self) -> tuple:
+        """The row's primary key as the table types it."""
+        return key_token(self._table, self.primary_key)
+
+    def finalize(self) -> tuple[dict[str, Any], set[str]]:
+        """Seal and close the handles, check the row, build each staged column value; the row and its staged
+        fields."""
+        self.phase = Phase.FINALIZING
+        self._seal()
+        if self._on_key is not None:
+            self._announce_key(self.primary_key)
+        self._close_handles()
+        for name, staged in self._fields.items():
+            current = {k: self._rec.get(k) for k in staged.primary_key}
+            if current != staged.primary_key:
+                raise StagedInsertError(
+                    f"The primary key changed after store()/open() for field '{name}' "
+                    f"({staged.primary_key} → {current}); set the whole key before asking for a handle",
+                    field=name,
+                )
+        row = dict(self._rec)
+        for name in self._fields:
+            if name in row:
+                warn(
+                    f"staged.rec['{name}'] is ignored: the field was written through store()/open(), "
+                    "and its value is computed from what was written",
+                    IgnoredValueWarning,
+                )
+                del row[name]
+        if self._check_before_finalizing(row):
+            check_row(self._table, row, self._fields, allow_direct_insert=self.allow_direct_insert, views=self._views)
+        self._tried = None  # a batch keeps its rows' sessions: only what unwinding needs
+        finalized = {name: staged.participant.finalize_staged(staged) for name, staged in self._fields.items()}
+        for name, value in finalized.items():
+            path = value.get("path") if isinstance(value, dict) else None
+            staged = self._fields[name]
+            if path is not None and not staged.is_leased(path):
+                staged.lease(path)  # a codec that returned a path it did not lease: protect it until the commit
+        row.update(finalized)
+        return row, set(finalized)
+
+    def _check_before_finalizing(self, row: dict[str, Any]) -> bool:
+        """Whether the row is checked against the table before its fields are finalized.
+
+        The check refuses a bad row before finalization promotes or re-hashes
+        content, and a batch's row at its own exit, so the batch can go on
+        without it; unless the row passed the same check at its first handle
+        and is unchanged since. A single row whose fields are all
+        schema-addressed has nothing costly to finalize: its ``INSERT``, right
+        after, refuses it with the same error, and the block unwinds the same
+        way.
+        """
+        if self._tried_unchanged(row):
+            return False
+        if self._on_key is not None:
+            return True
+        return not all(staged.participant.finalizes_cheaply for staged in self._fields.values())
+
+    def unwind(self) -> bool:
+        """Unwinding: remove what every staged field wrote; never raise over the caller's error.
+
+        Returns whether everything was removed; if not, the caller abandons the
+        lease instead of releasing it, so the collector knows what is left.
+        """
+        self.phase = Phase.UNWINDING
+        self._seal()
+        self._close_handles(abort=True)
+        clean = True
+        for name, staged in self._fields.items():
+            try:
+                staged.participant.cleanup_staged(staged)
+            except Exception:
+                clean = False
+                logger.warning("Cleanup of staged field '%s' failed; `dj-staged gc` reclaims it", name, exc_info=True)
+        return self._reclaim() and clean
+
+    def _reclaim(self) -> bool:
+        """Remove the canonical objects the fields created, unless another row or writer uses them."""
+        clean = True
+        for staged in self._fields.values():
+            if not staged.reclaims:
+                continue
+            try:
+                reclaim(
+                    self._table.connection,
+                    staged.store,
+                    staged.schema,
+                    staged.reclaims,
+                    exclude_lease=self._leases.lease_id,
+                )
+            except Exception:
+                clean = False
+                logger.warning("Reclaiming %s failed; `dj-staged gc` reclaims them", staged.reclaims, exc_info=True)
+            staged.reclaims.clear()
+        return clean
+
+    def _close_handles(self, abort: bool = False) -> None:
+        for staged in self._fields.values():
+            for handle in staged.handles:
+                if handle.closed:
+                    continue
+                try:
+                    if abort and isinstance(handle, Abortable):
+                        handle.abort()
+                    else:
+                        handle.close()
+                except Exception:
+                    if self.phase is not Phase.UNWINDING:
+                        raise
+                    logger.warning("Closing a handle of field '%s' failed", staged.name, exc_info=True)
+            staged.handles.clear()
+
+    def _seal(self) -> None:
+        """The block has ended: its ``store()`` handles refuse writes from now on, wherever they are."""
+        for staged in self._fields.values():
+            try:
+                staged.seal()
+            except Exception:
+                if self.phase is Phase.FINALIZING:
+                    raise
+                logger.warning("Sealing the handles of field '%s' failed", staged.name, exc_info=True)
+
+    def close(self) -> None:
+        """The block has ended: seal the handles, end their threads, keep only what cleanup may still need."""
+        self.phase = Phase.CLOSED
+        self._seal()
+        for handle in self._opened:
+            handle.stop_threads()
+        self._opened.clear()  # a batch keeps its finished rows: only what unwinding needs stays in memory
+        states = [staged.state for staged in self._fields.values() if isinstance(staged.state, StagingState)]
+        for state in states:
+            state.compact()
+        for state in states:
+            state.close()
