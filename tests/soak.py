@@ -472,8 +472,10 @@ def cut_while_committing(table: Any, key: int, hold: float) -> bool:
         try:
             waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
             deadline = time.monotonic() + 10
-            while not holder.query(waiting, (writer_pid,)).fetchone()[0] and time.monotonic() < deadline:
+            while not (blocked := holder.query(waiting, (writer_pid,)).fetchone()[0]) and time.monotonic() < deadline:
                 time.sleep(0.002)
+            if not blocked:  # the commit never waited for this key (its row was not among those committed)
+                return
             with socket.socket(fileno=os.dup(table.connection._conn.fileno())) as writers_socket:
                 writers_socket.shutdown(socket.SHUT_RDWR)  # the network path is cut; the server's statement waits on
             time.sleep(hold)

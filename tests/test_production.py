@@ -45,7 +45,8 @@ def test_only_the_dask_module_imports_dask():
 
 def test_the_installed_package_registers_no_test_adapter():
     points = distribution("dj-staged").entry_points
-    assert {point.group for point in points} == {"console_scripts", "pytest11", "datajoint.codecs", "dj_staged.adapters"}
+    groups = {point.group for point in points}
+    assert groups == {"console_scripts", "pytest11", "datajoint.codecs", "dj_staged.adapters"}
     (adapters,) = [point for point in points if point.group == "dj_staged.adapters"]
     assert adapters.value == "dj_staged.codecs:BUILT_IN"  # DataJoint's codecs' adapters: the package's own, no test's
     (faulty,) = entry_points(group="datajoint.storage", name="faulty")  # this suite's, from tests/entry_points
