@@ -37,7 +37,7 @@ import logging
 from typing import Any
 
 from .. import steps
-from .._datajoint import DatabaseFailure, database_failure, insert_statements, reset_transaction_state
+from .._datajoint import DatabaseFailure, database_failure, insert_statements, own_insert, reset_transaction_state
 from ..durability import SyncPlan
 from ..errors import AmbiguousCommitError, DuplicateError
 from ..leases.locks import wait_for_lease_end
@@ -86,9 +86,17 @@ class CommitDoubt(Exception):
 Group = tuple[list[dict[str, Any]], frozenset[str]]  # rows setting the same columns, and their staged fields
 
 
-def _insert(table: Any, groups: list[Group], options: dict[str, Any]) -> None:
+def _insert(table: Any, groups: list[Group], options: dict[str, Any], *, one: bool) -> None:
+    """DataJoint's insert of the finalized rows, through the table's own ``insert1`` (a single row, ``one``) or
+    ``insert`` where it has them, called on a view that stores the staged fields as given: a ``super()`` call
+    in the table's method then inserts them unchanged."""
     for rows, fields in groups:
-        finalized_view(table, fields).insert(rows, **options)
+        view = finalized_view(table, fields)
+        if one:
+            for row in rows:
+                view.insert1(row, allow_direct_insert=options["allow_direct_insert"])
+        else:
+            view.insert(rows, **options)
 
 
 def insert_rows(
@@ -111,19 +119,21 @@ def insert_rows(
     connection = table.connection
     options = {"allow_direct_insert": allow_direct_insert, "chunk_size": chunk_size}
     count = sum(len(rows) for rows, _fields in groups)
+    one = chunk_size is None and count == 1  # a staged_insert1 block: insert1, as DataJoint's staged insert calls
+    own = own_insert(table, batch=not one)
     if connection.in_transaction:
         connection.query(f"SAVEPOINT {SAVEPOINT}")
         try:
             leases.fence()
             steps.reach("writer.commit", rows=count, deferred=True)
-            _insert(table, groups, options)
+            _insert(table, groups, options, one=one)
         except BaseException:
             connection.query(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
             raise
         connection.query(f"RELEASE SAVEPOINT {SAVEPOINT}")
         return False
-    if chunk_size is not None and count > chunk_size:
-        return _insert_in_chunks(table, groups, leases, options, count)
+    if own or (chunk_size is not None and count > chunk_size):
+        return _insert_in_transaction(table, groups, leases, options, count, one=one)
     statements = [
         statement
         for rows, fields in groups
@@ -144,9 +154,13 @@ def insert_rows(
     return True
 
 
-def _insert_in_chunks(table: Any, groups: list[Group], leases: Any, options: dict[str, Any], count: int) -> bool:
-    """More rows than one statement takes: ``BEGIN``, the guard, DataJoint's chunked ``INSERT`` statements as it
-    sends them (never all held at once), ``COMMIT``; only the ``COMMIT`` can leave the outcome in doubt."""
+def _insert_in_transaction(
+    table: Any, groups: list[Group], leases: Any, options: dict[str, Any], count: int, *, one: bool
+) -> bool:
+    """``BEGIN``, the guard, DataJoint's ``INSERT`` statements as it sends them, ``COMMIT``: for more rows than one
+    statement takes (never all held at once), and for a table with an ``insert1``/``insert`` of its own, which
+    runs here, inside the transaction and under the guard (a refusal it raises rolls it back). Only the
+    ``COMMIT`` can leave the outcome in doubt."""
     connection = table.connection
     guard = leases.commit_guard()
     connection.start_transaction()
@@ -155,7 +169,7 @@ def _insert_in_chunks(table: Any, groups: list[Group], leases: Any, options: dic
             connection.query(guard, reconnect=False)
             leases.handed_over()
         steps.reach("writer.commit", rows=count, deferred=False)
-        _insert(table, groups, options)
+        _insert(table, groups, options, one=one)
     except BaseException as error:
         try:
             connection.cancel_transaction()
