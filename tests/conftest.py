@@ -406,12 +406,13 @@ def proxy(dj_postgres):
 
 def advisory_locks(connection, pid: int | None = None) -> list[tuple[int, int, int]]:
     """dj-staged's advisory locks held right now (namespace, key, backend pid), by session ``pid`` or by any."""
+    from dj_staged.leases.claims import CLAIM_NS
     from dj_staged.leases.locks import GATE_NS, LEASE_NS
 
     rows = connection.query(
         "SELECT classid::bigint, objid::bigint, pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND classid::bigint IN (%s, %s) AND (%s::int IS NULL OR pid = %s::int)",
-        args=(LEASE_NS, GATE_NS, pid, pid),
+        "AND classid::bigint IN (%s, %s, %s) AND (%s::int IS NULL OR pid = %s::int)",
+        args=(LEASE_NS, GATE_NS, CLAIM_NS, pid, pid),
     ).fetchall()
     return sorted((int(a), int(b), int(c)) for a, b, c in rows)
 

@@ -39,7 +39,6 @@ def test_field_not_in_table(Mixed, dj_local_store):
         ("count", "not an object-store codec field"),
         ("inline", "stored in the table"),
         ("inline_attach", "stored in the table"),
-        ("ref", r"Codec <filepath> .* does not support staged insert"),
     ],
 )
 def test_non_participating_fields_rejected_before_writing(Mixed, dj_local_store, field, message):

@@ -11,7 +11,12 @@ from datajoint.builtin_codecs.schema import SchemaCodec
 from pytest_runs import run_pytest
 
 import dj_staged
-from dj_staged.testing import HashAddressedConformance, NonParticipatingCodecConformance, SchemaAddressedConformance
+from dj_staged.testing import (
+    HashAddressedConformance,
+    NonParticipatingCodecConformance,
+    PlacedConformance,
+    SchemaAddressedConformance,
+)
 
 
 def random_bytes(size: int, seed: int = 0) -> bytes:
@@ -244,9 +249,40 @@ class TestRejectsInTableAttach(NonParticipatingCodecConformance):
     codec = "<attach>"
 
 
-class TestRejectsFilepath(NonParticipatingCodecConformance):
+class TestFilepathFile(PlacedConformance):
+    """DataJoint's ``<filepath@>`` with a file written through ``open(field, path=...)``."""
+
     stores = EVERY_STORE
     codec = "<filepath@{store}>"
+
+    def sample(self, tmp_path):
+        return random_bytes(70_000)
+
+    def write(self, staged, field, sample):
+        with staged.open(field, **self.placement(staged)) as f:
+            f.write(sample)
+
+    def normalize(self, fetched):
+        return fetched.read()
+
+
+class TestFilepathFolder(PlacedConformance):
+    """DataJoint's ``<filepath@>`` with a folder written through ``store(field, path=...)``."""
+
+    stores = EVERY_STORE
+    codec = "<filepath@{store}>"
+    suffix = ".d"
+
+    def sample(self, tmp_path):
+        return {"a.bin": random_bytes(3_000), "nested/b.bin": random_bytes(5_000)}
+
+    def write(self, staged, field, sample):
+        folder = staged.store(field, **self.placement(staged))
+        for name, data in sample.items():
+            folder[name] = data
+
+    def normalize(self, fetched):
+        return {name: bytes(data) for name, data in fetched.fsmap.items()}
 
 
 class TestRejectsCodecWithoutProtocol(NonParticipatingCodecConformance):

@@ -32,6 +32,8 @@ frames : <object@main>
 content : <hash@main>
 report : <attach@main>
 payload : <blob@main>
+placed : <filepath@main>
+tree : <filepath@main>
 """
 
 
@@ -67,6 +69,10 @@ def stage_everything(Table) -> None:
         staged.set_filename("report", "report.txt")
         with staged.open("payload", ".bin") as f:  # no size: the blob header is patched in place at exit
             f.write(b"blob bytes")
+        with staged.open("placed", path="subject01/session001/data.bin") as f:  # placed into new folders
+            f.write(b"placed bytes")
+        tree = staged.store("tree", path="subject01/session001/tree")
+        tree["a.bin"], tree["nested/b.bin"] = b"a", b"b"
 
 
 def identity(path: Path) -> tuple[int, int]:
@@ -84,7 +90,7 @@ def test_every_file_and_directory_a_row_references_is_synced_before_its_insert(
     before = set(synced[: at_commit[0]])
     root = Path(dj_local_store.spec["location"])
     files = [root / p for p in store_files(dj_local_store)]
-    assert len(files) == 9  # npy, raw, zarr.json + 4 chunks, the hash, attach and blob objects (2 of them hashed)
+    assert len(files) == 12  # npy, raw, zarr.json + 4 chunks, the hash, attach, blob objects, 3 placed files
     assert [f for f in files if identity(f) not in before] == []
     folders = {folder for f in files for folder in f.relative_to(root).parents if folder != Path(".")}
     assert [d for d in folders if identity(root / d) not in before] == []

@@ -1,4 +1,4 @@
-"""Every way a block can end early, at every step of the writer's protocol, on a local and an S3 store.
+"""Every way a block can end early, at every step of the writer's protocol, on every store.
 
 A reviewer's table of the protocol: for each step that :mod:`dj_staged.steps` names for a writer, and each
 of four faults (an exception, ``KeyboardInterrupt``, the database connection cut on the network path, the
@@ -11,7 +11,8 @@ process SIGKILLed), a block is stopped at that step's first occurrence. Then:
   exactly when it was stopped after its commit (``writer.resolve``, ``writer.release``).
 
 The row has a Zarr directory (``<object@>`` through ``store()``), a hash-addressed value with new content
-(promoted) and one with content an earlier row holds (deduplicated), so every step is reached once.
+(promoted), one with content an earlier row holds (deduplicated), and a file placed at a path the writer chose
+(``<filepath@>``), so every step is reached once. The store also holds nothing at a chosen path without its row.
 The writer's connection goes through a proxy on 127.0.0.1 (tests/support/pgproxy.py); for
 ``writer.resolve`` the proxy loses the reply to the commit, the only way that step is reached.
 """
@@ -45,6 +46,7 @@ item_id : int32
 frames : <object@{store}>
 fresh : <hash@{store}>
 shared : <hash@{store}>
+placed : <filepath@{store}>
 """
 FAULTS = ("exception", "interrupt", "cut", "kill")
 AFTER_COMMIT = ("writer.resolve", "writer.release")  # the row is committed by then
@@ -63,6 +65,8 @@ def write_row(staged, key: int) -> None:
         f.write(fresh(key))
     with staged.open("shared", ".bin") as f:
         f.write(SHARED)
+    with staged.open("placed", path=f"acquisition/row{key}/data.bin") as f:
+        f.write(fresh(key)[::-1])
 
 
 def check_row(table, key: int) -> None:
@@ -70,6 +74,7 @@ def check_row(table, key: int) -> None:
     np.testing.assert_array_equal(zarr.open(row["frames"].fsmap, mode="r")[:], FRAMES + key)
     assert row["fresh"] == fresh(key)
     assert row["shared"] == SHARED
+    assert row["placed"].read() == fresh(key)[::-1]
 
 
 class Fault:
@@ -106,7 +111,7 @@ def files_under(store) -> set[str]:
 
 
 def referenced(table) -> set[str]:
-    rows = table.connection.query(f"SELECT frames, fresh, shared FROM {table.full_table_name}").fetchall()
+    rows = table.connection.query(f"SELECT frames, fresh, shared, placed FROM {table.full_table_name}").fetchall()
     return {value["path"] for row in rows for value in row}
 
 

@@ -208,3 +208,32 @@ def write_through(payload: bytes, name: str, value: bytes) -> str:
     except Exception as error:
         return type(error).__name__
     return "ok"
+
+
+def placing_writer(
+    db: dict, stores: dict, schema_name: str, definition: str, key: int, path: str, data: bytes, step: str, how: str
+) -> str:
+    """Stage ``data`` at the chosen ``path`` (a ``<filepath@>`` field ``placed``) under ``key``; at ``step``,
+    pause (SIGSTOP, label ``step``) or SIGKILL this process (``how``)."""
+    import os
+    import signal
+
+    import datajoint as dj
+    from support.child import pause_here
+
+    import dj_staged
+    from dj_staged import steps
+
+    schema = dj.Schema(schema_name, connection=connect(db, stores), create_tables=False)
+    Table = schema(type("Placed", (dj.Manual,), {"definition": definition}))
+
+    def stop(**context: Any) -> None:
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        pause_here(step)
+
+    with steps.observe(step, stop), dj_staged.staged_insert1(Table) as staged:
+        staged.rec["k"] = key
+        with staged.open("placed", path=path) as f:
+            f.write(data)
+    return "committed"

@@ -235,6 +235,27 @@ def insert_statements(view: Any, rows: list[dict[str, Any]], **options: Any) -> 
     return recorder.statements
 
 
+def encode_as_insert(table: Any, name: str, value: Any, key: dict[str, Any]) -> Any:
+    """``value`` of attribute ``name`` as ``table.insert1`` encodes it for a row of primary key ``key``: its
+    codec chain's ``encode`` called with the same key, context and store name (``Table.__make_placeholder``, which
+    does this, is private), for a value whose column DataJoint's codec computes (``<filepath@>``'s reference)."""
+    from datajoint.codecs import _accepts_kwarg, resolve_dtype
+
+    attr = table.heading[name]
+    config = table.connection._config
+    _dtype, chain, store = resolve_dtype(f"<{attr.codec.name}>", store_name=attr.store)
+    legacy = {"_schema": table.database, "_table": table.table_name, "_field": name, "_config": config, **key}
+    context = {"schema": table.database, "table": table.table_name, "field": name, "config": config}
+    for codec in chain:
+        options: dict[str, Any] = {}
+        if _accepts_kwarg(type(codec).encode, "store_name"):
+            options["store_name"] = store
+        if _accepts_kwarg(type(codec).encode, "context"):
+            options["context"] = context
+        value = codec.encode(value, key=legacy, **options)
+    return value
+
+
 def registered_codec(name: str) -> Any:
     """The codec registered under ``name``, without loading entry points.
 

@@ -185,6 +185,22 @@ class SyncPlan:
             self.directories(folder, top)
         self.directories(top, root)
 
+    def moved(self, old: str, new: str, root: str) -> None:
+        """``old`` (a file or directory planned here) was renamed ``new``: what was planned at or under ``old`` is
+        planned under ``new``, the folders ``old`` left are dropped (nothing the row references is in them any
+        more), and ``new``'s parents up to ``root`` are planned (they gained an entry)."""
+        if not self.enabled:
+            return
+        old, new = old.rstrip("/"), new.rstrip("/")
+        with self._lock:
+            planned, self._paths = self._paths, {}
+            for path, is_directory in planned.items():
+                if path == old or path.startswith(old + "/"):
+                    self._paths[new + path[len(old) :]] = is_directory
+                elif not old.startswith(path + "/"):
+                    self._paths[path] = is_directory
+        self.directories(os.path.dirname(new), root)
+
     def merge(self, other: SyncPlan) -> None:
         """Take over what ``other`` planned (a batch row accepted into its batch)."""
         with self._lock, other._lock:

@@ -11,8 +11,10 @@
         ├── HandleModeError                 store() for a file value, open() for a directory, a read mode,
         │                                   a second handle for a one-sequence value, a closed session,
         │                                   a store() handle written after its block ended (sealed)
-        ├── InvalidPathError (+ ValueError) an extension, filename or key that is malformed or would leave the
-        │                                   field's location; an attachment without a filename
+        ├── InvalidPathError (+ ValueError) an extension, filename, key or chosen path that is malformed or would
+        │   │                               leave the field's location; an attachment without a filename
+        │   └── PathTakenError              a <filepath@> path that holds a file, that a row references, or that
+        │                                   another staged insert is writing
         ├── NothingWrittenError             a handle that received nothing a value can be made of
         ├── ContentError                    what was written does not make a valid value (bad .npy, wrong size)
         ├── IncompleteObjectError           fencing: an object the row would reference is missing or changed
@@ -48,6 +50,7 @@ __all__ = [
     "IncompleteObjectError",
     "InvalidPathError",
     "GateLostError",
+    "PathTakenError",
     "LeaseLostError",
     "MissingPrimaryKeyError",
     "NotParticipatingError",
@@ -86,6 +89,11 @@ class HandleModeError(StagedInsertError):
 class InvalidPathError(StagedInsertError, ValueError):
     """An extension, filename or primary-key value that is malformed, missing where one is required (an
     attachment's filename), or would put an object outside the field's location."""
+
+
+class PathTakenError(InvalidPathError):
+    """A path the writer chose (``<filepath@>``) is not free: a file is there (pass ``overwrite=True`` to replace
+    one no row references), a row references it, or another staged insert is writing it."""
 
 
 class NothingWrittenError(StagedInsertError):

@@ -25,9 +25,10 @@ inherit (zarr-python's ``abc/store.py`` declares ``supports_writes`` and its
 kin the same way): which of ``store()``/``open()`` a codec serves, whether its
 value takes a filename, whether its codec's own ``insert1`` takes ``<codec@>``
 (no store name) as ``stores.default`` (else a staged insert refuses ``<codec@>``,
-as DataJoint 2.3.5's ``insert1`` does for its codecs), and whether finalizing
-it costs little. A codec that implements the three methods without inheriting
-it is wrapped once, its declarations read then.
+as DataJoint 2.3.5's ``insert1`` does for its codecs), whether finalizing
+it costs little, and whether the writer chooses the value's path (``path=``).
+A codec that implements the three methods without inheriting it is wrapped
+once, its declarations read then.
 
 DataJoint's built-in codec classes cannot be edited, so *adapters* speak the
 protocol on their behalf: looked up by the codec's exact class (a subclass may
@@ -130,6 +131,8 @@ class StagedField:
     reclaims: list[str] = field(default_factory=list)
     seals: list[HandleSeal] = field(default_factory=list)
     ext_given: str | None = None  # the extension as the caller wrote it ("bin"), which DataJoint's value records
+    target: str | None = None  # the path the writer chose (``path=``), for a participant that takes one
+    overwrite: bool = False  # the writer may replace what is at ``target`` (``overwrite=True``)
 
     @property
     def store_name(self) -> str:
@@ -186,6 +189,16 @@ class StagedField:
         unprotected.
         """
         self.leases.lease(self.store, paths, field=self.name, key=self.primary_key, fresh=fresh)
+
+    def claim(self, path: str) -> None:
+        """Make this writer the only one that writes ``path``, a path it chose, until its block ends; raises
+        :class:`~dj_staged.errors.PathTakenError` if another writer (or another row of this one) has it."""
+        self.leases.claim(self.store, path, field=self.name)
+
+    def lease_placement(self, path: str, mark: str) -> None:
+        """Lease ``path``, a path the writer chose, before placing there what carries ``mark``: a collector then
+        keeps it while the write is live, and reclaims it after only if it still carries ``mark``."""
+        self.leases.lease(self.store, [path], field=self.name, key=self.primary_key, marks={path: mark})
 
     def is_leased(self, path: str) -> bool:
         """Whether this writer leased ``path`` in the field's store."""
@@ -250,6 +263,8 @@ class StagedParticipant:
     resolves_empty_store_name: ClassVar[bool] = False
     #: finalizing costs little (no hashing, no copy): a single row is then checked by its ``INSERT`` alone
     finalizes_cheaply: ClassVar[bool] = False
+    #: the value is a path the writer chooses, given with ``path=`` (``<filepath@>``); else ``path=`` is refused
+    writer_chooses_path: ClassVar[bool] = False
 
     def staged_handle(self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb") -> Any:
         """Return a write handle (``mode="store"``: ``fsspec.FSMap``; ``mode="open"``: file object)."""
@@ -264,7 +279,13 @@ class StagedParticipant:
         raise NotImplementedError
 
 
-DECLARATIONS = ("staged_modes", "accepts_filename", "resolves_empty_store_name", "finalizes_cheaply")
+DECLARATIONS = (
+    "staged_modes",
+    "accepts_filename",
+    "resolves_empty_store_name",
+    "finalizes_cheaply",
+    "writer_chooses_path",
+)
 
 
 class _Declaring(StagedParticipant):

@@ -66,3 +66,34 @@ def referencing(connection: Any, schema: str, paths: Iterable[str]) -> set[str]:
         ).fetchall()
         found.update(row[0] for row in rows)
     return found
+
+
+_ALL_JSON_COLUMNS = (
+    "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+    "WHERE data_type IN ('json', 'jsonb') AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+)
+
+
+def referencing_anywhere(connection: Any, paths: Iterable[str]) -> dict[str, list[str]]:
+    """Those of ``paths`` that a committed row of any schema of the database references, each with the tables
+    (``schema.table``) whose rows do.
+
+    A path a writer chose (``<filepath@>``) is not confined to one schema's
+    section, and ``insert1`` records it as given: a leading ``/`` is ignored on
+    both sides. Every JSON column is read (one query each), so a table this
+    session cannot read raises: the caller then keeps the paths.
+    """
+    wanted = sorted({path.lstrip("/") for path in paths})
+    if not wanted:
+        return {}
+    found: dict[str, list[str]] = {}
+    quote = connection.adapter.quote_identifier
+    for schema, table, column in connection.query(_ALL_JSON_COLUMNS).fetchall():
+        value = f"ltrim({quote(column)}->>'path', '/')"
+        rows = connection.query(
+            f"SELECT DISTINCT {value} FROM {quote(schema)}.{quote(table)} WHERE {value} = ANY(%s)",
+            args=(wanted,),
+        ).fetchall()
+        for (path,) in rows:
+            found.setdefault(path, []).append(f"{schema}.{table}")
+    return found

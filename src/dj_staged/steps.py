@@ -3,7 +3,8 @@
 Each party announces its steps in order (see ``docs/spec.md``):
 
 - writer: ``writer.lease``, ``writer.write``, ``writer.verify``, ``writer.promote``
-  or ``writer.dedup``, ``writer.commit``, ``writer.release``; and ``writer.resolve``
+  or ``writer.dedup`` (hash-addressed), ``writer.place`` (a path the writer chose:
+  its object is there now), ``writer.commit``, ``writer.release``; and ``writer.resolve``
   when its commit lost its connection, before it waits for that commit's transaction
   to end and looks its rows up;
 - collector: ``collector.list``, ``collector.read_leases``,
@@ -27,6 +28,7 @@ WRITER_STEPS = (
     "writer.verify",
     "writer.promote",
     "writer.dedup",
+    "writer.place",
     "writer.commit",
     "writer.resolve",
     "writer.release",

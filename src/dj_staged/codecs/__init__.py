@@ -2,6 +2,7 @@
 
 from datajoint.builtin_codecs.attach import AttachCodec
 from datajoint.builtin_codecs.blob import BlobCodec
+from datajoint.builtin_codecs.filepath import FilepathCodec
 from datajoint.builtin_codecs.hash import HashCodec
 from datajoint.builtin_codecs.npy import NpyCodec
 from datajoint.builtin_codecs.object import ObjectCodec
@@ -9,6 +10,7 @@ from datajoint.builtin_codecs.object import ObjectCodec
 from ..protocol import StagedParticipant
 from .attach import AttachStaging
 from .blob import BlobArrayWriter, BlobStaging, open_blob_array
+from .filepath import FilepathStaging
 from .hash import HashStaging
 from .npy import NpyStaging
 from .object import ObjectStaging
@@ -22,6 +24,7 @@ BUILT_IN: dict[type | str, StagedParticipant] = {
     BlobCodec: BlobStaging(),
     AttachCodec: AttachStaging(),
     HashCodec: HashStaging(),
+    FilepathCodec: FilepathStaging(),
     "dj_zarr_codecs:ZarrArrayCodec": DjZarrCodecsStaging(),
 }
 
@@ -31,6 +34,7 @@ __all__ = [
     "BlobArrayWriter",
     "BlobStaging",
     "DjZarrCodecsStaging",
+    "FilepathStaging",
     "HashStaging",
     "NpyStaging",
     "ObjectStaging",

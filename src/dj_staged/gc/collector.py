@@ -12,7 +12,10 @@ a writer loses a committed row):
 3. **read the references** of every row of the schema, strictly;
 4. **delete** what no row references and no live lease covers, and, when no
    lease names it at all, what is older than the grace period; then release
-   the gate. The gate is confirmed before each deletion request: one object's
+   the gate. Outside the sections, only what an abandoned write placed at a
+   path it chose (``<filepath@>``) is looked at: it is deleted when no live
+   lease covers it, no row of any schema references it, and it still carries
+   the mark the lease recorded for it. The gate is confirmed before each deletion request: one object's
    file at a time, or as many as the store deletes in one request (up to 1,000
    keys in one ``DeleteObjects`` on S3).
 
@@ -33,13 +36,15 @@ from typing import Any
 from .. import steps
 from .._datajoint import config_of, is_covered, is_hash_name, schema_on
 from ..leases import covers, exclusive_gate, held_lease_keys, scan_leases
-from ..references import referenced_paths
+from ..references import referenced_paths, referencing_anywhere
 from ..stores import IncompleteUpload, StagedStore, StoredFile, resolve_store
-from .policy import LEASED, REFERENCED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
+from ..stores.base import mtime_of
+from .policy import LEASED, REFERENCED, REPLACED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
 from .report import Report, SectionReport, outside_report
 from .sections import (
     HASH,
     LEASES,
+    PLACEMENTS,
     SCHEMA,
     STAGING,
     UPLOADS,
@@ -124,6 +129,7 @@ class _Collection:
         self.cutoff = cutoff
         self.roots = section_roots(self.spec, self.name)
         self.sections = [SCHEMA, HASH, STAGING, LEASES] if datajoint else [STAGING, LEASES]
+        self._marks: dict[str, str] = {}  # path -> mark, of what abandoned writes placed at paths they chose
 
     def run(self, dry_run: bool) -> list[SectionReport]:
         listed = {section: self.staged_store.list_files(self.roots[section]) for section in self.sections}
@@ -146,6 +152,9 @@ class _Collection:
             referenced = referenced_paths([schema])
             steps.reach("collector.read_references", schema=self.name, referenced=len(referenced))
             reports = self._judge(listed, uploads, records, held, Rules(self._referenced(referenced), live, dead, 0))
+            placements = self._placements(schema.connection, records, held, live)
+            if placements is not None:
+                reports.insert(-1, placements)
             if gate is not None:
                 steps.reach("collector.delete", schema=self.name, paths=[p for r in reports for p in r.paths])
                 self._delete(reports, uploads, gate)
@@ -223,6 +232,43 @@ class _Collection:
                 report.kept[name] = files
         return report
 
+    def _placements(self, connection: Any, records: list[Any], held: set[int], live: list[str]) -> SectionReport | None:
+        """What abandoned writes placed at paths they chose: collectable when no live lease covers it, no row of
+        any schema references it, and it still carries the mark its lease recorded (else it is not theirs);
+        None when no abandoned write's lease names such a path."""
+        report = SectionReport(self.store, self.name, PLACEMENTS)
+        dead = [record for record in records if record.readable and record.lock not in held]
+        marks = {path: mark for record in dead for path, mark in record.placements.items()}
+        self._marks = marks
+        if not marks:
+            return None
+        referenced = referencing_anywhere(connection, marks)
+        for path, mark in sorted(marks.items()):
+            info = self.staged_store.info(path)
+            if info is None:
+                continue
+            files = self._files_of(path, info)
+            if path.lstrip("/") in referenced:
+                report.referenced += 1
+                report.referenced_files += len(files)
+                report.referenced_bytes += sum(f.size for f in files)
+                continue
+            if covers(live, path):
+                report.protected[path] = LEASED
+            elif not self.staged_store.placed_by(path, mark):
+                report.protected[path] = REPLACED
+            else:
+                report.collectable[path] = files
+                report.abandoned.add(path)
+                continue
+            report.kept[path] = files
+        return report
+
+    def _files_of(self, path: str, info: dict[str, Any]) -> list[StoredFile]:
+        if info["type"] == "directory":
+            return list(self.staged_store.list_files(path).values())
+        return [StoredFile(path, int(info.get("size") or 0), mtime_of(info))]
+
     def _leases(self, files: dict[str, StoredFile], records: list[Any], held: set[int]) -> SectionReport:
         """Live leases are kept (a header being written too: its id names its lock); dead and unreadable ones
         are collected (their paths are judged above)."""
@@ -247,6 +293,9 @@ class _Collection:
                     "leases of abandoned writes kept: some of the objects they name could not be deleted"
                 )
                 continue
+            if entry.section == PLACEMENTS:
+                failed = self._delete_placements(entry, gate) or failed
+                continue
             if self.staged_store.delete_batch_size > 1 and entry.section != UPLOADS:
                 failed = self._delete_in_batches(entry, gate) or failed
                 continue
@@ -267,6 +316,27 @@ class _Collection:
                         continue
                     entry.deleted += 1
                     entry.freed_bytes += stored.size
+
+    def _delete_placements(self, entry: SectionReport, gate: Any) -> bool:
+        """Remove each placement whole, once more confirming it carries its mark (else it is kept); whether any
+        removal failed."""
+        failed = False
+        for path, files in list(entry.collectable.items()):
+            gate.confirm()
+            try:
+                if not self.staged_store.placed_by(path, self._marks[path]):
+                    del entry.collectable[path]
+                    entry.abandoned.discard(path)
+                    entry.protected[path], entry.kept[path] = REPLACED, files
+                    continue
+                self.staged_store.remove(path)
+            except Exception as error:
+                failed = True
+                entry.errors.append(f"could not delete {path}: {type(error).__name__}: {error}")
+                continue
+            entry.deleted += len(files)
+            entry.freed_bytes += sum(f.size for f in files)
+        return failed
 
     def _delete_in_batches(self, entry: SectionReport, gate: Any) -> bool:
         """Delete a section's objects as many per request as the store takes; return whether any failed."""

@@ -28,6 +28,7 @@ NOT_COLLECTED = "folder of a schema not collected in this run: not looked into"
 ABANDONED = "left by an abandoned write"
 UNREFERENCED = "no row references it"  # and it is older than the grace period
 ABANDONED_LEASE = "lease of an abandoned write"
+REPLACED = "not what the abandoned write placed there (replaced since): not its to reclaim"
 
 
 @dataclass

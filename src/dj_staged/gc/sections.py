@@ -11,6 +11,7 @@ from ..layout import LEASE_SECTION, LEASES_ROOT, STAGING_PREFIX, lease_section, 
 from ..stores import StagedStore, StoredFile
 
 SCHEMA, HASH, STAGING, LEASES, UPLOADS = "schema", "hash", "staging", "leases", "uploads"
+PLACEMENTS = "placements"  # what dead writes placed at paths they chose (<filepath@>), named by their leases
 
 
 def check_layout(spec: dict[str, Any], schema_names: Iterable[str]) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 from .. import steps
 from .._datajoint import DatabaseFailure, backend_pid, database_failure
-from ..errors import LeaseLostError
+from ..errors import LeaseLostError, PathTakenError
 from ..stores.base import StagedStore
+from .claims import Claim, release_claim, try_claim
 from .locks import (
     LeaseLock,
     acquire_lease_lock,
@@ -56,6 +57,7 @@ class LeaseKeeper:
         self._paths: set[tuple[str, str]] = set()
         self._mutex = threading.Lock()
         self._lock_handed_over = False  # the commit's transaction took the lock: it ends with that transaction
+        self._claims: dict[tuple[str, str], Claim] = {}  # (store, path) -> the claim on a path the writer chose
         self.ended = False
 
     @property
@@ -102,7 +104,14 @@ class LeaseKeeper:
         return self.lock, answer
 
     def lease(
-        self, store: StagedStore, paths: Sequence[str], *, field: str, key: dict[str, Any], fresh: bool = False
+        self,
+        store: StagedStore,
+        paths: Sequence[str],
+        *,
+        field: str,
+        key: dict[str, Any],
+        fresh: bool = False,
+        marks: dict[str, str] | None = None,
     ) -> None:
         """Lease ``paths`` in ``store`` before they are written or referenced.
 
@@ -113,14 +122,15 @@ class LeaseKeeper:
         paths are recorded holding the schema's gate shared, so no collector
         is between reading the leases and deleting at that moment. Raises if
         the store or the database refuses: a write no lease protects must not
-        start.
+        start. ``marks`` gives, for a path the writer chose, the mark of what it
+        will place there.
         """
         name = store.name
         with self._mutex:
             new = [p for p in dict.fromkeys(paths) if (name, p) not in self._paths]
             if not new:
                 return
-            entry = LeaseEntry(field=field, key=dict(key), paths=new, at=time.time())
+            entry = LeaseEntry(field=field, key=dict(key), paths=new, at=time.time(), marks=marks)
             if self.lock is None:  # the lock, and the gate when needed, in one round trip
                 self._acquire(gate=not fresh)
                 try:
@@ -165,6 +175,26 @@ class LeaseKeeper:
             db_pid=self.lock.pid,
             started=time.time(),
         )
+
+    def claim(self, store: StagedStore, path: str, *, field: str) -> None:
+        """Claim ``path`` in ``store`` for this writer alone (see :mod:`~dj_staged.leases.claims`); raise
+        :class:`PathTakenError` if another writer, or another row of this one, has it."""
+        with self._mutex:
+            if (store.name, path) in self._claims:
+                raise PathTakenError(
+                    f"Field '{field}': another row of this staged insert already writes {path!r} in store "
+                    f"'{store.name}'; each row needs a path of its own",
+                    field=field,
+                )
+            claim, holder = try_claim(self.connection, store.name, path, store.claim_location(path))
+            if claim is None:
+                who = f"database session {holder}" if holder is not None else "a session that has just ended"
+                raise PathTakenError(
+                    f"Field '{field}': another staged insert ({who}) is writing {path!r} in store '{store.name}'; "
+                    "wait for it to end, or choose another path",
+                    field=field,
+                )
+            self._claims[(store.name, path)] = claim
 
     def fence(self) -> None:
         """Raise :class:`LeaseLostError` unless the lease lock was held without a break until now."""
@@ -222,7 +252,20 @@ class LeaseKeeper:
                 except Exception:
                     logger.warning("%s lease %s in store %s failed", verb, self.lease_id, name, exc_info=True)
             self._unlock()
+            self._release_claims()
         return True
+
+    def _release_claims(self) -> None:
+        """Release the claims on the paths this writer chose, on the session that holds them (a session that
+        ended released them)."""
+        claims, self._claims = list(self._claims.values()), {}
+        for claim in claims:
+            if backend_pid(self.connection) != claim.pid:
+                continue
+            try:
+                release_claim(self.connection, claim)
+            except Exception:
+                logger.warning("Releasing the claim on %s failed; it ends with the database session", claim.path)
 
     def _unlock(self) -> None:
         """Release the lease lock, unless a transaction took it or the session that held it is gone (the

@@ -7,6 +7,11 @@ A lease lives in the store it protects, in a folder of its own::
     _staging/_leases/{schema}/{lease_id}/{n:06d}.json    paths added later, one object each (object stores)
     _staging/_leases/{schema}/{lease_id}/abandoned.json  the block ended by KeyboardInterrupt/SystemExit
 
+An entry for a path the writer chose (``<filepath@>``) also gives the mark the
+objects it places there will carry (see ``StagedStore.placement_mark``), recorded
+before they are placed: a collector reclaims such a path only if what is there
+still carries it.
+
 Nothing is ever rewritten: adding paths is one appended line on a store that
 can append (a local one), or one small object elsewhere, however many paths the
 lease already holds (a batch of many rows). A header or an addition that names a path that may
@@ -50,6 +55,7 @@ class LeaseEntry:
     key: dict[str, Any]
     paths: list[str]
     at: float
+    marks: dict[str, str] | None = None  # path -> the mark of what this write places there (a path it chose)
 
 
 @dataclass
@@ -75,6 +81,11 @@ class LeaseRecord:
     def paths(self) -> list[str]:
         """Every path the lease names."""
         return [path for entry in self.entries for path in entry.paths]
+
+    @property
+    def placements(self) -> dict[str, str]:
+        """Every path the lease's write placed (or was about to place) at a path it chose, with its mark."""
+        return {path: mark for entry in self.entries for path, mark in (entry.marks or {}).items()}
 
     @property
     def folder(self) -> str:
@@ -117,7 +128,8 @@ def write_header(store: StagedStore, record: LeaseRecord, first: LeaseEntry) -> 
 
 
 def _entry_dict(entry: LeaseEntry) -> dict[str, Any]:
-    return {"field": entry.field, "key": entry.key, "paths": entry.paths, "at": entry.at}
+    found = {"field": entry.field, "key": entry.key, "paths": entry.paths, "at": entry.at}
+    return found if entry.marks is None else {**found, "marks": entry.marks}
 
 
 _HEADER_KEYS = ("lease_id", "schema", "lock", "table", "store", "host", "pid", "db_pid", "started")

@@ -169,12 +169,15 @@ class RowDraft:
         file_mode: str = "wb",
         size: int | None = None,
         options: HandleOptions | None = None,
+        path: str | None = None,
+        overwrite: bool = False,
     ) -> Any:
         """A write handle on ``field`` from its participant (``mode`` ``"store"`` or ``"open"``), the field claimed
-        on its first use; ``options``: what the writer declared about the content (a codec helper's)."""
+        on its first use; ``options``: what the writer declared about the content (a codec helper's); ``path``
+        and ``overwrite``: where a participant that lets the writer choose it places the value."""
         self.require_open()
         new = field not in self._fields
-        staged = self._claim(field, ext)
+        staged = self._claim(field, ext, path, overwrite)
         if size is not None:
             staged.size = size
         if options is not None:
@@ -196,7 +199,7 @@ class RowDraft:
         steps.reach("writer.write", field=field, mode=mode)
         return handle
 
-    def _claim(self, field: str, ext: str) -> StagedField:
+    def _claim(self, field: str, ext: str, path: str | None = None, overwrite: bool = False) -> StagedField:
         """Resolve ``field`` on its first use; check consistency on later ones."""
         if field in self._fields:
             staged = self._fields[field]
@@ -206,12 +209,19 @@ class RowDraft:
                     f"a second handle must use the same extension, not {ext!r}",
                     field=field,
                 )
+            if (path, overwrite) != (staged.target, staged.overwrite):
+                raise HandleModeError(
+                    f"Field '{field}' was already staged with path={staged.target!r}, overwrite={staged.overwrite}; "
+                    "a second handle must ask for the same",
+                    field=field,
+                )
             return staged
         attr = self._attribute(field)
         participant = self._participant(field, attr)
         if attr.store == "" and not participant.resolves_empty_store_name:
             raise empty_store_name(field, attr.codec, self.config.stores)  # as the codec's own insert1 refuses it
         primary_key = self.primary_key
+        check_path_wanted(field, attr, participant, ext, path, overwrite)
         extension = check_extension(field, ext)
         check_key(field, primary_key)
         self._refuse_early(primary_key, field)
@@ -229,6 +239,8 @@ class RowDraft:
             sync=self.sync,
             progress=progress_callback,
             filename=self._filenames.get(field),
+            target=path,
+            overwrite=overwrite,
         )
         self._fields[field] = staged
         return staged
@@ -482,3 +494,29 @@ class RowDraft:
             state.compact()
         for state in states:
             state.close()
+
+
+def check_path_wanted(
+    field: str, attr: Any, participant: StagedParticipant, ext: str, path: str | None, overwrite: bool
+) -> None:
+    """Refuse ``path=``/``overwrite=`` for a field whose path DataJoint builds, and a missing ``path=`` (or an
+    extension given beside it) for one whose path the writer chooses."""
+    label = f"Field '{field}' (<{attr.codec.name}>)"
+    if not participant.writer_chooses_path:
+        if path is not None or overwrite:
+            raise HandleModeError(
+                f"{label}: path= and overwrite= are for <filepath@> fields; the path of this value is built from "
+                "the row's key",
+                field=field,
+            )
+        return
+    if path is None:
+        raise HandleModeError(
+            f"{label} takes a path you choose: staged.open('{field}', path='subject01/data.bin') "
+            f"(staged.store('{field}', path=...) for a folder)",
+            field=field,
+        )
+    if ext:
+        raise HandleModeError(f"{label}: give the extension as part of path=, not as ext={ext!r}", field=field)
+    if not isinstance(overwrite, bool):
+        raise HandleModeError(f"{label}: overwrite must be True or False, not {overwrite!r}", field=field)

@@ -81,27 +81,42 @@ class StagedSession:
         """The filename given with :meth:`set_filename`, if any."""
         return self._draft.filename(field)
 
-    def store(self, field: str, ext: str = "") -> fsspec.FSMap:
+    def store(self, field: str, ext: str = "", *, path: str | None = None, overwrite: bool = False) -> fsspec.FSMap:
         """Return an ``fsspec.FSMap`` for writing a directory-like value (Zarr, multi-file) into ``field``.
 
         Calling it again for the same field returns a handle on the same
         location; a different extension for a field already staged is an error.
-        The handle refuses every write once the block has ended.
+        The handle refuses every write once the block has ended. A
+        ``<filepath@>`` field takes the folder's ``path`` in the store instead
+        of ``ext`` (``overwrite=True`` replaces what no row references there).
         """
-        mapping: fsspec.FSMap = self._draft.handle(field, ext, mode="store")
+        mapping: fsspec.FSMap = self._draft.handle(field, ext, mode="store", path=path, overwrite=overwrite)
         return mapping
 
-    def open(self, field: str, ext: str = "", mode: str = "wb", *, size: int | None = None) -> IO[bytes]:
+    def open(
+        self,
+        field: str,
+        ext: str = "",
+        mode: str = "wb",
+        *,
+        size: int | None = None,
+        path: str | None = None,
+        overwrite: bool = False,
+    ) -> IO[bytes]:
         """Open a file handle for writing ``field``'s content (mode as for ``open``, default ``"wb"``).
 
         ``size``, when known, is the number of bytes that will be written; a
         ``<blob@>`` field then hashes its content while it streams, and any
         other count at exit is an error. A handle closed after zero bytes holds
-        an empty value.
+        an empty value. A ``<filepath@>`` field takes the file's ``path`` in the
+        store instead of ``ext`` (``overwrite=True`` replaces a file no row
+        references there).
         """
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
             raise StagedInsertError(f"size for field '{field}' must be a non-negative int, got {size!r}", field=field)
-        handle: IO[bytes] = self._draft.handle(field, ext, mode="open", file_mode=mode, size=size)
+        handle: IO[bytes] = self._draft.handle(
+            field, ext, mode="open", file_mode=mode, size=size, path=path, overwrite=overwrite
+        )
         return handle
 
     def set_filename(self, field: str, filename: str) -> None:

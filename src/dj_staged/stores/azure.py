@@ -6,9 +6,12 @@ a write that is abandoned leaves its blocks uncommitted. **Promotion** is the
 service's ``Copy Blob`` with ``If-None-Match: *``, so it never overwrites a
 blob that appeared meanwhile (a concurrent writer of the same content: then
 the staging copy is dropped), waited on until the copy has succeeded, then a
-delete. **Incomplete uploads**: a blob that has only uncommitted blocks is
-listed with ``include=["uncommittedblobs"]`` and deleted whole; the service
-also discards uncommitted blocks a week after they were staged. Blobs carry an
+delete. **Placement** at a path the writer chose is the same ``Copy Blob``
+with the metadata ``djstaged_placement: <lease id>``, which a collector reads
+back before it reclaims a placement whose writer died. **Incomplete uploads**:
+a blob that has only uncommitted blocks is listed with
+``include=["uncommittedblobs"]`` and deleted whole; the service also discards
+uncommitted blocks a week after they were staged. Blobs carry an
 ``ETag`` that changes whenever one is replaced; their ``last_modified`` has a
 resolution of one second.
 """
@@ -26,6 +29,8 @@ from .base import IncompleteUpload, StagedStore
 BLOCK = 8 << 20
 COPY_POLL = 0.05  # seconds between two looks at a copy the service has not finished yet
 COPY_WAIT = 3600.0  # an asynchronous copy not finished after this long is an error
+PLACEMENT_KEY = "djstaged_placement"  # the metadata that marks a blob placed at a path the writer chose (Azure
+# takes only names that are C# identifiers)
 
 
 class AzureStore(StagedStore):
@@ -37,6 +42,7 @@ class AzureStore(StagedStore):
     supports_listing_incomplete_uploads: ClassVar[bool] = True
     reclaims_by_itself: ClassVar[str] = "uncommitted blocks are discarded one week after they were staged"
     atomic_promotion: ClassVar[bool] = True
+    marks_placements: ClassVar[bool] = True
 
     def __init__(self, name: str, spec: dict[str, Any], backend: Any) -> None:
         super().__init__(name, spec, backend)
@@ -89,6 +95,30 @@ class AzureStore(StagedStore):
         destination = self._blob(target)
         self._wait_for_copy(destination, destination.start_copy_from_url(self._blob(source).url))
         self.forget(target)
+
+    def _place_one(self, source: str, target: str, mark: str, size: int) -> None:
+        destination = self._blob(target)
+        copy = destination.start_copy_from_url(self._blob(source).url, metadata={PLACEMENT_KEY: mark})
+        self._wait_for_copy(destination, copy)
+
+    def placed_by(self, target: str, mark: str) -> bool:
+        info = self.info(target)
+        if info is None:
+            return False
+        if info["type"] != "directory":
+            return self._mark_of(target) == mark
+        files = [full for full, entry in self.directory_files(target).items() if entry.get("type", "file") == "file"]
+        return bool(files) and all(self._mark_of(self.relative(full)) == mark for full in files)
+
+    def _mark_of(self, path: str) -> str | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            metadata = self._blob(path).get_blob_properties().metadata or {}
+        except ResourceNotFoundError:
+            return None
+        found: str | None = metadata.get(PLACEMENT_KEY)
+        return found
 
     def _wait_for_copy(self, destination: Any, started: dict[str, Any]) -> None:
         """Return once the service has finished the copy ``started`` (a large one runs asynchronously)."""

@@ -155,6 +155,9 @@ class StagedStore:
     #: a promotion never overwrites an object that appeared since the existence check (else two writers racing
     #: on the same content may both copy: identical bytes, so the same result)
     atomic_promotion: ClassVar[bool] = False
+    #: an object placed at a path the writer chose (``<filepath@>``) carries a mark that tells a collector it is
+    #: that write's, so a collector can reclaim it when its writer died before the commit (else it is left)
+    marks_placements: ClassVar[bool] = False
 
     def __init__(self, name: str, spec: dict[str, Any], backend: Any) -> None:
         self.name = name
@@ -321,6 +324,9 @@ class StagedStore:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.full_path(path), recursive=True)
 
+    def remove_empty_folder(self, path: str) -> None:
+        """Remove the folder ``path`` if it is empty (a store of objects has no folders of its own)."""
+
     def delete_file(self, path: str, stop_at: str) -> None:
         """Delete one file, then the folders it leaves empty up to (not including) ``stop_at``."""
         self.fs.rm(self.full_path(path))
@@ -377,6 +383,67 @@ class StagedStore:
                 self.discard(writer)
                 raise
             writer.close()
+
+    # ---- placing at a path the writer chose
+
+    def claim_location(self, path: str) -> str:
+        """Where ``path`` is, for claiming it: the protocol and the filesystem path (one store's claim on a path
+        is every store's that reaches the same location)."""
+        return f"{self.protocol}:{self.full_path(path)}"
+
+    def placement_mark(self, source: str, lease_id: str) -> str:
+        """What will tell the objects placed from ``source`` apart as this write's, recorded in its lease before
+        they are placed: the lease's id, which each placed object carries in its metadata."""
+        return lease_id
+
+    def place(
+        self, source: str, target: str, *, mark: str, overwrite: bool, callback: Callback = DEFAULT_CALLBACK
+    ) -> list[str]:
+        """Move the file or directory ``source`` to ``target``, each placed object carrying ``mark``; the folders
+        made for it (where a store has folders), deepest first.
+
+        Raises ``FileExistsError`` if something is at ``target``, unless
+        ``overwrite``: a file is then replaced, a directory removed first.
+        ``source`` is removed once everything is placed.
+        """
+        files = self._placed_files(source, target)
+        there = self.info(target)
+        if there is not None:
+            if not overwrite:
+                raise FileExistsError(target)
+            if there["type"] == "directory" or files[0][1] != target:  # a file replaces a file in one step
+                self.remove(target)
+        callback.set_size(sum(size for _source, _target, size in files))
+        for origin, destination, size in files:
+            self._place_one(origin, destination, mark, size)
+            callback.relative_update(size)
+        self.remove(source)
+        self.forget(target)
+        return []
+
+    def _placed_files(self, source: str, target: str) -> list[tuple[str, str, int]]:
+        """``(source, target, size)`` of each file a placement of ``source`` at ``target`` copies."""
+        info = self.info(source)
+        if info is None:
+            raise FileNotFoundError(source)
+        if info["type"] != "directory":
+            return [(source, target, int(info.get("size") or 0))]
+        found = self.directory_files(source)
+        prefix = self.full_path(source).rstrip("/") + "/"
+        return [
+            (f"{source}/{full[len(prefix) :]}", f"{target}/{full[len(prefix) :]}", int(entry.get("size") or 0))
+            for full, entry in sorted(found.items())
+            if entry.get("type", "file") == "file"
+        ]
+
+    def _place_one(self, source: str, target: str, mark: str, size: int) -> None:
+        """Copy one file to its place, carrying ``mark`` where the store can (here: it cannot)."""
+        self.copy(source, target)
+
+    def placed_by(self, target: str, mark: str) -> bool:
+        """Whether everything at ``target`` is what the placement ``mark`` names placed (False when nothing is
+        there, or when the store cannot tell: a collector then leaves it)."""
+        return False
 
     # ---- incomplete uploads
 

@@ -9,16 +9,21 @@ package can rely on, so two writers racing on the same content may both copy
 identical bytes. **Incomplete uploads**: a resumable session cannot be listed
 by any request; the service discards one a week after it began, and an aborted
 write cancels its own. Objects carry a ``generation`` that changes whenever one
-is replaced.
+is replaced. **Placement** at a path the writer chose is a ``rewrite`` whose
+body sets the object's metadata ``dj-staged-placement: <lease id>``, which a
+collector reads back before it reclaims a placement whose writer died.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from fsspec.asyn import sync
+
 from .base import StagedStore
 
 BLOCK = 8 << 20  # a resumable upload's chunk: a multiple of 256 KiB
+PLACEMENT_KEY = "dj-staged-placement"  # the metadata that marks an object placed at a path the writer chose
 
 
 class GCSStore(StagedStore):
@@ -27,6 +32,7 @@ class GCSStore(StagedStore):
     protocol: ClassVar[str] = "gcs"
     supports_server_side_copy: ClassVar[bool] = True
     supports_partial_uploads: ClassVar[bool] = True
+    marks_placements: ClassVar[bool] = True
     reclaims_by_itself: ClassVar[str] = (
         "an unfinished resumable upload session expires one week after it began (no request lists one)"
     )
@@ -37,3 +43,39 @@ class GCSStore(StagedStore):
 
     def open_write(self, path: str) -> Any:
         return self.fs.open(self.full_path(path), "wb", block_size=BLOCK)
+
+    def _place_one(self, source: str, target: str, mark: str, size: int) -> None:
+        """The service's ``rewrite``, as gcsfs's copy makes it, with the destination's metadata in its body."""
+        (from_bucket, from_key, _), (to_bucket, to_key, _) = (
+            self.fs.split_path(self.full_path(source)),
+            self.fs.split_path(self.full_path(target)),
+        )
+        body = {"metadata": {PLACEMENT_KEY: mark}}
+        token = None
+        while True:
+            answer = sync(
+                self.fs.loop,
+                self.fs._call,
+                "POST",
+                "b/{}/o/{}/rewriteTo/b/{}/o/{}",
+                from_bucket,
+                from_key,
+                to_bucket,
+                to_key,
+                json=body,
+                json_out=True,
+                rewriteToken=token,
+            )
+            if answer.get("done") is True:
+                break
+            token = answer["rewriteToken"]
+        self.forget(target)
+
+    def placed_by(self, target: str, mark: str) -> bool:
+        info = self.info(target)
+        if info is None:
+            return False
+        if info["type"] != "directory":
+            return (info.get("metadata") or {}).get(PLACEMENT_KEY) == mark
+        files = [entry for entry in self.directory_files(target).values() if entry.get("type", "file") == "file"]
+        return bool(files) and all((entry.get("metadata") or {}).get(PLACEMENT_KEY) == mark for entry in files)

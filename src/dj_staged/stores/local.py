@@ -2,7 +2,10 @@
 
 Promotion is ``os.link`` then an unlink of the staging name: a rename in
 effect, and atomic against a concurrent writer of the same content (the link
-fails if the canonical file exists). Small files (a lease's header, a small
+fails if the canonical file exists). Placement at a path the writer chose is
+the same link for a file (``os.replace`` when it overwrites) and a rename for a
+directory; the placed inode is the staged one, so its device, inode number and
+modification time, taken before it is placed, are its mark. Small files (a lease's header, a small
 row's file) go through ``os`` directly when the filesystem is fsspec's own
 local one: fsspec's opener costs more than the write of a file that small.
 """
@@ -28,6 +31,7 @@ class LocalStore(StagedStore):
     durable_local_files: ClassVar[bool] = True
     supports_append: ClassVar[bool] = True
     atomic_promotion: ClassVar[bool] = True
+    marks_placements: ClassVar[bool] = True
 
     def __init__(self, name: str, spec: dict[str, Any], backend: Any) -> None:
         super().__init__(name, spec, backend)
@@ -82,6 +86,10 @@ class LocalStore(StagedStore):
                     os.unlink(os.path.join(folder, name))
             os.rmdir(folder)
 
+    def remove_empty_folder(self, path: str) -> None:
+        with contextlib.suppress(OSError):  # not empty (someone else put something there), or gone
+            os.rmdir(self.full_path(path))
+
     def delete_file(self, path: str, stop_at: str) -> None:
         full = self.full_path(path)
         self.fs.rm(full)
@@ -114,3 +122,70 @@ class LocalStore(StagedStore):
             return True
         self.fs.rm_file(source_full)
         return True
+
+    def placement_mark(self, source: str, lease_id: str) -> str:
+        return _mark(os.stat(self.full_path(source)))
+
+    def place(
+        self, source: str, target: str, *, mark: str, overwrite: bool, callback: Callback = DEFAULT_CALLBACK
+    ) -> list[str]:
+        source_full, target_full = self.full_path(source), self.full_path(target)
+        created = _missing_folders(os.path.dirname(target_full), self.full_path("").rstrip("/"))
+        os.makedirs(os.path.dirname(target_full), exist_ok=True)
+        is_dir = os.path.isdir(source_full)
+        if not overwrite:
+            if is_dir:
+                if os.path.lexists(target_full):
+                    raise FileExistsError(target)
+                os.rename(source_full, target_full)
+            else:
+                _link_or_rename(source_full, target_full)
+        elif os.path.isdir(target_full) and not os.path.islink(target_full):
+            aside = f"{source_full}.replaced"
+            os.rename(target_full, aside)
+            os.rename(source_full, target_full)
+            self.fs.rm(aside, recursive=True)
+        else:
+            if is_dir and os.path.lexists(target_full):
+                os.unlink(target_full)  # a file where the directory goes
+            os.replace(source_full, target_full)  # a file over a file in one step
+        return [self.relative(folder) for folder in created]
+
+    def placed_by(self, target: str, mark: str) -> bool:
+        try:
+            return _mark(os.stat(self.full_path(target))) == mark
+        except FileNotFoundError:
+            return False
+
+
+def _link_or_rename(source: str, target: str) -> None:
+    """Give the file ``source`` the name ``target``, never replacing what is there (``FileExistsError``): a hard
+    link then an unlink; a rename where the filesystem has no hard links."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(target) from error
+        os.rename(source, target)
+        return
+    os.unlink(source)
+
+
+def _mark(stat: os.stat_result) -> str:
+    """``device:inode`` of a directory, and ``device:inode:mtime_ns`` of a file (kept by a rename or a link)."""
+    if stat.st_mode & 0o040000:
+        return f"{stat.st_dev}:{stat.st_ino}"
+    return f"{stat.st_dev}:{stat.st_ino}:{stat.st_mtime_ns}"
+
+
+def _missing_folders(folder: str, root: str) -> list[str]:
+    """The folders from ``folder`` up to (not including) ``root`` that do not exist yet, deepest first."""
+    missing = []
+    while folder.startswith(root + "/") and not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing

@@ -21,6 +21,10 @@ request s3fs's ``_copy_basic`` makes; above, S3 takes only a multipart
 no conditional copy, so two writers racing on the same hash may both copy; they
 copy identical bytes, so either result is the same.
 
+**Placement** at a path the writer chose is the same copy with the object's
+metadata replaced by ``dj-staged-placement: <lease id>``, which a collector reads
+back before it reclaims a placement whose writer died.
+
 **Listing** a section is one paginated ``ListObjectsV2`` without a delimiter
 (s3fs's ``find`` adds a ``HeadObject`` and a second listing when the prefix is
 empty); deleting takes up to 1,000 keys per ``DeleteObjects`` request.
@@ -50,6 +54,7 @@ def call_s3(fs: Any, method: str, **kwargs: Any) -> Any:
 PART = 8 << 20  # S3 takes parts of 5 MiB at least (but the last)
 IN_FLIGHT = 4
 MAX_PARTS = 10_000
+PLACEMENT_KEY = "dj-staged-placement"  # the metadata that marks an object placed at a path the writer chose
 
 
 class S3PartWriter:
@@ -203,6 +208,7 @@ class S3Store(StagedStore):
     supports_listing_incomplete_uploads: ClassVar[bool] = True
     reclaims_by_itself: ClassVar[str] = "incomplete multipart uploads only under a bucket lifecycle rule"
     uploads_in_background: ClassVar[bool] = True
+    marks_placements: ClassVar[bool] = True
     delete_batch_size: ClassVar[int] = 1000
 
     def _version(self, info: dict[str, Any]) -> str | None:
@@ -279,12 +285,30 @@ class S3Store(StagedStore):
     def copy(self, source: str, target: str) -> None:
         self._copy(self.full_path(source), self.full_path(target), int(self.fs.size(self.full_path(source))))
 
-    def _copy(self, source: str, target: str, size: int, callback: Callback = DEFAULT_CALLBACK) -> None:
-        """Copy ``source`` to ``target`` inside S3: one ``CopyObject`` up to 5 GiB, else part by part."""
+    def _copy(
+        self,
+        source: str,
+        target: str,
+        size: int,
+        callback: Callback = DEFAULT_CALLBACK,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Copy ``source`` to ``target`` inside S3: one ``CopyObject`` up to 5 GiB, else part by part; with
+        ``metadata``, the copy carries it instead of the source's."""
         callback.set_size(size)
+        extra: dict[str, Any] = {} if metadata is None else {"Metadata": metadata}
         if size <= S3_PART_COPY:
             (src_bucket, src_key, _), (bucket, key, _) = self.fs.split_path(source), self.fs.split_path(target)
-            call_s3(self.fs, "copy_object", Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key})
+            if metadata is not None:
+                extra["MetadataDirective"] = "REPLACE"
+            call_s3(
+                self.fs,
+                "copy_object",
+                Bucket=bucket,
+                Key=key,
+                CopySource={"Bucket": src_bucket, "Key": src_key},
+                **extra,
+            )
             self.fs.invalidate_cache(target)
             callback.relative_update(size)
             return
@@ -292,7 +316,28 @@ class S3Store(StagedStore):
         def fill(bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
             self._copy_parts(source, 0, size, (bucket, key, upload_id), parts, callback)
 
-        self._multipart_upload(target, fill)
+        self._multipart_upload(target, fill, extra)
+
+    def _place_one(self, source: str, target: str, mark: str, size: int) -> None:
+        self._copy(self.full_path(source), self.full_path(target), size, metadata={PLACEMENT_KEY: mark})
+
+    def placed_by(self, target: str, mark: str) -> bool:
+        info = self.info(target)
+        if info is None:
+            return False
+        if info["type"] != "directory":
+            return self._mark_of(self.full_path(target)) == mark
+        files = [full for full, entry in self.directory_files(target).items() if entry.get("type", "file") == "file"]
+        return bool(files) and all(self._mark_of(full) == mark for full in files)
+
+    def _mark_of(self, full: str) -> str | None:
+        bucket, key, _ = self.fs.split_path(full)
+        try:
+            head = call_s3(self.fs, "head_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        found: str | None = head.get("Metadata", {}).get(PLACEMENT_KEY)
+        return found
 
     def compose(
         self, prefix: bytes, source: str, target: str, offset: int = 0, callback: Callback = DEFAULT_CALLBACK
@@ -318,10 +363,16 @@ class S3Store(StagedStore):
 
         self._multipart_upload(target_full, fill)
 
-    def _multipart_upload(self, target: str, fill: Callable[[str, str, str, list[dict[str, Any]]], None]) -> None:
-        """Create a multipart upload of ``target``, let ``fill`` add its parts, complete it (abort on any error)."""
+    def _multipart_upload(
+        self,
+        target: str,
+        fill: Callable[[str, str, str, list[dict[str, Any]]], None],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Create a multipart upload of ``target`` (with ``extra`` arguments: its metadata), let ``fill`` add its
+        parts, complete it (abort on any error)."""
         bucket, key, _ = self.fs.split_path(target)
-        upload_id = call_s3(self.fs, "create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
+        upload_id = call_s3(self.fs, "create_multipart_upload", Bucket=bucket, Key=key, **(extra or {}))["UploadId"]
         parts: list[dict[str, Any]] = []
         try:
             fill(bucket, key, upload_id, parts)

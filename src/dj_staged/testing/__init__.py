@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "HashAddressedConformance",
     "NonParticipatingCodecConformance",
+    "PlacedConformance",
     "SchemaAddressedConformance",
     "StagedCodecConformance",
 ]

@@ -21,7 +21,9 @@ test on a local store and on an S3 store (moto on 127.0.0.1) against a real
 PostgreSQL; the fixtures come with the ``dj-staged`` pytest plugin. Each test
 declares its own table ``subject_id, session_id -> data : <codec>`` in a fresh
 schema and compares a staged row with an ordinary ``insert1`` row of the same
-content.
+content. The suites: :class:`SchemaAddressedConformance`,
+:class:`HashAddressedConformance`, :class:`PlacedConformance` (a path the
+writer chooses) and :class:`NonParticipatingCodecConformance`.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from typing import Any
 import datajoint as dj
 import pytest
 
-from .. import HashAddressedStaging, __version__, enable, is_enabled, participant_for, staged_insert1
-from ..errors import MissingPrimaryKeyError, NotParticipatingError
+from .. import HashAddressedStaging, __version__, enable, is_enabled, participant_for, staged_insert1, steps
+from ..errors import MissingPrimaryKeyError, NotParticipatingError, PathTakenError
 from ..protocol import PROTOCOL_METHODS, PROTOCOL_VERSION, speaker_of
 from ..session.enable import disable
 from .fixtures import StoreInfo
@@ -46,6 +48,7 @@ from .inspection import (
     content_hash,
     hash_path,
     object_identity,
+    put_object,
     read_object,
     schema_path_extension,
     store_files,
@@ -369,6 +372,107 @@ class HashAddressedConformance(StagedCodecConformance):
         field = staged.field(FIELD)
         if isinstance(field.participant, HashAddressedStaging):
             assert field.state.promoted is False, "promotion did not take the dedup branch"
+
+
+class PlacedConformance(StagedCodecConformance):
+    """Suite for codecs whose value is a path the writer chooses (``<filepath@>``): the bytes are placed there.
+
+    ``write`` passes ``**self.placement(staged)`` to ``staged.open()`` or
+    ``staged.store()`` (the path the kit chose for the row, and whether it may
+    overwrite); ``put`` writes a sample where an ordinary ``insert1`` expects
+    to find it (bytes, or a dict of relative name to bytes for a folder).
+    """
+
+    addressing = "placed"
+
+    #: the chosen path's last part: ``conformance/{subject_id}/{session_id}/data{suffix}``
+    suffix: str = ".bin"
+    overwrite: bool = False  # what placement() asks for: set by the kit's own tests while they write
+    target: str | None = None  # a path placement() asks for instead of the row's own: set likewise
+
+    def chosen_path(self, key: dict) -> str:
+        """The path the kit chooses for the row ``key``."""
+        return f"conformance/{key['subject_id']}/{key['session_id']}/data{self.suffix}"
+
+    def placement(self, staged: Any) -> dict[str, Any]:
+        """``path=`` and ``overwrite=`` for the handle of the row ``staged`` drafts."""
+        return {"path": self.target or self.chosen_path(staged.rec), "overwrite": self.overwrite}
+
+    def put(self, store: str, path: str, sample: Any) -> None:
+        """Write ``sample`` at ``path`` in ``store``, as the software an ordinary ``insert1`` follows would."""
+        if isinstance(sample, dict):
+            for name, data in sample.items():
+                put_object(store, f"{path}/{name}", data)
+        else:
+            put_object(store, path, sample)
+
+    def insert_ordinary(self, table: Any, key: dict, tmp_path: Path) -> Any:
+        """Put the sample at the row's chosen path, then ``insert1`` the path."""
+        path = self.chosen_path(key)
+        self.put(table.heading[FIELD].store, path, self.sample(tmp_path))
+        table.insert1({**key, FIELD: path})
+
+    def check_path(self, table: Any, key: dict, column: dict, store: StoreInfo) -> None:
+        assert column["path"] == self.chosen_path(key), "the value is not at the path the writer chose"
+
+    def check_same_column(self, table: Any, ours: dict, theirs: dict, store: StoreInfo) -> None:
+        skip = {"path", "timestamp"}
+        same = {k: v for k, v in ours.items() if k not in skip}
+        assert same == {k: v for k, v in theirs.items() if k not in skip}, "staged column value (left) != insert1's"
+
+    def _staged(self, table: Any, key: dict, tmp_path: Path, *, overwrite: bool, target: str | None = None) -> None:
+        self.overwrite, self.target = overwrite, target
+        try:
+            self.insert_staged(table, key, tmp_path)
+        finally:
+            self.overwrite, self.target = False, None
+
+    def test_a_path_that_holds_something_is_refused(
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
+        self.check_protocol(table)
+        store = djstaged_conformance_store.name
+        self.put(store, self.chosen_path(STAGED), b"not ours")
+        before = {path: read_object(store, path) for path in store_files(store)}
+        with pytest.raises(PathTakenError, match="overwrite=True"):
+            self.insert_staged(table, STAGED, tmp_path)
+        assert {path: read_object(store, path) for path in store_files(store)} == before
+        assert len(table) == 0
+
+    def test_overwrite_replaces_what_no_row_references(
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
+        self.check_protocol(table)
+        self.put(djstaged_conformance_store.name, self.chosen_path(STAGED), b"left over")
+        self._staged(table, STAGED, tmp_path, overwrite=True)
+        self.insert_ordinary(table, ORDINARY, tmp_path)
+        (_, ours), (_, theirs) = self.fetch(table, STAGED, tmp_path), self.fetch(table, ORDINARY, tmp_path)
+        assert_equivalent(ours, theirs, f"fetched {FIELD}")
+
+    def test_a_path_a_row_references_is_never_replaced(
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
+        self.check_protocol(table)
+        store = djstaged_conformance_store.name
+        self.insert_ordinary(table, ORDINARY, tmp_path)
+        before = {path: read_object(store, path) for path in store_files(store)}
+        with pytest.raises(PathTakenError, match="referenced by a row"):
+            self._staged(table, STAGED, tmp_path, overwrite=True, target=self.chosen_path(ORDINARY))
+        assert {path: read_object(store, path) for path in store_files(store)} == before
+        assert len(table) == 1
+
+    def test_nothing_is_left_at_the_path_when_the_commit_fails_after_placement(
+        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+    ) -> None:
+        self.check_protocol(table)
+
+        def fail(**context: Any) -> None:
+            raise Abort(context["path"])
+
+        with steps.observe("writer.place", fail), pytest.raises(Abort):
+            self.insert_staged(table, STAGED, tmp_path)
+        assert store_files(djstaged_conformance_store.name) == []
+        assert len(table) == 0
 
 
 class NonParticipatingCodecConformance(_Suite):

@@ -37,6 +37,11 @@ def read_object(store_name: str, path: str) -> bytes:
         return handle.read()
 
 
+def put_object(store_name: str, path: str, data: bytes) -> None:
+    """Write ``data`` at ``path`` in store ``store_name``, as software outside dj-staged would."""
+    _store(store_name).create(path, data)
+
+
 def object_identity(store_name: str, path: str) -> tuple:
     """What changes when an object is replaced, even by identical bytes (inode and mtime; an ETag or a
     generation and the modification time on object stores)."""
