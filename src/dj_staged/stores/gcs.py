@@ -14,9 +14,9 @@ is replaced.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from .base import StagedStore
+from .base import FileInfo, StagedStore, WriteHandle
 
 BLOCK = 8 << 20  # a resumable upload's chunk: a multiple of 256 KiB
 
@@ -31,9 +31,9 @@ class GCSStore(StagedStore):
         "an unfinished resumable upload session expires one week after it began (no request lists one)"
     )
 
-    def _version(self, info: dict[str, Any]) -> str | None:
+    def _version(self, info: FileInfo) -> str | None:
         generation = info.get("generation")
         return None if generation is None else str(generation)
 
-    def open_write(self, path: str) -> Any:
+    def open_write(self, path: str) -> WriteHandle:
         return self.fs.open(self.full_path(path), "wb", block_size=BLOCK)
