@@ -125,7 +125,7 @@ class AmbiguousCommitError(StagedInsertError):
     not, ``dj-staged gc`` reclaims them. ``keys`` lists the rows concerned.
     """
 
-    def __init__(self, message: str, *, keys: list[dict] | None = None) -> None:
+    def __init__(self, message: str, *, keys: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.keys = list(keys or [])
 
