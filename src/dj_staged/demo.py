@@ -163,7 +163,7 @@ def main() -> None:
         schema = dj.Schema(f"demo_{uuid.uuid4().hex[:8]}", connection=connection)
 
         @schema
-        class Demo(dj.Manual):
+        class Demo(dj.Manual):  # type: ignore[misc]  # DataJoint's table classes are untyped (Any)
             definition = """
             demo_id : int32
             ---

@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 
-class StagedInsertError(DataJointError):
+class StagedInsertError(DataJointError):  # type: ignore[misc]  # DataJoint's error classes are untyped (Any)
     """Base class of every error dj-staged raises; ``field`` names the field concerned, if one is."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:

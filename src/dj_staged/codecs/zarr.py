@@ -381,7 +381,8 @@ def create_zarr_array(
     )
 
 
-class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-arg]  # DataJoint's class keyword
+# ignored: DataJoint's SchemaCodec is untyped (Any: misc) and takes the class keyword `register` (call-arg)
+class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-arg,misc]
     """``<zarr@>``: numpy or zarr arrays in, read-only ``zarr.Array`` out; staged insert for larger ones."""
 
     name = "zarr"

@@ -96,7 +96,7 @@ def _delegated(name: str) -> Callable[..., Any]:
     return call
 
 
-class HandleFileSystem(AbstractFileSystem):
+class HandleFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec's AbstractFileSystem is untyped (Any)
     """The filesystem of one field's ``store()`` handles: ``target``'s reads, and its writes while open."""
 
     cachable = False  # one per handle, holding no connection: never kept in fsspec's instance cache
