@@ -22,8 +22,9 @@ import copy
 import enum
 import re
 import weakref
+from collections.abc import Sequence
 from importlib.metadata import version as installed_version
-from typing import Any
+from typing import Any, cast
 
 SUPPORTED = ((2, 3, 5), (2, 4, 0))  # >= first, < second
 
@@ -53,6 +54,19 @@ from datajoint.hash_registry import build_hash_path as build_hash_path  # noqa: 
 from datajoint.storage import build_object_path as build_object_path  # noqa: E402  insert1's schema-addressed path
 from datajoint.storage import generate_token as generate_token  # noqa: E402  a staging object's random token
 from datajoint.table import Table as Table  # noqa: E402  the class enable() gives staged_insert1 and staged_insert
+
+# ---- DataJoint's values, as the engine's annotations name them. DataJoint ships no type information (no py.typed),
+# so to a type checker each is Any; the name says what it stands for. A table is annotated with ``Table`` above,
+# DataJoint's own class (``type[Table]`` where a table class is taken too).
+
+Connection = Any  # a datajoint.Connection: query(), in_transaction, adapter, conn_info, connect(), ...
+Schema = Any  # a datajoint.Schema: database, connection, list_tables(), get_table(), drop(), ...
+Heading = Any  # a table's datajoint.heading.Heading: attributes, names, primary_key, hash_objects, ...
+Attribute = Any  # one attribute of a Heading: type, codec, store, uuid, string, json, _replace(), ...
+Config = Any  # DataJoint's configuration (dj.config, or a connection's own): stores, get_store_spec(), ...
+Codec = Any  # a codec DataJoint resolved for an attribute (datajoint.codecs.Codec, or a placeholder for a missing one)
+StorageBackend = Any  # DataJoint's StorageBackend of one store: fs, get_fsmap(), _full_path()
+Value = Any  # a value DataJoint inserts or fetches: whatever a codec takes or gives (an array, bytes, a reference)
 
 
 class DatabaseFailure(enum.Enum):
@@ -89,7 +103,7 @@ def database_failure(error: BaseException) -> DatabaseFailure:
     return DatabaseFailure.OTHER
 
 
-def own_insert(table: Any, *, batch: bool) -> bool:
+def own_insert(table: Table, *, batch: bool) -> bool:
     """Whether ``table`` has an ``insert1`` (or, for a batch, an ``insert``) of its own: a method its class
     defines over DataJoint's, or one set on the instance; a staged row then goes through it, as DataJoint's own
     staged insert sends its row through ``table.insert1``. (DataJoint's ``insert1`` calls ``insert``, so for a
@@ -105,7 +119,7 @@ def own_insert(table: Any, *, batch: bool) -> bool:
     )
 
 
-def _datajoint_method(table: Any, name: str) -> Any:
+def _datajoint_method(table: Table, name: str) -> Any:
     """DataJoint's own method ``name`` for ``table``'s class: the first definition in the class's MRO that comes
     from the ``datajoint`` package, passing over a user's override."""
     return next(
@@ -113,21 +127,21 @@ def _datajoint_method(table: Any, name: str) -> Any:
     )
 
 
-def schema_on(connection: Any, name: str) -> Any:
+def schema_on(connection: Connection, name: str) -> Schema:
     """The existing schema ``name`` reached through ``connection`` (a collector's dedicated session)."""
     import datajoint as dj
 
     return dj.Schema(name, connection=connection, create_schema=False, create_tables=False)
 
 
-def list_schemas(connection: Any) -> set[str]:
+def list_schemas(connection: Connection) -> set[str]:
     """The schemas ``connection`` can list."""
     import datajoint as dj
 
     return set(dj.list_schemas(connection=connection))
 
 
-def free_table(connection: Any, full_name: str) -> Any:
+def free_table(connection: Connection, full_name: str) -> Table:
     """DataJoint's view of a table by its full name, without its class (a jobs table, a lookup)."""
     import datajoint as dj
 
@@ -141,7 +155,7 @@ def class_name_of(table_name: str) -> str:
     return str(to_camel_case(table_name))
 
 
-def connection_like(connection: Any) -> Any:
+def connection_like(connection: Connection) -> Connection:
     """A new DataJoint connection to the same server, as the same user, with the same configuration (a collector's
     session of its own for the exclusive gate)."""
     import datajoint as dj
@@ -159,10 +173,10 @@ def connection_like(connection: Any) -> Any:
     )
 
 
-_prefixes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_prefixes: weakref.WeakKeyDictionary[StorageBackend, tuple[str, str]] = weakref.WeakKeyDictionary()
 
 
-def full_path(backend: Any, path: str) -> str:
+def full_path(backend: StorageBackend, path: str) -> str:
     """The filesystem path of a store-relative path.
 
     ``StorageBackend`` offers ``open``/``exists``/``get_fsmap`` on relative
@@ -179,13 +193,13 @@ def full_path(backend: Any, path: str) -> str:
     return prefix + path if path else root
 
 
-def all_attributes(heading: Any) -> dict[str, Any]:
+def all_attributes(heading: Heading) -> dict[str, Attribute]:
     """Every attribute of a heading, hidden ones included (``heading.attributes`` leaves hidden ones out)."""
     _ = heading.attributes  # loads the heading from the database on first use
-    return heading._attributes
+    return cast(dict[str, Attribute], heading._attributes)
 
 
-def with_json_columns(table: Any, fields: set[str]) -> Any:
+def with_json_columns(table: Table, fields: set[str]) -> Table:
     """A private copy of ``table`` whose ``fields`` are plain JSON columns without a codec.
 
     ``insert1`` runs every value through its codec chain; a finalized column
@@ -207,19 +221,19 @@ def with_json_columns(table: Any, fields: set[str]) -> Any:
 class _StatementRecorder:
     """Stands in for a connection: records the statements DataJoint would send, and sends nothing."""
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self.statements: list[tuple[str, list]] = []
+        self.statements: list[tuple[str, list[Value]]] = []
 
-    def query(self, query: str, args: Any = (), **options: Any) -> Any:
+    def query(self, query: str, args: Sequence[Value] | None = (), **options: object) -> None:
         self.statements.append((query, list(args or ())))
         return None
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # the connection's (DataJoint's: untyped)
         return getattr(self._connection, name)
 
 
-def insert_statements(view: Any, rows: list[dict[str, Any]], **options: Any) -> list[tuple[str, list]]:
+def insert_statements(view: Table, rows: list[dict[str, Any]], **options: object) -> list[tuple[str, list[Value]]]:
     """The SQL (and arguments) DataJoint's ``insert`` would execute for ``rows``, without executing it.
 
     Used to check a row against the table in one round trip (``BEGIN; INSERT; ROLLBACK``):
@@ -235,7 +249,7 @@ def insert_statements(view: Any, rows: list[dict[str, Any]], **options: Any) -> 
     return recorder.statements
 
 
-def encode_as_insert(table: Any, name: str, value: Any, key: dict[str, Any]) -> Any:
+def encode_as_insert(table: Table, name: str, value: Value, key: dict[str, Any]) -> Value:
     """``value`` of attribute ``name`` as ``table.insert1`` encodes it for a row of primary key ``key``: its
     codec chain's ``encode`` called with the same key, context and store name (``Table.__make_placeholder``, which
     does this, is private), for a value whose column DataJoint's codec computes (``<filepath@>``'s reference)."""
@@ -256,7 +270,7 @@ def encode_as_insert(table: Any, name: str, value: Any, key: dict[str, Any]) -> 
     return value
 
 
-def registered_codec(name: str) -> Any:
+def registered_codec(name: str) -> Codec | None:
     """The codec registered under ``name``, without loading entry points.
 
     ``datajoint.codecs.get_codec`` loads every ``datajoint.codecs`` entry point
@@ -267,7 +281,7 @@ def registered_codec(name: str) -> Any:
     return _codec_registry.get(name)
 
 
-def is_missing_codec(codec: Any) -> bool:
+def is_missing_codec(codec: Codec) -> bool:
     """Whether ``codec`` is DataJoint's placeholder for a codec not registered in this process (no public test)."""
     from datajoint.heading import _MissingType
 
@@ -285,10 +299,10 @@ def is_covered(path: str, referenced: set[str]) -> bool:
     """DataJoint's collector's rule for whether a stored file belongs to a referenced object (private helper)."""
     from datajoint.gc import _is_covered
 
-    return _is_covered(path, referenced)
+    return cast(bool, _is_covered(path, referenced))
 
 
-def inserts_allowed(table: Any) -> bool:
+def inserts_allowed(table: Table) -> bool:
     """Whether DataJoint would accept a direct insert into ``table`` now.
 
     Auto-populated tables accept inserts only inside ``make()``, a state
@@ -297,12 +311,12 @@ def inserts_allowed(table: Any) -> bool:
     return bool(getattr(table, "_allow_insert", True))
 
 
-def config_of(connection: Any) -> Any:
+def config_of(connection: Connection) -> Config:
     """The configuration a connection was made with (``Connection`` keeps it privately as ``_config``)."""
     return connection._config
 
 
-def reset_transaction_state(connection: Any) -> None:
+def reset_transaction_state(connection: Connection) -> None:
     """Forget a transaction the server already ended (the connection was lost mid-transaction).
 
     ``Connection.in_transaction`` trusts a private flag that a lost ``COMMIT``
@@ -311,7 +325,7 @@ def reset_transaction_state(connection: Any) -> None:
     connection._in_transaction = False
 
 
-def backend_pid(connection: Any) -> int | None:
+def backend_pid(connection: Connection) -> int | None:
     """The server process of the connection's current database session, None if its driver connection is closed.
 
     The driver (``Connection`` keeps it privately as ``_conn``) knows the pid
@@ -324,20 +338,20 @@ def backend_pid(connection: Any) -> int | None:
         return None
 
 
-def server_version(connection: Any) -> int:
+def server_version(connection: Connection) -> int:
     """The server's version number (``180001``), as the driver learned it at connect time (private ``_conn``)."""
     driver = getattr(connection, "_conn", None)
     return int(getattr(driver, "server_version", 0) or 0)
 
 
-def store_backend(requested: str | None, config: Any) -> Any:
+def store_backend(requested: str | None, config: Config) -> StorageBackend:
     """DataJoint's ``StorageBackend`` of a store (its filesystem and path mapping); a new one on every call."""
     from datajoint.hash_registry import get_store_backend
 
     return get_store_backend(requested, config=config)
 
 
-def load_config_file(config: Any, path: str) -> None:
+def load_config_file(config: Config, path: str) -> None:
     """Load a ``datajoint.json`` named on the command line the way DataJoint loads the one it finds itself.
 
     ``Config.load`` merges the file's values, but only for the file it finds at

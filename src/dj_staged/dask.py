@@ -29,13 +29,18 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dask
 import dask.array as da
 
+if TYPE_CHECKING:
+    import fsspec
+    import zarr
+    from distributed import Client
 
-def default_client() -> Any:
+
+def default_client() -> Client | None:
     """The distributed ``Client`` Dask would compute with now, or None (threads, or distributed not installed)."""
     if dask.config.get("scheduler", None) != "dask.distributed":
         return None
@@ -44,13 +49,18 @@ def default_client() -> Any:
     except ImportError:  # pragma: no cover - the scheduler setting names distributed only when it is installed
         return None
     try:
-        return current()
+        return cast("Client", current())  # distributed's default_client() is unannotated
     except ValueError:
         return None
 
 
 def to_zarr(
-    array: da.Array, target: Any, *, client: Any = None, num_workers: int | None = None, **zarr_array_kwargs: Any
+    array: da.Array,
+    target: fsspec.FSMap | zarr.Array[Any],
+    *,
+    client: Client | None = None,
+    num_workers: int | None = None,
+    **zarr_array_kwargs: object,
 ) -> None:
     """Write ``array`` into ``target`` (``staged.store(field, ".zarr")``, or a ``zarr.Array``) in parallel.
 

@@ -16,24 +16,33 @@ import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .measure import measured
 from .testing.services import connect_datajoint, embedded_postgres, local_stores
 
+if TYPE_CHECKING:
+    import zarr
+    from datajoint.builtin_codecs.npy import NpyRef
+    from datajoint.objectref import ObjectRef
+
+    from ._datajoint import Table, Value
+    from .session import StagedSession
+
 MIB = 1 << 20
 SIZE = int(os.environ.get("DJ_STAGED_DEMO_MIB", "64")) * MIB
 
 
-def _cases(Demo) -> list[tuple[str, str, Callable, Callable]]:
+def _cases(Demo: type[Table]) -> list[tuple[str, str, Callable[[StagedSession], None], Callable[[Value], object]]]:
     """(codec, field, write(staged), check(fetched)) for each participating codec."""
     rows = SIZE // (8 * 1024)
     block = 1024
     last = rows - 1
     first = last - last % block  # the value every row of the last block holds
 
-    def write_npy(staged):
+    def write_npy(staged: StagedSession) -> None:
         from numpy.lib import format as npy_format
 
         with staged.open("waveform", ".npy") as f:
@@ -41,76 +50,82 @@ def _cases(Demo) -> list[tuple[str, str, Callable, Callable]]:
             for start in range(0, rows, block):
                 f.write(np.full((min(block, rows - start), 1024), start, dtype="<f8").tobytes())
 
-    def check_npy(ref):
+    def check_npy(ref: NpyRef) -> object:
         array = ref.load(mmap_mode="r")
         return array.shape == (rows, 1024) and array[last, 0] == first
 
-    def write_object(staged):
+    def write_object(staged: StagedSession) -> None:
         with staged.open("raw", ".bin") as f:
             chunk = b"\xab" * MIB
             for _ in range(SIZE // MIB):
                 f.write(chunk)
 
-    def check_object(ref):
+    def check_object(ref: ObjectRef) -> object:
         return ref.size == SIZE
 
-    def write_directory(staged):
+    def write_directory(staged: StagedSession) -> None:
         import zarr
 
-        z = zarr.open(staged.store("frames", ".zarr"), mode="w", shape=(rows, 1024), chunks=(block, 1024), dtype="f8")
+        z = cast(  # an array: a shape is given
+            "zarr.Array[Any]",
+            zarr.open(staged.store("frames", ".zarr"), mode="w", shape=(rows, 1024), chunks=(block, 1024), dtype="f8"),
+        )
         for start in range(0, rows, block):
             z[start : start + block] = start
 
-    def check_directory(ref):
+    def check_directory(ref: ObjectRef) -> object:
         import zarr
 
-        return zarr.open(ref.fsmap, mode="r")[last, 0] == first
+        return cast("zarr.Array[Any]", zarr.open(ref.fsmap, mode="r"))[last, 0] == first  # the array written above
 
-    def write_blob_bytes(staged):
+    def write_blob_bytes(staged: StagedSession) -> None:
         with staged.open("payload", ".bin") as f:
             for i in range(SIZE // MIB):
                 f.write(bytes([i % 256]) * MIB)
 
-    def check_blob_bytes(value):
+    def check_blob_bytes(value: bytes) -> bool:
         return len(value) == SIZE and value[-1] == (SIZE // MIB - 1) % 256  # the last MiB's byte
 
-    def write_blob_array(staged):
+    def write_blob_array(staged: StagedSession) -> None:
         from . import open_blob_array
 
         with open_blob_array(staged, "traces", (1024, rows), "float64") as out:
             for start in range(0, rows, block):
                 out.write(np.full((1024, min(block, rows - start)), start, dtype="float64"))
 
-    def check_blob_array(value):
+    def check_blob_array(value: np.ndarray) -> object:
         return value.shape == (1024, rows) and value[0, last] == first
 
-    def write_attach(staged):
+    def write_attach(staged: StagedSession) -> None:
         staged.set_filename("report", "report.bin")
         with staged.open("report", ".bin") as f:
             for _ in range(SIZE // MIB):
                 f.write(b"\x5a" * MIB)
 
-    def check_attach(local_path):
+    def check_attach(local_path: str) -> bool:
         return Path(local_path).name == "report.bin" and Path(local_path).stat().st_size == SIZE
 
-    def write_hash(staged):
+    def write_hash(staged: StagedSession) -> None:
         with staged.open("content", ".bin", size=SIZE) as f:
             for _ in range(SIZE // MIB):
                 f.write(b"\x17" * MIB)
 
-    def check_hash(value):
+    def check_hash(value: bytes) -> bool:
         return len(value) == SIZE
 
-    def write_zarr(staged):
+    def write_zarr(staged: StagedSession) -> None:
         import zarr
 
-        z = zarr.open(
-            staged.store("zarr_frames", ".zarr"), mode="w", shape=(rows, 1024), chunks=(block, 1024), dtype="f8"
+        z = cast(  # an array: a shape is given
+            "zarr.Array[Any]",
+            zarr.open(
+                staged.store("zarr_frames", ".zarr"), mode="w", shape=(rows, 1024), chunks=(block, 1024), dtype="f8"
+            ),
         )
         for start in range(0, rows, block):
             z[start : start + block] = start
 
-    def check_zarr(array):
+    def check_zarr(array: zarr.Array[Any]) -> object:
         return array.read_only and array.shape == (rows, 1024) and array[last, 0] == first
 
     return [
@@ -148,7 +163,7 @@ def main() -> None:
         schema = dj.Schema(f"demo_{uuid.uuid4().hex[:8]}", connection=connection)
 
         @schema
-        class Demo(dj.Manual):
+        class Demo(dj.Manual):  # type: ignore[misc]  # DataJoint's table classes are untyped (Any)
             definition = """
             demo_id : int32
             ---

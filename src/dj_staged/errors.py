@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 
-class StagedInsertError(DataJointError):
+class StagedInsertError(DataJointError):  # type: ignore[misc]  # DataJoint's error classes are untyped (Any)
     """Base class of every error dj-staged raises; ``field`` names the field concerned, if one is."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
@@ -133,7 +133,7 @@ class AmbiguousCommitError(StagedInsertError):
     not, ``dj-staged gc`` reclaims them. ``keys`` lists the rows concerned.
     """
 
-    def __init__(self, message: str, *, keys: list[dict] | None = None) -> None:
+    def __init__(self, message: str, *, keys: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.keys = list(keys or [])
 

@@ -46,7 +46,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar, cast, runtime_checkable
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
@@ -58,6 +58,10 @@ from .stores.journal import WriteJournal
 from .stores.sealed import HandleSeal, sealed_map
 
 if TYPE_CHECKING:
+    import numpy as np
+    from _typeshed import ReadableBuffer
+
+    from ._datajoint import Codec, StorageBackend, Table
     from .leases import LeaseKeeper
 
 HandleMode = Literal["store", "open"]
@@ -91,7 +95,7 @@ class HandleOptions:
     ``create_zarr_array``), for the participant to check and record."""
 
     shape: tuple[int, ...] | None = None
-    dtype: Any = None  # a numpy dtype
+    dtype: np.dtype[Any] | None = None
     created_dtype: str | None = None  # the dtype an array was created with, as its store records it
 
 
@@ -109,14 +113,26 @@ class ThreadOwner(Protocol):
     def stop_threads(self) -> None: ...
 
 
+class FileHandle(Protocol):
+    """What ``staged_handle`` returns for ``open()`` (dj-staged's own: ``StagedFile``): the caller writes to it, the
+    block closes it at finalization, or abandons it on unwinding when it can (:class:`Abortable`)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def write(self, data: ReadableBuffer, /) -> int: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(eq=False)
 class StagedField:
     """One field of one staged row, as handed to the field's participant."""
 
     name: str
-    codec: Any
+    codec: Codec
     participant: StagedParticipant
-    table: Any
+    table: Table
     store: StagedStore
     ext: str | None
     primary_key: dict[str, Any]
@@ -126,8 +142,8 @@ class StagedField:
     size: int | None = None
     filename: str | None = None
     options: HandleOptions = field(default_factory=HandleOptions)
-    state: Any = None  # the participant's own, best a StagingState (compacted and closed with the block)
-    handles: list[Any] = field(default_factory=list)
+    state: object = None  # the participant's own, best a StagingState (compacted and closed with the block)
+    handles: list[FileHandle] = field(default_factory=list)
     reclaims: list[str] = field(default_factory=list)
     seals: list[HandleSeal] = field(default_factory=list)
     ext_given: str | None = None  # the extension as the caller wrote it ("bin"), which DataJoint's value records
@@ -145,7 +161,7 @@ class StagedField:
         return self.store.spec
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> StorageBackend:
         """DataJoint's ``StorageBackend`` of the store, as a codec's own ``encode``/``decode`` use it."""
         return self.store.backend
 
@@ -162,12 +178,12 @@ class StagedField:
     @property
     def schema(self) -> str:
         """The table's schema (its database name)."""
-        return self.table.database
+        return cast(str, self.table.database)
 
     @property
     def table_name(self) -> str:
         """The table's name as DataJoint stores it (``insert1`` builds paths with it)."""
-        return self.table.table_name
+        return cast(str, self.table.table_name)
 
     @property
     def label(self) -> str:
@@ -242,7 +258,9 @@ class StagedField:
 class StagedCodec(Protocol):
     """The three methods the session calls for each field written through ``store()``/``open()``."""
 
-    def staged_handle(self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb") -> Any:
+    def staged_handle(
+        self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb"
+    ) -> fsspec.FSMap | FileHandle:
         """Return a write handle (``mode="store"``: ``fsspec.FSMap``; ``mode="open"``: file object)."""
 
     def finalize_staged(self, field: StagedField) -> dict[str, Any]:
@@ -266,7 +284,9 @@ class StagedParticipant:
     #: the value is a path the writer chooses, given with ``path=`` (``<filepath@>``); else ``path=`` is refused
     writer_chooses_path: ClassVar[bool] = False
 
-    def staged_handle(self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb") -> Any:
+    def staged_handle(
+        self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb"
+    ) -> fsspec.FSMap | FileHandle:
         """Return a write handle (``mode="store"``: ``fsspec.FSMap``; ``mode="open"``: file object)."""
         raise NotImplementedError
 
@@ -292,12 +312,14 @@ class _Declaring(StagedParticipant):
     """A codec that speaks the protocol without inheriting :class:`StagedParticipant`: its three methods, and the
     optional parts it declares as class attributes, read here once."""
 
-    def __init__(self, codec: Any) -> None:
+    def __init__(self, codec: StagedCodec) -> None:
         self.codec = codec
         for name in DECLARATIONS:
             setattr(self, name, getattr(codec, name, getattr(StagedParticipant, name)))
 
-    def staged_handle(self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb") -> Any:
+    def staged_handle(
+        self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb"
+    ) -> fsspec.FSMap | FileHandle:
         return self.codec.staged_handle(field, mode=mode, file_mode=file_mode)
 
     def finalize_staged(self, field: StagedField) -> dict[str, Any]:
@@ -309,11 +331,11 @@ class _Declaring(StagedParticipant):
 
 _registered: dict[type | str, StagedParticipant] = {}  # by register_adapter: they win over the entry points'
 _discovered: dict[type | str, StagedParticipant] | None = None
-_declaring: dict[int, tuple[Any, _Declaring]] = {}
+_declaring: dict[int, tuple[Codec, _Declaring]] = {}
 _lock = threading.Lock()
 
 
-def speaker_of(participant: StagedParticipant) -> Any:
+def speaker_of(participant: StagedParticipant) -> object:
     """The object whose methods speak for ``participant``: the codec or adapter a wrapper declares for, or itself."""
     return participant.codec if isinstance(participant, _Declaring) else participant
 
@@ -323,7 +345,7 @@ def class_name(codec_class: type) -> str:
     return f"{codec_class.__module__.split('.', 1)[0]}:{codec_class.__qualname__}"
 
 
-def register_adapter(codec_class: type | str, adapter: StagedParticipant) -> None:
+def register_adapter(codec_class: type | str, adapter: StagedParticipant | StagedCodec) -> None:
     """Let ``adapter`` speak the protocol for codecs of exactly ``codec_class`` (a class or ``"package:Name"``)."""
     _registered[codec_class] = adapter if isinstance(adapter, StagedParticipant) else _Declaring(adapter)
 
@@ -341,7 +363,7 @@ def _adapters() -> dict[type | str, StagedParticipant]:
         return _discovered
 
 
-def participant_for(codec: Any) -> StagedParticipant | None:
+def participant_for(codec: Codec) -> StagedParticipant | None:
     """The participant that speaks the protocol for ``codec``, or None if it does not take part."""
     if isinstance(codec, StagedParticipant):
         return codec

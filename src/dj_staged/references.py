@@ -10,13 +10,12 @@ collector does not scan such a column, so it would take its objects for orphans)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from ._datajoint import is_missing_codec
+from ._datajoint import Connection, Schema, is_missing_codec
 from .errors import StagedInsertError
 
 
-def referenced_paths(schemas: Iterable[Any]) -> set[str]:
+def referenced_paths(schemas: Iterable[Schema]) -> set[str]:
     """Paths referenced by any row of ``schemas``, in any store (a superset is the safe direction)."""
     referenced: set[str] = set()
     for schema in schemas:
@@ -45,7 +44,7 @@ _JSON_COLUMNS = (
 )
 
 
-def referencing(connection: Any, schema: str, paths: Iterable[str]) -> set[str]:
+def referencing(connection: Connection, schema: str, paths: Iterable[str]) -> set[str]:
     """Those of ``paths`` that a committed row of ``schema`` references as its column value's ``path``.
 
     Every object-store codec stores its column value as JSON with the object's
@@ -74,7 +73,7 @@ _ALL_JSON_COLUMNS = (
 )
 
 
-def referencing_anywhere(connection: Any, paths: Iterable[str]) -> dict[str, list[str]]:
+def referencing_anywhere(connection: Connection, paths: Iterable[str]) -> dict[str, list[str]]:
     """Those of ``paths`` that a committed row of any schema of the database references, each with the tables
     (``schema.table``) whose rows do.
 

@@ -39,12 +39,15 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._datajoint import class_name_of, config_of, free_table, list_schemas
+from ._datajoint import Config, Connection, class_name_of, config_of, free_table, list_schemas
 from .layout import LEASES_ROOT
 from .stores import StagedStore, StoredFile, resolve_store
 from .text import count, human_bytes, iso, table, utc
+
+if TYPE_CHECKING:
+    from .leases import LeaseEntry, LeaseRecord
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +167,7 @@ class Status:
     jobs: list[WaitingJob] = dataclasses.field(default_factory=list)
 
     @property
-    def states(self) -> Counter:
+    def states(self) -> Counter[str]:
         return Counter(write.state for write in self.writes)
 
     @property
@@ -272,10 +275,10 @@ def _key_text(key: dict[str, Any]) -> str:
 
 
 def in_flight(
-    connection: Any,
+    connection: Connection,
     stores: Sequence[str] | None = None,
     schemas: Sequence[str] | None = None,
-    config: Any = None,
+    config: Config | None = None,
 ) -> Status:
     """The staged writes in flight in ``stores`` (default: every configured store), for ``schemas``.
 
@@ -322,7 +325,7 @@ def configured_stores(stores: dict[str, Any]) -> list[str]:
     return sorted(name for name, spec in stores.items() if isinstance(spec, dict))
 
 
-def _listable(connection: Any) -> set[str]:
+def _listable(connection: Connection) -> set[str]:
     return list_schemas(connection)
 
 
@@ -337,7 +340,7 @@ def _lease_folders(store: StagedStore) -> dict[tuple[str, str], dict[str, float 
 
 
 def _writes(
-    connection: Any, staged_store: StagedStore, folders: dict[tuple[str, str], dict[str, float | None]]
+    connection: Connection, staged_store: StagedStore, folders: dict[tuple[str, str], dict[str, float | None]]
 ) -> list[StagedWrite]:
     from .leases import held_lease_keys
     from .leases.records import read_leases
@@ -362,7 +365,13 @@ def _writes(
 
 
 def _write(
-    record: Any, store: str, state: str, entry: Any, paths: list[str], files: list[StoredFile], how: str = ""
+    record: LeaseRecord,
+    store: str,
+    state: str,
+    entry: LeaseEntry | None,
+    paths: list[str],
+    files: list[StoredFile],
+    how: str = "",
 ) -> StagedWrite:
     times = [t for t in [record.newest, *(f.mtime for f in files)] if t is not None]
     return StagedWrite(
@@ -386,7 +395,7 @@ def _write(
     )
 
 
-def waiting_jobs(connection: Any, writes: Sequence[StagedWrite]) -> list[WaitingJob]:
+def waiting_jobs(connection: Connection, writes: Sequence[StagedWrite]) -> list[WaitingJob]:
     """The jobs of DataJoint's jobs tables that abandoned ``writes`` left for ``populate`` to skip.
 
     A job matches a write when its key is the write's key (on the job's key
@@ -435,7 +444,7 @@ class _Job:
     connection_id: int
 
 
-def _jobs_of(connection: Any, schema: str, table_name: str) -> list[_Job]:
+def _jobs_of(connection: Connection, schema: str, table_name: str) -> list[_Job]:
     """The ``reserved`` and ``error`` jobs of the jobs table of ``schema.table_name``, if it has one."""
     if not table_name.startswith("_"):  # only Imported (_name) and Computed (__name) tables have jobs
         return []

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 WRITER_STEPS = (
     "writer.lease",
@@ -42,7 +41,7 @@ _observers: dict[str, list[Observer]] = {}
 _lock = threading.Lock()
 
 
-def reach(step: str, **context: Any) -> None:
+def reach(step: str, **context: object) -> None:
     """Announce ``step``; every observer of it runs now with ``context`` (paths, keys, the party)."""
     observers = _observers.get(step)
     if observers:

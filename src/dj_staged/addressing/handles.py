@@ -27,10 +27,16 @@ import io
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
-from ..stores.base import ObjectIdentity, StagedStore
+from ..stores.base import ObjectIdentity, StagedStore, WriteHandle
 from .hashing import PIECE, StreamingMD5
+
+if TYPE_CHECKING:
+    import hashlib
+
+    from _typeshed import ReadableBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +99,13 @@ class StagedFile:
     HEAD = 64 << 10  # the first bytes of the content, kept so a codec can read a header without reopening
 
     def __init__(
-        self, raw: Any, store: StagedStore, *, prefix: bytes = b"", hashing: bool = False, writeback: bool = False
+        self,
+        raw: WriteHandle,
+        store: StagedStore,
+        *,
+        prefix: bytes = b"",
+        hashing: bool = False,
+        writeback: bool = False,
     ) -> None:
         self._raw = raw
         self._store = store
@@ -109,7 +121,7 @@ class StagedFile:
         if prefix:
             self._write(memoryview(prefix))
 
-    def write(self, data: Any) -> int:
+    def write(self, data: ReadableBuffer) -> int:
         """Write ``data`` after the content written so far (or at the position a ``seek`` chose)."""
         view = memoryview(data).cast("B")
         self._write(view)
@@ -128,7 +140,7 @@ class StagedFile:
         if self._writeback is not None:
             self._writeback.wrote(len(view))
 
-    def writelines(self, lines: Any) -> None:
+    def writelines(self, lines: Iterable[ReadableBuffer]) -> None:
         for line in lines:
             self.write(line)
 
@@ -142,7 +154,7 @@ class StagedFile:
         if whence == io.SEEK_SET:
             if offset < 0:
                 raise ValueError(f"negative seek position {offset}")
-            target = self._raw.seek(offset + self._offset, io.SEEK_SET)
+            target: int = self._raw.seek(offset + self._offset, io.SEEK_SET)
         else:
             current = self._raw.tell() if whence == io.SEEK_CUR else None
             target = self._raw.seek(offset, whence)
@@ -154,14 +166,14 @@ class StagedFile:
 
     def tell(self) -> int:
         """The position in the content."""
-        return self._raw.tell() - self._offset
+        return cast(int, self._raw.tell()) - self._offset
 
     def truncate(self, size: int | None = None) -> int:
         """Cut the content at ``size`` (default: the current position)."""
         if size is not None and size < 0:
             raise ValueError(f"negative size {size}")
         self._not_sequential()
-        result = self._raw.truncate() if size is None else self._raw.truncate(size + self._offset)
+        result: int | None = self._raw.truncate() if size is None else self._raw.truncate(size + self._offset)
         return (result if result is not None else self._raw.tell()) - self._offset
 
     def flush(self) -> None:
@@ -187,7 +199,7 @@ class StagedFile:
         """Bytes stored before the caller's content."""
         return self._offset
 
-    def digest(self) -> Any:
+    def digest(self) -> hashlib._Hash | None:
         """The MD5 of the stored bytes computed while writing, or None if it was not (or could not be) kept."""
         if self._md5 is None or not self.sequential:
             return None

@@ -39,7 +39,7 @@ import contextlib
 import enum
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import steps
 from .._datajoint import build_hash_path, generate_token
@@ -50,6 +50,9 @@ from .handles import StagedFile
 from .hashing import encode_digest, rehash
 from .paths import check_relative_path
 from .schema import check_mode
+
+if TYPE_CHECKING:
+    from fsspec.callbacks import Callback
 
 
 class Layout(enum.Enum):
@@ -114,7 +117,7 @@ class HashAddressedStaging(StagedParticipant):
     def _check_content(self, field: StagedField, content_size: int) -> None:
         """Codec hook: raise ``ContentError`` if the content would not decode on fetch."""
 
-    def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
+    def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> StagedFile:
         """A hashing write handle on a fresh, leased staging object."""
         check_mode(self, field, mode)
         if file_mode != "wb":
@@ -151,7 +154,7 @@ class HashAddressedStaging(StagedParticipant):
         field.state = HashAddressedState(path, handle, layout, prefix)
         return handle
 
-    def finalize_staged(self, field: StagedField) -> dict:
+    def finalize_staged(self, field: StagedField) -> dict[str, Any]:
         """Hash the stored bytes, promote them to the canonical path, return ``<hash@>``'s column value."""
         state = hash_state(field)
         store = field.store
@@ -221,7 +224,7 @@ class HashAddressedStaging(StagedParticipant):
         steps.reach("writer.verify", field=field.name, path=state.staging_path)
         return size
 
-    def _promote(self, field: StagedField, staged: str, canonical: str, callback: Any) -> bool:
+    def _promote(self, field: StagedField, staged: str, canonical: str, callback: Callback) -> bool:
         """Move the staged object to ``canonical``; False when that content already exists (dedup)."""
         return field.store.promote(staged, canonical, callback=callback)
 

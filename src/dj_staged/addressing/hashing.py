@@ -22,11 +22,14 @@ import base64
 import hashlib
 import queue
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from ..stores.base import StagedStore
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 CHUNK = 8 << 20  # re-read chunk
 PIECE = 4 << 20  # the largest piece handed to the hashing thread at once
@@ -35,7 +38,7 @@ _SMALL = 64 << 10  # pieces below this are gathered into one before being handed
 _QUEUED = 8  # pieces waiting for the hashing thread at most (bounded memory)
 
 
-def encode_digest(md5: Any) -> str:
+def encode_digest(md5: hashlib._Hash) -> str:
     """The 26-character form ``compute_hash`` gives for the bytes fed to ``md5``."""
     return base64.b32encode(md5.digest()).decode("ascii").rstrip("=").lower()
 
@@ -55,7 +58,7 @@ class StreamingMD5:
         self._md5 = hashlib.md5()
         self._fed = 0
         self._gathered = bytearray()
-        self._queue: queue.Queue[Any] | None = None
+        self._queue: queue.Queue[ReadableBuffer | None] | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._stopping = False
@@ -81,7 +84,7 @@ class StreamingMD5:
             piece = view[start : start + PIECE]
             self._hand_over(piece if isinstance(view.obj, bytes) else bytes(piece))
 
-    def _hand_over(self, piece: Any) -> None:
+    def _hand_over(self, piece: ReadableBuffer) -> None:
         if self._queue is None:
             self._queue = queue.Queue(maxsize=_QUEUED)
             self._thread = threading.Thread(target=self._run, name="dj-staged-md5", daemon=True)
@@ -97,7 +100,7 @@ class StreamingMD5:
                 except BaseException as error:  # surfaces in the caller's thread
                     self._error = error
 
-    def result(self) -> Any:
+    def result(self) -> hashlib._Hash:
         """The finished digest (a ``hashlib`` MD5 object); waits for the thread."""
         if self._gathered:
             if self._queue is None:
@@ -122,10 +125,10 @@ class StreamingMD5:
         self._thread = None
 
 
-def rehash(store: StagedStore, path: str, prefix: bytes = b"", callback: Callback = DEFAULT_CALLBACK) -> Any:
+def rehash(store: StagedStore, path: str, prefix: bytes = b"", callback: Callback = DEFAULT_CALLBACK) -> hashlib._Hash:
     """MD5 of ``prefix`` followed by the object at ``path``, read once while the previous chunk is hashed."""
     md5 = hashlib.md5(prefix)
-    chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
 
     def read() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 from ..errors import InvalidPathError
 
@@ -53,7 +54,7 @@ def check_relative_path(field: str, path: str) -> str:
     return path
 
 
-def check_key(field: str, key: dict) -> None:
+def check_key(field: str, key: dict[str, Any]) -> None:
     """Raise before any query or write if a key value carries a NUL character (no store or database takes it)."""
     for name, value in key.items():
         if isinstance(value, str) and "\x00" in value:

@@ -90,7 +90,7 @@ class PlacedStaging(SchemaAddressedStaging):
         field.lease(staging, fresh=True)
         return PlacedState(staging, target=target, overwrite=field.overwrite)
 
-    def finalize_staged(self, field: StagedField) -> dict:
+    def finalize_staged(self, field: StagedField) -> dict[str, Any]:
         """Check what was written, place it at the chosen path under the lease, return the codec's value."""
         state = placed_state(field)
         inspect_written(field)

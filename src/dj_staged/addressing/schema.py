@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import steps
 from .._datajoint import build_object_path
@@ -33,6 +33,9 @@ from ..protocol import StagedField, StagedParticipant, StagingState
 from ..stores.journal import WriteJournal
 from .handles import StagedFile
 from .paths import check_relative_path
+
+if TYPE_CHECKING:
+    import fsspec
 
 _FILE_MODES = ("wb", "w", "xb", "x", "ab", "a", "w+b", "wb+", "r+b", "rb+")
 
@@ -78,7 +81,7 @@ class SchemaAddressedStaging(StagedParticipant):
 
     finalizes_cheaply: ClassVar[bool] = True  # nothing to hash or copy: a single row's INSERT checks it
 
-    def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
+    def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> fsspec.FSMap | StagedFile:
         """A handle at the canonical path; a second call for the field reuses the same path."""
         check_mode(self, field, mode)
         if field.state is None:
@@ -116,12 +119,12 @@ class SchemaAddressedStaging(StagedParticipant):
         field.lease(path, fresh=True)  # a random token: a new path nobody else writes
         return path
 
-    def finalize_staged(self, field: StagedField) -> dict:
+    def finalize_staged(self, field: StagedField) -> dict[str, Any]:
         """Check what was written, make it durable, then let the codec refine the metadata."""
         base = inspect_written(field)
         return self._enrich_staged_metadata(base, field)
 
-    def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
+    def _enrich_staged_metadata(self, base: dict[str, Any], field: StagedField) -> dict[str, Any]:
         """Codec hook: turn the ``<object@>``-shaped ``base`` into this codec's column value."""
         return base
 
@@ -139,7 +142,7 @@ def _changed(field: StagedField, what: str) -> IncompleteObjectError:
     )
 
 
-def inspect_written(field: StagedField) -> dict:
+def inspect_written(field: StagedField) -> dict[str, Any]:
     """``{path, store, size, ext, is_dir, item_count, timestamp}`` for what is at the field's path, checked.
 
     The shape is ``ObjectCodec.encode``'s. A file must be the one the last

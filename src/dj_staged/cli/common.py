@@ -11,7 +11,11 @@ import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from .._datajoint import Connection, Schema
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ def datajoint_settings_given(config: str | None, environ: Mapping[str, str] = os
     return bool(config) or any(name.startswith("DJ_") and not name.startswith("DJ_STAGED_") for name in environ)
 
 
-def import_datajoint(config: str | None) -> Any:
+def import_datajoint(config: str | None) -> ModuleType:
     """Import DataJoint, its log lines sent to stderr (stdout is for the report).
 
     DataJoint warns at import when it finds no ``datajoint.json``; when
@@ -77,10 +81,10 @@ def import_datajoint(config: str | None) -> Any:
             warnings.filterwarnings("ignore", message=MISSING_CONFIG_WARNING, category=UserWarning)
         import datajoint as dj
     logs_to_stderr()
-    return dj
+    return cast(ModuleType, dj)  # the datajoint package (untyped)
 
 
-def load_config(dj: Any, config: str) -> None:
+def load_config(dj: ModuleType, config: str) -> None:
     """Load ``--config FILE`` (and the ``.secrets/`` beside it); a file DataJoint refuses is an error naming it."""
     from .._datajoint import load_config_file
 
@@ -95,7 +99,7 @@ def load_config(dj: Any, config: str) -> None:
 def log_level(args: argparse.Namespace) -> int:
     """The level of the ``dj_staged`` loggers: ``--log-level``, else ``-v`` (INFO) / ``-vv`` (DEBUG), else WARNING."""
     if getattr(args, "log_level", None):
-        return getattr(logging, args.log_level)
+        return cast(int, getattr(logging, args.log_level))
     verbose = getattr(args, "verbose", 0) or 0
     return logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
 
@@ -124,7 +128,7 @@ def logs_to_stderr() -> None:
             handler.setStream(sys.stderr)
 
 
-def connect(dj: Any) -> Any:
+def connect(dj: ModuleType) -> Connection:
     """DataJoint's connection from its configuration; a failure names the settings to fix."""
     try:
         return dj.conn()
@@ -137,7 +141,7 @@ def connect(dj: Any) -> Any:
         ) from error
 
 
-def stores_to_use(dj: Any, named: list[str] | None) -> list[str]:
+def stores_to_use(dj: ModuleType, named: list[str] | None) -> list[str]:
     """``--store`` values, else every configured store; each checked against DataJoint's store rules."""
     from ..status import configured_stores
 
@@ -161,7 +165,7 @@ def check_listable(names: list[str], listable: set[str]) -> None:
         )
 
 
-def schemas_named(dj: Any, connection: Any, names: list[str], listable: set[str]) -> list[Any]:
+def schemas_named(dj: ModuleType, connection: Connection, names: list[str], listable: set[str]) -> list[Schema]:
     """``dj.Schema`` objects for ``names``, each checked with :func:`check_listable`."""
     check_listable(names, listable)
     return [dj.Schema(name, connection=connection, create_schema=False, create_tables=False) for name in names]
@@ -175,7 +179,7 @@ def run_command(args: argparse.Namespace) -> int:
         if config:
             load_config(dj, config)
         try:
-            return args.run(args, dj)
+            return cast(int, args.run(args, dj))  # the command's run(args, dj): its exit status
         except CommandError:
             raise
         except dj.DataJointError as error:

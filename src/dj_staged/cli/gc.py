@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import timedelta
-from typing import Any
+from types import ModuleType
 
 from .common import connect, parse_duration, schemas_named, stores_to_use
 
@@ -16,7 +16,7 @@ DESCRIPTION = (
 )
 
 
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add ``gc`` to the ``dj-staged`` commands."""
     gc = commands.add_parser(
         "gc",
@@ -46,7 +46,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     gc.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace, dj: Any) -> int:
+def run(args: argparse.Namespace, dj: ModuleType) -> int:
     """Collect every store asked for; exit status 1 if anything could not be deleted."""
     from ..gc import Report, collect
     from ..gc.sections import survey_store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from types import ModuleType
 
 from .common import check_listable, connect, stores_to_use
 
@@ -17,7 +17,7 @@ DESCRIPTION = (
 )
 
 
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add ``status`` to the ``dj-staged`` commands."""
     status = commands.add_parser(
         "status", parents=[common], help="show the staged writes in flight", description=DESCRIPTION
@@ -32,7 +32,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     status.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace, dj: Any) -> int:
+def run(args: argparse.Namespace, dj: ModuleType) -> int:
     """Print what is in flight; exit status 0."""
     from ..status import in_flight
 

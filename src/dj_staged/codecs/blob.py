@@ -36,26 +36,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
+import numpy.typing as npt
 from datajoint import blob
 
 from ..addressing.hashed import HashAddressedStaging
 from ..errors import ContentError
-from ..protocol import HandleOptions, StagedField
+from ..protocol import FileHandle, HandleMode, HandleOptions, StagedField
+
+if TYPE_CHECKING:
+    import fsspec
 
 _LENGTH = 8
 
 
 def bytes_header(length: int) -> bytes:
     """The blob header DataJoint's ``blob.pack`` writes before ``length`` raw bytes."""
-    return blob.pack(b"", compress=False)[:-_LENGTH] + np.uint64(length).tobytes()
+    return cast(bytes, blob.pack(b"", compress=False))[:-_LENGTH] + np.uint64(length).tobytes()
 
 
 def array_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     """The blob header DataJoint's ``blob.pack`` writes before an array's column-major data."""
-    empty = blob.pack(np.empty((0,) * len(shape), dtype=dtype), compress=False)
+    empty: bytes = blob.pack(np.empty((0,) * len(shape), dtype=dtype), compress=False)
     split = len(empty) - _LENGTH  # the type id and complex flag follow the shape
     start = split - _LENGTH * len(shape)
     return empty[:start] + np.asarray(shape, dtype=np.uint64).tobytes() + empty[split:]
@@ -76,7 +80,7 @@ class BlobStaging(HashAddressedStaging):
     def _stored_prefix(self, field: StagedField, content_size: int | None) -> bytes | None:
         declared = field.options
         if declared.shape is not None:  # an array, declared by open_blob_array
-            return array_header(declared.shape, declared.dtype)
+            return array_header(declared.shape, cast("np.dtype[Any]", declared.dtype))  # declared with the shape
         if field.size is not None:
             return bytes_header(field.size)
         return None if content_size is None else bytes_header(content_size)
@@ -87,7 +91,10 @@ class BlobStaging(HashAddressedStaging):
     def _check_content(self, field: StagedField, content_size: int) -> None:
         declared = field.options
         array = declared.shape is not None
-        expected = math.prod(declared.shape or ()) * declared.dtype.itemsize if array else field.size
+        # an array's dtype is declared with its shape (open_blob_array)
+        expected = (
+            math.prod(declared.shape or ()) * cast("np.dtype[Any]", declared.dtype).itemsize if array else field.size
+        )
         if expected is not None and content_size != expected:
             raise ContentError(
                 f"{field.label} received {content_size} bytes but {expected} were declared; "
@@ -99,14 +106,14 @@ class BlobStaging(HashAddressedStaging):
 class BlobArrayWriter:
     """Writes an array into a ``<blob@>`` field slab by slab along its last axis."""
 
-    def __init__(self, handle: Any, field: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(self, handle: FileHandle, field: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self._handle = handle
         self._field = field
         self.shape = shape
         self.dtype = dtype
         self.filled = 0
 
-    def write(self, slab: Any) -> None:
+    def write(self, slab: npt.ArrayLike) -> None:
         """Append ``slab`` (shape ``shape[:-1] + (k,)``) after the slabs written so far."""
         slab = np.asarray(slab)
         leading = self.shape[:-1]
@@ -133,7 +140,24 @@ class BlobArrayWriter:
         self.close()
 
 
-def open_blob_array(staged: Any, field: str, shape: int | Sequence[int], dtype: Any, ext: str = "") -> BlobArrayWriter:
+class _Draft(Protocol):
+    """What :func:`open_blob_array` asks of a staged row (a ``session.RowDraft``, which this layer does not import)."""
+
+    def handle(
+        self, field: str, ext: str, *, mode: HandleMode, options: HandleOptions | None = None
+    ) -> fsspec.FSMap | FileHandle: ...
+
+
+class _Staged(Protocol):
+    """The staged block :func:`open_blob_array` is given (a ``StagedSession``): its row."""
+
+    @property
+    def draft(self) -> _Draft: ...
+
+
+def open_blob_array(
+    staged: _Staged, field: str, shape: int | Sequence[int], dtype: npt.DTypeLike, ext: str = ""
+) -> BlobArrayWriter:
     """Stream an array of known ``shape`` and ``dtype`` into the ``<blob@>`` field ``field``."""
     dims = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(n) for n in shape)
     dtype = np.dtype(dtype)

@@ -18,7 +18,7 @@ import contextlib
 import functools
 import io
 import math
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -29,7 +29,7 @@ from ..errors import ContentError
 from ..protocol import StagedField
 
 
-def read_npy_header(handle: Any, field: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+def read_npy_header(handle: IO[bytes], field: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """``(shape, fortran_order, dtype, data_offset)`` from an open ``.npy`` file, or a clear error."""
     try:
         version = npy_format.read_magic(handle)
@@ -74,7 +74,7 @@ class NpyStaging(SchemaAddressedStaging):
 
     staged_modes = ("open",)
 
-    def _header(self, base: dict, field: StagedField) -> tuple[tuple[int, ...], np.dtype, int, str]:
+    def _header(self, base: dict[str, Any], field: StagedField) -> tuple[tuple[int, ...], np.dtype, int, str]:
         """Shape, dtype, data offset and dtype name of the written ``.npy``: from the bytes kept while writing,
         else read back."""
         head = schema_state(field).head()
@@ -93,7 +93,7 @@ class NpyStaging(SchemaAddressedStaging):
             shape, _fortran, dtype, offset = read_npy_header(handle, field.name)
         return shape, dtype, offset, str(dtype)
 
-    def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
+    def _enrich_staged_metadata(self, base: dict[str, Any], field: StagedField) -> dict[str, Any]:
         shape, dtype, offset, dtype_name = self._header(base, field)
         if dtype.hasobject:
             raise ContentError(

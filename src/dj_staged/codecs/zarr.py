@@ -63,11 +63,13 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Iterable
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import datajoint as dj
 import numpy as np
+import numpy.typing as npt
 import zarr
 from datajoint.builtin_codecs.schema import SchemaCodec
 from datajoint.errors import DataJointError
@@ -79,6 +81,12 @@ from ..errors import ContentError, HandleModeError, codec_label
 from ..protocol import StagedField, participant_for
 from ..stores import resolve_store
 
+if TYPE_CHECKING:
+    import fsspec
+
+    from .._datajoint import Codec, Table, Value
+    from ..addressing.handles import StagedFile
+
 logger = logging.getLogger(__name__)
 
 ZARR_EXT = ".zarr"
@@ -87,7 +95,7 @@ ZARR_EXT = ".zarr"
 _METADATA_ERRORS = (BaseZarrError, ValueError, KeyError, TypeError, json.JSONDecodeError)
 
 
-def open_written_array(fsmap: Any, label: str, field: str | None = None) -> zarr.Array:
+def open_written_array(fsmap: fsspec.FSMap, label: str, field: str | None = None) -> zarr.Array[Any]:
     """The Zarr array at ``fsmap``, opened read-only from its metadata document (no chunk is read)."""
     try:
         return zarr.open_array(fsmap, mode="r")
@@ -99,7 +107,7 @@ def open_written_array(fsmap: Any, label: str, field: str | None = None) -> zarr
         ) from error
 
 
-def _bytes_endian(codecs: Any) -> str | None:
+def _bytes_endian(codecs: Iterable[object]) -> str | None:
     """The ``endian`` of the ``bytes`` codec in a format 3 codec pipeline (inside a shard, if sharded)."""
     for codec in codecs:
         if isinstance(codec, ShardingCodec):
@@ -109,7 +117,7 @@ def _bytes_endian(codecs: Any) -> str | None:
     return None
 
 
-def stored_dtype(array: zarr.Array) -> np.dtype:
+def stored_dtype(array: zarr.Array[Any]) -> np.dtype:
     """The numpy dtype of ``array`` as stored, byte order included.
 
     Format 2 keeps the byte order in ``.zarray``'s dtype (``>f8``). Format 3
@@ -124,7 +132,7 @@ def stored_dtype(array: zarr.Array) -> np.dtype:
     return dtype if endian is None else dtype.newbyteorder("<" if endian == "little" else ">")
 
 
-def read_array_metadata(fsmap: Any, label: str) -> tuple[list[int], str]:
+def read_array_metadata(fsmap: fsspec.FSMap, label: str) -> tuple[list[int], str]:
     """``(shape, dtype)`` of the Zarr array at ``fsmap`` as stored, from its metadata document only."""
     array = open_written_array(fsmap, label)
     return list(array.shape), str(stored_dtype(array))
@@ -150,7 +158,9 @@ class ZarrArrayStaging(SchemaAddressedStaging):
         """
         return {}
 
-    def check_staged_array(self, codec: Any, label: str, field: str, *, shape: tuple[int, ...], dtype: Any) -> np.dtype:
+    def check_staged_array(
+        self, codec: Codec, label: str, field: str, *, shape: tuple[int, ...], dtype: npt.DTypeLike
+    ) -> np.dtype:
         """Refuse, with a ``ContentError``, an array of ``shape`` and ``dtype`` that ``insert1`` would refuse.
 
         Called before anything is written. ``insert1`` refuses what the codec's
@@ -189,13 +199,13 @@ class ZarrArrayStaging(SchemaAddressedStaging):
     def create_staged_array(
         self,
         field: StagedField,
-        store: Any,
+        store: fsspec.FSMap,
         *,
         shape: tuple[int, ...],
-        dtype: Any,
-        chunks: Any = "auto",
+        dtype: npt.DTypeLike,
+        chunks: tuple[int, ...] | Literal["auto"] = "auto",
         **options: Any,
-    ) -> zarr.Array:
+    ) -> zarr.Array[Any]:
         """Create the field's array in ``store`` as ``encode`` would for an array of ``shape`` and ``dtype``.
 
         Keeps the dtype declared, and the dtype of the array created as stored
@@ -209,7 +219,7 @@ class ZarrArrayStaging(SchemaAddressedStaging):
         field.options.created_dtype = str(stored_dtype(open_written_array(store, field.label, field.name)))
         return array
 
-    def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> Any:
+    def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> fsspec.FSMap | StagedFile:
         """An ``fsspec.FSMap`` at the field's canonical ``.zarr`` path (``staged.store(field, ".zarr")``)."""
         if mode == "open":
             raise HandleModeError(
@@ -225,7 +235,7 @@ class ZarrArrayStaging(SchemaAddressedStaging):
             )
         return super().staged_handle(field, mode=mode, file_mode=file_mode)
 
-    def _enrich_staged_metadata(self, base: dict, field: StagedField) -> dict:
+    def _enrich_staged_metadata(self, base: dict[str, Any], field: StagedField) -> dict[str, Any]:
         """Read the array's metadata (never its chunks) and return the column value."""
         array = open_written_array(field.backend.get_fsmap(base["path"]), field.label, field.name)
         dtype = stored_dtype(array)
@@ -244,11 +254,11 @@ class ZarrArrayStaging(SchemaAddressedStaging):
         declared: np.dtype | None = field.options.dtype
         return declared if declared is not None and field.options.created_dtype == str(stored) else None
 
-    def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
+    def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict[str, Any]:
         """The value ``encode`` returns for an array of this path, store, shape and dtype."""
         return {"path": path, "store": store, "shape": shape, "dtype": dtype}
 
-    def _check_options(self, array: zarr.Array, dtype: np.dtype, field: StagedField) -> None:
+    def _check_options(self, array: zarr.Array[Any], dtype: np.dtype, field: StagedField) -> None:
         """Refuse an array whose metadata differs from what ``encode`` writes with :meth:`zarr_array_options`."""
         options = self.zarr_array_options()
         if not options:
@@ -278,7 +288,7 @@ def provenance() -> dict[str, str]:
     return {"datajoint": dj.__version__, "dj_staged": dj_staged.__version__}
 
 
-def own_column_value(path: str, store: str, shape: list[int], dtype: str) -> dict:
+def own_column_value(path: str, store: str, shape: list[int], dtype: str) -> dict[str, Any]:
     """dj-staged's ``<zarr@>`` column value: what ``ZarrCodec.encode`` returns and a staged row stores."""
     return {"path": path, "store": store, "shape": shape, "dtype": dtype, "provenance": provenance()}
 
@@ -286,7 +296,7 @@ def own_column_value(path: str, store: str, shape: list[int], dtype: str) -> dic
 class ZarrStaging(ZarrArrayStaging):
     """Staged insert of dj-staged's own ``<zarr@>``: the column value :meth:`ZarrCodec.encode` returns."""
 
-    def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
+    def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict[str, Any]:
         return own_column_value(path, store, shape, dtype)
 
 
@@ -314,15 +324,32 @@ class DjZarrCodecsStaging(ZarrArrayStaging):
         declared = self.declared_dtype(stored, field)
         return str(declared if declared is not None else stored)
 
-    def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict:
+    def _column_value(self, path: str, store: str, shape: list[int], dtype: str, field: StagedField) -> dict[str, Any]:
         package = import_module(type(field.codec).__module__.split(".", 1)[0])
         versions = {"datajoint-python": dj.__version__, "dj-zarr-codecs": package.__version__}
         return {**super()._column_value(path, store, shape, dtype, field), "provenance": versions}
 
 
+class _Staged(Protocol):
+    """The staged block :func:`create_zarr_array` is given (a ``StagedSession``, which this layer does not import)."""
+
+    @property
+    def table(self) -> Table: ...
+
+    def store(self, field: str, ext: str = "") -> fsspec.FSMap: ...
+
+    def field(self, name: str) -> StagedField: ...
+
+
 def create_zarr_array(
-    staged: Any, field: str, *, shape: tuple[int, ...], dtype: Any, chunks: Any = "auto", **options: Any
-) -> zarr.Array:
+    staged: _Staged,
+    field: str,
+    *,
+    shape: tuple[int, ...],
+    dtype: npt.DTypeLike,
+    chunks: tuple[int, ...] | Literal["auto"] = "auto",
+    **options: Any,
+) -> zarr.Array[Any]:
     """Create the Zarr array of ``<zarr@>``-like field ``field`` in a staged block, as the codec's ``insert1`` would.
 
     The array gets the settings the codec's ``encode`` writes with (its
@@ -354,14 +381,15 @@ def create_zarr_array(
     )
 
 
-class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-arg]  # DataJoint's class keyword
+# ignored: DataJoint's SchemaCodec is untyped (Any: misc) and takes the class keyword `register` (call-arg)
+class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-arg,misc]
     """``<zarr@>``: numpy or zarr arrays in, read-only ``zarr.Array`` out; staged insert for larger ones."""
 
     name = "zarr"
     #: ``encode`` resolves ``<zarr@>`` (no store name) to ``stores.default``, so a staged insert takes it too.
     resolves_empty_store_name = True
 
-    def validate(self, value: Any) -> None:
+    def validate(self, value: object) -> None:
         """Accept a numpy or zarr array of any dtype but object."""
         if not isinstance(value, np.ndarray | zarr.Array):
             raise DataJointError(f"<zarr> requires a numpy.ndarray or zarr.Array, got {type(value).__name__}")
@@ -371,8 +399,13 @@ class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-
             )
 
     def encode(
-        self, value: Any, *, key: dict | None = None, context: dict | None = None, store_name: str | None = None
-    ) -> dict:
+        self,
+        value: Value,
+        *,
+        key: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
+        store_name: str | None = None,
+    ) -> dict[str, Any]:
         """Write ``value`` as a Zarr format 3 array at the canonical path; return the column value."""
         self.validate(value)
         schema, table, field, primary_key = self._extract_context(key, context)
@@ -389,7 +422,9 @@ class ZarrCodec(ZarrStaging, SchemaCodec, register=False):  # type: ignore[call-
         shape, dtype = read_array_metadata(fsmap, f"<zarr> field '{field}'")
         return own_column_value(path, store, shape, dtype)
 
-    def decode(self, stored: dict, *, key: dict | None = None, context: dict | None = None) -> zarr.Array:
+    def decode(
+        self, stored: dict[str, Any], *, key: dict[str, Any] | None = None, context: dict[str, Any] | None = None
+    ) -> zarr.Array[Any]:
         """A read-only ``zarr.Array`` on the stored array; chunks are read on indexing."""
         config = self._codec_config(key, context)
         backend = self._get_backend(stored.get("store"), config=config)

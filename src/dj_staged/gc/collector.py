@@ -34,8 +34,9 @@ from datetime import timedelta
 from typing import Any
 
 from .. import steps
-from .._datajoint import config_of, is_covered, is_hash_name, schema_on
-from ..leases import covers, exclusive_gate, held_lease_keys, scan_leases
+from .._datajoint import Config, Connection, Schema, config_of, is_covered, is_hash_name, schema_on
+from ..leases import LeaseRecord, covers, exclusive_gate, held_lease_keys, scan_leases
+from ..leases.locks import Gate
 from ..references import referenced_paths, referencing_anywhere
 from ..stores import IncompleteUpload, StagedStore, StoredFile, resolve_store
 from ..stores.base import mtime_of
@@ -60,12 +61,12 @@ logger = logging.getLogger(__name__)
 
 
 def collect(
-    *schemas: Any,
+    *schemas: Schema,
     store: str | None = None,
     grace: timedelta | float = DEFAULT_GRACE,
     dry_run: bool = True,
     now: float | None = None,
-    config: Any = None,
+    config: Config | None = None,
     datajoint: bool = True,
     survey: StoreSurvey | bool = False,
 ) -> Report:
@@ -112,7 +113,7 @@ def collect(
     return report
 
 
-def collect_staging(*schemas: Any, **options: Any) -> Report:
+def collect_staging(*schemas: Schema, **options: Any) -> Report:
     """Only dj-staged's sections: ``_staging/{schema}/`` and its leases."""
     return collect(*schemas, datajoint=False, **options)
 
@@ -120,7 +121,7 @@ def collect_staging(*schemas: Any, **options: Any) -> Report:
 class _Collection:
     """The collection of one schema in one store."""
 
-    def __init__(self, schema: Any, store: StagedStore, cutoff: float, datajoint: bool) -> None:
+    def __init__(self, schema: Schema, store: StagedStore, cutoff: float, datajoint: bool) -> None:
         self.schema = schema
         self.name = schema.database
         self.staged_store = store
@@ -160,7 +161,7 @@ class _Collection:
                 self._delete(reports, uploads, gate)
         return reports
 
-    def _referenced(self, referenced: set[str]) -> Any:
+    def _referenced(self, referenced: set[str]) -> Callable[[str, list[StoredFile]], bool]:
         def check(root: str, members: list[StoredFile]) -> bool:
             return root in referenced or any(is_covered(m.path, referenced) for m in members)
 
@@ -170,7 +171,7 @@ class _Collection:
         self,
         listed: dict[str, dict[str, StoredFile]],
         uploads: dict[str, IncompleteUpload],
-        records: list[Any],
+        records: list[LeaseRecord],
         held: set[int],
         rules: Rules,
     ) -> list[SectionReport]:
@@ -232,7 +233,9 @@ class _Collection:
                 report.kept[name] = files
         return report
 
-    def _placements(self, connection: Any, records: list[Any], held: set[int], live: list[str]) -> SectionReport | None:
+    def _placements(
+        self, connection: Connection, records: list[LeaseRecord], held: set[int], live: list[str]
+    ) -> SectionReport | None:
         """What abandoned writes placed at paths they chose: collectable when no live lease covers it, no row of
         any schema references it, and it still carries the mark its lease recorded (else it is not theirs);
         None when no abandoned write's lease names such a path."""
@@ -269,7 +272,7 @@ class _Collection:
             return list(self.staged_store.list_files(path).values())
         return [StoredFile(path, int(info.get("size") or 0), mtime_of(info))]
 
-    def _leases(self, files: dict[str, StoredFile], records: list[Any], held: set[int]) -> SectionReport:
+    def _leases(self, files: dict[str, StoredFile], records: list[LeaseRecord], held: set[int]) -> SectionReport:
         """Live leases are kept (a header being written too: its id names its lock); dead and unreadable ones
         are collected (their paths are judged above)."""
         report = SectionReport(self.store, self.name, LEASES)
@@ -284,7 +287,7 @@ class _Collection:
                 report.collectable.setdefault(root, []).append(stored)
         return report
 
-    def _delete(self, reports: list[SectionReport], uploads: dict[str, IncompleteUpload], gate: Any) -> None:
+    def _delete(self, reports: list[SectionReport], uploads: dict[str, IncompleteUpload], gate: Gate) -> None:
         """Delete what the reports list, confirming the gate is still held before each deletion request."""
         failed = False
         for entry in sorted(reports, key=lambda r: r.section == LEASES):  # leases last: their paths first
@@ -317,7 +320,7 @@ class _Collection:
                     entry.deleted += 1
                     entry.freed_bytes += stored.size
 
-    def _delete_placements(self, entry: SectionReport, gate: Any) -> bool:
+    def _delete_placements(self, entry: SectionReport, gate: Gate) -> bool:
         """Remove each placement whole, once more confirming it carries its mark (else it is kept); whether any
         removal failed."""
         failed = False
@@ -338,7 +341,7 @@ class _Collection:
             entry.freed_bytes += sum(f.size for f in files)
         return failed
 
-    def _delete_in_batches(self, entry: SectionReport, gate: Any) -> bool:
+    def _delete_in_batches(self, entry: SectionReport, gate: Gate) -> bool:
         """Delete a section's objects as many per request as the store takes; return whether any failed."""
         files = [stored for group in entry.collectable.values() for stored in group]
         failed = False
@@ -360,6 +363,6 @@ class _Collection:
         return failed
 
 
-def _on(connection: Any, schema: Any) -> Any:
+def _on(connection: Connection, schema: Schema) -> Schema:
     """The same schema, reached through ``connection``."""
     return schema_on(connection, schema.database)

@@ -78,7 +78,7 @@ class SectionReport:
         return sorted(f.path for files in self.collectable.values() for f in files)
 
     @property
-    def reasons(self) -> Counter:
+    def reasons(self) -> Counter[str]:
         """Kept objects per reason, referenced ones included."""
         counted = Counter(self.protected.values())
         if self.referenced:
@@ -170,9 +170,9 @@ class Report:
         return sorted(p for s in self.sections for p in s.paths)
 
     @property
-    def reasons(self) -> Counter:
+    def reasons(self) -> Counter[str]:
         """Kept objects per reason, over every section."""
-        total: Counter = Counter()
+        total: Counter[str] = Counter()
         for s in self.sections:
             total.update(s.reasons)
         return total

@@ -12,11 +12,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import steps
-from .._datajoint import DatabaseFailure, backend_pid, database_failure
+from .._datajoint import Connection, DatabaseFailure, backend_pid, database_failure
 from ..errors import LeaseLostError, PathTakenError
 from ..stores.base import StagedStore
 from .claims import Claim, release_claim, try_claim
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 class LeaseKeeper:
     """Leases the paths of one writer in its stores, backed by one advisory lock on its database session."""
 
-    def __init__(self, connection: Any, schema: str, table: str) -> None:
+    def __init__(self, connection: Connection, schema: str, table: str) -> None:
         self.connection = connection
         self.schema = schema
         self.table = table
@@ -69,7 +69,7 @@ class LeaseKeeper:
         """Whether ``path`` in ``store`` is leased by this writer."""
         return (store, path) in self._paths
 
-    def take(self, probe: tuple[str, Sequence[Any]] | None = None) -> Any:
+    def take(self, probe: tuple[str, Sequence[Any]] | None = None) -> object:
         """Take the lease lock now, if not yet taken, and evaluate ``probe`` (a scalar SQL expression and its
         arguments) in the same round trip; the probe's value (None without one).
 
@@ -84,7 +84,9 @@ class LeaseKeeper:
             return None
         return self.connection.query(f"SELECT ({probe[0]})", args=tuple(probe[1])).fetchone()[0]
 
-    def _acquire(self, *, gate: bool = False, probe: tuple[str, Sequence[Any]] | None = None) -> tuple[LeaseLock, Any]:
+    def _acquire(
+        self, *, gate: bool = False, probe: tuple[str, Sequence[Any]] | None = None
+    ) -> tuple[LeaseLock, object]:
         try:
             self.lock, answer = acquire_lease_lock(
                 self.connection, self._key, gate=self.schema if gate else None, probe=probe
@@ -239,7 +241,7 @@ class LeaseKeeper:
         """
         self._end(mark_abandoned, "Marking abandoned")
 
-    def _end(self, action: Any, verb: str) -> bool:
+    def _end(self, action: Callable[[StagedStore, str, str], None], verb: str) -> bool:
         """Apply ``action`` to the lease's record in every store, then release the lock; False if already ended."""
         with self._mutex:
             if self.ended:
@@ -278,7 +280,7 @@ class LeaseKeeper:
             logger.warning("Releasing the lease lock failed; it ends with the database session", exc_info=True)
 
 
-def _quietly(action: Any, *args: Any) -> None:
+def _quietly(action: Callable[..., object], *args: object) -> None:
     """Run a best-effort cleanup after a failure; its own failure is logged, never raised over the first."""
     try:
         action(*args)

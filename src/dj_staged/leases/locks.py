@@ -30,6 +30,7 @@ from typing import Any
 
 from .._datajoint import (
     FENCE_SQLSTATE,
+    Connection,
     DatabaseFailure,
     backend_pid,
     connection_like,
@@ -57,7 +58,7 @@ class LeaseLock:
     pid: int
 
 
-def require_postgres(connection: Any) -> None:
+def require_postgres(connection: Connection) -> None:
     """Raise unless ``connection`` is PostgreSQL, the one backend with the locks leases need."""
     backend = getattr(getattr(connection, "adapter", None), "backend", None)
     if backend != "postgresql":
@@ -67,8 +68,8 @@ def require_postgres(connection: Any) -> None:
 
 
 def acquire_lease_lock(
-    connection: Any, key: int, *, gate: str | None = None, probe: tuple[str, Sequence[Any]] | None = None
-) -> tuple[LeaseLock, Any]:
+    connection: Connection, key: int, *, gate: str | None = None, probe: tuple[str, Sequence[Any]] | None = None
+) -> tuple[LeaseLock, object]:
     """Take the lease lock ``key`` on ``connection``'s session, or a fresh random key if another session holds
     that one; the lock and the value of ``probe`` (a scalar SQL expression and its arguments), in one round trip.
 
@@ -81,7 +82,7 @@ def acquire_lease_lock(
         extra_sql, extra_args = ", pg_advisory_lock_shared(%s, %s)", (GATE_NS, gate_key(gate))
     if probe:
         extra_sql, extra_args = f"{extra_sql}, ({probe[0]})", (*extra_args, *probe[1])
-    answer = None
+    answer: object = None
     while True:
         row = connection.query(
             f"SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid(){extra_sql}",
@@ -96,7 +97,7 @@ def acquire_lease_lock(
         extra_sql, extra_args = "", ()  # the gate is held and the probe answered: a retry takes only another key
 
 
-def _client_check(connection: Any) -> tuple[str, tuple[Any, ...]]:
+def _client_check(connection: Connection) -> tuple[str, tuple[Any, ...]]:
     """SQL that sets the session's ``client_connection_check_interval`` (``DJ_STAGED_CLIENT_CHECK``), and its
     arguments; nothing on a server older than PostgreSQL 14 or when the setting is 0.
 
@@ -111,7 +112,7 @@ def _client_check(connection: Any) -> tuple[str, tuple[Any, ...]]:
     return ", set_config('client_connection_check_interval', %s, false)", (f"{max(1, round(interval * 1000))}ms",)
 
 
-def wait_for_lease_end(connection: Any, key: int, bound: float) -> bool:
+def wait_for_lease_end(connection: Connection, key: int, bound: float) -> bool:
     """Wait at most ``bound`` seconds until no session holds the lease key ``key``; whether none does.
 
     A commit's transaction holds its lease key (the guard hands the lock to
@@ -140,7 +141,7 @@ def new_lease_key() -> int:
     return secrets.randbelow(1 << 31)
 
 
-def lease_held(connection: Any, lock: LeaseLock) -> bool:
+def lease_held(connection: Connection, lock: LeaseLock) -> bool:
     """Fencing: whether ``connection`` is still the session that took ``lock`` and still holds it.
 
     A session-level lock is held from the moment it is taken until it is
@@ -181,17 +182,17 @@ def commit_guard(lock: LeaseLock) -> str:
     )
 
 
-def release_lease_lock(connection: Any, lock: LeaseLock) -> None:
+def release_lease_lock(connection: Connection, lock: LeaseLock) -> None:
     """Release ``lock`` (a session that lost it has nothing to release: PostgreSQL only warns)."""
     connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(LEASE_NS, lock.key), reconnect=False)
 
 
-def release_shared_gate(connection: Any, schema: str) -> None:
+def release_shared_gate(connection: Connection, schema: str) -> None:
     """Release the schema's gate taken shared by :func:`acquire_lease_lock`."""
     connection.query("SELECT pg_advisory_unlock_shared(%s, %s)", args=(GATE_NS, gate_key(schema)), reconnect=False)
 
 
-def held_lease_keys(connection: Any) -> set[int]:
+def held_lease_keys(connection: Connection) -> set[int]:
     """The keys of every lease lock some session of this database holds right now."""
     return {int(row[0]) for row in connection.query(_HELD, args=(LEASE_NS,)).fetchall()}
 
@@ -202,7 +203,7 @@ def gate_key(schema: str) -> int:
 
 
 @contextlib.contextmanager
-def shared_gate(connection: Any, schema: str) -> Iterator[None]:
+def shared_gate(connection: Connection, schema: str) -> Iterator[None]:
     """Hold the schema's gate shared on ``connection`` (a writer adding paths to its lease)."""
     require_postgres(connection)
     connection.query("SELECT pg_advisory_lock_shared(%s, %s)", args=(GATE_NS, gate_key(schema)), reconnect=False)
@@ -212,12 +213,12 @@ def shared_gate(connection: Any, schema: str) -> Iterator[None]:
         release_shared_gate(connection, schema)
 
 
-_gate_connections: dict[tuple, Any] = {}
+_gate_connections: dict[tuple[str, int, str, str | None], Connection] = {}
 _gate_lock = threading.Lock()
 _exclusive = threading.Lock()  # one exclusive holder per process at a time: its sessions never conflict in PostgreSQL
 
 
-def gate_connection(connection: Any) -> Any:
+def gate_connection(connection: Connection) -> Connection:
     """A dedicated DataJoint connection to the same server, for the exclusive gate (one per process)."""
     info = connection.conn_info
     key = (info["host"], info["port"], info["user"], info.get("database_name"))
@@ -233,7 +234,7 @@ def gate_connection(connection: Any) -> Any:
 class Gate:
     """The exclusive gate of one schema, held by a dedicated session."""
 
-    connection: Any
+    connection: Connection  # the dedicated session (gate_connection)
     schema: str
 
     def confirm(self) -> None:
@@ -262,7 +263,7 @@ class Gate:
 
 
 @contextlib.contextmanager
-def exclusive_gate(connection: Any, schema: str, timeout: str = GATE_TIMEOUT) -> Iterator[Gate]:
+def exclusive_gate(connection: Connection, schema: str, timeout: str = GATE_TIMEOUT) -> Iterator[Gate]:
     """Hold the schema's gate exclusively on a dedicated session.
 
     Waits at most ``timeout`` for writers to finish adding paths to their

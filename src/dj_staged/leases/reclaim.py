@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
+from .._datajoint import Connection
 from ..references import referencing
 from ..stores.base import StagedStore
 from .locks import exclusive_gate, held_lease_keys
@@ -44,7 +44,9 @@ def live_paths(records: Iterable[LeaseRecord], held: set[int], exclude: str | No
     return paths
 
 
-def reclaim(connection: Any, store: StagedStore, schema: str, paths: list[str], *, exclude_lease: str) -> list[str]:
+def reclaim(
+    connection: Connection, store: StagedStore, schema: str, paths: list[str], *, exclude_lease: str
+) -> list[str]:
     """Delete those of ``paths`` no other live lease covers and no row references; return the deleted ones."""
     if not paths:
         return []

@@ -23,7 +23,7 @@ one lease, released once its rows are visible.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..durability import SyncPlan, durable
 from ..errors import DuplicateError, HandleModeError
@@ -34,6 +34,9 @@ from .draft import RowDraft
 from .lifecycle import Block, _as_table, commit_rows
 from .rows import key_token
 from .session import StagedSession
+
+if TYPE_CHECKING:
+    from .._datajoint import Table
 
 DEFAULT_CHUNK = 1000
 
@@ -83,15 +86,15 @@ class StagedRow(Block):
 class StagedBatch:
     """The object a ``with staged_insert(Table) as batch:`` block works with."""
 
-    def __init__(self, table: Any, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> None:
+    def __init__(self, table: Table, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> None:
         self.table = table
         self.chunk_size = chunk_size
         self.allow_direct_insert = allow_direct_insert
         self.leases = LeaseKeeper(table.connection, table.database, table.table_name)
         self.sync = SyncPlan(durable())  # every accepted row's files and directories, synced once at the commit
         self.stores: dict[str | None, StagedStore] = {}  # resolved once for all rows
-        self.views: dict[frozenset[str], Any] = {}  # the pre-insert check's table copies, made once
-        self._keys: set[tuple] = set()
+        self.views: dict[frozenset[str], Table] = {}  # the pre-insert check's table copies, made once
+        self._keys: set[tuple[Any, ...]] = set()
         self._rows: list[tuple[RowDraft, dict[str, Any], frozenset[str]]] = []
         self._field_sets: dict[frozenset[str], frozenset[str]] = {}
         self._open_row: StagedRow | None = None
@@ -131,7 +134,7 @@ class StagedBatch:
 
     def groups(self) -> list[Group]:
         """The rows grouped by the columns they set (one ``INSERT`` statement shape per group)."""
-        grouped: dict[tuple, list[dict[str, Any]]] = {}
+        grouped: dict[tuple[tuple[str, ...], frozenset[str]], list[dict[str, Any]]] = {}
         for _draft, row, fields in self._rows:
             grouped.setdefault((tuple(sorted(row)), fields), []).append(row)
         return [(rows, fields) for (_columns, fields), rows in grouped.items()]
@@ -180,7 +183,9 @@ class StagedBatch:
 class BatchInsert(Block):
     """Context manager returned by :func:`staged_insert` and, after ``enable()``, by ``Table.staged_insert(...)``."""
 
-    def __init__(self, table: Any, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> None:
+    def __init__(
+        self, table: Table | type[Table], chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False
+    ) -> None:
         self._table = _as_table(table)
         self._batch = StagedBatch(self._table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)
 
@@ -191,6 +196,8 @@ class BatchInsert(Block):
         return self._batch
 
 
-def staged_insert(table: Any, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> BatchInsert:
+def staged_insert(
+    table: Table | type[Table], chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False
+) -> BatchInsert:
     """Stage many rows of ``table`` and insert them together: ``with staged_insert(Table) as batch: ...``."""
     return BatchInsert(table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)

@@ -34,12 +34,21 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from .. import steps
-from .._datajoint import DatabaseFailure, database_failure, insert_statements, own_insert, reset_transaction_state
+from .._datajoint import (
+    DatabaseFailure,
+    Table,
+    database_failure,
+    insert_statements,
+    own_insert,
+    reset_transaction_state,
+)
 from ..durability import SyncPlan
 from ..errors import AmbiguousCommitError, DuplicateError
+from ..leases import LeaseKeeper
 from ..leases.locks import wait_for_lease_end
 from ..settings import COMMIT_WAIT, commit_wait
 from .rows import finalized_view, key_token
@@ -86,7 +95,7 @@ class CommitDoubt(Exception):
 Group = tuple[list[dict[str, Any]], frozenset[str]]  # rows setting the same columns, and their staged fields
 
 
-def _insert(table: Any, groups: list[Group], options: dict[str, Any], *, one: bool) -> None:
+def _insert(table: Table, groups: list[Group], options: dict[str, Any], *, one: bool) -> None:
     """DataJoint's insert of the finalized rows, through the table's own ``insert1`` (a single row, ``one``) or
     ``insert`` where it has them, called on a view that stores the staged fields as given: a ``super()`` call
     in the table's method then inserts them unchanged."""
@@ -100,9 +109,9 @@ def _insert(table: Any, groups: list[Group], options: dict[str, Any], *, one: bo
 
 
 def insert_rows(
-    table: Any,
+    table: Table,
     groups: list[Group],
-    leases: Any,
+    leases: LeaseKeeper,
     *,
     allow_direct_insert: bool,
     chunk_size: int | None = None,
@@ -155,7 +164,7 @@ def insert_rows(
 
 
 def _insert_in_transaction(
-    table: Any, groups: list[Group], leases: Any, options: dict[str, Any], count: int, *, one: bool
+    table: Table, groups: list[Group], leases: LeaseKeeper, options: dict[str, Any], count: int, *, one: bool
 ) -> bool:
     """``BEGIN``, the guard, DataJoint's ``INSERT`` statements as it sends them, ``COMMIT``: for more rows than one
     statement takes (never all held at once), and for a table with an ``insert1``/``insert`` of its own, which
@@ -188,7 +197,7 @@ def _insert_in_transaction(
     return True
 
 
-def outcome(table: Any, groups: list[Group], lease_key: int | None) -> Outcome:
+def outcome(table: Table, groups: list[Group], lease_key: int | None) -> Outcome:
     """After a doubtful commit: wait for its transaction to end, then look up whether its rows exist with the
     staged values this writer inserted.
 
@@ -231,17 +240,17 @@ def outcome(table: Any, groups: list[Group], lease_key: int | None) -> Outcome:
     return Outcome.TAKEN if taken else Outcome.ABSENT
 
 
-def row_keys(table: Any, groups: list[Group]) -> list[dict[str, Any]]:
+def row_keys(table: Table, groups: list[Group]) -> list[dict[str, Any]]:
     """The primary keys of the rows in ``groups``."""
     return [{name: row[name] for name in table.primary_key} for rows, _fields in groups for row in rows]
 
 
-def shown_keys(keys: list[dict[str, Any]]) -> list[Any]:
+def shown_keys(keys: list[dict[str, Any]]) -> Sequence[dict[str, Any] | str]:
     """At most three keys, and how many more, for a message."""
     return keys if len(keys) <= 3 else [*keys[:3], f"... {len(keys) - 3} more"]
 
 
-def ambiguous(table: Any, groups: list[Group], cause: BaseException, found: Outcome) -> AmbiguousCommitError:
+def ambiguous(table: Table, groups: list[Group], cause: BaseException, found: Outcome) -> AmbiguousCommitError:
     """The error for a commit whose outcome could not be found out."""
     keys = row_keys(table, groups)
     why = (
@@ -258,7 +267,7 @@ def ambiguous(table: Any, groups: list[Group], cause: BaseException, found: Outc
     )
 
 
-def lost_to_another(table: Any, groups: list[Group]) -> Exception:
+def lost_to_another(table: Table, groups: list[Group]) -> DuplicateError:
     """DataJoint's ``DuplicateError`` for a doubtful commit whose key another writer's row took meanwhile."""
     return DuplicateError(
         f"Duplicate entry: while the commit of {described(table, groups)} waited, another row with the same primary "
@@ -266,7 +275,7 @@ def lost_to_another(table: Any, groups: list[Group]) -> Exception:
     )
 
 
-def described(table: Any, groups: list[Group]) -> str:
+def described(table: Table, groups: list[Group]) -> str:
     """``"3 rows of `schema`.`table`"``, for messages (built only when one is needed)."""
     count = sum(len(rows) for rows, _fields in groups)
     return f"{count} row{'' if count == 1 else 's'} of {table.full_table_name}"

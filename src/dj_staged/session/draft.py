@@ -21,7 +21,7 @@ from typing import Any
 import fsspec
 
 from .. import steps
-from .._datajoint import config_of, inserts_allowed
+from .._datajoint import Attribute, Config, Table, config_of, inserts_allowed
 from ..addressing.paths import check_extension, check_filename, check_key
 from ..durability import SyncPlan, durable
 from ..errors import (
@@ -40,6 +40,7 @@ from ..leases import LeaseKeeper, reclaim
 from ..progress import progress_callback
 from ..protocol import (
     Abortable,
+    FileHandle,
     HandleMode,
     HandleOptions,
     StagedField,
@@ -82,13 +83,13 @@ class RowDraft:
 
     def __init__(
         self,
-        table: Any,
+        table: Table,
         *,
         leases: LeaseKeeper | None = None,
         on_key: Callable[[dict[str, Any]], None] | None = None,
         allow_direct_insert: bool = False,
         stores: dict[str | None, StagedStore] | None = None,
-        views: dict[frozenset[str], Any] | None = None,
+        views: dict[frozenset[str], Table] | None = None,
     ) -> None:
         self._table = table
         self._stores = stores if stores is not None else {}  # resolved stores, shared by a batch's rows
@@ -108,7 +109,7 @@ class RowDraft:
         self.committed = False  # the row is visible, or the enclosing transaction took it
 
     @property
-    def table(self) -> Any:
+    def table(self) -> Table:
         """The table the row goes into."""
         return self._table
 
@@ -171,7 +172,7 @@ class RowDraft:
         options: HandleOptions | None = None,
         path: str | None = None,
         overwrite: bool = False,
-    ) -> Any:
+    ) -> fsspec.FSMap | FileHandle:
         """A write handle on ``field`` from its participant (``mode`` ``"store"`` or ``"open"``), the field claimed
         on its first use; ``options``: what the writer declared about the content (a codec helper's); ``path``
         and ``overwrite``: where a participant that lets the writer choose it places the value."""
@@ -300,13 +301,13 @@ class RowDraft:
         tried, fields = self._tried
         return fields == set(self._fields) and tried.keys() == row.keys() and all(row[k] is tried[k] for k in row)
 
-    def _attribute(self, field: str) -> Any:
+    def _attribute(self, field: str) -> Attribute:
         if field not in self._table.heading.names:
             raise NotParticipatingError(f"Attribute '{field}' not found in table heading", field=field)
         return self._table.heading[field]
 
     @staticmethod
-    def _participant(field: str, attr: Any) -> StagedParticipant:
+    def _participant(field: str, attr: Attribute) -> StagedParticipant:
         codec = attr.codec
         if codec is None:
             raise NotParticipatingError(
@@ -332,7 +333,7 @@ class RowDraft:
             )
         return participant
 
-    def _resolve_store(self, field: str, attr: Any) -> StagedStore:
+    def _resolve_store(self, field: str, attr: Attribute) -> StagedStore:
         # `<x@>` reaches here only for a codec whose own insert1 reads it as
         # stores.default (`resolves_empty_store_name`): resolve it to that store's name.
         requested = attr.store or None
@@ -342,7 +343,7 @@ class RowDraft:
         return store
 
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         """DataJoint's configuration of the table's connection."""
         return config_of(self._table.connection)
 
@@ -360,7 +361,7 @@ class RowDraft:
             self._on_key(key)
             self.announced_key = dict(key)
 
-    def key_token(self) -> tuple:
+    def key_token(self) -> tuple[Any, ...]:
         """The row's primary key as the table types it."""
         return key_token(self._table, self.primary_key)
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import inspect
 import threading
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from .._datajoint import Table
 from .batch import DEFAULT_CHUNK, BatchInsert, StagedBatch, staged_insert
@@ -31,8 +32,10 @@ from .transaction import check_none_pending
 _lock = threading.Lock()
 _original: object | None = None
 
+Entered = TypeVar("Entered")  # what the block's `with` statement gives: a StagedSession, or a StagedBatch
 
-class _Bound:
+
+class _Bound(Generic[Entered]):
     """A staged-insert factory bound to a table class or instance; also usable directly as a ``with`` block.
 
     Nothing is read from the table when the object is made: opening a block
@@ -42,20 +45,20 @@ class _Bound:
     _name = ""  # the attribute's name, for messages
     _doc = ""  # the class's docstring without its indentation
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls._doc = inspect.cleandoc(cls.__doc__ or "")
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table | type[Table]) -> None:
         self._table = table
         self._opened = threading.local()  # per thread, the blocks entered through this object, innermost last
         # its own docstring, so help(Table) shows it beside the attribute (pydoc hides one equal to the class's)
         self.__doc__ = f"{self._doc}\n\nBound to {self._target()}."
 
-    def _open(self) -> Any:
+    def _open(self) -> AbstractContextManager[Entered, bool]:
         raise NotImplementedError
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Entered:
         block = self._open()
         entered = block.__enter__()
         self._opened.__dict__.setdefault("blocks", []).append(block)
@@ -64,7 +67,7 @@ class _Bound:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        return self._opened.blocks.pop().__exit__(exc_type, exc, tb)
+        return cast(bool, self._opened.blocks.pop().__exit__(exc_type, exc, tb))  # a block _open gave
 
     def _target(self) -> str:
         """``Trial`` for the class, ``Trial()`` for an instance."""
@@ -76,7 +79,7 @@ class _Bound:
         return f"<dj-staged {self._name} of {self._target()}>"
 
 
-class BoundStagedInsert1(_Bound):
+class BoundStagedInsert1(_Bound[StagedSession]):
     """``Table().staged_insert1`` after ``dj_staged.enable()``: stage one row (dj-staged's engine).
 
     ``with Table().staged_insert1 as staged:`` opens a block with default
@@ -99,7 +102,7 @@ class BoundStagedInsert1(_Bound):
         return super().__enter__()
 
 
-class BoundStagedInsert(_Bound):
+class BoundStagedInsert(_Bound[StagedBatch]):
     """``Table.staged_insert`` after ``dj_staged.enable()``: stage many rows, insert them together.
 
     ``with Table.staged_insert as batch:`` (on the class or an instance) opens
@@ -125,14 +128,14 @@ class BoundStagedInsert(_Bound):
 class _Attribute:
     """The attribute on ``Table``: read on a class or an instance, it gives a factory bound to it (read-only)."""
 
-    def __init__(self, bound: type[_Bound]) -> None:
+    def __init__(self, bound: type[_Bound[Any]]) -> None:
         self._bound = bound
         self.__doc__ = bound.__doc__
 
-    def __get__(self, instance: Any, owner: type) -> _Bound:
+    def __get__(self, instance: Table | None, owner: type[Table]) -> _Bound[Any]:
         return self._bound(instance if instance is not None else owner)
 
-    def __set__(self, instance: Any, value: Any) -> None:
+    def __set__(self, instance: Table, value: object) -> None:
         raise AttributeError(f"{self._bound._name} is read-only")
 
 

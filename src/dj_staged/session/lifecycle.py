@@ -13,6 +13,7 @@ names at once. A commit whose outcome could not be found out keeps everything.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,6 +21,11 @@ from ..errors import AmbiguousCommitError, CommitRecoveredWarning, warn
 from .commit import CommitDoubt, Group, Outcome, ambiguous, described, insert_rows, lost_to_another, outcome
 from .session import StagedSession
 from .transaction import Pending, defer
+
+if TYPE_CHECKING:
+    from .._datajoint import Table
+    from ..durability import SyncPlan
+    from ..leases import LeaseKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +77,15 @@ def finish(exc_type: type[BaseException] | None, writer: Writer) -> bool:
 
 
 def commit_rows(
-    table: Any,
+    table: Table,
     groups: list[Group],
-    leases: Any,
+    leases: LeaseKeeper,
     *,
     allow_direct_insert: bool,
-    unwind: Any,
+    unwind: Callable[[], bool],
     chunk_size: int | None = None,
-    sync: Any = None,
-    release: Any = None,
+    sync: SyncPlan | None = None,
+    release: Callable[[], None] | None = None,
 ) -> bool:
     """Insert finalized rows; True when they are visible now (the caller then ends the lease), False when the
     enclosing transaction took them (their lease is settled when it ends: ``release``, default
@@ -128,7 +134,7 @@ def commit_rows(
     return False
 
 
-def lease_key(leases: Any) -> int | None:
+def lease_key(leases: LeaseKeeper) -> int | None:
     """The key of the lease lock that the commit's transaction (or the session that ran it) holds."""
     return leases.lock.key if leases.lock is not None else None
 
@@ -140,7 +146,7 @@ class Block:
     """A ``with`` block that ends through :func:`finish`; subclasses say which writer it ends."""
 
     def _writer(self) -> Writer:
-        return self  # type: ignore[return-value]
+        return self  # type: ignore[return-value]  # StagedInsert1, StagedRow are Writers; BatchInsert overrides
 
     if not TYPE_CHECKING:  # at run time only: type checkers still see every misspelled attribute
 
@@ -164,7 +170,7 @@ class Block:
         return finish(exc_type, self._writer())
 
 
-def _as_table(table: Any) -> Any:
+def _as_table(table: Table | type[Table]) -> Table:
     """Accept a table class (``Recording``) or an instance (``Recording()``)."""
     return table() if isinstance(table, type) else table
 
@@ -172,7 +178,7 @@ def _as_table(table: Any) -> Any:
 class StagedInsert1(Block):
     """Context manager returned by :func:`staged_insert1` and, after ``enable()``, ``Table.staged_insert1``."""
 
-    def __init__(self, table: Any, *, allow_direct_insert: bool = False) -> None:
+    def __init__(self, table: Table | type[Table], *, allow_direct_insert: bool = False) -> None:
         self._table = _as_table(table)
         self._session = StagedSession(self._table, allow_direct_insert=allow_direct_insert)
 
@@ -216,7 +222,7 @@ class StagedInsert1(Block):
         self._session.draft.close()
 
 
-def staged_insert1(table: Any, *, allow_direct_insert: bool = False) -> StagedInsert1:
+def staged_insert1(table: Table | type[Table], *, allow_direct_insert: bool = False) -> StagedInsert1:
     """Stage one row of ``table``: ``with staged_insert1(Table) as staged: ...``.
 
     ``allow_direct_insert=True`` permits a staged insert into an auto-populated

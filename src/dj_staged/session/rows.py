@@ -19,22 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from .._datajoint import insert_statements, with_json_columns
+from .._datajoint import Attribute, Table, Value, insert_statements, with_json_columns
 
 SAVEPOINT = "dj_staged_check"
 
 
-def finalized_view(table: Any, fields: Iterable[str]) -> Any:
+def finalized_view(table: Table, fields: Iterable[str]) -> Table:
     """A copy of ``table`` that stores ``fields`` as JSON without encoding them."""
     return with_json_columns(table, set(fields))
 
 
-def insert_finalized(table: Any, rows: list[dict[str, Any]], fields: Iterable[str], **options: Any) -> None:
+def insert_finalized(table: Table, rows: list[dict[str, Any]], fields: Iterable[str], **options: object) -> None:
     """``insert(rows)`` with ``fields`` inserted exactly as given."""
     finalized_view(table, fields).insert(rows, **options)
 
 
-def _typed(attr: Any, value: Any) -> Any:
+def _typed(attr: Attribute, value: Value) -> Value:
     """``value`` as the database will hold it for ``attr`` (unchanged when it cannot be converted)."""
     sql = (attr.type or "").lower()
     try:
@@ -61,7 +61,7 @@ def _typed(attr: Any, value: Any) -> Any:
     return value
 
 
-def key_token(table: Any, key: dict[str, Any]) -> tuple:
+def key_token(table: Table, key: dict[str, Any]) -> tuple[Any, ...]:
     """The primary key as the table types it, so ``1`` and ``'1'`` of an ``int32`` are the same key."""
     attributes = table.heading.attributes
     return tuple(_typed(attributes[name], key[name]) for name in table.primary_key)
@@ -70,7 +70,7 @@ def key_token(table: Any, key: dict[str, Any]) -> tuple:
 _PYTHON_TYPES = (int, float, str, bool, decimal.Decimal, uuid.UUID, datetime.date, datetime.datetime)
 
 
-def key_probe(table: Any, key: dict[str, Any]) -> tuple[str, tuple] | None:
+def key_probe(table: Table, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
     """SQL saying whether a row with this primary key is in ``table`` (one indexed lookup), and its arguments;
     None when the key's values do not convert to the column types (the insert then refuses them itself, with
     DataJoint's error).
@@ -88,12 +88,12 @@ def key_probe(table: Any, key: dict[str, Any]) -> tuple[str, tuple] | None:
 
 
 def check_row(
-    table: Any,
+    table: Table,
     row: dict[str, Any],
     fields: Iterable[str],
     *,
     allow_direct_insert: bool,
-    views: dict[frozenset[str], Any] | None = None,
+    views: dict[frozenset[str], Table] | None = None,
 ) -> None:
     """Raise what DataJoint's insert of ``row`` would raise, without inserting it and in one round trip.
 

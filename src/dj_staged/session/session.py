@@ -9,7 +9,7 @@ finalizes, commits or unwinds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import fsspec
 
@@ -19,19 +19,22 @@ from ..protocol import StagedField
 from ..stores import StagedStore, resolve_store
 from .draft import RowDraft
 
+if TYPE_CHECKING:
+    from .._datajoint import Table
+
 
 class StagedSession:
     """Collects one row: plain values in ``rec``, large values through ``store()``/``open()``."""
 
     def __init__(
         self,
-        table: Any,
+        table: Table,
         *,
         leases: LeaseKeeper | None = None,
         on_key: Callable[[dict[str, Any]], None] | None = None,
         allow_direct_insert: bool = False,
         stores: dict[str | None, StagedStore] | None = None,
-        views: dict[frozenset[str], Any] | None = None,
+        views: dict[frozenset[str], Table] | None = None,
     ) -> None:
         self._draft = RowDraft(
             table, leases=leases, on_key=on_key, allow_direct_insert=allow_direct_insert, stores=stores, views=views
@@ -43,7 +46,7 @@ class StagedSession:
         return self._draft
 
     @property
-    def table(self) -> Any:
+    def table(self) -> Table:
         """The table the row goes into."""
         return self._draft.table
 
@@ -114,10 +117,8 @@ class StagedSession:
         """
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
             raise StagedInsertError(f"size for field '{field}' must be a non-negative int, got {size!r}", field=field)
-        handle: IO[bytes] = self._draft.handle(
-            field, ext, mode="open", file_mode=mode, size=size, path=path, overwrite=overwrite
-        )
-        return handle
+        handle = self._draft.handle(field, ext, mode="open", file_mode=mode, size=size, path=path, overwrite=overwrite)
+        return cast(IO[bytes], handle)  # the participant's file handle for open() (dj-staged's: a StagedFile)
 
     def set_filename(self, field: str, filename: str) -> None:
         """Name the file an attachment (``<attach@>``) field holds; before or after ``open()``."""

@@ -25,8 +25,9 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
+from .._datajoint import Connection
 from ..errors import CommitRecoveredWarning, StagedInsertError, warn
 from .commit import Outcome, is_connection_error
 
@@ -50,16 +51,19 @@ class Pending:
 class _Hooks:
     """The shadowing methods of one connection and the rows pending on it."""
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.pending: list[Pending] = []
         self.saved = {name: connection.__dict__.get(name, _MISSING) for name in _METHODS}
         connection.commit_transaction = self.commit_transaction
         connection.cancel_transaction = self.cancel_transaction
 
-    def _original(self, name: str) -> Callable[[], Any]:
+    def _original(self, name: str) -> Callable[[], None]:
         saved = self.saved[name]
-        return saved if saved is not _MISSING else getattr(type(self.connection), name).__get__(self.connection)
+        return cast(  # the connection's commit_transaction or cancel_transaction (DataJoint's: untyped)
+            Callable[[], None],
+            saved if saved is not _MISSING else getattr(type(self.connection), name).__get__(self.connection),
+        )
 
     def uninstall(self) -> list[Pending]:
         for name, saved in self.saved.items():
@@ -97,7 +101,7 @@ _hooks: dict[int, _Hooks] = {}
 _lock = threading.Lock()
 
 
-def defer(connection: Any, pending: Pending) -> None:
+def defer(connection: Connection, pending: Pending) -> None:
     """Settle ``pending`` when ``connection``'s open transaction ends."""
     with _lock:
         hooks = _hooks.get(id(connection))

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from .base import IncompleteUpload, StagedStore
+from .._datajoint import StorageBackend
+from .base import FileInfo, IncompleteUpload, StagedStore, WriteHandle
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient, BlobServiceClient
 
 BLOCK = 8 << 20
 COPY_POLL = 0.05  # seconds between two looks at a copy the service has not finished yet
@@ -44,15 +48,15 @@ class AzureStore(StagedStore):
     atomic_promotion: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
 
-    def __init__(self, name: str, spec: dict[str, Any], backend: Any) -> None:
+    def __init__(self, name: str, spec: dict[str, Any], backend: StorageBackend) -> None:
         super().__init__(name, spec, backend)
-        self._service: Any = None
+        self._service: BlobServiceClient | None = None
 
-    def _version(self, info: dict[str, Any]) -> str | None:
+    def _version(self, info: FileInfo) -> str | None:
         etag = info.get("etag")
         return None if etag is None else str(etag)
 
-    def _client(self) -> Any:
+    def _client(self) -> BlobServiceClient:
         """A synchronous Blob service client with the store's credentials (adlfs keeps an asynchronous one)."""
         if self._service is None:
             from azure.storage.blob import BlobServiceClient
@@ -66,11 +70,11 @@ class AzureStore(StagedStore):
                 )
         return self._service
 
-    def _blob(self, path: str) -> Any:
+    def _blob(self, path: str) -> BlobClient:
         container, blob, _version = self.fs.split_path(self.full_path(path))
         return self._client().get_blob_client(container=container, blob=blob)
 
-    def open_write(self, path: str) -> Any:
+    def open_write(self, path: str) -> WriteHandle:
         return self.fs.open(self.full_path(path), "wb", block_size=BLOCK)
 
     def promote(self, source: str, target: str, *, callback: Callback = DEFAULT_CALLBACK) -> bool:
@@ -120,7 +124,7 @@ class AzureStore(StagedStore):
         found: str | None = metadata.get(PLACEMENT_KEY)
         return found
 
-    def _wait_for_copy(self, destination: Any, started: dict[str, Any]) -> None:
+    def _wait_for_copy(self, destination: BlobClient, started: dict[str, Any]) -> None:
         """Return once the service has finished the copy ``started`` (a large one runs asynchronously)."""
         status = started.get("copy_status")
         deadline = time.monotonic() + COPY_WAIT

@@ -24,16 +24,27 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile
 
+from .._datajoint import StorageBackend
 from .._datajoint import full_path as datajoint_full_path
 
 CHUNK = 4 << 20  # what a streaming copy or read moves at a time
 _MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "mtime_ns")
+
+# ---- the filesystem's values, as the store layer's annotations name them. fsspec ships no type information (no
+# py.typed), nor do s3fs, gcsfs and adlfs: to a type checker each is Any; the name says what it stands for.
+
+#: a binary write handle on one object: the filesystem's own file (an fsspec ``AbstractBufferedFile``), a local
+#: file, or a store's own writer (``S3PartWriter``); :meth:`StagedStore.open_write` gives one, ``discard`` ends one
+WriteHandle = Any
+#: what a filesystem's ``info``, ``ls(detail=True)`` or ``find(detail=True)`` says of one path (``name``, ``size``,
+#: ``type`` and whatever else the service reports, under its own names)
+FileInfo = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,7 @@ class StoreObject:
     def exists(self) -> bool:
         return self.store.exists(self.path)
 
-    def info(self) -> dict[str, Any] | None:
+    def info(self) -> FileInfo | None:
         return self.store.info(self.path)
 
     def identity(self) -> ObjectIdentity | None:
@@ -101,7 +112,7 @@ class StoreObject:
         return f"{self.store.name}:{self.path}"
 
 
-def mtime_of(info: dict[str, Any]) -> float | None:
+def mtime_of(info: FileInfo) -> float | None:
     """Modification time (POSIX seconds) from an fsspec info dict, whatever the service calls it."""
     for key in _MTIME_KEYS:
         value = info.get(key)
@@ -119,7 +130,7 @@ def mtime_of(info: dict[str, Any]) -> float | None:
     return None
 
 
-def find_strict(fs: Any, path: str, **kwargs: Any) -> Any:
+def find_strict(fs: fsspec.AbstractFileSystem, path: str, **kwargs: object) -> Any:
     """``fs.find`` that raises when a directory cannot be listed (fsspec's generic ``find`` skips it, and a
     partial listing of live objects must never become a list of things to delete)."""
     if type(fs).find is fsspec.AbstractFileSystem.find:
@@ -159,11 +170,11 @@ class StagedStore:
     #: that write's, so a collector can reclaim it when its writer died before the commit (else it is left)
     marks_placements: ClassVar[bool] = False
 
-    def __init__(self, name: str, spec: dict[str, Any], backend: Any) -> None:
+    def __init__(self, name: str, spec: dict[str, Any], backend: StorageBackend) -> None:
         self.name = name
         self.spec = spec
         self.backend = backend  # DataJoint's StorageBackend: what codecs' own encode/decode use
-        self.fs: Any = backend.fs
+        self.fs: fsspec.AbstractFileSystem = backend.fs
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -198,7 +209,7 @@ class StagedStore:
         else:
             self.fs.invalidate_cache()
 
-    def info(self, path: str) -> dict[str, Any] | None:
+    def info(self, path: str) -> FileInfo | None:
         """The filesystem's info of ``path`` asked of the service now, or None if nothing is there."""
         self.forget(path)
         try:
@@ -216,11 +227,11 @@ class StagedStore:
         info = self.info(path)
         return None if info is None else self.identity_from(info)
 
-    def identity_from(self, info: dict[str, Any]) -> ObjectIdentity:
+    def identity_from(self, info: FileInfo) -> ObjectIdentity:
         """The identity an info dict of this store's filesystem describes."""
         return ObjectIdentity(int(info.get("size") or 0), self._version(info))
 
-    def _version(self, info: dict[str, Any]) -> str | None:
+    def _version(self, info: FileInfo) -> str | None:
         """The version field of a filesystem info dict (an implementation names its own)."""
         return None
 
@@ -258,7 +269,7 @@ class StagedStore:
                 files[relative] = StoredFile(relative, int(info.get("size") or 0), mtime_of(info))
         return folders, files
 
-    def directory_files(self, path: str) -> dict[str, dict[str, Any]]:
+    def directory_files(self, path: str) -> dict[str, FileInfo]:
         """The files under the directory ``path``: filesystem path → info (for a directory value)."""
         return dict(find_strict(self.fs, self.full_path(path), detail=True))
 
@@ -266,7 +277,7 @@ class StagedStore:
 
     def open_read(self, path: str) -> IO[bytes]:
         """A binary read handle on ``path``."""
-        return self.fs.open(self.full_path(path), "rb")
+        return cast(IO[bytes], self.fs.open(self.full_path(path), "rb"))
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         """The bytes of each of ``paths`` (None for one that is gone), fetched together."""
@@ -278,12 +289,12 @@ class StagedStore:
 
     # ---- writing
 
-    def open_write(self, path: str) -> Any:
+    def open_write(self, path: str) -> WriteHandle:
         """A streaming binary write handle on the new object ``path``, in bounded memory; closing it completes the
         object, :meth:`discard` abandons it."""
         return self.fs.open(self.full_path(path), "wb")
 
-    def discard(self, handle: Any) -> None:
+    def discard(self, handle: WriteHandle) -> None:
         """Abandon a handle of :meth:`open_write` without completing its object (a failed write)."""
         if isinstance(handle, AbstractBufferedFile):
             handle.discard()
@@ -293,7 +304,7 @@ class StagedStore:
 
     def open(self, path: str, mode: str) -> IO[bytes]:
         """The filesystem's own handle on ``path`` in ``mode`` (``"ab"``, ``"r+b"``, ...)."""
-        return self.fs.open(self.full_path(path), mode)
+        return cast(IO[bytes], self.fs.open(self.full_path(path), mode))
 
     def open_update(self, path: str) -> IO[bytes]:
         """A handle that overwrites bytes of the existing file ``path`` in place (``durable_local_files`` only)."""

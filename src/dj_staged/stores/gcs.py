@@ -16,11 +16,11 @@ collector reads back before it reclaims a placement whose writer died.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from fsspec.asyn import sync
 
-from .base import StagedStore
+from .base import FileInfo, StagedStore, WriteHandle
 
 BLOCK = 8 << 20  # a resumable upload's chunk: a multiple of 256 KiB
 PLACEMENT_KEY = "dj-staged-placement"  # the metadata that marks an object placed at a path the writer chose
@@ -37,11 +37,11 @@ class GCSStore(StagedStore):
         "an unfinished resumable upload session expires one week after it began (no request lists one)"
     )
 
-    def _version(self, info: dict[str, Any]) -> str | None:
+    def _version(self, info: FileInfo) -> str | None:
         generation = info.get("generation")
         return None if generation is None else str(generation)
 
-    def open_write(self, path: str) -> Any:
+    def open_write(self, path: str) -> WriteHandle:
         return self.fs.open(self.full_path(path), "wb", block_size=BLOCK)
 
     def _place_one(self, source: str, target: str, mark: str, size: int) -> None:

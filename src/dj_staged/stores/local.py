@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.implementations.local import LocalFileSystem
 
-from .base import ObjectIdentity, StagedStore
+from .._datajoint import StorageBackend
+from .base import FileInfo, ObjectIdentity, StagedStore, WriteHandle
 
 
 class LocalStore(StagedStore):
@@ -33,11 +34,11 @@ class LocalStore(StagedStore):
     atomic_promotion: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
 
-    def __init__(self, name: str, spec: dict[str, Any], backend: Any) -> None:
+    def __init__(self, name: str, spec: dict[str, Any], backend: StorageBackend) -> None:
         super().__init__(name, spec, backend)
         self._plain = type(self.fs) is LocalFileSystem  # a subclass may do more on each call: keep its own
 
-    def _version(self, info: dict[str, Any]) -> str | None:
+    def _version(self, info: FileInfo) -> str | None:
         inode = info.get("ino")
         return None if inode is None else str(inode)
 
@@ -50,18 +51,18 @@ class LocalStore(StagedStore):
             return super().identity(path)
         return ObjectIdentity(stat.st_size, str(stat.st_ino))
 
-    def open_write(self, path: str) -> Any:
+    def open_write(self, path: str) -> WriteHandle:
         full = self.full_path(path)
         if self._plain:
             os.makedirs(os.path.dirname(full), exist_ok=True)
             return open(full, "wb")  # noqa: SIM115 - the caller closes it, or discards it
         return self.fs.open(full, "wb")
 
-    def discard(self, handle: Any) -> None:
+    def discard(self, handle: WriteHandle) -> None:
         handle.close()  # the file stays until the write's cleanup removes it
 
     def open_update(self, path: str) -> IO[bytes]:
-        return self.fs.open(self.full_path(path), "r+b")
+        return cast(IO[bytes], self.fs.open(self.full_path(path), "r+b"))
 
     def create(self, path: str, data: bytes) -> None:
         full = self.full_path(path)
@@ -73,7 +74,7 @@ class LocalStore(StagedStore):
             file.write(data)
 
     def append(self, path: str) -> IO[bytes]:
-        return self.fs.open(self.full_path(path), "ab")
+        return cast(IO[bytes], self.fs.open(self.full_path(path), "ab"))
 
     def remove_folder(self, path: str) -> None:
         folder = self.full_path(path)

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import threading
 from importlib.metadata import entry_points
-from typing import Any
 
-from .._datajoint import store_backend
+from .._datajoint import Config, store_backend
 from ..errors import DataJointError, UnsupportedBackendError, storage_not_configured
 from .azure import AzureStore
 from .base import StagedStore
@@ -44,7 +43,7 @@ def store_classes() -> dict[str, type[StagedStore]]:
     return {**_plugins, **BUILT_IN}
 
 
-def resolve_store(requested: str | None, config: Any, *, field: str | None = None) -> StagedStore:
+def resolve_store(requested: str | None, config: Config, *, field: str | None = None) -> StagedStore:
     """The store ``requested`` names (None: ``stores.default``) in DataJoint's ``config``.
 
     Raises :class:`~dj_staged.errors.StagedInsertError` naming the configured

@@ -39,16 +39,20 @@ import concurrent.futures
 import io
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from .base import IncompleteUpload, StagedStore, StoredFile, mtime_of
+from .base import FileInfo, IncompleteUpload, StagedStore, StoredFile, WriteHandle, mtime_of
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
-def call_s3(fs: Any, method: str, **kwargs: Any) -> Any:
+def call_s3(fs: fsspec.AbstractFileSystem, method: str, **kwargs: object) -> dict[str, Any]:
     """Call an S3 API method through s3fs's client: multipart uploads and copies, listings s3fs does not expose."""
-    return fs.call_s3(method, **kwargs)
+    return cast(dict[str, Any], fs.call_s3(method, **kwargs))  # botocore's response: a dict (s3fs gives no types)
 
 
 PART = 8 << 20  # S3 takes parts of 5 MiB at least (but the last)
@@ -62,7 +66,7 @@ class S3PartWriter:
 
     mode = "wb"
 
-    def __init__(self, fs: Any, path: str, part_size: int = PART) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, part_size: int = PART) -> None:
         self._fs = fs
         self.path = path
         self._bucket, self._key, _ = fs.split_path(path)
@@ -70,12 +74,12 @@ class S3PartWriter:
         self._buffer = io.BytesIO()
         self._written = 0
         self._upload_id: str | None = None
-        self._parts: dict[int, concurrent.futures.Future] = {}
+        self._parts: dict[int, concurrent.futures.Future[str]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
         self.closed = False
 
-    def write(self, data: Any) -> int:
+    def write(self, data: ReadableBuffer) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")
         view = memoryview(data).cast("B")
@@ -121,7 +125,7 @@ class S3PartWriter:
                 PartNumber=number,
                 Body=part,
             )
-            return done["ETag"]
+            return cast(str, done["ETag"])
         finally:
             self._slots.release()
 
@@ -211,7 +215,7 @@ class S3Store(StagedStore):
     marks_placements: ClassVar[bool] = True
     delete_batch_size: ClassVar[int] = 1000
 
-    def _version(self, info: dict[str, Any]) -> str | None:
+    def _version(self, info: FileInfo) -> str | None:
         etag = info.get("ETag") or info.get("etag")
         return None if etag is None else str(etag)
 
@@ -223,7 +227,7 @@ class S3Store(StagedStore):
     def open_write(self, path: str) -> S3PartWriter:
         return S3PartWriter(self.fs, self.full_path(path))
 
-    def discard(self, handle: Any) -> None:
+    def discard(self, handle: WriteHandle) -> None:
         handle.discard()
 
     def list_files(self, section: str) -> dict[str, StoredFile]:

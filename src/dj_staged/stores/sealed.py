@@ -35,7 +35,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import fsspec
 from fsspec.spec import AbstractFileSystem
@@ -43,6 +43,9 @@ from fsspec.spec import AbstractFileSystem
 from ..errors import HandleModeError
 from ..layout import STAGING_PREFIX
 from .journal import WriteJournal
+
+if TYPE_CHECKING:
+    from .base import StagedStore
 
 _WRITE_FLAGS = ("w", "a", "x", "+")
 
@@ -54,7 +57,7 @@ class HandleSeal:
     token: str
     field_name: str
     marker: str  # the open marker's filesystem path, in the field's store
-    store_fs: Any  # the store's own filesystem, where the marker lives
+    store_fs: fsspec.AbstractFileSystem  # the store's own filesystem, where the marker lives
     lease_marker: Callable[[], None]  # leases the marker's path, before it is created
     sealed: bool = False
     published: bool = False
@@ -85,7 +88,7 @@ _unsealed: dict[str, HandleSeal] = {}  # token -> seal of the handles whose bloc
 
 
 def _delegated(name: str) -> Callable[..., Any]:
-    def call(self: HandleFileSystem, *args: Any, **kwargs: Any) -> Any:
+    def call(self: HandleFileSystem, *args: object, **kwargs: object) -> Any:
         return getattr(self.target, name)(*args, **kwargs)
 
     call.__name__ = call.__qualname__ = name
@@ -93,12 +96,12 @@ def _delegated(name: str) -> Callable[..., Any]:
     return call
 
 
-class HandleFileSystem(AbstractFileSystem):
+class HandleFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec's AbstractFileSystem is untyped (Any)
     """The filesystem of one field's ``store()`` handles: ``target``'s reads, and its writes while open."""
 
     cachable = False  # one per handle, holding no connection: never kept in fsspec's instance cache
 
-    def __init__(self, target: Any, *, token: str, field_name: str, marker: str) -> None:
+    def __init__(self, target: fsspec.AbstractFileSystem, *, token: str, field_name: str, marker: str) -> None:
         super().__init__()
         self.target = target
         self.protocol = target.protocol
@@ -146,14 +149,14 @@ class HandleFileSystem(AbstractFileSystem):
         if self.journal is not None:
             self.journal.wrote(self._strip_protocol(path))
 
-    def _removed(self, path: Any) -> None:
+    def _removed(self, path: str | list[str] | tuple[str, ...]) -> None:
         if self.journal is not None:
             for each in path if isinstance(path, list | tuple) else [path]:
                 self.journal.removed(self._strip_protocol(str(each)))
 
     # ---- writes: checked, passed on, journaled
 
-    def open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+    def open(self, path: str, mode: str = "rb", *args: object, **kwargs: object) -> Any:
         """The store filesystem's ``open``; a write mode only while the handle is open."""
         writing = any(flag in mode for flag in _WRITE_FLAGS)
         if writing:
@@ -169,28 +172,28 @@ class HandleFileSystem(AbstractFileSystem):
             handle.close = close_and_record
         return handle
 
-    def _open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+    def _open(self, path: str, mode: str = "rb", *args: object, **kwargs: object) -> Any:
         return self.open(path, mode, *args, **kwargs)
 
-    def pipe_file(self, path: str, value: bytes, *args: Any, **kwargs: Any) -> Any:
+    def pipe_file(self, path: str, value: bytes, *args: object, **kwargs: object) -> Any:
         self._check()
         result = self.target.pipe_file(path, value, *args, **kwargs)
         self._wrote(path)
         return result
 
-    def put_file(self, lpath: str, rpath: str, *args: Any, **kwargs: Any) -> Any:
+    def put_file(self, lpath: str, rpath: str, *args: object, **kwargs: object) -> Any:
         self._check()
         result = self.target.put_file(lpath, rpath, *args, **kwargs)
         self._wrote(rpath)
         return result
 
-    def cp_file(self, path1: str, path2: str, *args: Any, **kwargs: Any) -> Any:
+    def cp_file(self, path1: str, path2: str, *args: object, **kwargs: object) -> Any:
         self._check()
         result = self.target.cp_file(path1, path2, *args, **kwargs)
         self._wrote(path2)
         return result
 
-    def mv(self, path1: str, path2: str, *args: Any, **kwargs: Any) -> Any:
+    def mv(self, path1: str, path2: str, *args: object, **kwargs: object) -> Any:
         self._check()
         result = self.target.mv(path1, path2, *args, **kwargs)
         self._removed(path1)
@@ -204,7 +207,7 @@ class HandleFileSystem(AbstractFileSystem):
         self._removed(path)
         return result
 
-    def rm(self, path: Any, *args: Any, **kwargs: Any) -> Any:
+    def rm(self, path: str | list[str] | tuple[str, ...], *args: object, **kwargs: object) -> Any:
         self._check()
         result = self.target.rm(path, *args, **kwargs)
         self._removed(path)
@@ -214,15 +217,15 @@ class HandleFileSystem(AbstractFileSystem):
         self._check()
         return self.target.rmdir(path)
 
-    def mkdir(self, path: str, *args: Any, **kwargs: Any) -> Any:
+    def mkdir(self, path: str, *args: object, **kwargs: object) -> Any:
         self._check()
         return self.target.mkdir(path, *args, **kwargs)
 
-    def makedirs(self, path: str, *args: Any, **kwargs: Any) -> Any:
+    def makedirs(self, path: str, *args: object, **kwargs: object) -> Any:
         self._check()
         return self.target.makedirs(path, *args, **kwargs)
 
-    def touch(self, path: str, *args: Any, **kwargs: Any) -> Any:
+    def touch(self, path: str, *args: object, **kwargs: object) -> Any:
         self._check()
         result = self.target.touch(path, *args, **kwargs)
         self._wrote(path)
@@ -258,7 +261,28 @@ for _name in (
     setattr(HandleFileSystem, _name, _delegated(_name))
 
 
-def sealed_map(field: Any, path: str, journal: WriteJournal | None) -> tuple[fsspec.FSMap, HandleSeal]:
+class SealedField(Protocol):
+    """What :func:`sealed_map` asks of the field it makes a handle for (a ``protocol.StagedField``, which the store
+    layer does not import)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def store(self) -> StagedStore: ...
+
+    @property
+    def schema(self) -> str: ...
+
+    @property
+    def table_name(self) -> str: ...
+
+    def full_path(self, path: str) -> str: ...
+
+    def lease(self, *paths: str, fresh: bool = False) -> None: ...
+
+
+def sealed_map(field: SealedField, path: str, journal: WriteJournal | None) -> tuple[fsspec.FSMap, HandleSeal]:
     """An ``FSMap`` at ``path`` (store-relative) of ``field``'s store whose filesystem refuses writes once
     the returned seal is set; on a local store it records into ``journal``."""
     store_fs = field.store.fs

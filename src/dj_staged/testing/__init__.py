@@ -8,7 +8,13 @@ never shadow a host project's own. The suites are imported on first use, with th
 warnings of that import (DataJoint's, at its first import) kept from the host's run.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what a type checker sees of the suites (at run time they are imported on first use, below)
+    from .conformance import HashAddressedConformance as HashAddressedConformance
+    from .conformance import NonParticipatingCodecConformance as NonParticipatingCodecConformance
+    from .conformance import SchemaAddressedConformance as SchemaAddressedConformance
+    from .conformance import StagedCodecConformance as StagedCodecConformance
 
 __all__ = [
     "HashAddressedConformance",

@@ -31,8 +31,9 @@ from __future__ import annotations
 import inspect
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import datajoint as dj
 import pytest
@@ -42,6 +43,12 @@ from ..errors import MissingPrimaryKeyError, NotParticipatingError, PathTakenErr
 from ..protocol import PROTOCOL_METHODS, PROTOCOL_VERSION, speaker_of
 from ..session.enable import disable
 from .fixtures import StoreInfo
+
+if TYPE_CHECKING:
+    from .._datajoint import Codec, Schema, Table, Value
+    from ..addressing.hashed import HashAddressedState
+    from ..session import StagedSession
+
 from .inspection import (
     assert_equivalent,
     column_value,
@@ -77,7 +84,7 @@ PROTOCOL_SHAPE = (
 )
 
 
-def _parameters(method: Any) -> list[inspect.Parameter] | None:
+def _parameters(method: Callable[..., object]) -> list[inspect.Parameter] | None:
     """The parameters of a bound method, or None where they cannot be read."""
     try:
         return list(inspect.signature(method).parameters.values())
@@ -85,7 +92,7 @@ def _parameters(method: Any) -> list[inspect.Parameter] | None:
         return None
 
 
-def _required_positional(method: Any) -> int | None:
+def _required_positional(method: Callable[..., object]) -> int | None:
     """How many positional arguments a bound method requires, or None where that cannot be told (``*args``)."""
     parameters = _parameters(method)
     if parameters is None or any(p.kind is p.VAR_POSITIONAL for p in parameters):
@@ -94,7 +101,7 @@ def _required_positional(method: Any) -> int | None:
     return sum(1 for p in parameters if p.kind in positional and p.default is p.empty)
 
 
-def protocol_shape_problem(codec: Any, participant: Any) -> str | None:
+def protocol_shape_problem(codec: Codec, participant: object) -> str | None:
     """Why ``participant``'s methods do not have the shape of this protocol version, or None if they do.
 
     Each method of :data:`~dj_staged.protocol.PROTOCOL_VERSION` 2 takes one
@@ -123,7 +130,7 @@ def protocol_shape_problem(codec: Any, participant: Any) -> str | None:
     )
 
 
-def declare_table(schema: Any, codec: str, store: StoreInfo) -> Any:
+def declare_table(schema: Schema, codec: str, store: StoreInfo) -> Table:
     """Declare ``Conformance(subject_id, session_id -> data : codec)`` in ``schema``; return an instance."""
     definition = DEFINITION.format(field=FIELD, codec=codec.format(store=store.name))
     return schema(type("Conformance", (dj.Manual,), {"definition": definition}))()
@@ -143,7 +150,7 @@ class _Suite:
             metafunc.parametrize("djstaged_conformance_store", self.stores, indirect=True)
 
     @pytest.fixture
-    def table(self, djstaged_schema: Any, djstaged_conformance_store: StoreInfo) -> Any:
+    def table(self, djstaged_schema: Schema, djstaged_conformance_store: StoreInfo) -> Table:
         """The test's table, on the store being tested."""
         return declare_table(djstaged_schema, self.codec, djstaged_conformance_store)
 
@@ -153,39 +160,40 @@ class StagedCodecConformance(_Suite):
 
     addressing: str = ""
 
-    def sample(self, tmp_path: Path) -> Any:
+    def sample(self, tmp_path: Path) -> Value:
         """A value for ordinary ``insert1`` (may create files under ``tmp_path``, e.g. for ``<attach@>``)."""
         raise NotImplementedError
 
-    def write(self, staged: Any, field: str, sample: Any) -> None:
+    def write(self, staged: StagedSession, field: str, sample: Value) -> None:
         """Write the content of ``sample`` into ``field`` through ``staged.store()``/``staged.open()``.
 
         Close what you open: the kit looks at the store before the block ends.
         """
         raise NotImplementedError
 
-    def normalize(self, fetched: Any) -> Any:
+    def normalize(self, fetched: Value) -> Value:
         """Turn a fetched value into something comparable (e.g. ``ref.load()``); called right after each fetch."""
         return fetched
 
-    def insert_ordinary(self, table: Any, key: dict, tmp_path: Path) -> Any:
+    def insert_ordinary(self, table: Table, key: dict[str, Any], tmp_path: Path) -> None:
         """Insert the sample at ``key`` with ordinary ``insert1``."""
         table.insert1({**key, FIELD: self.sample(tmp_path)})
 
-    def insert_staged(self, table: Any, key: dict, tmp_path: Path) -> Any:
+    def insert_staged(self, table: Table, key: dict[str, Any], tmp_path: Path) -> StagedSession:
         """Insert the same content at ``key`` through a staged insert; return the session."""
+        staged: StagedSession  # what the block gives (the package loads staged_insert1 lazily: untyped there)
         with staged_insert1(table) as staged:
             staged.rec.update(key)
             self.write(staged, FIELD, self.sample(tmp_path))
         return staged
 
-    def fetch(self, table: Any, key: dict, tmp_path: Path) -> tuple[type, Any]:
+    def fetch(self, table: Table, key: dict[str, Any], tmp_path: Path) -> tuple[type, Value]:
         """The fetched value's type and its normalized form (downloads go under ``tmp_path``)."""
         with dj.config.override(download_path=str(tmp_path / "downloads")):
             value = (table & key).fetch1(FIELD)
             return type(value), self.normalize(value)
 
-    def check_protocol(self, table: Any) -> None:
+    def check_protocol(self, table: Table) -> None:
         """Fail, with one message that says what to change, if the field's participant has another protocol's shape."""
         codec = table.heading[FIELD].codec
         participant = participant_for(codec)
@@ -193,15 +201,15 @@ class StagedCodecConformance(_Suite):
         if problem is not None:
             pytest.fail(problem, pytrace=False)
 
-    def check_path(self, table: Any, key: dict, column: dict, store: StoreInfo) -> None:
+    def check_path(self, table: Table, key: dict[str, Any], column: dict[str, Any], store: StoreInfo) -> None:
         """Assert the column's path is the canonical one for this addressing scheme."""
         raise NotImplementedError
 
-    def check_same_column(self, table: Any, ours: dict, theirs: dict, store: StoreInfo) -> None:
+    def check_same_column(self, table: Table, ours: dict[str, Any], theirs: dict[str, Any], store: StoreInfo) -> None:
         """Assert a staged column value equals ``insert1``'s for the same content."""
         raise NotImplementedError
 
-    def test_codec_admitted_by_staged_insert_gate(self, table: Any, tmp_path: Path) -> None:
+    def test_codec_admitted_by_staged_insert_gate(self, table: Table, tmp_path: Path) -> None:
         self.check_protocol(table)
         codec = table.heading[FIELD].codec
         assert participant_for(codec) is not None, f"<{codec.name}> does not implement the staged-insert protocol"
@@ -217,7 +225,7 @@ class StagedCodecConformance(_Suite):
         assert len(table & STAGED) == 1
 
     def test_staged_write_lands_at_canonical_path(
-        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Table, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         self.check_protocol(table)
         self.insert_staged(table, STAGED, tmp_path)
@@ -230,7 +238,7 @@ class StagedCodecConformance(_Suite):
         self.check_path(table, STAGED, column, djstaged_conformance_store)
 
     def test_staged_insert_metadata_matches_encode(
-        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Table, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         self.check_protocol(table)
         self.insert_staged(table, STAGED, tmp_path)  # first, so a hash-addressed object is moved, not deduplicated
@@ -242,7 +250,7 @@ class StagedCodecConformance(_Suite):
             assert type(ours[name]) is type(theirs[name]), f"{name!r}: {ours[name]!r} vs insert1's {theirs[name]!r}"
         self.check_same_column(table, ours, theirs, djstaged_conformance_store)
 
-    def test_staged_insert_fetch_roundtrip(self, table: Any, tmp_path: Path) -> None:
+    def test_staged_insert_fetch_roundtrip(self, table: Table, tmp_path: Path) -> None:
         self.check_protocol(table)
         self.insert_staged(table, STAGED, tmp_path)
         self.insert_ordinary(table, ORDINARY, tmp_path)
@@ -252,7 +260,7 @@ class StagedCodecConformance(_Suite):
         assert_equivalent(ours, theirs, f"fetched {FIELD}")
 
     def test_staged_cleanup_on_exception(
-        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Table, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         self.check_protocol(table)
         self.insert_ordinary(table, ORDINARY, tmp_path)  # an existing row: its objects must survive the unwinding
@@ -270,7 +278,7 @@ class StagedCodecConformance(_Suite):
         assert len(table & STAGED) == 0 and len(table) == 1
 
     def test_staged_write_is_leased_while_it_writes(
-        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Table, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         """A collection with no grace period, its clock days ahead, runs while the block is open: nothing is lost."""
         self.check_protocol(table)
@@ -292,7 +300,7 @@ class StagedCodecConformance(_Suite):
         assert_equivalent(ours, theirs, f"fetched {FIELD}")
 
     def test_staged_primary_key_required(
-        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Table, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         self.check_protocol(table)
         with staged_insert1(table) as staged:
@@ -316,10 +324,10 @@ class SchemaAddressedConformance(StagedCodecConformance):
     #: Column keys allowed to differ between a staged row and an ``insert1`` row, besides the path's token.
     volatile: tuple[str, ...] = ("timestamp",)
 
-    def check_path(self, table: Any, key: dict, column: dict, store: StoreInfo) -> None:
+    def check_path(self, table: Table, key: dict[str, Any], column: dict[str, Any], store: StoreInfo) -> None:
         schema_path_extension(table, FIELD, key, column["path"], store.name)
 
-    def check_same_column(self, table: Any, ours: dict, theirs: dict, store: StoreInfo) -> None:
+    def check_same_column(self, table: Table, ours: dict[str, Any], theirs: dict[str, Any], store: StoreInfo) -> None:
         ours_ext = schema_path_extension(table, FIELD, STAGED, ours["path"], store.name)
         theirs_ext = schema_path_extension(table, FIELD, ORDINARY, theirs["path"], store.name)
         assert ours_ext == theirs_ext, f"staged extension {ours_ext!r}, insert1's {theirs_ext!r}"
@@ -333,17 +341,17 @@ class HashAddressedConformance(StagedCodecConformance):
 
     addressing = "hash"
 
-    def check_path(self, table: Any, key: dict, column: dict, store: StoreInfo) -> None:
+    def check_path(self, table: Table, key: dict[str, Any], column: dict[str, Any], store: StoreInfo) -> None:
         assert column["path"] == hash_path(table, column["hash"], store.name), "not DataJoint's canonical hash path"
         stored = read_object(store.name, column["path"])
         assert content_hash(stored) == column["hash"], "the object's content does not hash to the column's hash"
         assert len(stored) == column["size"]
         assert store_files(store.name) == [column["path"]], "staging objects were left behind"
 
-    def check_same_column(self, table: Any, ours: dict, theirs: dict, store: StoreInfo) -> None:
+    def check_same_column(self, table: Table, ours: dict[str, Any], theirs: dict[str, Any], store: StoreInfo) -> None:
         assert ours == theirs, "staged column value (left) != insert1's: same stored bytes give the same hash and path"
 
-    def test_staged_dedup_hit(self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path) -> None:
+    def test_staged_dedup_hit(self, table: Table, djstaged_conformance_store: StoreInfo, tmp_path: Path) -> None:
         self.check_protocol(table)
         self.insert_staged(table, STAGED, tmp_path)
         self.insert_staged(table, OTHER, tmp_path)
@@ -354,7 +362,7 @@ class HashAddressedConformance(StagedCodecConformance):
         assert_equivalent(a, b, f"fetched {FIELD}")
 
     def test_staged_concurrent_canonical_collision(
-        self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
+        self, table: Table, djstaged_conformance_store: StoreInfo, tmp_path: Path
     ) -> None:
         """The canonical object appears after staging began and before promotion: another writer got there first."""
         self.check_protocol(table)
@@ -371,7 +379,7 @@ class HashAddressedConformance(StagedCodecConformance):
         assert object_identity(store, canonical) == identity, "the other writer's object was replaced"
         field = staged.field(FIELD)
         if isinstance(field.participant, HashAddressedStaging):
-            assert field.state.promoted is False, "promotion did not take the dedup branch"
+            assert cast("HashAddressedState", field.state).promoted is False, "promotion did not take the dedup branch"
 
 
 class PlacedConformance(StagedCodecConformance):
@@ -390,7 +398,7 @@ class PlacedConformance(StagedCodecConformance):
     overwrite: bool = False  # what placement() asks for: set by the kit's own tests while they write
     target: str | None = None  # a path placement() asks for instead of the row's own: set likewise
 
-    def chosen_path(self, key: dict) -> str:
+    def chosen_path(self, key: dict[str, Any]) -> str:
         """The path the kit chooses for the row ``key``."""
         return f"conformance/{key['subject_id']}/{key['session_id']}/data{self.suffix}"
 
@@ -406,21 +414,23 @@ class PlacedConformance(StagedCodecConformance):
         else:
             put_object(store, path, sample)
 
-    def insert_ordinary(self, table: Any, key: dict, tmp_path: Path) -> Any:
+    def insert_ordinary(self, table: Any, key: dict[str, Any], tmp_path: Path) -> Any:
         """Put the sample at the row's chosen path, then ``insert1`` the path."""
         path = self.chosen_path(key)
         self.put(table.heading[FIELD].store, path, self.sample(tmp_path))
         table.insert1({**key, FIELD: path})
 
-    def check_path(self, table: Any, key: dict, column: dict, store: StoreInfo) -> None:
+    def check_path(self, table: Any, key: dict[str, Any], column: dict[str, Any], store: StoreInfo) -> None:
         assert column["path"] == self.chosen_path(key), "the value is not at the path the writer chose"
 
-    def check_same_column(self, table: Any, ours: dict, theirs: dict, store: StoreInfo) -> None:
+    def check_same_column(self, table: Any, ours: dict[str, Any], theirs: dict[str, Any], store: StoreInfo) -> None:
         skip = {"path", "timestamp"}
         same = {k: v for k, v in ours.items() if k not in skip}
         assert same == {k: v for k, v in theirs.items() if k not in skip}, "staged column value (left) != insert1's"
 
-    def _staged(self, table: Any, key: dict, tmp_path: Path, *, overwrite: bool, target: str | None = None) -> None:
+    def _staged(
+        self, table: Any, key: dict[str, Any], tmp_path: Path, *, overwrite: bool, target: str | None = None
+    ) -> None:
         self.overwrite, self.target = overwrite, target
         try:
             self.insert_staged(table, key, tmp_path)
@@ -479,7 +489,7 @@ class NonParticipatingCodecConformance(_Suite):
     """Suite for a field type that must be refused by ``store()``/``open()`` (in-table, reference, no protocol)."""
 
     def test_staged_handle_rejects_non_participating_codecs(
-        self, table: Any, djstaged_conformance_store: StoreInfo
+        self, table: Table, djstaged_conformance_store: StoreInfo
     ) -> None:
         match = re.match(r"<(\w+)", self.codec)
         assert match is not None, f"codec {self.codec!r} is not written as <name...>"

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -42,6 +42,9 @@ from .services import (
     s3_store_spec,
 )
 
+if TYPE_CHECKING:
+    from .._datajoint import Connection, Schema
+
 
 @dataclass
 class StoreInfo:
@@ -52,7 +55,7 @@ class StoreInfo:
 
     @property
     def protocol(self) -> str:
-        return self.spec["protocol"]
+        return cast(str, self.spec["protocol"])
 
 
 @pytest.fixture(scope="session")
@@ -63,13 +66,13 @@ def djstaged_postgres() -> Iterator[PostgresInfo]:
 
 
 @pytest.fixture(scope="session")
-def djstaged_connection(djstaged_postgres: PostgresInfo) -> Any:
+def djstaged_connection(djstaged_postgres: PostgresInfo) -> Connection:
     """DataJoint connected to :func:`djstaged_postgres`."""
     return connect_datajoint(djstaged_postgres)
 
 
 @pytest.fixture
-def djstaged_stores() -> Iterator[dict]:
+def djstaged_stores() -> Iterator[dict[str, Any]]:
     """``dj.config.stores`` for one test, restored afterwards; the store fixtures add to it."""
     with quietly():
         import datajoint as dj
@@ -82,7 +85,7 @@ def djstaged_stores() -> Iterator[dict]:
         dj.config.stores = saved
 
 
-def configure_store(stores: dict, name: str, spec: dict, default: bool) -> StoreInfo:
+def configure_store(stores: dict[str, Any], name: str, spec: dict[str, Any], default: bool) -> StoreInfo:
     """Add store ``name`` to ``stores`` (the dict :func:`djstaged_stores` yields), optionally as the default."""
     with quietly():
         import datajoint as dj
@@ -95,7 +98,7 @@ def configure_store(stores: dict, name: str, spec: dict, default: bool) -> Store
 
 
 @pytest.fixture
-def djstaged_local_store(tmp_path: Path, djstaged_stores: dict) -> StoreInfo:
+def djstaged_local_store(tmp_path: Path, djstaged_stores: dict[str, Any]) -> StoreInfo:
     """A local file store ``main`` in a temporary folder, also ``stores.default``."""
     location = tmp_path / "store"
     location.mkdir()
@@ -112,7 +115,7 @@ def djstaged_s3_server() -> Iterator[S3Info]:
 
 
 @pytest.fixture
-def djstaged_s3_store(djstaged_s3_server: S3Info, djstaged_stores: dict) -> StoreInfo:
+def djstaged_s3_store(djstaged_s3_server: S3Info, djstaged_stores: dict[str, Any]) -> StoreInfo:
     """An S3 store ``s3`` in a fresh bucket on :func:`djstaged_s3_server`, also ``stores.default``."""
     bucket = f"dj-staged-{uuid.uuid4().hex[:12]}"
     with quietly():
@@ -140,7 +143,7 @@ def djstaged_gcs_server() -> Iterator[GCSInfo]:
 
 
 @pytest.fixture
-def djstaged_gcs_store(djstaged_gcs_server: GCSInfo, djstaged_stores: dict) -> StoreInfo:
+def djstaged_gcs_store(djstaged_gcs_server: GCSInfo, djstaged_stores: dict[str, Any]) -> StoreInfo:
     """A GCS store ``gcs`` in a fresh bucket on :func:`djstaged_gcs_server`, also ``stores.default``."""
     bucket = f"dj-staged-{uuid.uuid4().hex[:12]}"
     with quietly():
@@ -156,7 +159,7 @@ def djstaged_azure_server() -> Iterator[AzureInfo]:
 
 
 @pytest.fixture
-def djstaged_azure_store(djstaged_azure_server: AzureInfo, djstaged_stores: dict) -> Iterator[StoreInfo]:
+def djstaged_azure_store(djstaged_azure_server: AzureInfo, djstaged_stores: dict[str, Any]) -> Iterator[StoreInfo]:
     """An Azure store ``azure`` in a fresh container on :func:`djstaged_azure_server`, also ``stores.default``.
 
     The container is deleted after the test.
@@ -183,11 +186,11 @@ STORE_FIXTURES = {
 def djstaged_conformance_store(request: pytest.FixtureRequest) -> StoreInfo:
     """The store fixture named by indirect parametrization: ``"local"``, ``"s3"``, ``"gcs"`` or ``"azure"``."""
     kind = getattr(request, "param", "local")
-    return request.getfixturevalue(STORE_FIXTURES[kind])
+    return cast(StoreInfo, request.getfixturevalue(STORE_FIXTURES[kind]))
 
 
 @pytest.fixture
-def djstaged_schema(djstaged_connection: Any) -> Iterator[Any]:
+def djstaged_schema(djstaged_connection: Connection) -> Iterator[Schema]:
     """A fresh, uniquely named schema, dropped afterwards."""
     with quietly():
         import datajoint as dj

@@ -7,7 +7,7 @@ store) through DataJoint's own backends; nothing is inferred from the engine.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import datajoint as dj
 import numpy as np
@@ -15,6 +15,9 @@ from datajoint.hash_registry import build_hash_path, compute_hash
 from datajoint.storage import TOKEN_ALPHABET, build_object_path
 
 from ..stores import StagedStore, resolve_store
+
+if TYPE_CHECKING:
+    from .._datajoint import Table, Value
 
 #: The engine's own bookkeeping (leases for ``dj-staged gc``), not a codec's artifact; tests/test_gc.py covers it.
 ENGINE_PREFIXES = ("_staging/_leases/",)
@@ -42,7 +45,7 @@ def put_object(store_name: str, path: str, data: bytes) -> None:
     _store(store_name).create(path, data)
 
 
-def object_identity(store_name: str, path: str) -> tuple:
+def object_identity(store_name: str, path: str) -> tuple[str, ...]:
     """What changes when an object is replaced, even by identical bytes (inode and mtime; an ETag or a
     generation and the modification time on object stores)."""
     info = _store(store_name).info(path)
@@ -51,7 +54,7 @@ def object_identity(store_name: str, path: str) -> tuple:
     return tuple(str(info.get(name)) for name in names)
 
 
-def column_value(table: Any, key: dict[str, Any], field: str) -> Any:
+def column_value(table: Table, key: dict[str, Any], field: str) -> Value:
     """The column value exactly as the database holds it (no codec decoding)."""
     where = " AND ".join(f"{name} = %s" for name in key)
     query = f"SELECT {field} FROM {table.full_table_name} WHERE {where}"
@@ -62,10 +65,10 @@ def column_value(table: Any, key: dict[str, Any], field: str) -> Any:
 
 def store_spec(store_name: str) -> dict[str, Any]:
     """The store's settings with DataJoint's defaults applied (``schema_prefix``, ``hash_prefix``, ...)."""
-    return dj.config.get_store_spec(store_name)
+    return cast(dict[str, Any], dj.config.get_store_spec(store_name))
 
 
-def schema_path_extension(table: Any, field: str, key: dict[str, Any], path: str, store_name: str) -> str:
+def schema_path_extension(table: Table, field: str, key: dict[str, Any], path: str, store_name: str) -> str:
     """Assert ``path`` is where ``insert1`` puts ``field`` of row ``key`` (random token aside); return its extension."""
     spec = store_spec(store_name)
     template, token = build_object_path(
@@ -86,21 +89,24 @@ def schema_path_extension(table: Any, field: str, key: dict[str, Any], path: str
     return ext
 
 
-def hash_path(table: Any, content_hash: str, store_name: str) -> str:
+def hash_path(table: Table, content_hash: str, store_name: str) -> str:
     """DataJoint's canonical path for ``content_hash`` in this table's schema and store."""
     spec = store_spec(store_name)
     subfolding = spec.get("subfolding")
-    return build_hash_path(
-        content_hash, table.database, tuple(subfolding) if subfolding else None, hash_prefix=spec["hash_prefix"]
+    return cast(
+        str,
+        build_hash_path(
+            content_hash, table.database, tuple(subfolding) if subfolding else None, hash_prefix=spec["hash_prefix"]
+        ),
     )
 
 
 def content_hash(data: bytes) -> str:
     """DataJoint's content hash of stored bytes."""
-    return compute_hash(data)
+    return cast(str, compute_hash(data))
 
 
-def assert_equivalent(ours: Any, theirs: Any, where: str = "value") -> None:
+def assert_equivalent(ours: Value, theirs: Value, where: str = "value") -> None:
     """Assert two fetched (and normalized) values are indistinguishable: same types, dtypes, shapes, content."""
     assert type(ours) is type(theirs), f"{where}: {type(ours).__name__} != {type(theirs).__name__}"
     if isinstance(ours, np.ndarray):

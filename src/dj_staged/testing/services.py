@@ -23,7 +23,10 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from .._datajoint import Connection
 
 
 @contextlib.contextmanager
@@ -68,7 +71,7 @@ def embedded_postgres(root: str | Path | None = None) -> Iterator[PostgresInfo]:
                 server.cleanup()
 
 
-def connect_datajoint(pg: PostgresInfo, stores: dict[str, Any] | None = None) -> Any:
+def connect_datajoint(pg: PostgresInfo, stores: dict[str, Any] | None = None) -> Connection:
     """Point DataJoint's global config at the server ``pg`` (and ``stores``, if given); return a new connection."""
     with quietly():  # DataJoint's import-time warnings, if this is its first import
         import datajoint as dj
@@ -132,7 +135,7 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return cast(int, sock.getsockname()[1])
 
 
 def _answers(url: str) -> bool:
@@ -147,7 +150,9 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def _child_server(name: str, argv: list[str], probe: str, log: Path, timeout: float) -> Iterator[subprocess.Popen]:
+def _child_server(
+    name: str, argv: list[str], probe: str, log: Path, timeout: float
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` (its output to ``log``) until the block ends; first wait, bounded, until ``probe`` answers."""
     with open(log, "ab") as out:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
