@@ -1,8 +1,6 @@
-"""The rows, their targets, their rounds (set here, before measuring; ``DJ_STAGED_BENCH_ROUNDS`` caps them all).
-
-A ratio pairs a row's rounds with its baseline's one by one, so a row runs in its baselines' *block*:
-a round runs block after block, the rows of a block back to back.
-"""
+"""The rows, their targets, their rounds (set here, before measuring; ``DJ_STAGED_BENCH_ROUNDS`` caps them all). A
+ratio pairs a row's rounds with its baseline's one by one, so a row runs in its baselines' *block*: a round runs block
+after block, the rows of a block back to back."""
 
 from __future__ import annotations
 
@@ -16,11 +14,11 @@ from typing import Any
 from .rows import GC_OBJECTS, GIB, SEGMENT, Work
 from .rows import Context as C
 
-FAST = 9  # rows compared with the plain write: well under a second a GiB, one page-fault stall decides a pair
-MD5 = 9  # hash-addressed rows do their baselines' work: their ratio is noise unless paired often
+# rows compared with the plain write (well under a second a GiB, one page-fault stall decides a pair), and
+FAST = MD5 = 9  # hash-addressed rows (they do their baselines' work: their ratio is noise unless paired often)
 ZARR = 7  # Zarr's thread pools spread the most of the longer rows on 2 shared cores
 ONCE = 1  # DataJoint's insert1 rows (tens of seconds, GiBs of memory), the gc row
-SCALING = 2  # each size twice, the faster kept, so that one stall does not bend the line
+SCALING, WRITERS = 2, 3  # each size twice, the faster kept, so one stall does not bend the line; concurrent writers
 DEFAULT, OBJECT_ROUNDS = 5, 7  # the many-rows block; the object stores' rows (their emulators share the 2 cores)
 
 
@@ -28,7 +26,7 @@ DEFAULT, OBJECT_ROUNDS = 5, 7  # the many-rows block; the object stores' rows (t
 class Target:
     """A check on one figure: ``metric`` against ``limit``; ``baseline`` is the row a ratio or speed-up uses."""
 
-    metric: str  # ratio, speedup, rss, rss_per_row, seconds, downloaded, listings
+    metric: str  # ratio, speedup, rss, rss_per_row, seconds, downloaded, listings, growth, throughput
     limit: float
     baseline: str | None = None
 
@@ -51,6 +49,7 @@ class Row:
     targets: tuple[Target, ...] = ()
     harness_fsync: bool = False  # the harness fsyncs the local store inside the clock
     gib: float | None = None  # the scaling rows' payload; None: the run's
+    writers: int = 0  # processes writing at once, each the payload
 
     def set_up(self, ctx: C) -> None:
         """Everything before the clock: declare the table, warm Zarr up, prepare the value the work uses."""
@@ -69,8 +68,14 @@ EMULATORS = {"s3": S3, "gcs": "GCS (fake-gcs-server on 127.0.0.1)", "azure": "Az
 LIBRARY = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
 EMULATED_GIB = 0.25  # GCS and Azure rows: fake-gcs-server takes a resumable upload in time growing with its size
 raw, payload, report, content = (partial(C.into, field=name) for name in ("raw", "payload", "report", "content"))
+npy = partial(C.into, field="waveform")
 sized, named = partial(C.into, field="payload", sized=True), partial(C.into, field="report", filename="payload.bin")
 zarr_raw, zarr_frames = partial(C.zarr_into, field="raw"), partial(C.zarr_into, field="frames")
+
+
+def one(field: str, prepare: Callable[[C], Any]) -> Callable[[C], list[dict]]:
+    """Prepared: one row whose ``field`` holds what ``prepare`` makes (``insert`` of it is ``insert1``'s path)."""
+    return lambda ctx: [{"bench_id": 1, field: prepare(ctx)}]
 
 
 def dj(key: str, label: str, block: str, work: Work, rounds: int, baseline: str | None, **kw: Any) -> Row:
@@ -80,10 +85,8 @@ def dj(key: str, label: str, block: str, work: Work, rounds: int, baseline: str 
 
 
 def ours(key: str, label: str, block: str, work: Work, rounds: int, baseline: str, limit: float, **kw: Any) -> Row:
-    """dj-staged: at most ``limit`` × ``baseline`` (paired), peak RSS ≤ start + 128 MiB, and ``extra`` targets.
-
-    The harness adds no fsync: dj-staged is to make what it staged durable itself before it commits.
-    """
+    """dj-staged: at most ``limit`` × ``baseline`` (paired), peak RSS ≤ start + 128 MiB, and ``extra`` targets; the
+    harness adds no fsync: dj-staged is to make what it staged durable itself before it commits."""
     kw = {"group": "dj-staged", "store": "main", **kw}
     targets = (RSS, Target("ratio", limit, baseline), *kw.pop("extra", ()))
     return Row(key, label, kw.pop("group"), block, work, rounds, baseline, targets=targets, **kw)
@@ -91,22 +94,21 @@ def ours(key: str, label: str, block: str, work: Work, rounds: int, baseline: st
 
 # fmt: off
 ROWS: list[Row] = [
-    Row(W, "plain write", "baselines", "write", C.plain_file, FAST),
+    Row(W, "plain write, write-back overlapped", "baselines", "write", C.plain_file, FAST),
+    Row("device", "direct-I/O write (device ceiling)", "baselines", "write", C.direct_write, FAST, W),
     Row(M, "write + MD5", "baselines", "md5", partial(C.plain_file, md5=True), MD5, W),
     Row("md5", "MD5 only (in memory)", "baselines", "md5", C.md5_only, MD5, M),
     Row(Z, "plain zarr", "baselines", "zarr", C.plain_zarr, ZARR, W, zarr=True),
-    dj("dj_npy", "insert1 <npy@> (array in memory)", "write", partial(C.insert1, field="waveform"), ONCE, W,
-       prepare=C.array),
-    dj("dj_blob", "insert1 <blob@> (float64 array in memory)", "md5", partial(C.insert1, field="payload"), ONCE, M,
-       prepare=C.array),
-    dj("dj_attach", "insert1 <attach@> (file)", "md5", partial(C.insert1, field="report"), ONCE, M,
-       prepare=C.attachment),
-    dj("dj_zarr", "insert1 <zarr@> (array in memory)", "zarr", partial(C.insert1, field="frames"), ONCE, Z,
-       zarr=True, prepare=C.stacked_frames),
+    dj("dj_npy", "insert1 <npy@> (array in memory)", "write", C.dj_insert, ONCE, W, prepare=one("waveform", C.array)),
+    dj("dj_blob", "insert1 <blob@> (float64 array in memory)", "md5", C.dj_insert, ONCE, M,
+       prepare=one("payload", C.array)),
+    dj("dj_attach", "insert1 <attach@> (file)", "md5", C.dj_insert, ONCE, M, prepare=one("report", C.attachment)),
+    dj("dj_zarr", "insert1 <zarr@> (array in memory)", "zarr", C.dj_insert, ONCE, Z, zarr=True,
+       prepare=one("frames", C.stacked_frames)),
     dj("dj_staged_object", "DataJoint's staged insert <object@> (file)", "write", C.dj_staged_object, FAST, W),
-    ours("object_file", "staged <object@> (file)", "write", raw, FAST, W, 1.10, datajoint="dj_staged_object"),
+    ours("object_file", "staged <object@> (file)", "write", raw, FAST, W, 1.05, datajoint="dj_staged_object"),
     ours("object_directory", "staged <object@> (Zarr directory)", "zarr", zarr_raw, ZARR, Z, 1.10, zarr=True),
-    ours("npy", "staged <npy@>", "write", C.staged_npy, FAST, W, 1.10, datajoint="dj_npy"),
+    ours("npy", "staged <npy@>", "write", npy, FAST, W, 1.05, datajoint="dj_npy"),
     ours("blob_sized", "staged <blob@> bytes, open(size=N)", "md5", sized, MD5, M, 1.15, extra=HASHED),
     ours("blob_unsized", "staged <blob@> bytes, no size (one re-read)", "md5", payload, MD5, M, 1.0),
     ours("blob_array", "staged <blob@> float64 array (streamed)", "md5", C.staged_blob_array, MD5, M, 1.15,
@@ -116,12 +118,17 @@ ROWS: list[Row] = [
     ours("hash", "staged <hash@>", "md5", content, MD5, M, 1.15, extra=HASHED),
     ours("zarr", "staged <zarr@>", "zarr", zarr_frames, ZARR, Z, 1.10, zarr=True, datajoint="dj_zarr"),
     dj("dj_insert", "DataJoint insert(list)", "rows", C.dj_insert, DEFAULT, None, group=ROWS_GROUP, prepare=C.segments),
-    dj("dj_insert1_loop", "DataJoint insert1 loop", "rows", C.dj_insert1_loop, DEFAULT, None, group=ROWS_GROUP,
-       prepare=C.segments),
-    ours("staged_batch", "one staged_insert batch", "rows", C.staged_batch, DEFAULT, "dj_insert", 1.25,
+    dj("dj_insert1_loop", "DataJoint insert1 loop", "rows", partial(C.dj_insert, loop=True), DEFAULT, None,
+       group=ROWS_GROUP, prepare=C.segments),
+    Row("dj_insert1_durable", "DataJoint insert1 loop made durable", ROWS_GROUP, "rows",
+        partial(C.dj_insert, loop=True, durable=True), DEFAULT, store="main", prepare=C.segments),
+    ours("staged_batch", "one staged_insert batch", "rows", C.staged_batch, DEFAULT, "dj_insert", 1.20,
          group=ROWS_GROUP, extra=(Target("rss_per_row", 4.0),)),
-    ours("staged_blocks", "staged_insert1 blocks", "rows", C.staged_blocks, DEFAULT, "dj_insert1_loop", 1.5,
-         group=ROWS_GROUP),
+    ours("staged_blocks", "staged_insert1 blocks", "rows", C.staged_blocks, DEFAULT, "dj_insert1_durable", 1.20,
+         group=ROWS_GROUP, extra=(Target("ratio", 1.75, "dj_insert1_loop"),)),
+    *(Row(f"writers@{n}", f"{n} writer{'s' * (n > 1)} staging <hash@> at once", "concurrent writers", "writers",
+          C.run_writers, WRITERS, store="main", prepare=partial(C.fork_writers, n=n), writers=n,
+          targets=(Target("throughput", 1.7, "writers@1"),) if n == 2 else ()) for n in (1, 2, 4)),
     Row("gc_s3", f"gc.collect dry run, {GC_OBJECTS:,} objects (moto)", S3, "gc", C.gc_collect, ONCE, store="s3",
         prepare=C.gc_store, targets=(Target("seconds", 5.0), Target("listings", 2))),
 ]
@@ -129,12 +136,12 @@ ROWS: list[Row] = [
 
 def object_store_rows(s: str) -> list[Row]:
     """Store ``s``'s library's ``put_file`` and Zarr on its ``FSMap``, ours against them; promotion downloads nothing
-    (counted here on S3; on GCS and Azure through a counting proxy, tests/test_stores.py)."""
+    (counted on S3; on GCS and Azure by a proxy, tests/test_stores.py)."""
     p, z, n, none = f"{s}_put", f"{s}_plain_zarr", OBJECT_ROUNDS, (Target("downloaded", 0),) if s == "s3" else ()
     gib = None if s == "s3" else EMULATED_GIB
     g, kw = EMULATORS[s], {"group": EMULATORS[s], "store": s, "gib": gib}
     return [Row(p, f"{LIBRARY[s]} put_file", g, s, C.object_put, n, store=s, prepare=C.attachment, gib=gib),
-            Row(z, f"plain zarr on a {LIBRARY[s]} FSMap", g, s, C.object_plain_zarr, n, store=s, zarr=True, gib=gib),
+            Row(z, f"plain zarr on a {LIBRARY[s]} FSMap", g, s, C.plain_zarr, n, store=s, zarr=True, gib=gib),
             ours(f"{s}_object", f"staged <object@> file ({s})", s, raw, n, p, 1.10, **kw),
             ours(f"{s}_blob_sized", f"staged <blob@> bytes, size=N ({s})", s, sized, n, p, 1.10, extra=none, **kw),
             ours(f"{s}_hash", f"staged <hash@> ({s})", s, content, n, p, 1.10, extra=none, **kw),
@@ -142,6 +149,8 @@ def object_store_rows(s: str) -> list[Row]:
 
 
 ROWS[-1:-1] = [row for store in EMULATORS for row in object_store_rows(store)]  # the gc row last
+SCALED = (("plain_zarr", "plain zarr", C.plain_zarr, None), ("blob_array", "staged <blob@> array", C.staged_blob_array,
+          None), ("zarr", "staged <zarr@>", zarr_frames, "plain_zarr"))  # key, label, work, baseline
 # fmt: on
 
 
@@ -151,11 +160,15 @@ def scaling_sizes() -> list[float]:
 
 
 def scaling_rows() -> list[Row]:
-    """Staged ``<blob@>`` (streamed array) and ``<zarr@>`` at each scaling size, peak RSS checked."""
-    series = (("blob_array", "<blob@> array", C.staged_blob_array, False), ("zarr", "<zarr@>", zarr_frames, True))
-    return [Row(f"{key}@{gib:g}", f"staged {label}, {gib:g} GiB", "scaling", "scaling", work, SCALING, store="main",
-                zarr=zarr, targets=(RSS,), gib=gib)
-            for key, label, work, zarr in series for gib in scaling_sizes()]  # fmt: skip
+    """Each of ``SCALED`` at each size; ours with flat RSS, time per GiB ≤ 1.10 × the first size's or its baseline's."""
+    sizes, rows = scaling_sizes(), []
+    for key, label, work, base in SCALED:
+        for gib in sizes:
+            growth = [Target("growth", 1.10, f"{key}@{sizes[0]:g}")] if gib != sizes[0] else []
+            rows.append(Row(f"{key}@{gib:g}", f"{label}, {gib:g} GiB", "scaling", "scaling", work, SCALING,
+                            base and f"{base}@{gib:g}", store="main", zarr="zarr" in key, gib=gib,
+                            targets=(RSS, *growth) if key != "plain_zarr" else ()))  # fmt: skip
+    return rows
 
 
 def all_rows() -> list[Row]:
@@ -189,4 +202,4 @@ def schedule(rows: list[Row], cap: int | None = None) -> list[tuple[int, Row]]:
 def payload_bytes(row: Row, gib: float, batch_rows: int) -> int:
     """Bytes the row writes: ``batch_rows`` KiB for the many-rows block, 1,000 KiB for gc, else ``gib``."""
     small = {"rows": batch_rows, "gc": GC_OBJECTS}.get(row.block)
-    return small * SEGMENT.nbytes if small else int((row.gib or gib) * GIB)
+    return small * SEGMENT.nbytes if small else int((row.gib or gib) * GIB) * max(1, row.writers)

@@ -11,7 +11,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from .plan import Row, Target
+from .plan import Row, Target, scaling_sizes
 
 MIB, GIB = 1 << 20, 1 << 30
 CHECKS = {  # metric: (target, measured, the figure; None: the S3 hook saw no call)
@@ -22,6 +22,8 @@ CHECKS = {  # metric: (target, measured, the figure; None: the S3 hook saw no ca
     "seconds": ("< {:g} s", "{:.2f} s", lambda e, o: e["seconds"]),
     "downloaded": ("promotion downloads {:g} bytes", "{:,} bytes", lambda e, o: e["downloaded_bytes"]),
     "listings": ("≤ {:g} S3 listings per prefix", "{}", lambda e, o: e["listings_per_prefix"]),
+    "growth": ("time per GiB ≤ {:.2f} × {}'s or the bend of its baseline", "{:.2f} ×", lambda e, o: growth(e, o)),
+    "throughput": ("throughput ≥ {:g} × {}'s", "{:.2f} ×", lambda e, o: growth(o, e)),
 }
 NOTES = {  # extra figure: how the notes column shows it
     "emulator_cpu_share": "emulator CPU {:.0%} of wall",
@@ -31,8 +33,16 @@ NOTES = {  # extra figure: how the notes column shows it
     "listings_per_prefix": "at most {} per prefix",
     "collectable": "{} collectable",
     "rows": "{:,} rows",
+    "bend": "baseline's time per GiB {:.2f} × at the first size",
     "kib_per_row": "{:.1f} KiB RSS per row",
 }
+
+
+def growth(e: dict, first: dict) -> float:
+    """``e``'s time per byte over ``first``'s, over its baseline's own (``bend``) when that grew more."""
+    return (
+        e["seconds"] / e["payload_bytes"] / (first["seconds"] / first["payload_bytes"]) / max(1.0, e.get("bend") or 1)
+    )
 
 
 def paired(ours: list[float], base: list[float]) -> float:
@@ -47,7 +57,8 @@ def check(t: Target, e: dict, ok: dict[str, dict], labels: dict[str, str]) -> di
         return None
     target, shown, figure = CHECKS[t.metric]
     v = figure(e, ok.get(t.baseline or ""))
-    good = v is not None and {"speedup": operator.ge, "seconds": operator.lt}.get(t.metric, operator.le)(v, t.limit)
+    better = {"speedup": operator.ge, "throughput": operator.ge, "seconds": operator.lt}
+    good = v is not None and better.get(t.metric, operator.le)(v, t.limit)
     measured = "no S3 call seen" if v is None else shown.format(v)
     return {"target": target.format(t.limit, labels.get(t.baseline or "")), "measured": measured, "ok": good}
 
@@ -67,6 +78,8 @@ def derive(rows: list[Row], results: dict[str, dict]) -> list[dict]:
                 e["ratio_best"], e["baseline"] = e["seconds"] / base["seconds"], labels[row.baseline]
             if row.datajoint in ok:
                 e["speedup"] = ok[row.datajoint]["seconds"] / e["seconds"]
+            first = ok.get(f"{(row.baseline or '').split('@')[0]}@{scaling_sizes()[0]:g}")  # a scaling baseline's
+            e["bend"] = growth(base, first) if base and first else None  # growth: how much the baseline bends
             e["checks"] = [c for t in row.targets if (c := check(t, e, ok, labels)) is not None]
         derived.append(e)
     return derived
@@ -99,14 +112,8 @@ def markdown(derived: list[dict], meta: dict) -> str:
         f"`make bench`: {meta['payload_gib']:g} GiB payload, {meta['batch_rows']:,} small rows"
         + (f", rounds capped at {meta['rounds_cap']}" if meta["rounds_cap"] else "")
         + f"; {meta['date']}, {meta['seconds']:.0f} s, {meta['cpu']} ({meta['cores']} cores, "
-        f"{meta['memory_gib']} GiB); {versions}. How it is measured: README, *Performance*, and `bench/plan.py`.",
-        "",
-        "**wall s**: best and median of the rounds, each in a fresh process on a warm page cache; **CPU s**: best "
-        "round's; **peak RSS**: largest of the rounds, *above start* the RSS before the clock; **ratio**: *paired* is "
-        "the median of round-by-round ratios (targets are judged on it), *best* best over best; **vs DataJoint**: its "
-        "best over ours; **harness fsync**: the harness fsyncs the store inside the clock (baselines fsync what they "
-        "write, dj-staged before it commits); **emulator CPU**: the emulator's CPU time (moto's threads, "
-        "fake-gcs-server's or Azurite's process) over the row's clock / its wall.",
+        f"{meta['memory_gib']} GiB); {versions}. How it is measured, and what the columns mean: README, "
+        "*Performance*, and `bench/plan.py`.",
         "",
         "| row | MiB | rounds | wall s best | wall s median | CPU s | MiB/s | peak RSS MiB | above start MiB "
         "| ratio paired (best) | vs DataJoint | harness fsync | notes |",
@@ -131,8 +138,11 @@ def write(rows: list[Row], results: dict[str, dict], meta: dict, out: Path) -> t
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
         "versions": {"Python": platform.python_version()}
-        | {name: version(name) for name in ("datajoint", "dj-staged", "zarr", "numpy", "fsspec", "s3fs", "moto")}
-        | {name: version(name) for name in ("gcsfs", "adlfs")},
+        | {
+            name: version(name)
+            for name in ("datajoint", "dj-staged", "zarr", "numpy", "fsspec", "s3fs", "moto", "gcsfs")
+        }
+        | {"adlfs": version("adlfs")},
     }
     derived = derive(rows, results)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,15 +1,17 @@
-"""One row's context (payload, folders, services, table), with every row's work and preparation as methods.
-
-Byte rows write incompressible bytes (four 4 MiB chunks of standard-normal float64, cycled), Zarr rows uint16 frames
-(a 2 MiB chunk each). Each row's process draws its own bytes: this VM rewrites blocks it already holds ~50 % slower."""
+"""One row's context (payload, folders, services, table), with every row's work and preparation as methods. Byte rows
+write incompressible bytes (four 4 MiB chunks of standard-normal float64, cycled), Zarr rows uint16 frames (a 2 MiB
+chunk each). Each row's process draws its own bytes: this VM rewrites blocks it already holds ~50 % slower."""
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import dj_staged
 import dj_staged.gc
 from dj_staged.testing.services import connect_datajoint, local_stores, object_store_spec
 
-MIB, GIB, CHUNK = 1 << 20, 1 << 30, 4 << 20
+MIB, GIB, CHUNK, WRITEBACK = 1 << 20, 1 << 30, 4 << 20, 16  # write back every 16 chunks (64 MiB), as dj-staged
 ROWS, SLAB = 512, (4 << 20) // (8 * 512)  # a Fortran-ordered (ROWS, SLAB) float64 slab is one chunk
 FRAME, FRAME_BYTES = (1024, 1024), 2 << 20
 SEGMENT = np.arange(256, dtype="float32")  # the 1 KiB array of the many-rows block
@@ -60,7 +62,6 @@ class Context:
     emulators: dict[str, Any] = field(default_factory=dict)  # object store -> its emulator's S3/GCS/AzureInfo
     parent_pid: int = 0  # the process whose threads serve moto
     batch_rows: int = 0
-    fsync: bool = True  # the baselines fsync what they write (not in bench.overhead without --fsync)
     source: np.ndarray = field(default_factory=lambda: np.random.default_rng().standard_normal((4, CHUNK // 8)))
     schema: Any = None
     store: str = "main"
@@ -74,15 +75,17 @@ class Context:
         for path in (self.store_root, self.plain_root, self.scratch):
             path.mkdir(parents=True, exist_ok=True)
 
-    def table(self, store: str = "main") -> Any:
-        """The benchmark table, every codec on ``store`` (``main``: local; ``s3``/``gcs``/``azure``: a new bucket)."""
+    def table(self, store: str = "main", schema: str | None = None) -> Any:
+        """The benchmark table, every codec on ``store`` (``main``: local; ``s3``/``gcs``/``azure``: a new bucket), in
+        a new schema or the existing ``schema``."""
         if self._table is not None:
             return self._table
         stores = local_stores(self.store_root)
         if store != "main":
             self.store, self.bucket = store, f"bench-{uuid.uuid4().hex[:12]}"
             stores[store] = object_store_spec(self.emulators[store], self.bucket)
-        self.schema = dj.Schema(f"bench_{uuid.uuid4().hex[:10]}", connection=connect_datajoint(self.pg, stores))
+        name = schema or f"bench_{uuid.uuid4().hex[:10]}"
+        self.schema = dj.Schema(name, connection=connect_datajoint(self.pg, stores))
         if self.bucket is not None:
             self.objfs().mkdir(self.bucket)
             self.objfs().pipe(f"{self.bucket}/warm-up", b"x")  # the client's session, event loop and connection
@@ -105,27 +108,39 @@ class Context:
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def sync(self, root: Path) -> None:
-        """fsync every file and directory under ``root`` (unless ``fsync`` is off)."""
-        for folder, _dirs, files in os.walk(root) if self.fsync else ():
-            for path in [*(os.path.join(folder, name) for name in files), folder]:
-                fd = os.open(path, os.O_RDONLY)
-                os.fsync(fd)
-                os.close(fd)
+    def sync(self, root: Path, *, up_to: Path | None = None) -> None:
+        """fsync every file and directory under ``root``, then each folder above it up to ``up_to``."""
+        above = [p for p in root.parents if up_to is not None and (p == up_to or up_to in p.parents)]
+        walked = [p for folder, _, files in os.walk(root) for p in (*(os.path.join(folder, f) for f in files), folder)]
+        for path in [*walked, *above]:
+            fd = os.open(path, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
 
     def warm_up(self) -> None:
         """Zarr's first write sets up its codecs and event loop (on S3, the mapper's): done before the clock."""
-        s3 = self.bucket is not None
-        write_frames(self.objfs().get_mapper(f"{self.bucket}/warm-up.zarr") if s3 else str(self.scratch / "w.zarr"), 2)
+        mapper = self.bucket and self.objfs().get_mapper(f"{self.bucket}/w.zarr")
+        write_frames(mapper or str(self.scratch / "w.zarr"), 2)
 
     def plain_file(self, md5: bool = False) -> None:
-        """Baseline: write the payload to one local file (with its MD5 in the same pass if ``md5``), fsync it."""
+        """Baseline: the fastest durable write found here: 4 MiB chunks (their MD5 in the same pass if ``md5``), a
+        background ``fdatasync`` every 64 MiB (write-back overlapped with writing, as dj-staged's), fsync at the end."""
         digest = hashlib.md5()
-        with open(self.plain_root / "payload.bin", "wb") as f:
-            for chunk in chunks(self.n, self.source):
+        with open(self.plain_root / "payload.bin", "wb") as f, ThreadPoolExecutor(1) as writeback:
+            for i, chunk in enumerate(chunks(self.n, self.source), start=1):
                 if md5:
                     digest.update(chunk)
                 f.write(chunk)
+                if i % WRITEBACK == 0:
+                    writeback.submit(os.fdatasync, f.fileno())
+        self.sync(self.plain_root)
+
+    def direct_write(self) -> None:
+        """The device's ceiling: ``dd`` writing the payload's size around the page cache in 4 MiB blocks, fsynced."""
+        out, count = f"of={self.plain_root / 'direct.bin'}", f"count={self.n}"
+        subprocess.run(
+            ["dd", "if=/dev/zero", out, "bs=4M", count, "oflag=direct", "conv=fsync"], check=True, capture_output=True
+        )
         self.sync(self.plain_root)
 
     def md5_only(self) -> None:
@@ -135,8 +150,9 @@ class Context:
             digest.update(chunk)
 
     def plain_zarr(self) -> None:
-        """Baseline: Zarr writing the frames to a local folder, fsynced."""
-        write_frames(str(self.plain_root / "frames.zarr"), self.frames)
+        """Baseline: Zarr writing the frames to a local folder (fsynced), or to the object store's own ``FSMap``."""
+        fsmap = self.bucket and self.objfs().get_mapper(f"{self.bucket}/plain/frames.zarr")
+        write_frames(fsmap or str(self.plain_root / "frames.zarr"), self.frames)
         self.sync(self.plain_root)
 
     def array(self) -> np.ndarray:
@@ -153,10 +169,6 @@ class Context:
         """Prepared: the Zarr rows' frames stacked in memory."""
         return np.stack(list(frames(self.frames)))
 
-    def insert1(self, field: str) -> None:
-        """DataJoint's ``insert1`` of the prepared value into ``field``."""
-        self.table().insert1({"bench_id": 1, field: self.value})
-
     def dj_staged_object(self) -> None:
         """DataJoint 2.3.5's own ``Table.staged_insert1`` (``dj_staged.enable()`` never runs), an ``<object@>`` file."""
         with self.table().staged_insert1 as staged:
@@ -164,31 +176,24 @@ class Context:
             with staged.open("raw", ".bin") as f:
                 f.writelines(chunks(self.n, self.source))
 
-    def into(self, field: str, sized: bool = False, filename: str | None = None) -> None:
-        """Ours: the payload into ``field`` through ``staged.open()`` (``size=`` if ``sized``; a filename first)."""
+    def into(self, field: str, sized: bool = False, filename: str | None = None, key: int = 1) -> None:
+        """Ours: the payload into ``field`` by ``staged.open()`` (``size=`` if ``sized``, a filename first if given)."""
         with dj_staged.staged_insert1(self.table()) as staged:
-            staged.rec["bench_id"] = 1
+            staged.rec["bench_id"] = key
             if filename is not None:
                 staged.set_filename(field, filename)
-            with staged.open(field, ".bin", size=self.n * CHUNK if sized else None) as f:
-                for chunk in chunks(self.n, self.source):  # dj-staged's handles have no writelines
-                    f.write(chunk)
+            npy = field == "waveform"
+            with staged.open(field, ".npy" if npy else ".bin", size=self.n * CHUNK if sized else None) as f:
+                if npy:
+                    header = {"descr": "<f8", "fortran_order": False, "shape": (self.n * CHUNK // 8,)}
+                    npy_format.write_array_header_2_0(f, header)
+                f.writelines(chunks(self.n, self.source))
 
     def zarr_into(self, field: str) -> None:
         """Ours: the frames written by Zarr into ``field`` through ``staged.store(field, ".zarr")``."""
         with dj_staged.staged_insert1(self.table()) as staged:
             staged.rec["bench_id"] = 1
             write_frames(staged.store(field, ".zarr"), self.frames)
-
-    def staged_npy(self) -> None:
-        """Ours, ``<npy@>``: a ``.npy`` header, then the float64 payload chunk by chunk."""
-        with dj_staged.staged_insert1(self.table()) as staged:
-            staged.rec["bench_id"] = 1
-            header = {"descr": "<f8", "fortran_order": False, "shape": (self.n * CHUNK // 8,)}
-            with staged.open("waveform", ".npy") as f:
-                npy_format.write_array_header_2_0(f, header)
-                for chunk in chunks(self.n, self.source):
-                    f.write(chunk)
 
     def staged_blob_array(self) -> None:
         """Ours, ``<blob@>``: a float64 ``(512, n)`` array through ``open_blob_array``, slabs along the last axis."""
@@ -202,22 +207,20 @@ class Context:
         """Baseline: the object store's own ``put_file`` (s3fs, gcsfs, adlfs) of the prepared local file."""
         self.objfs().put_file(self.value, f"{self.bucket}/plain/payload.bin")
 
-    def object_plain_zarr(self) -> None:
-        """Baseline: Zarr writing the frames to the object store's own ``FSMap``."""
-        write_frames(self.objfs().get_mapper(f"{self.bucket}/plain/frames.zarr"), self.frames)
-
     def segments(self) -> list[dict]:
         """Prepared: ``batch_rows`` rows of a 1 KiB array, for DataJoint's inserts."""
         return [{"bench_id": i, "waveform": SEGMENT} for i in range(self.batch_rows)]
 
-    def dj_insert(self) -> None:
-        """DataJoint's ``Table.insert`` of the prepared rows, one call."""
-        self.table().insert(self.value)
-
-    def dj_insert1_loop(self) -> None:
-        """DataJoint's ``insert1`` of the prepared rows, one call per row."""
-        for row in self.value:
-            self.table().insert1(row)
+    def dj_insert(self, loop: bool = False, durable: bool = False) -> None:
+        """DataJoint's ``insert`` of the prepared rows, or (``loop``) of each alone; if ``durable``, each row's file and
+        folders fsynced before the next row, as a staged block does (the first time up to the store's root)."""
+        table = self.table()
+        folder = self.store_root / "_schema" / table.database / table.table_name
+        for rows in ([row] for row in self.value) if loop else [self.value]:
+            table.insert(rows)
+            if durable:
+                key = rows[0]["bench_id"]
+                self.sync(folder / f"bench_id={key}", up_to=folder if key else self.store_root)
 
     def segment(self, staged: Any, i: int) -> None:
         """One small row in a staged block: its key, then a 1 KiB ``.npy`` through ``staged.open()``."""
@@ -238,14 +241,38 @@ class Context:
             with dj_staged.staged_insert1(self.table()) as staged:
                 self.segment(staged, i)
 
+    def fork_writers(self, n: int) -> list[Any]:
+        """Prepared: ``n`` forked processes, each with its own bytes and database session, ready to stage."""
+        fork, schema = multiprocessing.get_context("fork"), self.schema.database
+        start, self.inherited = fork.Barrier(n + 1), (self.schema, self._table)  # a child never uses or closes it
+
+        def write(key: int) -> None:
+            self._table, self.n = None, self.n // n
+            self.source = np.random.default_rng().standard_normal(self.source.shape)
+            self.table(schema=schema)
+            start.wait()  # ready
+            start.wait()  # go
+            self.into("content", key=key)
+
+        writers = [fork.Process(target=write, args=(key,)) for key in range(1, n + 1)]
+        for writer in writers:
+            writer.start()
+        start.wait(timeout=600)
+        return [start, *writers]
+
+    def run_writers(self) -> None:
+        """Let the prepared writers stage ``<hash@>`` rows at once; wait for them."""
+        start, *writers = self.value
+        start.wait(timeout=600)
+        for writer in writers:
+            writer.join()
+        if failed := [writer.exitcode for writer in writers if writer.exitcode]:
+            raise RuntimeError(f"writers failed with exit codes {failed}")
+
     def gc_store(self) -> None:
-        """Prepared: 1,000 small ``<object@>`` rows in one batch, then half of them deleted (objects orphaned)."""
-        with dj_staged.staged_insert(self.table()) as batch:
-            for i in range(GC_OBJECTS):
-                with batch.row() as staged:
-                    staged.rec["bench_id"] = i
-                    with staged.open("raw", ".bin") as f:
-                        f.write(SEGMENT.tobytes())
+        """Prepared: 1,000 small ``<npy@>`` rows in one batch, then half of them deleted (objects orphaned)."""
+        self.batch_rows = GC_OBJECTS
+        self.staged_batch()
         (self.table() & f"bench_id < {GC_OBJECTS // 2}").delete_quick()
 
     def gc_collect(self) -> dict:

@@ -1,12 +1,5 @@
 """``make bench``: every row in a fresh process, against one embedded PostgreSQL, a local store and the emulators
-of S3 (moto), GCS (fake-gcs-server) and Azure (Azurite).
-
-Environment (README, *Performance*): ``DJ_STAGED_BENCH_GIB`` (payload, default 1), ``DJ_STAGED_BENCH_SCALING_GIB``
-(default ``1,2,4``), ``DJ_STAGED_BENCH_BATCH_ROWS`` (default 10000), ``DJ_STAGED_BENCH_ROUNDS`` (caps every row's
-rounds), ``DJ_STAGED_BENCH_STORES`` (object stores, default ``s3,gcs,azure``), ``DJ_STAGED_BENCH_HARNESS_FSYNC=1``
-(the harness fsyncs after every row), ``DJ_STAGED_BENCH_ROWS`` (only these keys), ``DJ_STAGED_BENCH_DIR`` (files),
-``DJ_STAGED_BENCH_OUT`` (its folder).
-"""
+of S3 (moto), GCS (fake-gcs-server) and Azure (Azurite); its ``DJ_STAGED_BENCH_*`` settings: README, *Performance*."""
 
 from __future__ import annotations
 
@@ -35,10 +28,12 @@ from .report import write
 from .rows import MIB, Context, chunks
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid``, all its threads (from ``/proc``, in clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of process ``pid``, all its threads (from ``/proc``, in clock ticks); without ``pid``,
+    this process's and its ended children's (the concurrent writers)."""
+    fields = Path(f"/proc/{pid or os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    children = 0.0 if pid else sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + children
 
 
 def count_s3_calls(fs: Any) -> Counter:
@@ -58,32 +53,29 @@ def count_s3_calls(fs: Any) -> Counter:
 
 
 def measure(row: Row, ctx: Context) -> dict:
-    """Set ``row`` up, warm the page cache, run it under the clock and the RSS sampler; its figures.
-
-    This VM returns idle memory to its host and writes into it then stall (3 s/GiB): a file of the payload's size,
-    written and deleted unsynced (nothing reaches the disk), warms every row's page cache."""
+    """Set ``row`` up, warm the page cache, run it under the clock and the RSS sampler; its figures. This VM returns
+    idle memory to its host and writes into it then stall (3 s/GiB): a file of the payload's size, written and deleted
+    unsynced (nothing reaches the disk), warms every row's page cache."""
     row.set_up(ctx)
     with open(ctx.scratch / "prime.bin", "wb") as f:
         f.writelines(chunks(ctx.n + 16, ctx.source))  # and 64 MiB more
     os.unlink(f.name)
     seen = count_s3_calls(ctx.objfs()) if ctx.store == "s3" else None
     emulator = ctx.parent_pid if ctx.store == "s3" else getattr(ctx.emulators.get(ctx.store), "pid", None)
-    harness_fsync = row.harness_fsync or os.environ.get("DJ_STAGED_BENCH_HARNESS_FSYNC") == "1"
     gc.collect()
-    cpu, served = cpu_seconds(os.getpid()), cpu_seconds(emulator) if emulator else 0.0
+    cpu, served = cpu_seconds(), cpu_seconds(emulator) if emulator else 0.0
     with measured() as m:
         extra = (row.work(ctx) or {}) | ({"rows": ctx.batch_rows} if row.block == "rows" else {})
-        if harness_fsync:
+        if row.harness_fsync:
             ctx.sync(ctx.store_root)
-    cpu = cpu_seconds(os.getpid()) - cpu
+    cpu = cpu_seconds() - cpu
     if emulator:
         extra |= {"emulator_cpu_share": (cpu_seconds(emulator) - served) / m.seconds}
     if seen is not None:
         lists = [n for k, n in seen.items() if k.startswith("list ")]
         calls = sum(n for k, n in seen.items() if " " not in k)
-        extra |= {"s3_calls": calls}
-        extra |= {"downloaded_bytes": seen["bytes downloaded"] if calls else None, "list_calls": sum(lists) or None}
-        extra |= {"listings_per_prefix": max(lists) if lists else None, "prefixes_listed": len(lists)}
+        extra |= {"s3_calls": calls, "downloaded_bytes": seen["bytes downloaded"] if calls else None}
+        extra |= {"list_calls": sum(lists) or None, "listings_per_prefix": max(lists) if lists else None}
     peak = max(m.rss_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return extra | {
         "payload_bytes": ctx.nbytes,
@@ -91,7 +83,7 @@ def measure(row: Row, ctx: Context) -> dict:
         "cpu_seconds": cpu,
         "peak_mib": peak / MIB,
         "peak_above_before_mib": (peak - m.rss_before) / MIB,
-        "harness_fsync": harness_fsync,
+        "harness_fsync": row.harness_fsync,
     }
 
 
@@ -134,12 +126,12 @@ def combine(runs: list[dict]) -> dict:
 def main() -> None:
     """Run the plan, print progress, write the report; exit non-zero if a row failed."""
     env = os.environ.get
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress lines, also when piped
     gib, batch_rows = float(env("DJ_STAGED_BENCH_GIB", "1")), int(env("DJ_STAGED_BENCH_BATCH_ROWS", "10000"))
     cap = int(env("DJ_STAGED_BENCH_ROUNDS", "0")) or None
     wanted = {key.strip() for key in env("DJ_STAGED_BENCH_ROWS", "").split(",") if key.strip()}
-    rows = [row for row in all_rows() if not wanted or row.key in wanted]
-    objects = {name.strip() for name in env("DJ_STAGED_BENCH_STORES", "s3,gcs,azure").split(",") if name.strip()}
-    rows = [row for row in rows if row.store in (None, "main", *objects)]
+    stores = {None, "main", *(name.strip() for name in env("DJ_STAGED_BENCH_STORES", "s3,gcs,azure").split(","))}
+    rows = [row for row in all_rows() if (not wanted or row.key in wanted) and row.store in stores]
     plan, started, runs = schedule(rows, cap), time.perf_counter(), {}
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bench.plan", "zarr", "s3fs", "dj_staged.session", "dj_staged.codecs"])
@@ -151,18 +143,17 @@ def main() -> None:
         if "gcs" in found:  # before the fork server starts: its rows' processes inherit it
             stack.enter_context(emulators.gcs_emulator_environment(found["gcs"]))
         services = (stack.enter_context(emulators.embedded_postgres()), found, os.getpid())  # moto: our threads
-        print(f"dj-staged bench: {gib:g} GiB, {len(rows)} rows, {len(plan)} runs, files in {tmp}", flush=True)
+        print(f"dj-staged bench: {gib:g} GiB, {len(rows)} rows, {len(plan)} runs, files in {tmp}")
         for i, (n, row) in enumerate(plan, start=1):
             nbytes = payload_bytes(row, gib, batch_rows)
             result = run_row(context, row, nbytes, str(Path(tmp) / row.key), services, batch_rows)
             runs.setdefault(row.key, []).append(result)
             shown = result["error"].strip().splitlines()[-1] if "error" in result else f"{result['seconds']:8.2f} s"
-            elapsed = time.perf_counter() - started
-            print(f"[{i:3}/{len(plan)} {elapsed:5.0f} s] round {n} {row.label:<48} {shown}", flush=True)
+            print(f"[{i:3}/{len(plan)} {time.perf_counter() - started:5.0f} s] round {n} {row.label:<48} {shown}")
     results = {key: combine(row_runs) for key, row_runs in runs.items()}
     meta = {"payload_gib": gib, "batch_rows": batch_rows, "rounds_cap": cap, "seconds": time.perf_counter() - started}
     md, js = write(rows, results, meta, Path(env("DJ_STAGED_BENCH_OUT", Path(__file__).parent)))
-    print(f"wrote {md} and {js} in {meta['seconds']:.0f} s", flush=True)
+    print(f"wrote {md} and {js} in {meta['seconds']:.0f} s")
     if any("error" in result for result in results.values()):
         raise SystemExit("some rows failed; see the report")
 

@@ -11,6 +11,8 @@ import pytest
 from conftest import declare, lease_files, store_files
 
 import dj_staged
+from dj_staged import steps
+from dj_staged._datajoint import backend_pid
 from dj_staged.errors import HandleModeError
 
 
@@ -165,43 +167,157 @@ def Noted(dj_schema, dj_local_store):
     )
 
 
-def noted_row(batch, k, note=None, *, note_after=None, reached=None):
+def noted_row(batch, k, note=None, *, note_after=None, **plain):
     with batch.row() as staged:
-        staged.rec["k"] = k
+        staged.rec.update(k=k, **plain)
         if note is not None:
             staged.rec["note"] = note
         with staged.open("signal", ".npy") as f:
-            if reached is not None:
-                reached.append(k)
             np.save(f, np.full(3, k), allow_pickle=False)
         if note_after is not None:
             staged.rec["note"] = note_after
 
 
-def test_a_row_tried_at_its_first_handle_is_refused_before_its_bytes(Noted, dj_local_store):
-    """From a batch's second row on, the first handle tries the whole row (one round trip, none at its exit)."""
-    Noted.insert1({"k": 0, "note": "taken", "signal": np.zeros(3)})
-    reached: list[int] = []
-    with dj_staged.staged_insert(Noted) as batch:
-        noted_row(batch, 1, "first", reached=reached)
-        with pytest.raises(dj.errors.DuplicateError, match="already in"):
-            noted_row(batch, 0, "other", reached=reached)  # its key is in the table
-        with pytest.raises(dj.errors.DuplicateError) as other_index:
-            noted_row(batch, 2, "taken", reached=reached)  # another unique index: DataJoint's own error
-        noted_row(batch, 3, "third", reached=reached)
-    assert "already in" not in str(other_index.value) and reached == [1, 3]
-    assert sorted(Noted.to_arrays("k").tolist()) == [0, 1, 3]
-    assert len(store_files(dj_local_store)) == 3 and lease_files(dj_local_store) == []
-
-
-def test_a_row_changed_after_its_first_handle_is_checked_again_at_its_exit(Noted, dj_local_store):
+def test_what_needs_no_server_refuses_a_row_at_its_exit_and_the_rest_refuses_the_batch(Noted, dj_local_store):
+    """A batch's row is checked at its exit without a round trip: a missing NOT NULL value and an unknown attribute
+    refuse that row; what only the server refuses (another unique index, a value its type refuses) fails the final
+    INSERT, and the whole batch unwinds, as with DataJoint's insert(list)."""
     Noted.insert1({"k": 0, "note": "taken", "signal": np.zeros(3)})
     with dj_staged.staged_insert(Noted) as batch:
         noted_row(batch, 1, "first")
-        noted_row(batch, 2, note_after="second")  # no note at the first handle: the trial could not decide
-        with pytest.raises(dj.errors.DuplicateError):
-            noted_row(batch, 3, "third", note_after="taken")  # tried with "third", then changed
-        with pytest.raises(psycopg2.errors.StringDataRightTruncation):
-            noted_row(batch, 4, "fourth", note_after="far too long for eight")
-    assert {(r["k"], r["note"]) for r in Noted.to_dicts()} == {(0, "taken"), (1, "first"), (2, "second")}
-    assert len(store_files(dj_local_store)) == 3 and lease_files(dj_local_store) == []
+        with pytest.raises(dj.errors.MissingAttributeError, match=r"staged row \{'k': 2\} .* no value for note"):
+            noted_row(batch, 2)
+        with pytest.raises(KeyError, match="`color` is not in the table heading"):
+            noted_row(batch, 3, "third", color="red")
+        noted_row(batch, 4, note_after="fourth")  # set after the handle: checked at the exit all the same
+    assert {(r["k"], r["note"]) for r in Noted.to_dicts()} == {(0, "taken"), (1, "first"), (4, "fourth")}
+    for note, refusal in (
+        ("taken", dj.errors.DuplicateError),
+        ("far too long", psycopg2.errors.StringDataRightTruncation),
+    ):
+        with pytest.raises(refusal), dj_staged.staged_insert(Noted) as batch:
+            noted_row(batch, 5, "fifth")
+            noted_row(batch, 6, note)
+        assert sorted(Noted.to_arrays("k").tolist()) == [0, 1, 4]
+        assert len(store_files(dj_local_store)) == 3 and lease_files(dj_local_store) == []
+
+
+def test_a_key_in_the_table_refuses_the_first_row_before_its_first_byte(Trial, dj_local_store):
+    Trial.insert1({"session_id": 1, "trial": 0})
+    reached = []
+    with dj_staged.staged_insert(Trial) as batch:
+        with pytest.raises(dj.errors.DuplicateError, match="already in"), batch.row() as staged:
+            staged.rec.update(session_id=1, trial=0)
+            staged.open("signal", ".npy")
+            reached.append("after open")
+        stage_row(batch, 1, np.ones(2))
+    assert reached == [] and sorted(Trial.to_arrays("trial").tolist()) == [0, 1]
+    assert kinds(dj_local_store)["_schema/"] == 1
+
+
+def test_a_later_rows_key_in_the_table_is_refused_at_its_exit_and_its_bytes_reclaimed_at_once(Trial, dj_local_store):
+    Trial.insert1({"session_id": 1, "trial": 5})
+    answers = []
+    with steps.observe("writer.key", lambda key, found, **_: answers.append((key["trial"], found))):
+        with dj_staged.staged_insert(Trial) as batch:
+            stage_row(batch, 0, np.zeros(2))
+            with pytest.raises(dj.errors.DuplicateError, match=r"\{'session_id': 1, 'trial': 5\} is already in"):
+                stage_row(batch, 5, np.full(2, 5.0))  # its bytes are written, then it is refused at its exit
+            assert kinds(dj_local_store)["_schema/"] == 1  # the refused row's file is gone, the batch still open
+            stage_row(batch, 6, np.ones(2))
+    assert answers == [(5, True), (6, False)]  # looked up while the rows wrote, answered at their exits
+    assert sorted(Trial.to_arrays("trial").tolist()) == [0, 5, 6] and (Trial & "trial = 5").fetch1("signal") is None
+    assert kinds(dj_local_store)["_schema/"] == 2 and lease_files(dj_local_store) == []
+
+
+def another_session(dj_postgres):
+    return dj.Connection(dj_postgres.host, dj_postgres.user, dj_postgres.password, dj_postgres.port)
+
+
+def test_a_key_another_session_commits_before_the_rows_lookup_refuses_the_row(Trial, dj_local_store, dj_postgres):
+    other = another_session(dj_postgres)
+    with dj_staged.staged_insert(Trial) as batch:
+        stage_row(batch, 0, np.zeros(2))
+        other.query(f"INSERT INTO {Trial.full_table_name} (session_id, trial) VALUES (1, 1)")
+        with pytest.raises(dj.errors.DuplicateError, match="'trial': 1} is already in"):
+            stage_row(batch, 1, np.ones(2))
+        stage_row(batch, 2, np.ones(2))
+    assert sorted(Trial.to_arrays("trial").tolist()) == [0, 1, 2] and kinds(dj_local_store)["_schema/"] == 2
+    other.close()
+
+
+def test_a_key_another_session_commits_after_the_rows_lookup_fails_the_whole_batch(Trial, dj_local_store, dj_postgres):
+    other = another_session(dj_postgres)
+
+    def commit_the_same_key(key, found, **_):
+        other.query(f"INSERT INTO {Trial.full_table_name} (session_id, trial) VALUES (1, %s)", args=(key["trial"],))
+
+    with pytest.raises(dj.errors.DuplicateError), dj_staged.staged_insert(Trial) as batch:
+        stage_row(batch, 0, np.zeros(2))
+        with steps.observe("writer.key", commit_the_same_key):  # answered "absent", then the key is taken
+            stage_row(batch, 1, np.ones(2))
+        stage_row(batch, 2, np.ones(2))
+    assert Trial.to_arrays("trial").tolist() == [1] and (Trial & "trial = 1").fetch1("signal") is None
+    assert kinds(dj_local_store)["_schema/"] == 0 and lease_files(dj_local_store) == []
+    other.close()
+
+
+def statements_sent(observer) -> dict:
+    """When each other client session last sent a statement: any statement sent changes it."""
+    query = "SELECT pid, query_start FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    return dict(observer.query(query + " AND pid <> pg_backend_pid()").fetchall())
+
+
+def test_a_key_repeated_in_the_batch_is_refused_before_its_bytes_without_a_round_trip(
+    Trial, dj_local_store, dj_postgres
+):
+    observer = another_session(dj_postgres)
+    reached = []
+    with dj_staged.staged_insert(Trial) as batch:
+        stage_row(batch, 0, np.zeros(2))
+        stage_row(batch, 1, np.zeros(2))  # the batch's second session is open from here on
+        before = statements_sent(observer)
+        with pytest.raises(dj.errors.DuplicateError, match="within this staged batch"), batch.row() as staged:
+            staged.rec.update(session_id=1, trial=1)
+            staged.open("signal", ".npy")
+            reached.append("after open")
+        assert statements_sent(observer) == before and len(before) >= 2
+    assert reached == [] and sorted(Trial.to_arrays("trial").tolist()) == [0, 1]
+    observer.close()
+
+
+def test_a_lookup_whose_session_died_is_made_on_the_tables_connection(Trial, dj_local_store, dj_postgres):
+    Trial.insert1({"session_id": 1, "trial": 3})
+    observer = another_session(dj_postgres)
+    ended = []
+
+    def end_the_second_session(**_):  # the one that last sent a key's lookup (the table's own sends none now)
+        query = (
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'SELECT (EXISTS (SELECT 1 FROM %%' AND pid <> %s AND datname = current_database()"
+        )
+        ended.extend(observer.query(query, args=(backend_pid(Trial.connection),)).fetchall())
+
+    with dj_staged.staged_insert(Trial) as batch:
+        stage_row(batch, 0, np.zeros(2))
+        with steps.observe("writer.write", end_the_second_session):  # the lookup of key 3 is on its way
+            with pytest.raises(dj.errors.DuplicateError, match="'trial': 3} is already in"):
+                stage_row(batch, 3, np.ones(2))
+        stage_row(batch, 4, np.ones(2))
+    assert len(ended) == 1
+    assert sorted(Trial.to_arrays("trial").tolist()) == [0, 3, 4] and kinds(dj_local_store)["_schema/"] == 2
+    observer.close()
+
+
+def test_inside_a_transaction_a_key_is_looked_up_on_its_connection_before_the_first_byte(Trial, dj_local_store):
+    reached = []
+    with Trial.connection.transaction:
+        Trial.insert1({"session_id": 1, "trial": 3})  # not committed: only this session sees it
+        with dj_staged.staged_insert(Trial) as batch:
+            stage_row(batch, 0, np.zeros(2))
+            with pytest.raises(dj.errors.DuplicateError, match="already in"), batch.row() as staged:
+                staged.rec.update(session_id=1, trial=3)
+                staged.open("signal", ".npy")
+                reached.append("after open")
+            stage_row(batch, 1, np.ones(2))
+    assert reached == [] and sorted(Trial.to_arrays("trial").tolist()) == [0, 1, 3]

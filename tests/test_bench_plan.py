@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from bench.plan import DEFAULT, FAST, MD5, OBJECT_ROUNDS, ROWS, SCALING, Target, all_rows, find, rounds, schedule
+from bench.plan import (
+    DEFAULT,
+    FAST,
+    MD5,
+    OBJECT_ROUNDS,
+    ROWS,
+    SCALING,
+    Target,
+    all_rows,
+    find,
+    payload_bytes,
+    rounds,
+    schedule,
+)
 from bench.report import check, derive
 from bench.rows import CHUNK, Context, frames
 from bench.run import combine
@@ -48,6 +61,55 @@ def test_fsync_is_the_harness_s_for_datajoint_rows_only():
     harness = {row.key for row in ROWS if row.harness_fsync}
     assert harness == {"dj_npy", "dj_blob", "dj_attach", "dj_zarr", "dj_staged_object", "dj_insert", "dj_insert1_loop"}
     assert not any(row.harness_fsync for row in all_rows() if row.group in ("dj-staged", "baselines", "scaling"))
+
+
+def test_small_rows_and_file_rows_are_held_to_the_issue_s_baselines():
+    def ratios(key):
+        return {(t.baseline, t.limit) for t in find(key).targets if t.metric == "ratio"}
+
+    assert ratios("staged_batch") == {("dj_insert", 1.20)}
+    assert ratios("staged_blocks") == {("dj_insert1_durable", 1.20), ("dj_insert1_loop", 1.75)}
+    assert ratios("object_file") == ratios("npy") == {("plain_write", 1.05)}
+    assert find("device").block == find("plain_write").block and not find("device").targets
+    assert not find("dj_insert1_durable").harness_fsync  # it syncs each row itself, inside the clock
+
+
+def test_scaling_and_writer_rows_declare_their_sizes_and_targets():
+    assert [row.key for row in all_rows() if row.key.startswith("zarr@")] == ["zarr@1", "zarr@2", "zarr@4"]
+    assert find("zarr@4").baseline == "plain_zarr@4" and find("blob_array@4").baseline is None
+    assert {(t.metric, t.baseline) for t in find("zarr@4").targets} == {("rss", None), ("growth", "zarr@1")}
+    assert not any(t.metric == "growth" for t in find("zarr@1").targets)
+    assert [payload_bytes(find(f"writers@{n}"), 0.5, 0) for n in (1, 2, 4)] == [1 << 29, 1 << 30, 1 << 31]
+    assert [(t.metric, t.limit, t.baseline) for t in find("writers@2").targets] == [("throughput", 1.7, "writers@1")]
+
+
+@pytest.mark.parametrize(
+    ("plain_4", "zarr_4", "blob_4", "ok"),
+    [
+        (4.0, 4.4, 4.4, True),  # no bend: 4.4 x the 1 GiB time for 4 x the data is the limit
+        (4.0, 4.6, 4.6, False),
+        (5.2, 5.6, 4.0, True),  # plain Zarr bends (1.30 per GiB): ours within 1.10 of that bend
+        (5.2, 6.0, 4.0, False),
+    ],
+)
+def test_growth_is_judged_per_gib_and_against_the_baseline_s_own_bend(plain_4, zarr_4, blob_4, ok):
+    keys = ("plain_zarr@1", "plain_zarr@4", "zarr@1", "zarr@4", "blob_array@1", "blob_array@4")
+    seconds = (1.0, plain_4, 1.0, zarr_4, 1.0, blob_4)
+    results = {
+        key: _result([s], payload_bytes=(4 if key.endswith("@4") else 1) << 30)
+        for key, s in zip(keys, seconds, strict=True)
+    }
+    derived = {e["key"]: e for e in derive([find(key) for key in keys], results)}
+    growth = {key: [c["ok"] for c in derived[key]["checks"] if "per GiB" in c["target"]] for key in keys}
+    assert growth["zarr@4"] == [ok] and growth["zarr@1"] == growth["plain_zarr@4"] == []
+    assert growth["blob_array@4"] == [blob_4 <= 4.4]
+
+
+@pytest.mark.parametrize(("two", "ok"), [(2.3, True), (2.5, False)])
+def test_two_writers_are_judged_on_aggregate_throughput(two, ok):
+    results = {"writers@1": _result([2.0]), "writers@2": _result([two], payload_bytes=2 << 30)}
+    (entry,) = [e for e in derive([find("writers@1"), find("writers@2")], results) if e["key"] == "writers@2"]
+    assert [c["ok"] for c in entry["checks"]] == [ok]
 
 
 def test_schedule_runs_each_row_its_rounds_with_blocks_back_to_back():

@@ -50,6 +50,7 @@ DATAJOINT_VERSION = check_version()
 # ---- DataJoint's public API, as the engine uses it (imported after the version check above)
 
 from datajoint.errors import LostConnectionError as LostConnectionError  # noqa: E402  a dead connection, as DataJoint says
+from datajoint.errors import MissingAttributeError as MissingAttributeError  # noqa: E402  a NOT NULL column left empty
 from datajoint.hash_registry import build_hash_path as build_hash_path  # noqa: E402  a content's canonical path
 from datajoint.storage import build_object_path as build_object_path  # noqa: E402  insert1's schema-addressed path
 from datajoint.storage import generate_token as generate_token  # noqa: E402  a staging object's random token
@@ -171,6 +172,51 @@ def connection_like(connection: Connection) -> Connection:
         backend=connection.adapter.backend,
         config_override=config_of(connection),
     )
+
+
+class SideSession:
+    """A second database session to the server of a DataJoint connection, in psycopg2's asynchronous mode:
+    :meth:`send` returns as soon as the statement is on its way, :meth:`answer` waits for its first value.
+
+    It connects with the parameters the connection's driver (private ``_conn``) connected with, so it reaches
+    the same server as the same user; DataJoint's ``Connection`` has no asynchronous mode of its own. It runs
+    in autocommit: each statement sees what is committed when it runs.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        import psycopg2
+
+        driver = connection._conn
+        self._session = psycopg2.connect(**driver.get_dsn_parameters(), password=driver.info.password, async_=True)
+        self._wait()
+        self._cursor = self._session.cursor()
+
+    def _wait(self) -> None:
+        """Poll until the connection or the statement in flight is done (``psycopg2.extras.wait_select`` would
+        swallow a ``KeyboardInterrupt``)."""
+        import select
+
+        from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
+
+        while (state := self._session.poll()) != POLL_OK:
+            if state == POLL_READ:
+                select.select([self._session.fileno()], [], [])
+            elif state == POLL_WRITE:
+                select.select([], [self._session.fileno()], [])
+            else:
+                raise self._session.OperationalError(f"unexpected poll state {state}")
+
+    def send(self, sql: str, args: tuple[Any, ...]) -> None:
+        """Send one statement; its answer is read by :meth:`answer`."""
+        self._cursor.execute(sql, args)
+
+    def answer(self) -> Any:
+        """The first value of the first row the last statement sent returns, once it has come."""
+        self._wait()
+        return self._cursor.fetchone()[0]
+
+    def close(self) -> None:
+        self._session.close()
 
 
 _prefixes: weakref.WeakKeyDictionary[StorageBackend, tuple[str, str]] = weakref.WeakKeyDictionary()

@@ -6,7 +6,8 @@ Each party announces its steps in order (see ``docs/spec.md``):
   or ``writer.dedup`` (hash-addressed), ``writer.place`` (a path the writer chose:
   its object is there now), ``writer.commit``, ``writer.release``; and ``writer.resolve``
   when its commit lost its connection, before it waits for that commit's transaction
-  to end and looks its rows up;
+  to end and looks its rows up; and ``writer.key`` in a batch, when a row's exit has
+  the answer to the lookup of its key sent at its first handle (``found``);
 - collector: ``collector.list``, ``collector.read_leases``,
   ``collector.read_references``, ``collector.delete``.
 
@@ -32,8 +33,9 @@ WRITER_STEPS = (
     "writer.resolve",
     "writer.release",
 )
+BATCH_STEPS = ("writer.key",)  # a batch's rows only: not every block reaches it
 COLLECTOR_STEPS = ("collector.list", "collector.read_leases", "collector.read_references", "collector.delete")
-STEPS = WRITER_STEPS + COLLECTOR_STEPS
+STEPS = WRITER_STEPS + BATCH_STEPS + COLLECTOR_STEPS
 
 Observer = Callable[..., None]
 

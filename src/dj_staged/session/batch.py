@@ -11,14 +11,20 @@ Example::
                     np.save(f, segment, allow_pickle=False)
     # clean exit of the outer block: every row inserted in one transaction
 
-Each row is finalized when its inner block exits (checked against the table,
-metadata computed, hash-addressed content promoted); only its metadata is kept.
-An exception in an inner block unwinds that row; if the caller catches it
-inside the outer block the batch goes on without the row, otherwise the whole
-batch unwinds. A primary key already used in the batch (compared as the table
-types it) is rejected as soon as the row asks for a handle, before its bytes
-are written, or at the row's exit if it stages nothing. The whole batch holds
-one lease, released once its rows are visible.
+Each row is finalized when its inner block exits (checked as far as no server
+is needed, metadata computed, hash-addressed content promoted); only its
+metadata is kept. An exception in an inner block unwinds that row; if the
+caller catches it inside the outer block the batch goes on without the row,
+otherwise the whole batch unwinds. A primary key already used in the batch
+(compared as the table types it) is rejected as soon as the row asks for a
+handle, before its bytes are written, or at the row's exit if it stages
+nothing. A key already in the table is refused before the first row's first
+byte, and a later row's by its exit (looked up while it writes:
+:mod:`dj_staged.session.keys`); what only the server refuses (a value its type
+refuses, a missing parent, a key committed elsewhere meanwhile) fails the
+final insert, and the whole batch unwinds, as with DataJoint's
+``insert(list)``. The whole batch holds one lease, released once its rows are
+visible.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from ..leases import LeaseKeeper
 from ..stores import StagedStore
 from .commit import Group
 from .draft import RowDraft
+from .keys import KeyLookout
 from .lifecycle import Block, _as_table, commit_rows
 from .rows import key_token
 from .session import StagedSession
@@ -53,6 +60,7 @@ class StagedRow(Block):
             allow_direct_insert=batch.allow_direct_insert,
             stores=batch.stores,
             views=batch.views,
+            lookout=batch.lookout,
         )
 
     def __enter__(self) -> StagedSession:
@@ -94,6 +102,7 @@ class StagedBatch:
         self.sync = SyncPlan(durable())  # every accepted row's files and directories, synced once at the commit
         self.stores: dict[str | None, StagedStore] = {}  # resolved once for all rows
         self.views: dict[frozenset[str], Table] = {}  # the pre-insert check's table copies, made once
+        self.lookout = KeyLookout(table)  # later rows' keys, looked up while they write
         self._keys: set[tuple[Any, ...]] = set()
         self._rows: list[tuple[RowDraft, dict[str, Any], frozenset[str]]] = []
         self._field_sets: dict[frozenset[str], frozenset[str]] = {}
@@ -178,6 +187,7 @@ class StagedBatch:
 
     def close(self) -> None:
         self.closed = True
+        self.lookout.close()
 
 
 class BatchInsert(Block):

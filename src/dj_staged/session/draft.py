@@ -8,7 +8,8 @@ Everything codec-specific is delegated to the field's participant (see
 
 Before the first byte is written, the first handle refuses what the insert
 would refuse for certain: an auto-populated table outside its ``make()``, and
-a primary key already in the table.
+a primary key already in the table (a batch's later row: by its exit, see
+:mod:`dj_staged.session.keys`).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ from ..protocol import (
     participant_for,
 )
 from ..stores import StagedStore, resolve_store
-from .commit import is_connection_error
-from .rows import check_row, key_probe, key_token
+from .keys import KeyLookout, key_in_table
+from .rows import check_locally, check_row, key_probe, key_token
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class RowDraft:
         allow_direct_insert: bool = False,
         stores: dict[str | None, StagedStore] | None = None,
         views: dict[frozenset[str], Table] | None = None,
+        lookout: KeyLookout | None = None,
     ) -> None:
         self._table = table
         self._stores = stores if stores is not None else {}  # resolved stores, shared by a batch's rows
@@ -100,9 +102,10 @@ class RowDraft:
         self._filenames: dict[str, str] = {}
         self._leases = leases if leases is not None else LeaseKeeper(table.connection, table.database, table.table_name)
         self._on_key = on_key
+        self._lookout = lookout  # a batch's: its later rows' keys are looked up while they write
         self.announced_key: dict[str, Any] | None = None  # the key told to the owning batch
-        self._checked = False
-        self._tried: tuple[dict[str, Any], frozenset[str]] | None = None  # the row as tried at its first handle
+        self._key_checked = False  # refused before the first byte, or asked of the lookout
+        self._key_asked = False  # the lookout's answer is read at the row's exit
         self.allow_direct_insert = allow_direct_insert
         self.sync = SyncPlan(durable())  # what must be on disk before this row commits
         self.phase = Phase.DRAFTING
@@ -225,8 +228,7 @@ class RowDraft:
         check_path_wanted(field, attr, participant, ext, path, overwrite)
         extension = check_extension(field, ext)
         check_key(field, primary_key)
-        self._refuse_early(primary_key, field)
-        self._announce_key(primary_key)
+        self._refuse_early(primary_key)
         staged = StagedField(
             name=field,
             codec=attr.codec,
@@ -246,60 +248,44 @@ class RowDraft:
         self._fields[field] = staged
         return staged
 
-    def _refuse_early(self, key: dict[str, Any], field: str) -> None:
-        """Before the first byte: refuse what the insert would refuse whatever is written."""
-        if self._checked:
+    def _refuse_early(self, key: dict[str, Any]) -> None:
+        """Before the first byte: refuse what the insert would refuse whatever is written.
+
+        A key used twice in a batch is refused without a round trip. A key
+        already in the table is refused here in the round trip that takes the
+        lease lock (a single row, a batch's first row), or looked up on the
+        batch's second session while the row writes, its answer read at the
+        row's exit (a batch's later rows).
+        """
+        if self._key_checked:
             return
         if not self.allow_direct_insert and not inserts_allowed(self._table):
             raise AutoPopulatedInsertError(AUTO_POPULATED_REFUSAL)
-        tried = self._on_key is not None and self._leases.lock is not None and self._try_row(key, field)
-        if not tried and self._leases.take(key_probe(self._table, key)):  # the lease lock and the key check at once
+        self._announce_key(key)
+        if self._lookout is not None and self._leases.lock is not None:
+            self._key_asked = self._lookout.ask(key)
+            if not self._key_asked and key_in_table(self._table, key):
+                raise self._duplicate(key)
+        elif self._leases.take(key_probe(self._table, key)):  # the lease lock and the key check at once
             raise self._duplicate(key)
-        self._checked = True
+        self._key_checked = True
+
+    def _refuse_taken_key(self, key: dict[str, Any]) -> None:
+        """At a batch row's exit: refuse its key if its lookup found it, or (a row that staged nothing) if it is in
+        the table now."""
+        if self._key_asked:
+            self._key_asked = False
+            assert self._lookout is not None
+            if self._lookout.found(key):
+                raise self._duplicate(key)
+        elif not self._key_checked and key_in_table(self._table, key):
+            raise self._duplicate(key)
 
     def _duplicate(self, key: dict[str, Any]) -> DuplicateError:
         return DuplicateError(
             f"Duplicate entry: {key} is already in {self._table.full_table_name}; "
             "a staged insert needs a primary key that is not in the table yet"
         )
-
-    def _plain_row(self, *staged: str) -> dict[str, Any]:
-        """``rec`` without the staged fields (and ``staged``): the values the insert takes as they are."""
-        return {k: v for k, v in self._rec.items() if k not in self._fields and k not in staged}
-
-    def _try_row(self, key: dict[str, Any], field: str) -> bool:
-        """A batch's row tried against the table at its first handle, as its exit would; True if it passed.
-
-        The trial (DataJoint's own ``INSERT``, rolled back) also finds a key
-        already in the table, so a row of a batch costs one round trip here
-        and none at its exit when nothing it inserts as given changed since
-        (:meth:`_tried_unchanged`). A trial that fails for another reason may
-        be about values set after this handle: the key is then checked alone,
-        and the row again at its exit.
-        """
-        row = self._plain_row(field)
-        try:
-            check_row(self._table, row, {field}, allow_direct_insert=self.allow_direct_insert, views=self._views)
-        except DuplicateError:
-            if self._leases.take(key_probe(self._table, key)):
-                raise self._duplicate(key) from None
-            raise  # another unique index refuses the row: that is final too
-        except Exception as error:
-            if is_connection_error(error):
-                raise
-            return False
-        self._tried = (row, frozenset({field}))
-        return True
-
-    def _tried_unchanged(self, row: dict[str, Any]) -> bool:
-        """Whether the row passed its trial at its first handle with these very values and staged fields.
-
-        Values are compared by identity: one replaced since is tried again.
-        """
-        if self._tried is None:
-            return False
-        tried, fields = self._tried
-        return fields == set(self._fields) and tried.keys() == row.keys() and all(row[k] is tried[k] for k in row)
 
     def _attribute(self, field: str) -> Attribute:
         if field not in self._table.heading.names:
@@ -390,9 +376,12 @@ class RowDraft:
                     IgnoredValueWarning,
                 )
                 del row[name]
-        if self._check_before_finalizing(row):
-            check_row(self._table, row, self._fields, allow_direct_insert=self.allow_direct_insert, views=self._views)
-        self._tried = None  # a batch keeps its rows' sessions: only what unwinding needs
+        options: dict[str, Any] = {"allow_direct_insert": self.allow_direct_insert, "views": self._views}
+        if self._on_key is not None:  # a batch's row: what needs no server now, its key's lookup last
+            check_locally(self._table, row, self._fields, **options)
+            self._refuse_taken_key(self.primary_key)
+        elif self._check_before_finalizing():
+            check_row(self._table, row, self._fields, **options)
         finalized = {name: staged.participant.finalize_staged(staged) for name, staged in self._fields.items()}
         for name, value in finalized.items():
             path = value.get("path") if isinstance(value, dict) else None
@@ -402,21 +391,14 @@ class RowDraft:
         row.update(finalized)
         return row, set(finalized)
 
-    def _check_before_finalizing(self, row: dict[str, Any]) -> bool:
-        """Whether the row is checked against the table before its fields are finalized.
+    def _check_before_finalizing(self) -> bool:
+        """Whether a single row is checked against the table (one round trip) before its fields are finalized.
 
         The check refuses a bad row before finalization promotes or re-hashes
-        content, and a batch's row at its own exit, so the batch can go on
-        without it; unless the row passed the same check at its first handle
-        and is unchanged since. A single row whose fields are all
-        schema-addressed has nothing costly to finalize: its ``INSERT``, right
-        after, refuses it with the same error, and the block unwinds the same
-        way.
+        content. A row whose fields are all schema-addressed has nothing
+        costly to finalize: its ``INSERT``, right after, refuses it with the
+        same error, and the block unwinds the same way.
         """
-        if self._tried_unchanged(row):
-            return False
-        if self._on_key is not None:
-            return True
         return not all(staged.participant.finalizes_cheaply for staged in self._fields.values())
 
     def unwind(self) -> bool:

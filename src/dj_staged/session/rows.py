@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._datajoint import Attribute, Table, Value, insert_statements, with_json_columns
+from .._datajoint import Attribute, MissingAttributeError, Table, Value, insert_statements, with_json_columns
 
 SAVEPOINT = "dj_staged_check"
 
@@ -87,6 +87,23 @@ def key_probe(table: Table, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]] 
     return f"EXISTS (SELECT 1 FROM {table.full_table_name} WHERE {where})", values
 
 
+def _trial(
+    table: Any, row: dict[str, Any], fields: Iterable[str], views: dict[frozenset[str], Any] | None
+) -> tuple[Any, dict[str, Any]]:
+    """The table copy that stores every object-store field as plain JSON, and the row with an empty JSON value in
+    each staged field (so no codec writes anything)."""
+    heading = table.heading
+    stored = {name for name, attr in heading.attributes.items() if attr.store is not None and attr.codec is not None}
+    placeholders = set(fields) | stored
+    trial = {**row, **{name: {} for name in placeholders if name in fields or row.get(name) is not None}}
+    views = views if views is not None else {}
+    key = frozenset(placeholders)
+    view = views.get(key)
+    if view is None:
+        view = views[key] = finalized_view(table, placeholders)
+    return view, trial
+
+
 def check_row(
     table: Table,
     row: dict[str, Any],
@@ -105,15 +122,7 @@ def check_row(
     parent fail here with DataJoint's error class and wording, before anything
     is hashed at length or promoted.
     """
-    heading = table.heading
-    stored = {name for name, attr in heading.attributes.items() if attr.store is not None and attr.codec is not None}
-    placeholders = set(fields) | stored
-    trial = {**row, **{name: {} for name in placeholders if name in fields or row.get(name) is not None}}
-    views = views if views is not None else {}
-    key = frozenset(placeholders)
-    view = views.get(key)
-    if view is None:
-        view = views[key] = finalized_view(table, placeholders)
+    view, trial = _trial(table, row, fields, views)
     statements = insert_statements(view, [trial], allow_direct_insert=allow_direct_insert)
     connection = table.connection
     inside = connection.in_transaction
@@ -128,3 +137,36 @@ def check_row(
         with contextlib.suppress(Exception):  # a failed rollback (a dead connection) must not hide the trial's error
             connection.query(end)
         raise
+
+
+def check_locally(
+    table: Any,
+    row: dict[str, Any],
+    fields: Iterable[str],
+    *,
+    allow_direct_insert: bool,
+    views: dict[frozenset[str], Any] | None = None,
+) -> None:
+    """Raise what DataJoint's insert of ``row`` would refuse without asking the server: no round trip.
+
+    DataJoint builds its ``INSERT`` for the row as :func:`check_row` has it
+    built, and sends nothing: an unknown attribute, a value DataJoint converts
+    or encodes itself and cannot, fail with DataJoint's error. A column that
+    is ``NOT NULL`` without a default and gets no value fails with DataJoint's
+    ``MissingAttributeError``, as the server's refusal would. What only the
+    server knows (a value its type refuses, a missing parent, a second unique
+    index) is left to the insert itself.
+    """
+    view, trial = _trial(table, row, fields, views)
+    insert_statements(view, [trial], allow_direct_insert=allow_direct_insert)
+    missing = [
+        name
+        for name, attr in table.heading.attributes.items()
+        if trial.get(name) is None and not (attr.nullable or attr.autoincrement or attr.default is not None)
+    ]
+    if missing:
+        key = {name: row.get(name) for name in table.primary_key}
+        raise MissingAttributeError(
+            f"The staged row {key} of {table.full_table_name} has no value for {', '.join(missing)} "
+            "(NOT NULL without a default)"
+        )

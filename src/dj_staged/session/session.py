@@ -18,6 +18,7 @@ from ..leases import LeaseKeeper
 from ..protocol import StagedField
 from ..stores import StagedStore, resolve_store
 from .draft import RowDraft
+from .keys import KeyLookout
 
 if TYPE_CHECKING:
     from .._datajoint import Table
@@ -35,9 +36,16 @@ class StagedSession:
         allow_direct_insert: bool = False,
         stores: dict[str | None, StagedStore] | None = None,
         views: dict[frozenset[str], Table] | None = None,
+        lookout: KeyLookout | None = None,
     ) -> None:
         self._draft = RowDraft(
-            table, leases=leases, on_key=on_key, allow_direct_insert=allow_direct_insert, stores=stores, views=views
+            table,
+            leases=leases,
+            on_key=on_key,
+            allow_direct_insert=allow_direct_insert,
+            stores=stores,
+            views=views,
+            lookout=lookout,
         )
 
     @property
