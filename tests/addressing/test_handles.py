@@ -15,9 +15,9 @@ from pathlib import Path
 
 import datajoint as dj
 import pytest
-from conftest import declare
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.tables import declare
 
 import dj_staged
 
@@ -61,9 +61,9 @@ def model_of(script) -> bytes:
 
 
 @pytest.fixture
-def Table(dj_schema, dj_local_store):
+def Table(djstaged_schema, djstaged_local_store):
     return declare(
-        dj_schema,
+        djstaged_schema,
         "Seekable",
         "k : int32\n---\nh = null : <hash@main>\na = null : <attach@main>\nb = null : <blob@main>",
     )

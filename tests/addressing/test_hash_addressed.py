@@ -10,11 +10,12 @@ from pathlib import Path
 import datajoint as dj
 import numpy as np
 import pytest
-from conftest import declare, store_files
 from datajoint.hash_registry import compute_hash
 from datajoint.storage import StorageBackend
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.stores import store_files
+from support.tables import declare
 
 import dj_staged
 from dj_staged.addressing.handles import StagedFile
@@ -24,17 +25,17 @@ from dj_staged.stores.local import LocalStore
 
 
 @pytest.fixture(params=[None, [2, 2]], ids=["flat", "subfolded"])
-def store(request, dj_local_store):
+def store(request, djstaged_local_store):
     if request.param:
-        dj_local_store.spec["subfolding"] = request.param
-        dj.config.stores = {**dj.config.stores, "main": dj_local_store.spec}
-    return dj_local_store
+        djstaged_local_store.spec["subfolding"] = request.param
+        dj.config.stores = {**dj.config.stores, "main": djstaged_local_store.spec}
+    return djstaged_local_store
 
 
 @pytest.fixture
-def Artifact(dj_schema, store):
+def Artifact(djstaged_schema, store):
     return declare(
-        dj_schema,
+        djstaged_schema,
         "Artifact",
         """
         artifact_id : int32
@@ -280,7 +281,7 @@ def test_failed_insert_after_promotion_keeps_canonical(Artifact, store):
     assert (Artifact & "artifact_id=1").fetch1("content") == data
 
 
-def test_concurrent_canonical_collision_falls_through_to_dedup(dj_schema, store):
+def test_concurrent_canonical_collision_falls_through_to_dedup(djstaged_schema, store):
     from datajoint.builtin_codecs.hash import HashCodec
 
     class RacingHashCodec(dj_staged.HashAddressedStaging, HashCodec):
@@ -294,7 +295,7 @@ def test_concurrent_canonical_collision_falls_through_to_dedup(dj_schema, store)
             return super()._promote(field, staged, canonical, callback)
 
     try:
-        Table = declare(dj_schema, "Racing", "k : int32\n---\nv : <racinghash_test@main>")
+        Table = declare(djstaged_schema, "Racing", "k : int32\n---\nv : <racinghash_test@main>")
         with dj_staged.staged_insert1(Table) as staged:
             staged.rec["k"] = 1
             with staged.open("v") as f:
@@ -307,7 +308,7 @@ def test_concurrent_canonical_collision_falls_through_to_dedup(dj_schema, store)
         dj.codecs.unregister_codec("racinghash_test")
 
 
-def test_custom_hash_addressed_codec_participates(dj_schema, store):
+def test_custom_hash_addressed_codec_participates(djstaged_schema, store):
     class FramedCodec(dj_staged.HashAddressedStaging, dj.Codec):
         """Stores b'FRM1' + content through <hash@>; decodes to the content."""
 
@@ -326,7 +327,7 @@ def test_custom_hash_addressed_codec_participates(dj_schema, store):
             return b"FRM1"
 
     try:
-        Table = declare(dj_schema, "Framed", "k : int32\n---\nv : <framed_test@main>")
+        Table = declare(djstaged_schema, "Framed", "k : int32\n---\nv : <framed_test@main>")
         Table.insert1({"k": 1, "v": b"payload"})
         with dj_staged.staged_insert1(Table) as staged:
             staged.rec["k"] = 2

@@ -6,15 +6,16 @@ import os
 
 import datajoint as dj
 import pytest
-from conftest import declare, s3_calls
+from support.stores import s3_calls
+from support.tables import declare
 
 import dj_staged
 
 
 @pytest.fixture
-def S3Artifact(dj_schema, dj_s3_store):
+def S3Artifact(djstaged_schema, djstaged_s3_store):
     return declare(
-        dj_schema,
+        djstaged_schema,
         "S3Artifact",
         """
         artifact_id : int32
@@ -41,7 +42,7 @@ def raw(table, key, field):
 
 
 @pytest.mark.parametrize("size", [100_000, 20 << 20], ids=["small", "multipart"])
-def test_blob_without_size_is_framed_server_side(S3Artifact, dj_s3_store, size):
+def test_blob_without_size_is_framed_server_side(S3Artifact, djstaged_s3_store, size):
     data = os.urandom(size)
     S3Artifact.insert1({"artifact_id": 1, "payload": data})
     with dj_staged.staged_insert1(S3Artifact) as staged:
@@ -51,11 +52,11 @@ def test_blob_without_size_is_framed_server_side(S3Artifact, dj_s3_store, size):
                 f.write(data[start : start + (1 << 20)])
     assert raw(S3Artifact, 2, "payload") == raw(S3Artifact, 1, "payload")
     assert (S3Artifact & "artifact_id=2").fetch1("payload") == data
-    assert [k for k in s3_keys(dj_s3_store) if k.startswith("_staging/")] == []
+    assert [k for k in s3_keys(djstaged_s3_store) if k.startswith("_staging/")] == []
 
 
 @pytest.mark.parametrize("order", ["before", "after"])
-def test_attach_and_hash_on_s3(S3Artifact, dj_s3_store, tmp_path, order):
+def test_attach_and_hash_on_s3(S3Artifact, djstaged_s3_store, tmp_path, order):
     content = os.urandom(300_000)
     source = tmp_path / "notes.txt"
     source.write_bytes(content)
@@ -72,23 +73,23 @@ def test_attach_and_hash_on_s3(S3Artifact, dj_s3_store, tmp_path, order):
             f.write(content)
     assert raw(S3Artifact, 2, "report") == raw(S3Artifact, 1, "report")
     assert raw(S3Artifact, 2, "content") == raw(S3Artifact, 1, "content")
-    assert [k for k in s3_keys(dj_s3_store) if k.startswith("_staging/")] == []
+    assert [k for k in s3_keys(djstaged_s3_store) if k.startswith("_staging/")] == []
 
 
-def test_exception_on_s3_leaves_no_staging(S3Artifact, dj_s3_store):
+def test_exception_on_s3_leaves_no_staging(S3Artifact, djstaged_s3_store):
     with pytest.raises(ValueError), dj_staged.staged_insert1(S3Artifact) as staged:
         staged.rec["artifact_id"] = 2
         with staged.open("content") as f:
             f.write(b"x" * 1000)
         raise ValueError("abort")
-    assert s3_keys(dj_s3_store) == [] and len(S3Artifact()) == 0
+    assert s3_keys(djstaged_s3_store) == [] and len(S3Artifact()) == 0
     assert dj.config.stores["default"] == "s3"
 
 
-def test_promotion_is_a_server_side_copy(S3Artifact, dj_s3_store):
+def test_promotion_is_a_server_side_copy(S3Artifact, djstaged_s3_store):
     """Count what the S3 client downloads during the whole staged insert: nothing (hashed while written)."""
     data = os.urandom(12 << 20)
-    with s3_calls(dj_s3_store) as (calls, downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
+    with s3_calls(djstaged_s3_store) as (calls, downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
         staged.rec["artifact_id"] = 5
         with staged.open("content", ".bin") as f:
             for start in range(0, len(data), 1 << 20):

@@ -8,7 +8,8 @@ import datajoint as dj
 import numpy as np
 import pytest
 import zarr
-from conftest import declare, store_files
+from support.stores import store_files
+from support.tables import declare
 
 import dj_staged
 from dj_staged.errors import ContentError, HandleModeError, NothingWrittenError, StagedInsertError
@@ -108,7 +109,7 @@ def test_object_zarr_through_store_fetches_back(Recording):
         ("trailing", "trailing"),
     ],
 )
-def test_npy_bad_content_leaves_nothing(Recording, dj_local_store, content, message):
+def test_npy_bad_content_leaves_nothing(Recording, djstaged_local_store, content, message):
     with pytest.raises(ContentError, match=message) as raised, dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 3
         with staged.open("raw", ".bin") as f:
@@ -127,54 +128,54 @@ def test_npy_bad_content_leaves_nothing(Recording, dj_local_store, content, mess
                 f.write(content)
     assert raised.value.field == "waveform"
     assert len(Recording()) == 0
-    assert store_files(dj_local_store) == []
+    assert store_files(djstaged_local_store) == []
 
 
-def test_npy_store_mode_is_rejected(Recording, dj_local_store):
+def test_npy_store_mode_is_rejected(Recording, djstaged_local_store):
     with pytest.raises(HandleModeError):
         with dj_staged.staged_insert1(Recording) as staged:
             staged.rec["recording_id"] = 1
             staged.store("waveform", ".npy")
-    assert store_files(dj_local_store) == [] and len(Recording()) == 0
+    assert store_files(djstaged_local_store) == [] and len(Recording()) == 0
 
 
-def test_exception_after_bytes_written_unwinds(Recording, dj_local_store):
+def test_exception_after_bytes_written_unwinds(Recording, djstaged_local_store):
     with pytest.raises(RuntimeError, match="acquisition failed"), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("waveform", ".npy") as f:
             np.save(f, np.ones(100))
         staged.store("raw", ".zarr")["zarr.json"] = b"{}"
-        assert len(store_files(dj_local_store)) == 2
+        assert len(store_files(djstaged_local_store)) == 2
         raise RuntimeError("acquisition failed")
-    assert store_files(dj_local_store) == []
+    assert store_files(djstaged_local_store) == []
     assert len(Recording()) == 0
 
 
-def test_keyboard_interrupt_propagates_without_cleanup(Recording, dj_local_store):
+def test_keyboard_interrupt_propagates_without_cleanup(Recording, djstaged_local_store):
     with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("raw", ".bin") as f:
             f.write(b"partial")
         raise KeyboardInterrupt
-    assert len(store_files(dj_local_store)) == 1  # left for `dj-staged gc`, as the spec says
+    assert len(store_files(djstaged_local_store)) == 1  # left for `dj-staged gc`, as the spec says
     assert len(Recording()) == 0
 
 
-def test_duplicate_key_unwinds_and_keeps_existing_row(Recording, dj_local_store):
+def test_duplicate_key_unwinds_and_keeps_existing_row(Recording, djstaged_local_store):
     with dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("waveform", ".npy") as f:
             np.save(f, np.arange(3.0))
         with staged.open("raw", ".bin") as f:
             f.write(b"first")
-    before = store_files(dj_local_store)
+    before = store_files(djstaged_local_store)
     with pytest.raises(dj.errors.DuplicateError), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("waveform", ".npy") as f:
             np.save(f, np.arange(5.0))
         with staged.open("raw", ".bin") as f:
             f.write(b"second")
-    assert store_files(dj_local_store) == before
+    assert store_files(djstaged_local_store) == before
     assert (Recording & {"recording_id": 1}).fetch1("raw").read() == b"first"
     np.testing.assert_array_equal((Recording & {"recording_id": 1}).fetch1("waveform").load(), np.arange(3.0))
 
@@ -194,7 +195,7 @@ def test_same_field_twice_reuses_location_and_rejects_other_extension(Recording)
     assert column(Recording, {"recording_id": 1}, "raw")["item_count"] == 2
 
 
-def test_primary_key_changed_after_handle_is_rejected(Recording, dj_local_store):
+def test_primary_key_changed_after_handle_is_rejected(Recording, djstaged_local_store):
     with pytest.raises(StagedInsertError), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("raw", ".bin") as f:
@@ -202,16 +203,16 @@ def test_primary_key_changed_after_handle_is_rejected(Recording, dj_local_store)
         with staged.open("waveform", ".npy") as f:
             np.save(f, np.ones(2))
         staged.rec["recording_id"] = 2
-    assert store_files(dj_local_store) == [] and len(Recording()) == 0
+    assert store_files(djstaged_local_store) == [] and len(Recording()) == 0
 
 
-def test_nothing_written_is_an_error(Recording, dj_local_store):
+def test_nothing_written_is_an_error(Recording, djstaged_local_store):
     with pytest.raises(NothingWrittenError), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("waveform", ".npy") as f:
             np.save(f, np.ones(2))
         staged.store("raw", ".zarr")
-    assert store_files(dj_local_store) == [] and len(Recording()) == 0
+    assert store_files(djstaged_local_store) == [] and len(Recording()) == 0
 
 
 def test_session_is_closed_after_the_block(Recording):
@@ -240,7 +241,7 @@ def test_heading_and_codecs_are_untouched(Recording, tmp_path):
     np.testing.assert_array_equal((Recording & {"recording_id": 2}).fetch1("waveform").load(), np.zeros(3))
 
 
-def test_no_store_name_resolves_for_a_codec_whose_insert1_resolves_it(dj_schema, dj_local_store):
+def test_no_store_name_resolves_for_a_codec_whose_insert1_resolves_it(djstaged_schema, djstaged_local_store):
     """A codec whose own insert1 reads `<codec@>` as stores.default says so; its staged rows then record that store."""
     from datajoint.builtin_codecs.schema import SchemaCodec
 
@@ -263,7 +264,7 @@ def test_no_store_name_resolves_for_a_codec_whose_insert1_resolves_it(dj_schema,
             return {"path": base["path"], "store": base["store"], "size": base["size"]}
 
     try:
-        Table = declare(dj_schema, "Plain", "k : int32\n---\nv : <default_store_test@>")
+        Table = declare(djstaged_schema, "Plain", "k : int32\n---\nv : <default_store_test@>")
         Table.insert1({"k": 1, "v": b"hello"})
         with dj_staged.staged_insert1(Table) as staged:
             staged.rec["k"] = 2
@@ -276,7 +277,7 @@ def test_no_store_name_resolves_for_a_codec_whose_insert1_resolves_it(dj_schema,
         dj.codecs.unregister_codec("default_store_test")
 
 
-def test_custom_schema_addressed_codec_participates(dj_schema, dj_local_store):
+def test_custom_schema_addressed_codec_participates(djstaged_schema, djstaged_local_store):
     from datajoint.builtin_codecs.schema import SchemaCodec
 
     class PageCountCodec(dj_staged.SchemaAddressedStaging, SchemaCodec):
@@ -293,7 +294,7 @@ def test_custom_schema_addressed_codec_participates(dj_schema, dj_local_store):
             return {"path": base["path"], "store": base["store"], "pages": base["item_count"]}
 
     try:
-        Table = declare(dj_schema, "Pages", "k : int32\n---\npages : <pagecount_test@main>")
+        Table = declare(djstaged_schema, "Pages", "k : int32\n---\npages : <pagecount_test@main>")
         with dj_staged.staged_insert1(Table) as staged:
             staged.rec["k"] = 1
             fsmap = staged.store("pages", ".d")

@@ -12,9 +12,9 @@ from pathlib import Path
 import datajoint as dj
 import numpy as np
 import pytest
-from conftest import declare, s3_calls, s3_listings, store_files
 from datajoint.hash_registry import get_store_backend
-from test_gc import DAY, put, stage
+from support.stores import put_file, s3_calls, s3_listings, store_files
+from support.tables import declare, stage_recording
 
 import dj_staged
 from dj_staged._datajoint import full_path
@@ -24,11 +24,12 @@ from dj_staged.gc.policy import NOT_COLLECTED, OUTSIDE, UNREFERENCED
 
 SCRIPT = Path(sys.executable).with_name("dj-staged")
 MIB = 1 << 20
+DAY = 86400.0
 
 
 @pytest.fixture
-def other_schema(dj_connection):
-    schema = dj.Schema(f"t_{uuid.uuid4().hex[:10]}", connection=dj_connection)
+def other_schema(djstaged_connection):
+    schema = dj.Schema(f"t_{uuid.uuid4().hex[:10]}", connection=djstaged_connection)
     try:
         yield schema
     finally:
@@ -40,20 +41,20 @@ def sections_of(report: dict, schema: str) -> dict[str, dict]:
 
 
 def test_gc_all_schemas_says_what_it_would_delete_and_why_it_keeps_the_rest(
-    Recording, other_schema, dj_local_store, capsys
+    Recording, other_schema, djstaged_local_store, capsys
 ):
     db, db2 = Recording.database, other_schema.database
     Other = declare(other_schema, "Other", "other_id : int32\n---\nraw : <object@main>")
-    stage(Recording, {"recording_id": 1})  # two objects a row references
+    stage_recording(Recording, {"recording_id": 1})  # two objects a row references
     zarr = f"_schema/{db}/recording/recording_id=50/raw_zzzzzzzz.zarr"  # an orphaned directory value
-    put(dj_local_store, f"{zarr}/zarr.json", b"{}", age=3 * DAY)
-    put(dj_local_store, f"{zarr}/c/0", b"x" * (3 * MIB // 2), age=3 * DAY)
-    put(dj_local_store, f"{zarr}/c/1", b"y" * 100, age=3 * DAY)
+    put_file(djstaged_local_store, f"{zarr}/zarr.json", b"{}", age=3 * DAY)
+    put_file(djstaged_local_store, f"{zarr}/c/0", b"x" * (3 * MIB // 2), age=3 * DAY)
+    put_file(djstaged_local_store, f"{zarr}/c/1", b"y" * 100, age=3 * DAY)
     young = f"_schema/{db2}/other/other_id=1/raw_yyyyyyyy.bin"
-    put(dj_local_store, young, b"young")  # unreferenced, but younger than the grace period
-    put(dj_local_store, "raw_data/session1.tif", b"acquired")  # not ours: outside every section
+    put_file(djstaged_local_store, young, b"young")  # unreferenced, but younger than the grace period
+    put_file(djstaged_local_store, "raw_data/session1.tif", b"acquired")  # not ours: outside every section
     ghost = f"ghost_{uuid.uuid4().hex[:6]}"
-    put(dj_local_store, f"_schema/{ghost}/t/x.bin", b"a schema this connection cannot list")
+    put_file(djstaged_local_store, f"_schema/{ghost}/t/x.bin", b"a schema this connection cannot list")
     with dj_staged.staged_insert1(Recording) as staged:  # a write in flight
         staged.rec["recording_id"] = 3
         with staged.open("raw", ".bin") as f:
@@ -108,12 +109,12 @@ def test_gc_all_schemas_says_what_it_would_delete_and_why_it_keeps_the_rest(
     assert main(["gc", "--all-schemas", "--store", "main", "--delete", "--json"]) == 0
     done = json.loads(capsys.readouterr().out)
     assert done["deleted_files"] == 3 and done["freed_bytes"] == 2 + 3 * MIB // 2 + 100
-    files = store_files(dj_local_store)
+    files = store_files(djstaged_local_store)
     assert not any(f.startswith(zarr) for f in files) and young in files and "raw_data/session1.tif" in files
     assert len(Other()) == 0
 
 
-def test_gc_needs_schemas_named_or_all(dj_connection, dj_local_store, capsys):
+def test_gc_needs_schemas_named_or_all(djstaged_connection, djstaged_local_store, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["gc"])
     assert exited.value.code == 2 and "--schema" in capsys.readouterr().err
@@ -126,9 +127,11 @@ def test_gc_needs_schemas_named_or_all(dj_connection, dj_local_store, capsys):
     assert "note: store main: no schema this connection can list has objects here" in out
 
 
-def test_gc_on_s3_lists_each_prefix_at_most_twice_and_deletes_in_batches(dj_schema, dj_s3_store, tmp_path, capsys):
-    Sample = declare(dj_schema, "Sample", "sample_id : int32\n---\ndata : <blob@s3>\nraw : <object@s3>")
-    db = dj_schema.database
+def test_gc_on_s3_lists_each_prefix_at_most_twice_and_deletes_in_batches(
+    djstaged_schema, djstaged_s3_store, tmp_path, capsys
+):
+    Sample = declare(djstaged_schema, "Sample", "sample_id : int32\n---\ndata : <blob@s3>\nraw : <object@s3>")
+    db = djstaged_schema.database
     for i in range(5):
         (tmp_path / f"{i}.bin").write_bytes(bytes([i]) * 16)
         Sample.insert1({"sample_id": i, "data": np.full(10, i), "raw": str(tmp_path / f"{i}.bin")})
@@ -142,12 +145,12 @@ def test_gc_on_s3_lists_each_prefix_at_most_twice_and_deletes_in_batches(dj_sche
         staged.rec["data"] = np.zeros(3)
         with staged.open("raw", ".bin") as f:
             f.write(b"in flight")
-        with s3_listings(dj_s3_store) as listings, s3_calls(dj_s3_store) as (calls, _):
+        with s3_listings(djstaged_s3_store) as listings, s3_calls(djstaged_s3_store) as (calls, _):
             assert main(["gc", "--all-schemas", "--store", "s3", "--grace", "0", "--delete", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["deleted_files"] == len(orphans) and report["errors"] == []
     assert report["objects"] == 40 + 1 + 1  # the five files of the directory value are one object
-    location = dj_s3_store.spec["location"]
+    location = djstaged_s3_store.spec["location"]
     assert all(n <= 2 for n in listings.values()), listings
     assert listings[("ListObjectsV2", f"{location}/_staging/_leases/{db}/")] == 2  # before the gate and inside it
     assert listings[("ListObjectsV2", f"{location}/_schema/{db}/")] == 1
@@ -155,7 +158,7 @@ def test_gc_on_s3_lists_each_prefix_at_most_twice_and_deletes_in_batches(dj_sche
     assert len(Sample()) == 6
 
 
-def test_verbose_shows_dj_staged_log_lines(Recording, dj_local_store, capsys):
+def test_verbose_shows_dj_staged_log_lines(Recording, djstaged_local_store, capsys):
     argv = ["gc", "--schema", Recording.database, "--store", "main"]
     assert main(argv) == 0
     assert "dj_staged" not in capsys.readouterr().err  # WARNING by default: nothing to say
@@ -182,10 +185,15 @@ def test_help_prints_no_datajoint_warning(tmp_path):
     assert done.stderr == ""  # DataJoint is not even imported
 
 
-def test_missing_config_warning_only_when_no_settings_are_given(dj_postgres, dj_local_store, tmp_path):
+def test_missing_config_warning_only_when_no_settings_are_given(djstaged_postgres, djstaged_local_store, tmp_path):
     config = {
-        "database": {"backend": "postgresql", "host": dj_postgres.host, "port": dj_postgres.port, "user": "postgres"},
-        "stores": {"default": "main", "main": dj_local_store.spec},
+        "database": {
+            "backend": "postgresql",
+            "host": djstaged_postgres.host,
+            "port": djstaged_postgres.port,
+            "user": "postgres",
+        },
+        "stores": {"default": "main", "main": djstaged_local_store.spec},
     }
     elsewhere = tmp_path / "etc"
     elsewhere.mkdir()
@@ -202,7 +210,7 @@ def test_missing_config_warning_only_when_no_settings_are_given(dj_postgres, dj_
         workdir,
         clean_environment(
             DJ_BACKEND="postgresql",
-            DJ_HOST=dj_postgres.host,
+            DJ_HOST=djstaged_postgres.host,
             DJ_USER="postgres",
             DJ_PASS="unused",
             DJ_STORES=json.dumps(config["stores"]),

@@ -10,8 +10,10 @@ import uuid
 
 import datajoint as dj
 import pytest
-from conftest import _foreign_lease, declare, s3_listings
 from datajoint.hash_registry import get_store_backend
+from support.leases import foreign_lease
+from support.stores import s3_listings
+from support.tables import declare
 
 import dj_staged
 from dj_staged._datajoint import full_path
@@ -24,9 +26,11 @@ pytestmark = pytest.mark.parametrize("djstaged_conformance_store", ["local", "s3
 
 
 @pytest.fixture
-def Scan(dj_schema, djstaged_conformance_store):
+def Scan(djstaged_schema, djstaged_conformance_store):
     store = djstaged_conformance_store.name
-    return declare(dj_schema, "Scan", f"scan_id : int32\n---\nframes : <object@{store}>\npayload : <blob@{store}>")
+    return declare(
+        djstaged_schema, "Scan", f"scan_id : int32\n---\nframes : <object@{store}>\npayload : <blob@{store}>"
+    )
 
 
 def put(store, path: str, data: bytes) -> None:
@@ -46,7 +50,7 @@ def by_state(found) -> dict[tuple[str, str, str], object]:
     return {(w.state, w.field, json.dumps(w.key, sort_keys=True)): w for w in found.writes}
 
 
-def test_status_shows_live_and_abandoned_writes(Scan, djstaged_conformance_store, dj_postgres, capsys):
+def test_status_shows_live_and_abandoned_writes(Scan, djstaged_conformance_store, djstaged_postgres, capsys):
     store = djstaged_conformance_store
     db = Scan.database
     began = time.time()
@@ -60,7 +64,7 @@ def test_status_shows_live_and_abandoned_writes(Scan, djstaged_conformance_store
         start_upload(store, gone, b"u" * 5000)  # S3 shows a file being written as an incomplete upload
     else:
         put(store, gone, b"u" * 5000)
-    with _foreign_lease(dj_postgres, store)(db, [gone], live=False):
+    with foreign_lease(djstaged_postgres, store)(db, [gone], live=False):
         with dj_staged.staged_insert1(Scan) as staged:  # live: this block is paused here
             staged.rec["scan_id"] = 1
             fsmap = staged.store("frames", ".zarr")
@@ -142,7 +146,7 @@ def test_status_errors_name_what_to_fix(Scan, djstaged_conformance_store, tmp_pa
     assert main(["status", "--store", "nowhere"]) == 2
     assert "store 'nowhere'" in capsys.readouterr().err
     dj.config.stores = {**dj.config.stores, "gone": {"protocol": "file", "location": str(tmp_path / "unmounted")}}
-    assert main(["status", "--store", "gone"]) == 2  # dj_stores (under the store fixture) restores the stores
+    assert main(["status", "--store", "gone"]) == 2  # djstaged_stores (under the store fixture) restores the stores
     err = capsys.readouterr().err
     assert err.startswith("dj-staged status: Store 'gone' is configured but cannot be used. Configured stores:")
     assert "FileNotFoundError: Inaccessible local directory" in err

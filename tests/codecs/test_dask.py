@@ -13,10 +13,10 @@ import dask.array as da
 import datajoint as dj
 import numpy as np
 import pytest
-import workers
 import zarr
-from conftest import declare
 from datajoint.hash_registry import get_store_backend
+from support import workers
+from support.tables import declare
 
 import dj_staged
 from dj_staged._datajoint import full_path
@@ -47,8 +47,8 @@ def everything_in(store) -> list[str]:
 
 
 @pytest.fixture
-def Scan(dj_schema, store):
-    return declare(dj_schema, "Scan", f"scan_id : int32\n---\nvolume : <zarr@{store.name}>")
+def Scan(djstaged_schema, store):
+    return declare(djstaged_schema, "Scan", f"scan_id : int32\n---\nvolume : <zarr@{store.name}>")
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +91,10 @@ def test_parallel_write_finalizes_the_row(Scan, store, scheduler):
     assert [p for p in everything_in(store) if not p.startswith(value["path"] + "/")] == []  # no lease left
 
 
-def test_the_default_client_computes_when_none_is_given(cluster, dj_schema, dj_local_store):
+def test_the_default_client_computes_when_none_is_given(cluster, djstaged_schema, djstaged_local_store):
     from distributed import Client, get_task_stream
 
-    Scan = declare(dj_schema, "Scan", "scan_id : int32\n---\nvolume : <zarr@main>")
+    Scan = declare(djstaged_schema, "Scan", "scan_id : int32\n---\nvolume : <zarr@main>")
     assert default_client() is None  # no default Client: threads
     with Client(cluster.scheduler.address) as client:  # now Dask's scheduler, as a Client is by default
         assert default_client() is client
@@ -113,9 +113,9 @@ def test_a_failing_task_leaves_no_row_and_nothing_in_the_store(Scan, store, sche
 
 
 @pytest.mark.parametrize("client", ["threads", "distributed"])
-def test_client_memory_stays_flat(dj_schema, dj_local_store, request, client):
+def test_client_memory_stays_flat(djstaged_schema, djstaged_local_store, request, client):
     """256 MiB written, by this process's threads or by the cluster: the client holds a few 4 MiB chunks at most."""
-    Scan = declare(dj_schema, "Scan", "scan_id : int32\n---\nvolume : <zarr@main>")
+    Scan = declare(djstaged_schema, "Scan", "scan_id : int32\n---\nvolume : <zarr@main>")
     scheduler = None if client == "threads" else request.getfixturevalue("cluster")
     stage(Scan, volume(8), scheduler)  # warm: imports, thread pools, the allocator's arenas are not the array's
     (Scan & {"scan_id": 1}).delete()
@@ -125,19 +125,26 @@ def test_client_memory_stays_flat(dj_schema, dj_local_store, request, client):
     check_row(Scan, 256)
 
 
-def test_populate_with_reserved_jobs_across_processes(dj_postgres, dj_local_store, dj_schema, dj_connection):
+def test_populate_with_reserved_jobs_across_processes(
+    djstaged_postgres, djstaged_local_store, djstaged_schema, djstaged_connection
+):
     """Three processes populate one table: each stages rows, no key is made twice, every key is made."""
-    Source, Volume = workers.populate_pipeline(dj_schema.database, dj_connection)
+    Source, Volume = workers.populate_pipeline(djstaged_schema.database, djstaged_connection)
     Source.insert([{"source_id": i, "frames": 8} for i in range(1, 7)])
     # The jobs table, once, before the workers: DataJoint 2.3.5 declares it on first use, and workers that start
     # together race to (psycopg2's DuplicateTable for its index in one of them).
     Volume.jobs.refresh()
-    db = {"host": dj_postgres.host, "port": dj_postgres.port, "user": dj_postgres.user, "password": ""}
+    db = {
+        "host": djstaged_postgres.host,
+        "port": djstaged_postgres.port,
+        "user": djstaged_postgres.user,
+        "password": "",
+    }
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, context.Pool(3) as pool:
         barrier = manager.Barrier(3)
         pending = [
-            pool.apply_async(workers.populate_worker, (db, dict(dj.config.stores), dj_schema.database, barrier))
+            pool.apply_async(workers.populate_worker, (db, dict(dj.config.stores), djstaged_schema.database, barrier))
             for _ in range(3)
         ]
         results = [p.get(timeout=300) for p in pending]
@@ -150,14 +157,14 @@ def test_populate_with_reserved_jobs_across_processes(dj_postgres, dj_local_stor
         np.testing.assert_array_equal((Volume & {"source_id": key}).fetch1("volume")[7], plane + key)
 
 
-def test_a_listing_cached_meanwhile_does_not_hide_what_the_workers_wrote(dj_schema, dj_s3_store, cluster):
+def test_a_listing_cached_meanwhile_does_not_hide_what_the_workers_wrote(djstaged_schema, djstaged_s3_store, cluster):
     """The workers write through unpickled copies of the handle; a listing this process cached before the block
-    (a user's) knows nothing of it, and finalization does not trust it (tests/test_fresh_listing.py)."""
-    Scan = declare(dj_schema, "Scan", f"scan_id : int32\n---\nvolume : <zarr@{dj_s3_store.name}>")
+    (a user's) knows nothing of it, and finalization does not trust it (tests/stores/test_fresh_listing.py)."""
+    Scan = declare(djstaged_schema, "Scan", f"scan_id : int32\n---\nvolume : <zarr@{djstaged_s3_store.name}>")
     stage(Scan, volume(8), cluster)
     (Scan & {"scan_id": 1}).delete()
-    backend = get_store_backend(dj_s3_store.name)
-    assert backend.fs.find(full_path(backend, f"_schema/{dj_schema.database}"))  # cached by this process
+    backend = get_store_backend(djstaged_s3_store.name)
+    assert backend.fs.find(full_path(backend, f"_schema/{djstaged_schema.database}"))  # cached by this process
     stage(Scan, volume(8), cluster)
     check_row(Scan, 8)
 

@@ -10,24 +10,22 @@ import json
 import subprocess
 import sys
 from operator import methodcaller
-from pathlib import Path
 
 import datajoint as dj
 import numpy as np
 import pytest
-from conftest import attempt, declare, store_files
 from datajoint.builtin_codecs.schema import SchemaCodec
-from pytest_runs import run_pytest
+from support.paths import FOREIGN, SITE, TESTS
+from support.pytest_runs import run_pytest
+from support.stores import store_files
+from support.tables import attempt, declare
 
 import dj_staged
 from dj_staged.errors import NotParticipatingError
 
-TESTS = Path(__file__).resolve().parent
-SITE = TESTS / "foreign" / "site"
-
 
 def test_zarr_and_conformance_suites_pass_with_dj_zarr_codecs_installed(tmp_path):
-    targets = [TESTS / "test_zarr.py", TESTS / "test_conformance.py", TESTS / "foreign" / "stand_in_checks.py"]
+    targets = [TESTS / "codecs" / "test_zarr.py", TESTS / "kit" / "test_conformance.py", FOREIGN / "stand_in_checks.py"]
     run = run_pytest(targets, tmp_path, pythonpath=[SITE])
     assert run.returncode == 0 and set(run.outcomes.values()) == {"passed"}, run.failures or run.output
     ran = {name.split("::")[0] for name in run.outcomes}
@@ -117,21 +115,21 @@ def schema_codec(name: str, qualname: str) -> type:
 
 
 @pytest.fixture
-def acme(dj_schema, dj_local_store):
+def acme(djstaged_schema, djstaged_local_store):
     """A table whose `data` is a codec of a package dj-staged does not know; the codec is unregistered after."""
     made = []
 
     def make(name: str, qualname: str):
         schema_codec(name, qualname)
         made.append(name)
-        return declare(dj_schema, qualname.replace("Codec", ""), f"k : int32\n---\ndata : <{name}@main>")
+        return declare(djstaged_schema, qualname.replace("Codec", ""), f"k : int32\n---\ndata : <{name}@main>")
 
     yield make
     for name in made:
         dj.codecs.unregister_codec(name)
 
 
-def test_an_unknown_schema_addressed_codec_is_refused_by_name(acme, dj_local_store):
+def test_an_unknown_schema_addressed_codec_is_refused_by_name(acme, djstaged_local_store):
     Table = acme("acme_stack", "AcmeStackCodec")
     for ask in ("store", "open"):
         with pytest.raises(NotParticipatingError) as raised:
@@ -140,12 +138,12 @@ def test_an_unknown_schema_addressed_codec_is_refused_by_name(acme, dj_local_sto
         assert raised.value.field == "data"
         assert "<acme_stack>" in message and "acme_arrays.AcmeStackCodec" in message
         assert "dj_staged.register_adapter" in message
-    assert store_files(dj_local_store) == [] and len(Table()) == 0
+    assert store_files(djstaged_local_store) == [] and len(Table()) == 0
     Table.insert1({"k": 2, "data": b"\x01" * 32})  # the codec itself works: it just does not take part
     assert (Table & {"k": 2}).fetch1("data") == b"\x01" * 32
 
 
-def test_registering_an_adapter_by_name_makes_it_take_part(acme, dj_local_store):
+def test_registering_an_adapter_by_name_makes_it_take_part(acme, djstaged_local_store):
     """The refusal's advice, followed: an adapter named "package:ClassName" gives it staged insert, row for row."""
 
     class AcmeVolumeStaging(dj_staged.SchemaAddressedStaging):

@@ -15,7 +15,8 @@ import datajoint as dj
 import numpy as np
 import pytest
 import zarr
-from conftest import declare, store_files
+from support.stores import store_files
+from support.tables import declare
 from zarr.codecs import BytesCodec
 
 import dj_staged
@@ -53,8 +54,8 @@ def local_dirs(store) -> list[str]:
 
 
 @pytest.fixture
-def Imaging(dj_schema, dj_local_store):
-    return declare(dj_schema, "ImagingSession", FRAMES.format(store="main"))
+def Imaging(djstaged_schema, djstaged_local_store):
+    return declare(djstaged_schema, "ImagingSession", FRAMES.format(store="main"))
 
 
 def stage_chunks(table, key: dict, array: np.ndarray, chunks: tuple[int, ...], **open_kwargs) -> None:
@@ -111,7 +112,7 @@ def test_zarr_name_resolves_to_one_codec_that_takes_part():
         assert isinstance(dj_staged.participant_for(codec), DjZarrCodecsStaging)
 
 
-def test_zarr_insert1_still_works(Imaging, dj_local_store, tmp_path):
+def test_zarr_insert1_still_works(Imaging, djstaged_local_store, tmp_path):
     array = np.arange(6 * 5 * 4, dtype="int32").reshape(6, 5, 4)
     Imaging.insert1({"subject_id": 1, "session_id": 1, "frames": array})
     source = zarr.open(str(tmp_path / "source.zarr"), mode="w", shape=(7, 3), chunks=(2, 3), dtype="f4", zarr_format=2)
@@ -133,16 +134,16 @@ def test_zarr_insert1_still_works(Imaging, dj_local_store, tmp_path):
     assert meta["provenance"] == expected_provenance()
     assert meta["path"].startswith("_schema/") and "/subject_id=1/session_id=1/frames_" in meta["path"]
     assert meta["path"].endswith(".zarr")
-    assert f"{meta['path']}/zarr.json" in store_files(dj_local_store)
+    assert f"{meta['path']}/zarr.json" in store_files(djstaged_local_store)
 
 
 @pytest.mark.parametrize("value", [[1, 2, 3], "frames", np.array([{"a": 1}, None], dtype=object)])
-def test_zarr_insert1_rejects_object_dtype_and_non_arrays(Imaging, dj_local_store, value):
+def test_zarr_insert1_rejects_object_dtype_and_non_arrays(Imaging, djstaged_local_store, value):
     # dj-staged's codec raises DataJointError for both; dj-zarr-codecs' raises TypeError for a non-array
     expected = dj.DataJointError if owner() == "dj_staged" or isinstance(value, np.ndarray) else TypeError
     with pytest.raises(expected, match=r"<zarr>"):
         Imaging.insert1({"subject_id": 1, "session_id": 1, "frames": value})
-    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+    assert len(Imaging()) == 0 and store_files(djstaged_local_store) == []
 
 
 def sample_array(dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -258,29 +259,31 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("dtype", REFUSED.values(), ids=REFUSED.keys())
-def test_create_zarr_array_refuses_what_insert1_refuses_before_anything_is_written(Imaging, dj_local_store, dtype):
+def test_create_zarr_array_refuses_what_insert1_refuses_before_anything_is_written(
+    Imaging, djstaged_local_store, dtype
+):
     with pytest.raises(Exception) as refused:  # noqa: B017  (the class is the codec's or zarr's: DataJointError, ...)
         Imaging.insert1({"subject_id": 1, "session_id": 1, "frames": np.zeros((4, 3), dtype=dtype)})
     assert not isinstance(refused.value, ContentError)
-    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+    assert len(Imaging()) == 0 and store_files(djstaged_local_store) == []
     seen = {}
     with pytest.raises(ContentError) as raised, dj_staged.staged_insert1(Imaging) as staged:
         staged.rec.update(subject_id=1, session_id=2)
         try:
             dj_staged.create_zarr_array(staged, "frames", shape=(4, 3), dtype=dtype)
         finally:
-            seen = {"fields": staged.staged_fields, "files": store_files(dj_local_store, leases=True)}
+            seen = {"fields": staged.staged_fields, "files": store_files(djstaged_local_store, leases=True)}
     assert seen == {"fields": [], "files": []}  # refused before the field was claimed: not even a lease
     assert raised.value.field == "frames" and "Field 'frames' (<zarr>)" in str(raised.value)
-    assert len(Imaging()) == 0 and store_files(dj_local_store, leases=True) == []
+    assert len(Imaging()) == 0 and store_files(djstaged_local_store, leases=True) == []
 
 
-def test_create_zarr_array_refuses_a_dtype_zarr_cannot_read_back(Imaging, dj_local_store):
+def test_create_zarr_array_refuses_a_dtype_zarr_cannot_read_back(Imaging, djstaged_local_store):
     """A datetime64 without a unit: zarr writes it, and cannot open the array again; no staged row is made of it."""
     with pytest.raises(ContentError, match="can read back"), dj_staged.staged_insert1(Imaging) as staged:
         staged.rec.update(subject_id=1, session_id=1)
         dj_staged.create_zarr_array(staged, "frames", shape=(4,), dtype="M8")
-    assert len(Imaging()) == 0 and store_files(dj_local_store, leases=True) == []
+    assert len(Imaging()) == 0 and store_files(djstaged_local_store, leases=True) == []
 
 
 @pytest.mark.parametrize(
@@ -305,15 +308,15 @@ def test_plain_zarr_writes_record_the_dtype_as_stored(Imaging, dtype, settings, 
     np.testing.assert_array_equal((Imaging & {"session_id": 1}).fetch1("frames")[:], array)
 
 
-def test_create_zarr_array_is_for_zarr_fields_only(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "Files", "k : int32\n---\nraw : <object@main>")
+def test_create_zarr_array_is_for_zarr_fields_only(djstaged_schema, djstaged_local_store):
+    Table = declare(djstaged_schema, "Files", "k : int32\n---\nraw : <object@main>")
     with pytest.raises(HandleModeError) as raised, dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         dj_staged.create_zarr_array(staged, "raw", shape=(3,), dtype="uint8")
-    assert raised.value.field == "raw" and len(Table()) == 0 and store_files(dj_local_store) == []
+    assert raised.value.field == "raw" and len(Table()) == 0 and store_files(djstaged_local_store) == []
 
 
-def test_staged_zarr_chunked_write_roundtrip(Imaging, dj_local_store):
+def test_staged_zarr_chunked_write_roundtrip(Imaging, djstaged_local_store):
     rng = np.random.default_rng(7)
     frames = [rng.integers(0, 4096, size=(64, 48), dtype="uint16") for _ in range(25)]
     with dj_staged.staged_insert1(Imaging) as staged:
@@ -331,36 +334,36 @@ def test_staged_zarr_chunked_write_roundtrip(Imaging, dj_local_store):
     for i, frame in enumerate(frames):
         np.testing.assert_array_equal(fetched[i], frame)
     meta = column(Imaging, {"subject_id": 3, "session_id": 1}, "frames")
-    chunk_files = [f for f in store_files(dj_local_store) if f.startswith(meta["path"] + "/c/")]
+    chunk_files = [f for f in store_files(djstaged_local_store) if f.startswith(meta["path"] + "/c/")]
     assert len(chunk_files) == 25
 
 
-def test_exception_mid_chunked_write_leaves_no_row_and_no_zarr_directory(Imaging, dj_local_store):
+def test_exception_mid_chunked_write_leaves_no_row_and_no_zarr_directory(Imaging, djstaged_local_store):
     with pytest.raises(RuntimeError, match="camera lost"), dj_staged.staged_insert1(Imaging) as staged:
         staged.rec["subject_id"] = 1
         staged.rec["session_id"] = 1
         z = zarr.open(staged.store("frames", ".zarr"), mode="w", shape=(10, 8, 8), chunks=(1, 8, 8), dtype="uint8")
         for i in range(10):
             if i == 4:
-                assert len(store_files(dj_local_store)) == 5  # zarr.json and four chunks
+                assert len(store_files(djstaged_local_store)) == 5  # zarr.json and four chunks
                 raise RuntimeError("camera lost")
             z[i] = i + 1  # not the fill value, so every chunk is written
     assert len(Imaging()) == 0
-    assert store_files(dj_local_store) == [] and local_dirs(dj_local_store) == []
+    assert store_files(djstaged_local_store) == [] and local_dirs(djstaged_local_store) == []
 
 
-def test_staged_zarr_format_2_is_accepted(Imaging, dj_local_store):
+def test_staged_zarr_format_2_is_accepted(Imaging, djstaged_local_store):
     array = np.arange(40, dtype="<i8").reshape(10, 4)
     stage_chunks(Imaging, {"subject_id": 1, "session_id": 1}, array, chunks=(5, 4), zarr_format=2)
     meta = column(Imaging, {"subject_id": 1, "session_id": 1}, "frames")
     assert meta["shape"] == [10, 4] and meta["dtype"] == "int64"
-    assert f"{meta['path']}/.zarray" in store_files(dj_local_store)
+    assert f"{meta['path']}/.zarray" in store_files(djstaged_local_store)
     fetched = (Imaging & {"session_id": 1}).fetch1("frames")
     assert fetched.metadata.zarr_format == 2
     np.testing.assert_array_equal(fetched[:], array)
 
 
-def test_finalize_reads_metadata_only(Imaging, dj_local_store):
+def test_finalize_reads_metadata_only(Imaging, djstaged_local_store):
     with dj_staged.staged_insert1(Imaging) as staged:
         staged.rec["subject_id"] = 1
         staged.rec["session_id"] = 1
@@ -375,33 +378,33 @@ def test_finalize_reads_metadata_only(Imaging, dj_local_store):
         (Imaging & {"session_id": 1}).fetch1("frames")[0]
 
 
-def test_staged_open_is_rejected(Imaging, dj_local_store):
+def test_staged_open_is_rejected(Imaging, djstaged_local_store):
     with pytest.raises(HandleModeError):
         with dj_staged.staged_insert1(Imaging) as staged:
             staged.rec.update(subject_id=1, session_id=1)
             staged.open("frames", ".zarr")
-    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+    assert len(Imaging()) == 0 and store_files(djstaged_local_store) == []
 
 
 @pytest.mark.parametrize("ext", ["", ".zr", ".zarr.zip"])
-def test_other_extension_is_rejected(Imaging, dj_local_store, ext):
+def test_other_extension_is_rejected(Imaging, djstaged_local_store, ext):
     with pytest.raises(HandleModeError):
         with dj_staged.staged_insert1(Imaging) as staged:
             staged.rec.update(subject_id=1, session_id=1)
             staged.store("frames", ext)
-    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+    assert len(Imaging()) == 0 and store_files(djstaged_local_store) == []
 
 
-def test_nothing_written_is_an_error(Imaging, dj_local_store):
+def test_nothing_written_is_an_error(Imaging, djstaged_local_store):
     with pytest.raises(NothingWrittenError):
         with dj_staged.staged_insert1(Imaging) as staged:
             staged.rec.update(subject_id=1, session_id=1)
             staged.store("frames", ".zarr")
-    assert len(Imaging()) == 0 and store_files(dj_local_store) == []
+    assert len(Imaging()) == 0 and store_files(djstaged_local_store) == []
 
 
 @pytest.mark.parametrize("content", ["group", "plain file", "broken metadata"])
-def test_something_other_than_a_zarr_array_is_an_error(Imaging, dj_local_store, content):
+def test_something_other_than_a_zarr_array_is_an_error(Imaging, djstaged_local_store, content):
     with pytest.raises(ContentError):
         with dj_staged.staged_insert1(Imaging) as staged:
             staged.rec.update(subject_id=1, session_id=1)
@@ -412,13 +415,13 @@ def test_something_other_than_a_zarr_array_is_an_error(Imaging, dj_local_store, 
                 fsmap["frames.bin"] = b"\x00" * 16
             else:
                 fsmap["zarr.json"] = b'{"zarr_format": 3, "node_type": "array"}'
-    assert len(Imaging()) == 0 and store_files(dj_local_store) == [] and local_dirs(dj_local_store) == []
+    assert len(Imaging()) == 0 and store_files(djstaged_local_store) == [] and local_dirs(djstaged_local_store) == []
 
 
-def test_no_store_name_is_taken_exactly_where_the_owners_insert1_takes_it(dj_schema, dj_local_store):
+def test_no_store_name_is_taken_exactly_where_the_owners_insert1_takes_it(djstaged_schema, djstaged_local_store):
     """`<zarr@>`: dj-staged's insert1 reads it as stores.default, and so does its staged insert; dj-zarr-codecs'
     insert1 passes the empty name on, which DataJoint 2.3.5 refuses, and the staged insert refuses it too."""
-    Table = declare(dj_schema, "DefaultStore", FRAMES.format(store=""))
+    Table = declare(djstaged_schema, "DefaultStore", FRAMES.format(store=""))
     array = np.ones((3, 2), dtype="uint8")
     if owner() == "dj_staged":
         Table.insert1({"subject_id": 1, "session_id": 1, "frames": array})
@@ -439,11 +442,11 @@ def test_no_store_name_is_taken_exactly_where_the_owners_insert1_takes_it(dj_sch
                 staged.rec.update(subject_id=1, session_id=2)
                 write(staged)
         assert raised.value.field == "frames" and str(raised.value).endswith("<zarr@main>")
-    assert len(Table()) == 0 and store_files(dj_local_store, leases=True) == []
+    assert len(Table()) == 0 and store_files(djstaged_local_store, leases=True) == []
 
 
-def test_seed_example_on_s3(dj_schema, dj_s3_store):
-    ImagingSession = declare(dj_schema, "ImagingSession", FRAMES.format(store="s3"))
+def test_seed_example_on_s3(djstaged_schema, djstaged_s3_store):
+    ImagingSession = declare(djstaged_schema, "ImagingSession", FRAMES.format(store="s3"))
     rng = np.random.default_rng(1)
     acquired = []
 
@@ -477,16 +480,16 @@ def test_seed_example_on_s3(dj_schema, dj_s3_store):
     np.testing.assert_array_equal((ImagingSession & {"session_id": 2}).fetch1("frames")[:], fetched[:])
 
 
-def test_exception_on_s3_removes_the_staged_array(dj_schema, dj_s3_store):
+def test_exception_on_s3_removes_the_staged_array(djstaged_schema, djstaged_s3_store):
     import s3fs
 
-    Table = declare(dj_schema, "S3Frames", FRAMES.format(store="s3"))
+    Table = declare(djstaged_schema, "S3Frames", FRAMES.format(store="s3"))
     with pytest.raises(RuntimeError, match="abort"), dj_staged.staged_insert1(Table) as staged:
         staged.rec.update(subject_id=1, session_id=1)
         fsmap = staged.store("frames", ".zarr")
         zarr.open(fsmap, mode="w", shape=(4, 4), chunks=(1, 4), dtype="uint8")[:] = 1
         assert len(fsmap) == 5
         raise RuntimeError("abort")
-    spec = dj_s3_store.spec
+    spec = djstaged_s3_store.spec
     fs = s3fs.S3FileSystem(key=spec["access_key"], secret=spec["secret_key"], endpoint_url=f"http://{spec['endpoint']}")
     assert fs.find(f"{spec['bucket']}/{spec['location']}") == [] and len(Table()) == 0

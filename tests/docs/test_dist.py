@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from support.paths import ROOT
 
 import dj_staged
 
-ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 VERSION = PROJECT["version"]
 

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pytest_runs import run_pytest
+from support.paths import ROOT
+from support.pytest_runs import run_pytest
 from support.s3 import s3_client
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 RUN_AS_TEST_MODULE = {"codec-authors.md"}
@@ -208,22 +208,22 @@ class Lab:
 
 
 @pytest.fixture
-def lab(dj_connection, dj_postgres, dj_s3_server, tmp_path):
+def lab(djstaged_connection, djstaged_postgres, djstaged_s3_server, tmp_path):
     """The README's database user ``alice``, a fresh database and a fresh bucket on the test's own servers."""
-    if not dj_connection.query("SELECT 1 FROM pg_roles WHERE rolname = 'alice'").fetchone():
-        dj_connection.query("CREATE ROLE alice LOGIN SUPERUSER")
+    if not djstaged_connection.query("SELECT 1 FROM pg_roles WHERE rolname = 'alice'").fetchone():
+        djstaged_connection.query("CREATE ROLE alice LOGIN SUPERUSER")
     database = f"docs_{uuid.uuid4().hex[:10]}"
-    dj_connection.query(f'CREATE DATABASE "{database}"')
-    server = dj_s3_server
+    djstaged_connection.query(f'CREATE DATABASE "{database}"')
+    server = djstaged_s3_server
     client = s3_client({"endpoint": server.endpoint, "access_key": server.access_key, "secret_key": server.secret_key})
     bucket = f"lab-raw-{uuid.uuid4().hex[:10]}"
     client.create_bucket(Bucket=bucket)
     location = tmp_path / "store"
     location.mkdir()
     try:
-        yield Lab(dj_postgres.host, database, location, server.endpoint, bucket, client)
+        yield Lab(djstaged_postgres.host, database, location, server.endpoint, bucket, client)
     finally:
-        dj_connection.query(f'DROP DATABASE "{database}" WITH (FORCE)')
+        djstaged_connection.query(f'DROP DATABASE "{database}" WITH (FORCE)')
 
 
 def pointed_at(config: dict, lab: Lab) -> dict:
@@ -375,7 +375,7 @@ finally:
 '''
 
 
-def test_readme_gcs_and_azure_stores_connect(lab, dj_gcs_server, dj_azure_server, tmp_path):
+def test_readme_gcs_and_azure_stores_connect(lab, djstaged_gcs_server, djstaged_azure_server, tmp_path):
     """The README's GCS and Azure stores, pointed at the emulators: a row staged into both fetches back."""
     from dj_staged.testing.services import create_azure_container, create_gcs_bucket
 
@@ -383,13 +383,13 @@ def test_readme_gcs_and_azure_stores_connect(lab, dj_gcs_server, dj_azure_server
     for (name, key), placeholder in CLOUD_PLACEHOLDERS.items():
         assert stores[name][key] == placeholder, f"README example changed at {name}.{key}: update CLOUD_PLACEHOLDERS"
     bucket, container = f"lab-imaging-{uuid.uuid4().hex[:8]}", f"lab-archive-{uuid.uuid4().hex[:8]}"
-    create_gcs_bucket(dj_gcs_server, bucket)
-    create_azure_container(dj_azure_server, container)
-    stores["imaging"] |= {"bucket": bucket, "project": dj_gcs_server.project, "token": dj_gcs_server.token}
-    stores["archive"] |= {"container": container, "account_name": dj_azure_server.account_name}
+    create_gcs_bucket(djstaged_gcs_server, bucket)
+    create_azure_container(djstaged_azure_server, container)
+    stores["imaging"] |= {"bucket": bucket, "project": djstaged_gcs_server.project, "token": djstaged_gcs_server.token}
+    stores["archive"] |= {"container": container, "account_name": djstaged_azure_server.account_name}
     # the key, which the README keeps in .secrets/, and the emulator's endpoint, which is not Azure's public one
-    stores["archive"] |= {"account_key": dj_azure_server.account_key}
-    stores["archive"] |= {"connection_string": dj_azure_server.connection_string}
+    stores["archive"] |= {"account_key": djstaged_azure_server.account_key}
+    stores["archive"] |= {"connection_string": djstaged_azure_server.connection_string}
     env = without_settings() | {
         "DJ_IGNORE_CONFIG_FILE": "true",
         "DJ_BACKEND": "postgresql",

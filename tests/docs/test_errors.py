@@ -4,16 +4,16 @@ documents (an attachment without a filename, an extension without its dot, a blo
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import attempt, store_files
+from support.paths import ROOT, TESTS
+from support.stores import store_files
+from support.tables import attempt
 
 import dj_staged
 from dj_staged import errors
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = {"subject": "s", "session": 1}
 
 NOT_RAISED_HERE: dict[str, str] = {}  # every class is; UnsupportedBackendError for a store's protocol, not for a
@@ -29,7 +29,8 @@ def readme_error_classes() -> list[str]:
 def test_every_class_in_the_readme_table_is_raised_by_a_test_that_catches_it_by_class():
     classes = readme_error_classes()
     assert set(classes) == set(errors.__all__) - {"DataJointError", "CommitRecoveredWarning", "IgnoredValueWarning"}
-    sources = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    tests = [*TESTS.glob("test_*.py"), *TESTS.glob("*/test_*.py")]  # the suite's own, in its folders
+    sources = "\n".join(p.read_text() for p in tests)
     for name in set(classes) - set(NOT_RAISED_HERE):
         assert re.search(rf"raises\(\(?(?:\w+\.)*{name}\b|expected = {name}\b", sources), name
 
@@ -42,7 +43,7 @@ def test_error_classes_are_at_the_top_level():
         dj_staged.NoSuchError  # noqa: B018
 
 
-def test_an_attachment_without_a_filename_is_an_invalid_path_error(Mixed, dj_local_store):
+def test_an_attachment_without_a_filename_is_an_invalid_path_error(Mixed, djstaged_local_store):
     def write_unnamed(staged):
         with staged.open("doc", ".pdf") as f:
             f.write(b"%PDF content, but no name")
@@ -53,10 +54,10 @@ def test_an_attachment_without_a_filename_is_an_invalid_path_error(Mixed, dj_loc
     assert "has no filename: call staged.set_filename('doc', 'name.ext')" in str(raised.value)
     with pytest.raises(dj_staged.InvalidPathError):  # an empty name, at set_filename
         attempt(Mixed, KEY, lambda staged: staged.set_filename("doc", ""))
-    assert len(Mixed()) == 0 and store_files(dj_local_store, leases=True) == []
+    assert len(Mixed()) == 0 and store_files(djstaged_local_store, leases=True) == []
 
 
-def test_an_extension_without_its_dot_is_taken_as_datajoint_takes_it(Mixed, dj_local_store):
+def test_an_extension_without_its_dot_is_taken_as_datajoint_takes_it(Mixed, djstaged_local_store):
     with dj_staged.staged_insert1(Mixed) as staged:
         staged.rec.update(KEY)
         with staged.open("raw", "bin") as f:

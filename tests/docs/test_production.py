@@ -11,13 +11,12 @@ from importlib.metadata import distribution, entry_points
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT, SITE  # SITE: test-only stand-ins of dj-zarr-codecs and dj-photon-codecs
 
 import dj_staged
 from dj_staged.plugin_codecs import other_providers
 
 SOURCE = Path(dj_staged.__file__).resolve().parent
-TESTS = Path(__file__).resolve().parent
-SITE = TESTS / "foreign" / "site"  # test-only stand-ins of dj-zarr-codecs and dj-photon-codecs
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -50,9 +49,9 @@ def test_the_installed_package_registers_no_test_adapter():
     (adapters,) = [point for point in points if point.group == "dj_staged.adapters"]
     assert adapters.value == "dj_staged.codecs:BUILT_IN"  # DataJoint's codecs' adapters: the package's own, no test's
     (faulty,) = entry_points(group="datajoint.storage", name="faulty")  # this suite's, from tests/entry_points
-    assert faulty.dist.name == "dj-staged-test-adapters" and faulty.value == "faults:FaultyStorageAdapter"
+    assert faulty.dist.name == "dj-staged-test-adapters" and faulty.value == "support.faults:FaultyStorageAdapter"
     code = "from datajoint.storage_adapter import get_storage_adapter; print(get_storage_adapter('faulty'))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=TESTS.parent)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "None"  # outside this suite the protocol does not exist
 
 

@@ -14,7 +14,6 @@ import posixpath
 
 import datajoint as dj
 import pytest
-from conftest import store_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -25,6 +24,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from support.stores import store_files
 
 import dj_staged
 import dj_staged.gc
@@ -191,16 +191,16 @@ class Collection(RuleBasedStateMachine):
         assert unreferenced == [], f"not collected although no row references them: {unreferenced}"
 
 
-def test_collection_never_loses_referenced_or_leased_objects(dj_schema, dj_local_store):
-    Collection.Table = dj_schema(
+def test_collection_never_loses_referenced_or_leased_objects(djstaged_schema, djstaged_local_store):
+    Collection.Table = djstaged_schema(
         type(
             "Collected",
             (dj.Manual,),
             {"definition": "k : int32\n---\nraw = null : <object@main>\ndigest = null : <hash@main>"},
         )
     )
-    Collection.schema = dj_schema
-    Collection.store = dj_local_store
+    Collection.schema = djstaged_schema
+    Collection.store = djstaged_local_store
     run_state_machine_as_test(
         Collection,
         settings=settings(

@@ -12,10 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytest_runs import run_pytest
-
-FOREIGN = Path(__file__).resolve().parent / "foreign"
-SITE = FOREIGN / "site"
+from support.paths import FOREIGN, SITE
+from support.pytest_runs import run_pytest
 
 PLUGIN_FIXTURES = {
     "djstaged_postgres",
@@ -117,10 +115,10 @@ def test_a_warning_averse_run_is_not_aborted_at_plugin_load(tmp_path):
     assert run.outcomes == {"test_load::test_dj_staged_is_loaded_and_imported_nothing": "passed"}
 
 
-def test_a_plugin_project_runs_unchanged_and_alike_with_dj_staged_installed(tmp_path, dj_postgres):
+def test_a_plugin_project_runs_unchanged_and_alike_with_dj_staged_installed(tmp_path, djstaged_postgres):
     """dj-zarr-codecs' shape: its own `dj_connection`, `filterwarnings = error`; its tests, without and with us."""
     project = shutil.copytree(FOREIGN / "host", tmp_path / "host")
-    database = database_environment(dj_postgres)
+    database = database_environment(djstaged_postgres)
     runs = {}
     for plugin, args in {"without": ["-p", "no:dj_staged"], "with": []}.items():
         workdir = tmp_path / plugin
@@ -151,12 +149,14 @@ def database_environment(pg) -> dict[str, str]:
 WARNING_PRONE = ["XDG_RUNTIME_DIR", "DJ_IGNORE_CONFIG_FILE"]
 
 
-def test_the_kit_placed_in_a_warning_averse_host_passes(tmp_path, dj_postgres):
+def test_the_kit_placed_in_a_warning_averse_host_passes(tmp_path, djstaged_postgres):
     """The kit in dj-zarr-codecs' tests/ (`filterwarnings = error` but for what the project ignores), beside the
     project's own tests: all pass."""
     project = shutil.copytree(FOREIGN / "host", tmp_path / "host")
     shutil.copy(FOREIGN / "kit" / "test_staged_insert_kit.py", project / "tests")
-    run = run_pytest(project, tmp_path, pythonpath=[SITE], env=database_environment(dj_postgres), unset=WARNING_PRONE)
+    run = run_pytest(
+        project, tmp_path, pythonpath=[SITE], env=database_environment(djstaged_postgres), unset=WARNING_PRONE
+    )
     kit = {name for name in run.outcomes if name.startswith(("TestZarrArrayCodecOwnCall", "TestZarrArrayCodecBig"))}
     assert len(kit) == 28 and len(run.outcomes) == 28 + 5, run.output
     assert run.returncode == 0 and set(run.outcomes.values()) == {"passed"}, run.failures or run.output

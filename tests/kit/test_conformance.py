@@ -8,7 +8,7 @@ import datajoint as dj
 import numpy as np
 import zarr
 from datajoint.builtin_codecs.schema import SchemaCodec
-from pytest_runs import run_pytest
+from support.pytest_runs import run_pytest
 
 import dj_staged
 from dj_staged.testing import HashAddressedConformance, NonParticipatingCodecConformance, SchemaAddressedConformance

@@ -3,11 +3,10 @@ and says which test and why (or what to change)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from support.paths import ROOT
+from support.pytest_runs import run_pytest
 
-from pytest_runs import run_pytest
-
-EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "minimal_codec" / "src"
+EXAMPLE_SRC = ROOT / "examples" / "minimal_codec" / "src"
 
 # The example's <lines@> codec with one bug: staged finalize counts one line too many.
 BROKEN_MODULE = """

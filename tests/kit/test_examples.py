@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from support.paths import ROOT
+from support.pytest_runs import run_pytest
 
-from pytest_runs import run_pytest
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "minimal_codec"
+EXAMPLE = ROOT / "examples" / "minimal_codec"
 
 KIT_TESTS = {
     "test_codec_admitted_by_staged_insert_gate",

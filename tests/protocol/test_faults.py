@@ -20,7 +20,10 @@ import datajoint as dj
 import numpy as np
 import psycopg2
 import pytest
-from conftest import TEST_PYTHONPATH, declare, lease_files, lease_records, store_files, wait_for_session_end
+from support.database import wait_for_session_end
+from support.paths import TEST_PYTHONPATH
+from support.stores import lease_files, lease_records, store_files
+from support.tables import declare
 
 import dj_staged
 import dj_staged.gc
@@ -36,8 +39,8 @@ raw : <object@main>
 
 
 @pytest.fixture
-def Recording(dj_schema, dj_faulty_store):
-    return declare(dj_schema, "Recording", DEFINITION)
+def Recording(djstaged_schema, dj_faulty_store):
+    return declare(djstaged_schema, "Recording", DEFINITION)
 
 
 @pytest.fixture
@@ -129,7 +132,7 @@ def test_store_fails_during_finalize(Recording, dj_faulty_store, committed, oper
 
 
 def test_cleanup_failure_is_logged_and_the_leftover_reclaimed_by_gc(
-    Recording, dj_faulty_store, dj_schema, committed, caplog
+    Recording, dj_faulty_store, djstaged_schema, committed, caplog
 ):
     with pytest.raises(RuntimeError, match="instrument disconnected") as raised:
         with dj_staged.staged_insert1(Recording) as staged:
@@ -146,7 +149,9 @@ def test_cleanup_failure_is_logged_and_the_leftover_reclaimed_by_gc(
     [lease] = lease_records(dj_faulty_store)  # abandoned, not removed: it names what is left
     assert [path for entry in lease["entries"] for path in entry["paths"]] == [leftover]
     dj_faulty_store.plan.clear()  # the store recovers
-    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # default grace: a dead lease's objects go
+    report = dj_staged.gc.collect(
+        djstaged_schema, store="main", dry_run=False
+    )  # default grace: a dead lease's objects go
     assert report.section("schema").paths == sorted(left)
     assert report.section("leases").deleted == 2  # the lease's header and its "abandoned" mark
     assert lease_files(dj_faulty_store) == []
@@ -163,7 +168,7 @@ def test_store_refusing_the_lease_stops_the_write_before_it_starts(Recording, dj
     assert_untouched(Recording, dj_faulty_store, committed)
 
 
-def test_lease_removal_failure_does_not_fail_the_insert(Recording, dj_faulty_store, dj_schema, committed, caplog):
+def test_lease_removal_failure_does_not_fail_the_insert(Recording, dj_faulty_store, djstaged_schema, committed, caplog):
     with dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 2
         write_waveform(staged)
@@ -172,7 +177,9 @@ def test_lease_removal_failure_does_not_fail_the_insert(Recording, dj_faulty_sto
     assert "Removing lease" in caplog.text
     assert len(Recording()) == 2 and len(lease_files(dj_faulty_store)) == 2  # its header and one added entry
     dj_faulty_store.plan.clear()
-    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # the lease is dead: its lock was released
+    report = dj_staged.gc.collect(
+        djstaged_schema, store="main", dry_run=False
+    )  # the lease is dead: its lock was released
     assert report.section("leases").deleted == 2 and report.section("schema").count == 0
     assert lease_files(dj_faulty_store) == []
     assert (Path(dj_faulty_store.spec["location"]) / (Recording & {"recording_id": 2}).fetch1("raw").path).exists()
@@ -197,19 +204,21 @@ def test_duplicate_key(Recording, dj_faulty_store, committed):
     assert_untouched(Recording, dj_faulty_store, committed)
 
 
-def test_foreign_key_constraint(dj_schema, dj_faulty_store):
-    Subject = declare(dj_schema, "Subject", "subject : varchar(16)")
+def test_foreign_key_constraint(djstaged_schema, dj_faulty_store):
+    Subject = declare(djstaged_schema, "Subject", "subject : varchar(16)")
     definition = "-> Subject\nsession : int32\n---\nraw : <object@main>"
-    Session = dj_schema(type("Session", (dj.Manual,), {"definition": definition}), context={"Subject": Subject})
+    Session = djstaged_schema(type("Session", (dj.Manual,), {"definition": definition}), context={"Subject": Subject})
     with pytest.raises(dj.errors.IntegrityError), dj_staged.staged_insert1(Session) as staged:
         staged.rec.update(subject="nobody", session=1)
         write_raw_file(staged)
     assert len(Session()) == 0 and store_files(dj_faulty_store, leases=True) == []
 
 
-def test_lost_connection(dj_schema, dj_faulty_store, dj_postgres, dj_connection, committed):
-    conn = dj.Connection(dj_postgres.host, dj_postgres.user, dj_postgres.password, dj_postgres.port)
-    Mine = declare(dj.Schema(dj_schema.database, connection=conn), "Recording", DEFINITION)
+def test_lost_connection(djstaged_schema, dj_faulty_store, djstaged_postgres, djstaged_connection, committed):
+    conn = dj.Connection(
+        djstaged_postgres.host, djstaged_postgres.user, djstaged_postgres.password, djstaged_postgres.port
+    )
+    Mine = declare(dj.Schema(djstaged_schema.database, connection=conn), "Recording", DEFINITION)
     pid = conn.query("SELECT pg_backend_pid()").fetchone()[0]
     saved = dj.config["database.reconnect"]
     dj.config["database.reconnect"] = False
@@ -219,11 +228,11 @@ def test_lost_connection(dj_schema, dj_faulty_store, dj_postgres, dj_connection,
             staged.rec["recording_id"] = 2
             write_waveform(staged)
             write_raw_directory(staged)
-            dj_connection.query(f"SELECT pg_terminate_backend({pid})")
+            djstaged_connection.query(f"SELECT pg_terminate_backend({pid})")
     finally:
         dj.config["database.reconnect"] = saved
         conn.close()
-    Recording = declare(dj_schema, "Recording", DEFINITION)
+    Recording = declare(djstaged_schema, "Recording", DEFINITION)
     assert_untouched(Recording, dj_faulty_store, committed)
 
 
@@ -253,19 +262,19 @@ with dj_staged.staged_insert1(Recording) as staged:
 """
 
 
-def test_process_killed_mid_write(Recording, dj_faulty_store, dj_schema, dj_postgres, tmp_path):
+def test_process_killed_mid_write(Recording, dj_faulty_store, djstaged_schema, djstaged_postgres, tmp_path):
     with dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         write_waveform(staged)
         write_raw_file(staged)
     live = store_files(dj_faulty_store)
     config = {
-        "host": dj_postgres.host,
-        "port": dj_postgres.port,
-        "user": dj_postgres.user,
-        "password": dj_postgres.password,
+        "host": djstaged_postgres.host,
+        "port": djstaged_postgres.port,
+        "user": djstaged_postgres.user,
+        "password": djstaged_postgres.password,
         "stores": dict(dj.config.stores),
-        "schema": dj_schema.database,
+        "schema": djstaged_schema.database,
         "definition": DEFINITION,
     }
     script = tmp_path / "killed_writer.py"
@@ -280,8 +289,8 @@ def test_process_killed_mid_write(Recording, dj_faulty_store, dj_schema, dj_post
     assert len(left) == 4 and len(lease_files(dj_faulty_store)) == 2
     assert len(Recording()) == 1
     pid = int(re.search(r"^session (\d+)$", result.stdout, re.MULTILINE).group(1))
-    wait_for_session_end(dj_schema.connection, pid)  # its lease lock goes with its database session
-    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # default grace: no waiting
+    wait_for_session_end(djstaged_schema.connection, pid)  # its lease lock goes with its database session
+    report = dj_staged.gc.collect(djstaged_schema, store="main", dry_run=False)  # default grace: no waiting
     assert sorted(report.section("schema").paths) == sorted(left)
     assert report.section("leases").deleted == 2 and report.errors == []
     assert store_files(dj_faulty_store, leases=True) == live
@@ -294,8 +303,8 @@ def test_process_killed_mid_write(Recording, dj_faulty_store, dj_schema, dj_post
 
 
 @pytest.fixture
-def Reports(dj_schema, dj_faulty_store):
-    Table = declare(dj_schema, "Reports", "report_id : int32\n---\nreport : <attach@main>")
+def Reports(djstaged_schema, dj_faulty_store):
+    Table = declare(djstaged_schema, "Reports", "report_id : int32\n---\nreport : <attach@main>")
     with dj_staged.staged_insert1(Table) as staged:
         staged.rec["report_id"] = 1
         staged.set_filename("report", "first.txt")
@@ -317,10 +326,10 @@ def stage_report(Table, store, content=b"second report"):
     "operation, path",
     [("write", "_staging/"), ("stat", "_staging/"), ("move", "_staging/")],  # no re-read: hashed while written
 )
-def test_hash_addressed_store_faults(Reports, dj_faulty_store, dj_schema, operation, path):
+def test_hash_addressed_store_faults(Reports, dj_faulty_store, djstaged_schema, operation, path):
     before = snapshot(dj_faulty_store)
     if operation == "write":
-        error = dj_faulty_store.plan.fail("write", path=f"{path}{dj_schema.database}/")
+        error = dj_faulty_store.plan.fail("write", path=f"{path}{djstaged_schema.database}/")
         with pytest.raises(OSError) as raised:
             stage_report(Reports, dj_faulty_store)
     else:
@@ -336,7 +345,7 @@ def test_hash_addressed_store_faults(Reports, dj_faulty_store, dj_schema, operat
     assert snapshot(dj_faulty_store) == before
 
 
-def test_hash_addressed_leftovers_are_reclaimed_by_gc(Reports, dj_faulty_store, dj_schema):
+def test_hash_addressed_leftovers_are_reclaimed_by_gc(Reports, dj_faulty_store, djstaged_schema):
     before = snapshot(dj_faulty_store)
     with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Reports) as staged:
         staged.rec["report_id"] = 2
@@ -344,7 +353,7 @@ def test_hash_addressed_leftovers_are_reclaimed_by_gc(Reports, dj_faulty_store, 
         with staged.open("report", ".txt") as f:
             f.write(b"interrupted report")
         staging = staged.field("report").state.staging_path
-        report = dj_staged.gc.collect(dj_schema, store="main", grace=0, dry_run=False)
+        report = dj_staged.gc.collect(djstaged_schema, store="main", grace=0, dry_run=False)
         assert report.section("staging").protected == {staging: LEASED_REASON} and report.deleted == 0
         raise KeyboardInterrupt
     assert [p for p in store_files(dj_faulty_store) if p not in before] == [staging]
@@ -354,16 +363,16 @@ def test_hash_addressed_leftovers_are_reclaimed_by_gc(Reports, dj_faulty_store, 
         .parent.joinpath("abandoned.json")
         .exists()
     )
-    report = dj_staged.gc.collect(dj_schema, store="main", dry_run=False)  # default grace: abandoned, so at once
+    report = dj_staged.gc.collect(djstaged_schema, store="main", dry_run=False)  # default grace: abandoned, so at once
     assert report.section("staging").paths == [staging] and report.section("staging").deleted == 1
     assert snapshot(dj_faulty_store) == before
     assert len(Reports()) == 1 and len(Reports & {"report_id": 1}) == 1
 
 
 @pytest.mark.parametrize("layout", ["seek", "unknown-length blob"])
-def test_store_fails_during_the_hash_reread(dj_schema, dj_faulty_store, layout):
+def test_store_fails_during_the_hash_reread(djstaged_schema, dj_faulty_store, layout):
     """A write that could not be hashed in the stream is re-read once at exit; a read failure there unwinds."""
-    Table = declare(dj_schema, "Rehashed", "k : int32\n---\nv = null : <hash@main>\nb = null : <blob@main>")
+    Table = declare(djstaged_schema, "Rehashed", "k : int32\n---\nv = null : <hash@main>\nb = null : <blob@main>")
     Table.insert1({"k": 1, "v": b"committed"})
     before = snapshot(dj_faulty_store)
     with pytest.raises(OSError) as raised, dj_staged.staged_insert1(Table) as staged:

@@ -25,9 +25,12 @@ import datajoint as dj
 import numpy as np
 import pytest
 import zarr
-from conftest import TEST_PYTHONPATH, advisory_locks
+from support import workers
 from support.child import ChildDied, PausableChild
+from support.database import advisory_locks
+from support.paths import TEST_PYTHONPATH
 from support.pgproxy import connect_datajoint_through
+from support.workers import FRAMES, SHARED, fresh, write_row
 
 import dj_staged
 import dj_staged.gc
@@ -37,8 +40,6 @@ from dj_staged.leases.locks import COMMIT_GUARD_TAG
 from dj_staged.steps import WRITER_STEPS
 from dj_staged.stores import resolve_store
 
-FRAMES = np.arange(4 * 8, dtype="uint16").reshape(4, 8)
-SHARED = b"content that an earlier row holds " * 200
 DEFINITION = """
 item_id : int32
 ---
@@ -48,21 +49,6 @@ shared : <hash@{store}>
 """
 FAULTS = ("exception", "interrupt", "cut", "kill")
 AFTER_COMMIT = ("writer.resolve", "writer.release")  # the row is committed by then
-
-
-def fresh(key: int) -> bytes:
-    return f"new content of row {key} ".encode() * 200
-
-
-def write_row(staged, key: int) -> None:
-    """Row ``key``: a Zarr directory, new hash-addressed content, and content row 0 already holds."""
-    staged.rec["item_id"] = key
-    z = zarr.open(staged.store("frames", ".zarr"), mode="w", shape=FRAMES.shape, chunks=(2, 8), dtype="uint16")
-    z[:] = FRAMES + key
-    with staged.open("fresh", ".bin") as f:
-        f.write(fresh(key))
-    with staged.open("shared", ".bin") as f:
-        f.write(SHARED)
 
 
 def check_row(table, key: int) -> None:
@@ -100,7 +86,7 @@ def no_locks_left(connection, *, wait: bool) -> None:
 
 
 def files_under(store) -> set[str]:
-    from conftest import store_files
+    from support.stores import store_files
 
     return set(store_files(store, leases=True))
 
@@ -117,13 +103,13 @@ def incomplete_uploads(store) -> list[str]:
 
 
 @pytest.fixture
-def setting(proxy, dj_schema, store):
+def setting(proxy, djstaged_schema, store):
     """The writer's table through the proxy, the same table on the test's own session, and row 0 committed."""
     definition = DEFINITION.format(store=store.name)
     connection = connect_datajoint_through(proxy)
-    through_proxy = dj.Schema(dj_schema.database, connection=connection, create_schema=False)
+    through_proxy = dj.Schema(djstaged_schema.database, connection=connection, create_schema=False)
     ours = through_proxy(type("Item", (dj.Manual,), {"definition": definition}))
-    table = dj_schema(type("Item", (dj.Manual,), {"definition": definition}))
+    table = djstaged_schema(type("Item", (dj.Manual,), {"definition": definition}))
     with dj_staged.staged_insert1(table) as staged:
         write_row(staged, 0)
     yield ours, table, definition
@@ -148,11 +134,16 @@ def run_in_process(ours, step: str, how: str, proxy) -> None:
     assert fault.fired
 
 
-def run_killed(setting, step: str, proxy, dj_postgres, dj_schema) -> None:
+def run_killed(setting, step: str, proxy, djstaged_postgres, djstaged_schema) -> None:
     _, _, definition = setting
-    db = {"host": "127.0.0.1", "port": proxy.port, "user": dj_postgres.user, "password": dj_postgres.password}
+    db = {
+        "host": "127.0.0.1",
+        "port": proxy.port,
+        "user": djstaged_postgres.user,
+        "password": djstaged_postgres.password,
+    }
     child = PausableChild(
-        __import__("workers").matrix_writer, db, dict(dj.config.stores), dj_schema.database, definition, step, 1
+        workers.matrix_writer, db, dict(dj.config.stores), djstaged_schema.database, definition, step, 1
     )
     with child:
         with pytest.raises(ChildDied) as died:
@@ -163,19 +154,19 @@ def run_killed(setting, step: str, proxy, dj_postgres, dj_schema) -> None:
 @pytest.mark.parametrize("how", FAULTS)
 @pytest.mark.parametrize("step", WRITER_STEPS)
 def test_a_block_stopped_at_a_step_leaves_no_lock_and_nothing_for_gc(
-    setting, step, how, proxy, store, dj_schema, dj_postgres, monkeypatch
+    setting, step, how, proxy, store, djstaged_schema, djstaged_postgres, monkeypatch
 ):
-    monkeypatch.setenv("PYTHONPATH", ":".join(TEST_PYTHONPATH))  # the child imports this module and workers.py
+    monkeypatch.setenv("PYTHONPATH", ":".join(TEST_PYTHONPATH))  # the child imports support/workers.py
     ours, table, _ = setting
     if step == "writer.resolve":
         proxy.drop_reply_after(COMMIT_GUARD_TAG)  # the commit's reply is lost: the writer must resolve it
     if how == "kill":
-        run_killed(setting, step, proxy, dj_postgres, dj_schema)
+        run_killed(setting, step, proxy, djstaged_postgres, djstaged_schema)
     else:
         run_in_process(ours, step, how, proxy)
-    no_locks_left(dj_schema.connection, wait=how in ("cut", "kill") or step == "writer.resolve")
+    no_locks_left(djstaged_schema.connection, wait=how in ("cut", "kill") or step == "writer.resolve")
 
-    report = dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False)
+    report = dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0, dry_run=False)
     assert report.errors == []
     references = referenced(table)
     files = files_under(store)

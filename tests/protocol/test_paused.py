@@ -13,7 +13,7 @@ import time
 
 import datajoint as dj
 import pytest
-import workers
+from support import workers
 from support.child import PausableChild
 
 import dj_staged.gc
@@ -23,16 +23,20 @@ DAYS_LATER = 10 * 86400.0
 
 
 @pytest.fixture
-def database(dj_postgres) -> dict:
-    return dataclasses.asdict(dj_postgres)
+def database(djstaged_postgres) -> dict:
+    return dataclasses.asdict(djstaged_postgres)
 
 
-def test_a_writer_stopped_mid_write_keeps_every_part(dj_schema, store, database):
-    Table = dj_schema(type("Paused", (dj.Manual,), {"definition": f"k : int32\n---\nraw : <object@{store.name}>"}))
+def test_a_writer_stopped_mid_write_keeps_every_part(djstaged_schema, store, database):
+    Table = djstaged_schema(
+        type("Paused", (dj.Manual,), {"definition": f"k : int32\n---\nraw : <object@{store.name}>"})
+    )
     stores = dict(dj.config.stores)
-    with PausableChild(workers.paused_writer, database, stores, dj_schema.database, 10, store.name) as writer:
+    with PausableChild(workers.paused_writer, database, stores, djstaged_schema.database, 10, store.name) as writer:
         writer.wait_paused("midway")  # five parts written, the process stopped
-        report = dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False, now=time.time() + DAYS_LATER)
+        report = dj_staged.gc.collect(
+            djstaged_schema, store=store.name, grace=0, dry_run=False, now=time.time() + DAYS_LATER
+        )
         assert report.deleted == 0 and list(report.section("schema").protected.values()) == [LEASED]
         writer.resume()
         assert writer.join() == [f"part{i:03d}" for i in range(10)]
@@ -40,16 +44,16 @@ def test_a_writer_stopped_mid_write_keeps_every_part(dj_schema, store, database)
     assert {key: fsmap[key] for key in fsmap} == {f"part{i:03d}": workers.part(i) for i in range(10)}
 
 
-def test_a_writer_stopped_after_it_deduplicated_keeps_its_target(dj_schema, store, database):
-    Content = dj_schema(type("Content", (dj.Manual,), {"definition": f"k : int32\n---\nv : <hash@{store.name}>"}))
+def test_a_writer_stopped_after_it_deduplicated_keeps_its_target(djstaged_schema, store, database):
+    Content = djstaged_schema(type("Content", (dj.Manual,), {"definition": f"k : int32\n---\nv : <hash@{store.name}>"}))
     data = os.urandom(40_000)
     Content.insert1({"k": 1, "v": data})
     (value,) = Content.connection.query(f"SELECT v FROM {Content.full_table_name}").fetchone()
     (Content & {"k": 1}).delete()  # an orphan now, older than any grace by the collector's clock below
     stores = dict(dj.config.stores)
-    with PausableChild(workers.dedup_writer, database, stores, dj_schema.database, data, store.name) as writer:
+    with PausableChild(workers.dedup_writer, database, stores, djstaged_schema.database, data, store.name) as writer:
         writer.wait_paused("dedup")
-        report = dj_staged.gc.collect(dj_schema, store=store.name, dry_run=False, now=time.time() + DAYS_LATER)
+        report = dj_staged.gc.collect(djstaged_schema, store=store.name, dry_run=False, now=time.time() + DAYS_LATER)
         assert report.section("hash").protected == {value["path"]: LEASED} and report.deleted == 0
         writer.resume()
         assert writer.join() == "ok"

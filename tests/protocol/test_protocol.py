@@ -19,7 +19,10 @@ import numpy as np
 import psycopg2
 import pytest
 import zarr
-from conftest import Party, Pause, advisory_locks, declare, store_files, wait_for_lock_waiter, wait_for_session_end
+from support.database import advisory_locks, wait_for_lock_waiter, wait_for_session_end
+from support.races import Party, Pause
+from support.stores import store_files
+from support.tables import declare
 
 import dj_staged
 import dj_staged.gc
@@ -32,14 +35,14 @@ LATER = 2 * 86400.0  # an injected collector clock two days ahead: every unlease
 
 
 @pytest.fixture
-def Content(dj_schema, store):
-    return declare(dj_schema, "Content", f"k : int32\n---\nv : <hash@{store.name}>")
+def Content(djstaged_schema, store):
+    return declare(djstaged_schema, "Content", f"k : int32\n---\nv : <hash@{store.name}>")
 
 
 @pytest.fixture
-def Recording(dj_schema, store):
+def Recording(djstaged_schema, store):
     definition = f"recording_id : int32\n---\nwaveform = null : <npy@{store.name}>\nraw = null : <object@{store.name}>"
-    return declare(dj_schema, "Recording", definition)
+    return declare(djstaged_schema, "Recording", definition)
 
 
 def stage_content(table, key: int, data: bytes) -> None:
@@ -113,14 +116,16 @@ def test_a_writer_paused_after_dedup_keeps_its_target(Content, store, elsewhere)
 
 
 @pytest.mark.parametrize("codec", ["object", "hash"])
-def test_objects_complete_but_not_yet_committed_are_protected_whatever_their_age(dj_schema, store, elsewhere, codec):
+def test_objects_complete_but_not_yet_committed_are_protected_whatever_their_age(
+    djstaged_schema, store, elsewhere, codec
+):
     """Grace 0 and a clock far ahead: only the lease protects a write that has finished and not yet committed.
 
     On S3 a fresh object's LastModified has one-second resolution; on a local
     store a hard-linked promotion keeps the staging file's older mtime. Neither
     matters: the collector's age test is not what protects a staged write.
     """
-    Table = declare(dj_schema, "Late", f"k : int32\n---\nv : <{codec}@{store.name}>")
+    Table = declare(djstaged_schema, "Late", f"k : int32\n---\nv : <{codec}@{store.name}>")
     data = os.urandom(30_000)
 
     def write() -> None:
@@ -174,24 +179,24 @@ def test_a_lease_lasts_until_the_enclosing_transaction_commits(Recording, store,
     assert collect(elsewhere, store, grace=0, now=time.time() + LATER).deleted == 0
 
 
-def test_a_directory_removed_mid_write_fails_the_commit(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "Frames", "k : int32\n---\nframes : <object@main>")
+def test_a_directory_removed_mid_write_fails_the_commit(djstaged_schema, djstaged_local_store):
+    Table = declare(djstaged_schema, "Frames", "k : int32\n---\nframes : <object@main>")
     frames = np.arange(8 * 16, dtype="uint16").reshape(8, 16)
     with pytest.raises(IncompleteObjectError) as raised, dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         z = zarr.open(staged.store("frames", ".zarr"), mode="w", shape=frames.shape, chunks=(1, 16), dtype="uint16")
         for i in range(4):
             z[i] = frames[i]
-        shutil.rmtree(Path(dj_local_store.spec["location"]) / staged.field("frames").state.path)  # someone else
+        shutil.rmtree(Path(djstaged_local_store.spec["location"]) / staged.field("frames").state.path)  # someone else
         for i in range(4, 8):
             z[i] = frames[i]
     assert raised.value.field == "frames" and "gone or changed" in str(raised.value)
-    assert len(Table()) == 0 and store_files(dj_local_store) == []
+    assert len(Table()) == 0 and store_files(djstaged_local_store) == []
 
 
-def test_zarr_overwrite_mode_through_the_handle_is_not_a_removal(dj_schema, dj_local_store):
+def test_zarr_overwrite_mode_through_the_handle_is_not_a_removal(djstaged_schema, djstaged_local_store):
     """``zarr.open(..., mode="w")`` empties the directory through the handle: that is the writer's own doing."""
-    Table = declare(dj_schema, "Frames", "k : int32\n---\nframes : <object@main>")
+    Table = declare(djstaged_schema, "Frames", "k : int32\n---\nframes : <object@main>")
     with dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         fsmap = staged.store("frames", ".zarr")
@@ -211,13 +216,13 @@ def test_a_file_removed_after_it_was_written_fails_the_commit(Recording, store):
     assert raised.value.field == "raw" and len(Recording()) == 0
 
 
-def test_a_file_replaced_after_it_was_written_fails_the_commit(dj_schema, dj_local_store):
-    Table = declare(dj_schema, "Replaced", "k : int32\n---\nraw : <object@main>")
+def test_a_file_replaced_after_it_was_written_fails_the_commit(djstaged_schema, djstaged_local_store):
+    Table = declare(djstaged_schema, "Replaced", "k : int32\n---\nraw : <object@main>")
     with pytest.raises(IncompleteObjectError), dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         with staged.open("raw", ".bin") as f:
             f.write(b"original bytes")
-        path = Path(dj_local_store.spec["location"]) / staged.field("raw").state.path
+        path = Path(djstaged_local_store.spec["location"]) / staged.field("raw").state.path
         path.unlink()
         path.write_bytes(b"other  bytes ..")  # same size, another file
     assert len(Table()) == 0
@@ -249,7 +254,7 @@ def test_a_lease_lost_with_its_session_refuses_the_commit(Recording, store, else
     assert store_files(store) == []
 
 
-def test_a_collector_whose_gate_session_ends_stops_before_deleting(Content, store, elsewhere, dj_schema):
+def test_a_collector_whose_gate_session_ends_stops_before_deleting(Content, store, elsewhere, djstaged_schema):
     """The collector's dedicated session is ended while it is about to delete: it raises GateLostError and
     deletes nothing; the next collection takes the orphan."""
     data = os.urandom(50_000)
@@ -259,9 +264,9 @@ def test_a_collector_whose_gate_session_ends_stops_before_deleting(Content, stor
         collector = Party("collector", collect, elsewhere, store, now=time.time() + LATER)
         collector.start()
         pause.wait()  # the gate held, the orphan judged collectable
-        (gate_pid,) = [pid for ns, _key, pid in advisory_locks(dj_schema.connection) if ns == GATE_NS]
-        dj_schema.connection.query("SELECT pg_terminate_backend(%s)", args=(gate_pid,))
-        wait_for_session_end(dj_schema.connection, gate_pid)
+        (gate_pid,) = [pid for ns, _key, pid in advisory_locks(djstaged_schema.connection) if ns == GATE_NS]
+        djstaged_schema.connection.query("SELECT pg_terminate_backend(%s)", args=(gate_pid,))
+        wait_for_session_end(djstaged_schema.connection, gate_pid)
         pause.go()
         with pytest.raises(GateLostError, match="lost the gate"):
             collector.outcome()
@@ -270,7 +275,7 @@ def test_a_collector_whose_gate_session_ends_stops_before_deleting(Content, stor
     assert target not in store_files(store)
 
 
-def test_a_participant_finalizing_a_field_it_did_not_open_breaks_the_protocol(dj_schema, dj_local_store):
+def test_a_participant_finalizing_a_field_it_did_not_open_breaks_the_protocol(djstaged_schema, djstaged_local_store):
     """A codec whose finalize is handed another participant's state is told so by class, and the block unwinds."""
     from dj_staged.addressing.hashed import HashAddressedState
     from dj_staged.codecs.object import ObjectStaging
@@ -295,7 +300,7 @@ def test_a_participant_finalizing_a_field_it_did_not_open_breaks_the_protocol(dj
 
     try:
         dj_staged.register_adapter(ConfusedCodec, Confused())
-        Table = declare(dj_schema, "Confusing", "k : int32\n---\nv : <confused_test@main>")
+        Table = declare(djstaged_schema, "Confusing", "k : int32\n---\nv : <confused_test@main>")
         with pytest.raises(dj_staged.ProtocolViolationError, match="has no SchemaAddressedState") as raised:
             with dj_staged.staged_insert1(Table) as staged:
                 staged.rec["k"] = 1

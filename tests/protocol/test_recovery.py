@@ -18,7 +18,9 @@ import sys
 import datajoint as dj
 import numpy as np
 import pytest
-from conftest import declare, store_files, wait_for_session_end
+from support.database import wait_for_session_end
+from support.stores import store_files
+from support.tables import declare
 
 import dj_staged
 from dj_staged.cli import main
@@ -73,22 +75,22 @@ def make(self, key):
 
 
 @pytest.fixture
-def pipeline(dj_schema, dj_local_store):
-    Source = declare(dj_schema, "Source", SOURCE)
+def pipeline(djstaged_schema, djstaged_local_store):
+    Source = declare(djstaged_schema, "Source", SOURCE)
     Source.insert1({"source_id": 3})
-    Analysis = dj_schema(type("Analysis", (dj.Computed,), {"definition": ANALYSIS, "make": make}))
+    Analysis = djstaged_schema(type("Analysis", (dj.Computed,), {"definition": ANALYSIS, "make": make}))
     return Source, Analysis
 
 
-def run_worker(signal_name: str, dj_postgres, dj_schema, tmp_path) -> int:
+def run_worker(signal_name: str, djstaged_postgres, djstaged_schema, tmp_path) -> int:
     """Run the worker until the signal ends it; return its database session's id."""
     config = {
-        "host": dj_postgres.host,
-        "port": dj_postgres.port,
-        "user": dj_postgres.user,
-        "password": dj_postgres.password,
+        "host": djstaged_postgres.host,
+        "port": djstaged_postgres.port,
+        "user": djstaged_postgres.user,
+        "password": djstaged_postgres.password,
         "stores": dict(dj.config.stores),
-        "schema": dj_schema.database,
+        "schema": djstaged_schema.database,
         "source": SOURCE,
         "analysis": ANALYSIS,
         "signal": signal_name,
@@ -109,12 +111,12 @@ def run_worker(signal_name: str, dj_postgres, dj_schema, tmp_path) -> int:
     "signal_name, job_status, how", [("SIGINT", "error", INTERRUPTED), ("SIGKILL", "reserved", WRITER_GONE)]
 )
 def test_recovery_recipe_after_an_interrupted_populate(
-    signal_name, job_status, how, pipeline, dj_postgres, dj_schema, dj_local_store, tmp_path, capsys
+    signal_name, job_status, how, pipeline, djstaged_postgres, djstaged_schema, djstaged_local_store, tmp_path, capsys
 ):
     Source, Analysis = pipeline
-    session = run_worker(signal_name, dj_postgres, dj_schema, tmp_path)
-    wait_for_session_end(dj_schema.connection, session)
-    left = store_files(dj_local_store)
+    session = run_worker(signal_name, djstaged_postgres, djstaged_schema, tmp_path)
+    wait_for_session_end(djstaged_schema.connection, session)
+    left = store_files(djstaged_local_store)
     assert len(left) == 1 and left[0].endswith(".npy")  # what the write left
     job = (Analysis.jobs & {"source_id": 3}).to_dicts()[0]
     assert job["status"] == job_status
@@ -125,7 +127,7 @@ def test_recovery_recipe_after_an_interrupted_populate(
     assert Analysis.populate(reserve_jobs=True)["success_count"] == 0
 
     # 1. dj-staged status shows the abandoned write and the job, with the call that releases it
-    status = in_flight(dj_schema.connection, schemas=[dj_schema.database])
+    status = in_flight(djstaged_schema.connection, schemas=[djstaged_schema.database])
     (write,) = status.writes
     assert (write.state, write.how, write.class_name, write.key) == (ABANDONED, how, "Analysis", {"source_id": 3})
     (waiting,) = status.jobs
@@ -133,12 +135,12 @@ def test_recovery_recipe_after_an_interrupted_populate(
     which = {"error": "errors", "reserved": "reserved"}[job_status]
     call = f"(Analysis.jobs.{which} & [{{'source_id': 3}}]).delete()"
     assert status.release_calls() == [call]
-    assert main(["status", "--schema", dj_schema.database]) == 0
+    assert main(["status", "--schema", djstaged_schema.database]) == 0
     text = capsys.readouterr().out
     assert "1 populate job waits to be released (below)." in text.splitlines()[0]
     assert f"abandoned ({how})" in text and "Analysis (__analysis)" in text
     assert f"  {call}" in text.splitlines()
-    assert main(["status", "--schema", dj_schema.database, "--json"]) == 0
+    assert main(["status", "--schema", djstaged_schema.database, "--json"]) == 0
     (as_json,) = json.loads(capsys.readouterr().out)["jobs"]
     assert as_json["release"] == call and as_json["table"] == "__analysis"
 
@@ -147,17 +149,17 @@ def test_recovery_recipe_after_an_interrupted_populate(
     assert len(Analysis.jobs & {"source_id": 3}) == 0
 
     # 3. dj-staged gc --delete removes what the write left, without waiting for the grace period
-    assert main(["gc", "--schema", dj_schema.database, "--delete"]) == 0
+    assert main(["gc", "--schema", djstaged_schema.database, "--delete"]) == 0
     assert "Deleted 2 objects" in capsys.readouterr().out  # the .npy file and the lease
-    assert store_files(dj_local_store, leases=True) == []
-    assert in_flight(dj_schema.connection, schemas=[dj_schema.database]).jobs == []
+    assert store_files(djstaged_local_store, leases=True) == []
+    assert in_flight(djstaged_schema.connection, schemas=[djstaged_schema.database]).jobs == []
 
     # 4. the next populate makes the row
     assert Analysis.populate(reserve_jobs=True)["success_count"] == 1
     np.testing.assert_array_equal((Analysis & {"source_id": 3}).fetch1("trace").load(), np.arange(5.0) + 3)
 
 
-def test_a_reserved_job_whose_worker_is_alive_is_not_offered_for_release(pipeline, dj_schema):
+def test_a_reserved_job_whose_worker_is_alive_is_not_offered_for_release(pipeline, djstaged_schema):
     """A ``reserved`` job whose database session still lives is its worker's, whatever a lease says."""
     Source, Analysis = pipeline
     Analysis.jobs.refresh()
@@ -167,11 +169,15 @@ def test_a_reserved_job_whose_worker_is_alive_is_not_offered_for_release(pipelin
         with staged.open("trace", ".npy") as f:
             f.write(b"\x93NUMPY")
         raise KeyboardInterrupt
-    status = in_flight(dj_schema.connection, schemas=[dj_schema.database])
+    status = in_flight(djstaged_schema.connection, schemas=[djstaged_schema.database])
     assert [w.how for w in status.writes] == [INTERRUPTED] and status.jobs == []
     # DataJoint records the session of the reservation, which a worker that reconnected no longer has
-    stale = dj_schema.connection.query("SELECT max(pid) + 1000 FROM pg_stat_activity").fetchone()[0]
+    stale = djstaged_schema.connection.query("SELECT max(pid) + 1000 FROM pg_stat_activity").fetchone()[0]
     Analysis.jobs.update1({"source_id": 3, "connection_id": stale})
-    assert in_flight(dj_schema.connection, schemas=[dj_schema.database]).jobs == []  # its process still runs here
+    assert (
+        in_flight(djstaged_schema.connection, schemas=[djstaged_schema.database]).jobs == []
+    )  # its process still runs here
     Analysis.jobs.error({"source_id": 3}, error_message="KeyboardInterrupt")  # what populate records then
-    assert [j.status for j in in_flight(dj_schema.connection, schemas=[dj_schema.database]).jobs] == ["error"]
+    assert [j.status for j in in_flight(djstaged_schema.connection, schemas=[djstaged_schema.database]).jobs] == [
+        "error"
+    ]

@@ -13,8 +13,9 @@ import numpy as np
 import psycopg2
 import pytest
 import zarr
-from conftest import store_files, wait_for_session_end
+from support.database import wait_for_session_end
 from support.pgproxy import connect_datajoint_through
+from support.stores import store_files
 
 import dj_staged
 import dj_staged.gc
@@ -38,10 +39,10 @@ FRAMES = np.arange(6 * 8, dtype="uint16").reshape(6, 8)
 
 
 @pytest.fixture
-def proxied(proxy, dj_schema, store):
+def proxied(proxy, djstaged_schema, store):
     """The test's schema through a connection that goes through the proxy, with a table of three codecs."""
     connection = connect_datajoint_through(proxy)
-    schema = dj.Schema(dj_schema.database, connection=connection, create_schema=False)
+    schema = dj.Schema(djstaged_schema.database, connection=connection, create_schema=False)
     table = schema(type("Recording", (dj.Manual,), {"definition": DEFINITION.format(store=store.name)}))
     yield table
     connection.close()
@@ -65,7 +66,7 @@ def check_row(table, key: int) -> None:
     np.testing.assert_array_equal(row["frames"][:], FRAMES + key)
 
 
-def test_a_committed_row_whose_commit_reply_was_lost_keeps_its_objects(proxied, proxy, store, dj_schema):
+def test_a_committed_row_whose_commit_reply_was_lost_keeps_its_objects(proxied, proxy, store, djstaged_schema):
     proxy.drop_reply_after(COMMIT)
     with pytest.warns(CommitRecoveredWarning):
         with dj_staged.staged_insert1(proxied) as staged:
@@ -74,10 +75,10 @@ def test_a_committed_row_whose_commit_reply_was_lost_keeps_its_objects(proxied, 
     assert (dropped.tags, dropped.status) == (("DO", "INSERT 0 1"), "I")  # the server committed; the client never heard
     check_row(proxied, 1)
     assert not [f for f in store_files(store, leases=True) if f.startswith("_staging/")]
-    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
+    assert dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0, dry_run=False).deleted == 0
 
 
-def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, store, dj_schema):
+def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, store, djstaged_schema):
     proxy.drop_reply_after(COMMIT)
     with pytest.warns(CommitRecoveredWarning), dj_staged.staged_insert(proxied) as batch:
         for key in range(1, 6):
@@ -86,10 +87,12 @@ def test_a_batch_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, sto
     assert [(d.tags, d.status) for d in proxy.dropped] == [(("DO", "INSERT 0 5"), "I")]
     for key in range(1, 6):
         check_row(proxied, key)
-    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
+    assert dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0, dry_run=False).deleted == 0
 
 
-def test_a_batch_of_several_statements_whose_commit_reply_was_lost_keeps_every_row(proxied, proxy, store, dj_schema):
+def test_a_batch_of_several_statements_whose_commit_reply_was_lost_keeps_every_row(
+    proxied, proxy, store, djstaged_schema
+):
     """More rows than one statement takes: BEGIN, the guard, the chunks, COMMIT; the COMMIT's reply is lost."""
     proxy.drop_reply_after(r"^\s*COMMIT")
     with pytest.warns(CommitRecoveredWarning), dj_staged.staged_insert(proxied, chunk_size=2) as batch:
@@ -99,15 +102,15 @@ def test_a_batch_of_several_statements_whose_commit_reply_was_lost_keeps_every_r
     assert [(d.tags, d.status) for d in proxy.dropped] == [(("COMMIT",), "I")]
     for key in range(1, 6):
         check_row(proxied, key)
-    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
+    assert dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0, dry_run=False).deleted == 0
 
 
-def test_a_commit_that_failed_on_the_server_and_lost_its_reply_is_unwound(proxied, proxy, store, dj_schema):
+def test_a_commit_that_failed_on_the_server_and_lost_its_reply_is_unwound(proxied, proxy, store, djstaged_schema):
     """Another writer takes the key while this one commits, so the server refuses this commit, and the
     refusal's reply is lost. The lookup finds the key holding the other writer's values, not these:
     nothing of this writer committed, so it unwinds with DataJoint's DuplicateError, and the other row keeps
     its objects."""
-    other = dj_schema(type("Recording", (dj.Manual,), {"definition": DEFINITION.format(store=store.name)}))
+    other = djstaged_schema(type("Recording", (dj.Manual,), {"definition": DEFINITION.format(store=store.name)}))
     taken: list[str] = []
 
     def take_the_key(**context: object) -> None:
@@ -126,10 +129,10 @@ def test_a_commit_that_failed_on_the_server_and_lost_its_reply_is_unwound(proxie
     check_row(other, 1)
     assert len(other()) == 1
     assert len([f for f in store_files(store) if not f.startswith("_staging/")]) == 2 + 4  # the other row's only
-    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=True).count == 0
+    assert dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0, dry_run=True).count == 0
 
 
-def test_when_the_lookup_fails_too_everything_is_kept_for_the_collector(proxied, proxy, store, dj_schema):
+def test_when_the_lookup_fails_too_everything_is_kept_for_the_collector(proxied, proxy, store, djstaged_schema):
     proxy.drop_reply_after(COMMIT)
     with steps.observe("writer.resolve", lambda **context: proxy.close()):  # the database is now unreachable
         with pytest.raises(AmbiguousCommitError) as raised, dj_staged.staged_insert1(proxied) as staged:
@@ -137,17 +140,19 @@ def test_when_the_lookup_fails_too_everything_is_kept_for_the_collector(proxied,
     assert raised.value.keys == [{"recording_id": 1}]
     left = [f for f in store_files(store) if not f.startswith("_staging/")]
     assert len(left) == 2 + 4  # waveform, raw, and the Zarr array's zarr.json and three chunks: all kept
-    table = dj.FreeTable(dj_schema.connection, proxied.full_table_name)
-    (lease,) = scan_leases(resolve_store(store.name, dj.config), dj_schema.database)
-    wait_for_session_end(dj_schema.connection, lease.db_pid)  # the server notices the cut connection
-    assert lease.lock not in held_lease_keys(dj_schema.connection)  # the lease died with it; its record names them
-    report = dj_staged.gc.collect(dj_schema, store=store.name, dry_run=False)  # default grace
+    table = dj.FreeTable(djstaged_schema.connection, proxied.full_table_name)
+    (lease,) = scan_leases(resolve_store(store.name, dj.config), djstaged_schema.database)
+    wait_for_session_end(djstaged_schema.connection, lease.db_pid)  # the server notices the cut connection
+    assert lease.lock not in held_lease_keys(
+        djstaged_schema.connection
+    )  # the lease died with it; its record names them
+    report = dj_staged.gc.collect(djstaged_schema, store=store.name, dry_run=False)  # default grace
     assert sum(s.deleted for s in report.sections if s.section != "leases") == 0  # the row references them
     assert report.section("leases").deleted == len(report.section("leases").paths) > 0
     check_row(table, 1)
 
 
-def test_a_user_transaction_whose_commit_reply_was_lost(proxied, proxy, store, dj_schema):
+def test_a_user_transaction_whose_commit_reply_was_lost(proxied, proxy, store, djstaged_schema):
     connection = proxied.connection
     proxy.drop_reply_after(r"^\s*COMMIT")
     with pytest.warns(CommitRecoveredWarning), pytest.raises(psycopg2.OperationalError):
@@ -156,10 +161,10 @@ def test_a_user_transaction_whose_commit_reply_was_lost(proxied, proxy, store, d
                 write(staged, 1)
     check_row(proxied, 1)
     assert "commit_transaction" not in vars(connection)
-    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
+    assert dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0, dry_run=False).deleted == 0
 
 
-def test_a_connection_lost_between_two_blocks_is_reconnected_for_the_next(proxied, proxy, store, dj_schema):
+def test_a_connection_lost_between_two_blocks_is_reconnected_for_the_next(proxied, proxy, store, djstaged_schema):
     """The network cuts the writer's connection after one block: the next block, holding nothing yet, takes its
     lease on a new session (and the one after it too), instead of failing on the dead connection."""
     with dj_staged.staged_insert1(proxied) as staged:

@@ -8,16 +8,17 @@ import datajoint as dj
 import numpy as np
 import psycopg2
 import pytest
-from conftest import declare, lease_files, store_files
+from support.stores import lease_files, store_files
+from support.tables import declare
 
 import dj_staged
 from dj_staged.errors import HandleModeError
 
 
 @pytest.fixture
-def Trial(dj_schema, dj_local_store):
+def Trial(djstaged_schema, djstaged_local_store):
     return declare(
-        dj_schema,
+        djstaged_schema,
         "Trial",
         """
         session_id : int32
@@ -45,7 +46,7 @@ def stage_row(batch, trial, segment, payload=None):
                 f.write(payload)
 
 
-def test_rows_commit_together_on_clean_exit(Trial, dj_local_store):
+def test_rows_commit_together_on_clean_exit(Trial, djstaged_local_store):
     segments = [np.full(100, i, dtype="float32") for i in range(6)]
     with dj_staged.staged_insert(Trial, chunk_size=4) as batch:
         for i, segment in enumerate(segments):
@@ -57,11 +58,11 @@ def test_rows_commit_together_on_clean_exit(Trial, dj_local_store):
     for i, segment in enumerate(segments):
         np.testing.assert_array_equal(rows[i]["signal"].load(), segment)
     assert all(rows[i]["payload"] == b"shared" for i in (1, 3, 5))
-    assert kinds(dj_local_store) == {"_schema/": 6, "_hash/": 4, "_staging/": 0}  # 3 distinct + 1 shared
-    assert lease_files(dj_local_store) == []
+    assert kinds(djstaged_local_store) == {"_schema/": 6, "_hash/": 4, "_staging/": 0}  # 3 distinct + 1 shared
+    assert lease_files(djstaged_local_store) == []
 
 
-def test_rows_with_different_columns_are_grouped(Trial, dj_local_store):
+def test_rows_with_different_columns_are_grouped(Trial, djstaged_local_store):
     with dj_staged.staged_insert(Trial, chunk_size=2) as batch:
         for i in range(5):
             stage_row(batch, i, np.arange(i + 1), payload=b"p" if i < 2 else None)
@@ -69,9 +70,9 @@ def test_rows_with_different_columns_are_grouped(Trial, dj_local_store):
     assert [rows[i]["payload"] for i in range(5)] == [b"p", b"p", None, None, None]
 
 
-def test_exception_escaping_the_batch_unwinds_every_row(Trial, dj_local_store):
+def test_exception_escaping_the_batch_unwinds_every_row(Trial, djstaged_local_store):
     Trial.insert1({"session_id": 0, "trial": 0, "payload": b"kept"})
-    before = store_files(dj_local_store)
+    before = store_files(djstaged_local_store)
     with pytest.raises(RuntimeError, match="rig failure"), dj_staged.staged_insert(Trial) as batch:
         for i in range(3):
             stage_row(batch, i, np.ones(10), payload=b"kept" if i == 0 else os.urandom(50))
@@ -81,13 +82,13 @@ def test_exception_escaping_the_batch_unwinds_every_row(Trial, dj_local_store):
                 np.save(f, np.ones(10))
             raise RuntimeError("rig failure")
     assert len(Trial()) == 1 and Trial.fetch1("payload") == b"kept"
-    left = kinds(dj_local_store)
+    left = kinds(djstaged_local_store)
     assert left["_schema/"] == 0 and left["_staging/"] == 0
-    assert set(before) <= set(store_files(dj_local_store))  # canonical hash objects stay, shared one intact
-    assert lease_files(dj_local_store) == []
+    assert set(before) <= set(store_files(djstaged_local_store))  # canonical hash objects stay, shared one intact
+    assert lease_files(djstaged_local_store) == []
 
 
-def test_caught_row_exception_unwinds_that_row_only(Trial, dj_local_store):
+def test_caught_row_exception_unwinds_that_row_only(Trial, djstaged_local_store):
     with dj_staged.staged_insert(Trial) as batch:
         stage_row(batch, 0, np.zeros(4))
         try:
@@ -101,26 +102,26 @@ def test_caught_row_exception_unwinds_that_row_only(Trial, dj_local_store):
         stage_row(batch, 1, np.ones(4))  # the key of the unwound row is free again
     rows = {r["trial"]: r["signal"].load() for r in Trial.to_dicts()}
     np.testing.assert_array_equal(rows[1], np.ones(4))
-    assert kinds(dj_local_store)["_schema/"] == 2
+    assert kinds(djstaged_local_store)["_schema/"] == 2
 
 
-def test_failed_commit_leaves_no_rows(Trial, dj_local_store):
+def test_failed_commit_leaves_no_rows(Trial, djstaged_local_store):
     Trial.insert1({"session_id": 1, "trial": 2})
     with pytest.raises(dj.errors.DuplicateError), dj_staged.staged_insert(Trial, chunk_size=2) as batch:
         for i in range(4):
             stage_row(batch, i, np.ones(3), payload=os.urandom(20))
     assert len(Trial()) == 1  # the existing row only: the batch's first chunk was rolled back
-    assert kinds(dj_local_store)["_schema/"] == 0 and kinds(dj_local_store)["_staging/"] == 0
+    assert kinds(djstaged_local_store)["_schema/"] == 0 and kinds(djstaged_local_store)["_staging/"] == 0
 
 
-def test_duplicate_key_in_batch_rejected_before_bytes(Trial, dj_local_store):
+def test_duplicate_key_in_batch_rejected_before_bytes(Trial, djstaged_local_store):
     with dj_staged.staged_insert(Trial) as batch:
         stage_row(batch, 0, np.zeros(2))
         with pytest.raises(dj.errors.DuplicateError):
             with batch.row() as staged:
                 staged.rec.update(session_id=1, trial=0)
                 staged.open("signal", ".npy")
-        assert kinds(dj_local_store)["_schema/"] == 1
+        assert kinds(djstaged_local_store)["_schema/"] == 1
         with pytest.raises(dj.errors.DuplicateError):
             with batch.row() as staged:
                 staged.rec.update(session_id=1, trial=0)  # stages nothing: caught at the row's exit
@@ -138,7 +139,7 @@ def test_row_outside_or_nested_is_rejected(Trial):
     assert len(Trial()) == 1
 
 
-def test_table_staged_insert_after_enable(Trial, dj_local_store):
+def test_table_staged_insert_after_enable(Trial, djstaged_local_store):
     dj_staged.enable()
     try:
         for target in (Trial, Trial()):
@@ -151,9 +152,9 @@ def test_table_staged_insert_after_enable(Trial, dj_local_store):
 
 
 @pytest.fixture
-def Noted(dj_schema, dj_local_store):
+def Noted(djstaged_schema, djstaged_local_store):
     return declare(
-        dj_schema,
+        djstaged_schema,
         "Noted",
         """
         k : int32
@@ -178,7 +179,7 @@ def noted_row(batch, k, note=None, *, note_after=None, reached=None):
             staged.rec["note"] = note_after
 
 
-def test_a_row_tried_at_its_first_handle_is_refused_before_its_bytes(Noted, dj_local_store):
+def test_a_row_tried_at_its_first_handle_is_refused_before_its_bytes(Noted, djstaged_local_store):
     """From a batch's second row on, the first handle tries the whole row (one round trip, none at its exit)."""
     Noted.insert1({"k": 0, "note": "taken", "signal": np.zeros(3)})
     reached: list[int] = []
@@ -191,10 +192,10 @@ def test_a_row_tried_at_its_first_handle_is_refused_before_its_bytes(Noted, dj_l
         noted_row(batch, 3, "third", reached=reached)
     assert "already in" not in str(other_index.value) and reached == [1, 3]
     assert sorted(Noted.to_arrays("k").tolist()) == [0, 1, 3]
-    assert len(store_files(dj_local_store)) == 3 and lease_files(dj_local_store) == []
+    assert len(store_files(djstaged_local_store)) == 3 and lease_files(djstaged_local_store) == []
 
 
-def test_a_row_changed_after_its_first_handle_is_checked_again_at_its_exit(Noted, dj_local_store):
+def test_a_row_changed_after_its_first_handle_is_checked_again_at_its_exit(Noted, djstaged_local_store):
     Noted.insert1({"k": 0, "note": "taken", "signal": np.zeros(3)})
     with dj_staged.staged_insert(Noted) as batch:
         noted_row(batch, 1, "first")
@@ -204,4 +205,4 @@ def test_a_row_changed_after_its_first_handle_is_checked_again_at_its_exit(Noted
         with pytest.raises(psycopg2.errors.StringDataRightTruncation):
             noted_row(batch, 4, "fourth", note_after="far too long for eight")
     assert {(r["k"], r["note"]) for r in Noted.to_dicts()} == {(0, "taken"), (1, "first"), (2, "second")}
-    assert len(store_files(dj_local_store)) == 3 and lease_files(dj_local_store) == []
+    assert len(store_files(djstaged_local_store)) == 3 and lease_files(djstaged_local_store) == []

@@ -14,8 +14,10 @@ from __future__ import annotations
 import datajoint as dj
 import psycopg2
 import pytest
-from conftest import Party, store_files, wait_for_lock_waiter, wait_for_session_end
+from support.database import wait_for_lock_waiter, wait_for_session_end
 from support.pgproxy import connect_datajoint_through
+from support.races import Party
+from support.stores import store_files
 
 import dj_staged
 import dj_staged.gc
@@ -37,11 +39,11 @@ def kind(request) -> str:
 
 
 @pytest.fixture
-def tables(proxy, dj_schema, elsewhere, store, kind):
+def tables(proxy, djstaged_schema, elsewhere, store, kind):
     """The same table twice: through the proxy for the writer, and on a second session for the other party."""
     definition = f"item_id : int32\n---\ncontent : {FIELD[kind].format(store=store.name)}\n"
     connection = connect_datajoint_through(proxy)
-    writer = dj.Schema(dj_schema.database, connection=connection, create_schema=False)
+    writer = dj.Schema(djstaged_schema.database, connection=connection, create_schema=False)
     ours = writer(type("Item", (dj.Manual,), {"definition": definition}))
     theirs = elsewhere(type("Item", (dj.Manual,), {"definition": definition}))
     yield ours, theirs
@@ -52,7 +54,7 @@ def stage(table) -> None:
     """A staged insert of ``OURS`` under key 1.
 
     Its ``CommitRecoveredWarning`` is not checked here: warnings filters are process-wide, and DataJoint's
-    queries in the test's own thread swap them meanwhile (tests/test_ambiguous.py checks it).
+    queries in the test's own thread swap them meanwhile (tests/session/test_ambiguous.py checks it).
     """
     with dj_staged.staged_insert1(table) as staged:
         staged.rec["item_id"] = 1
@@ -69,7 +71,7 @@ def referenced(table) -> set[str]:
     return {value["path"] for (value,) in table.connection.query(f"SELECT content FROM {table.full_table_name}")}
 
 
-def commit_waits_then_cut(proxy, ours, theirs, dj_schema, *, their_row: bool = False) -> Party:
+def commit_waits_then_cut(proxy, ours, theirs, djstaged_schema, *, their_row: bool = False) -> Party:
     """When the writer reaches its commit, the other session takes key 1 and holds it; the writer's commit
     statement waits for that row lock; then the writer's connection is cut.
 
@@ -87,30 +89,32 @@ def commit_waits_then_cut(proxy, ours, theirs, dj_schema, *, their_row: bool = F
     with steps.observe("writer.commit", take_the_key):
         writer = Party("writer", stage, ours)
         writer.start()
-        wait_for_lock_waiter(dj_schema.connection, locktype="transactionid")  # the commit waits for the row lock
+        wait_for_lock_waiter(djstaged_schema.connection, locktype="transactionid")  # the commit waits for the row lock
     assert proxy.kill_connections() >= 1
     return writer
 
 
-def test_the_other_session_rolls_back_and_the_waiting_commit_stands(proxy, tables, dj_schema, store, monkeypatch):
+def test_the_other_session_rolls_back_and_the_waiting_commit_stands(proxy, tables, djstaged_schema, store, monkeypatch):
     monkeypatch.setenv(CLIENT_CHECK, "0")  # the server keeps the orphaned statement waiting, as by default
     ours, theirs = tables
-    writer = commit_waits_then_cut(proxy, ours, theirs, dj_schema)
-    wait_for_lock_waiter(dj_schema.connection)  # the writer waits for its lease key, held by that transaction
+    writer = commit_waits_then_cut(proxy, ours, theirs, djstaged_schema)
+    wait_for_lock_waiter(djstaged_schema.connection)  # the writer waits for its lease key, held by that transaction
     assert writer.is_alive()
     theirs.connection.cancel_transaction()
     writer.outcome()
     assert content(ours) == OURS
     assert set(store_files(store)) == referenced(ours)  # the row's objects, nothing staged left over
-    assert dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False).deleted == 0
+    assert dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0, dry_run=False).deleted == 0
     assert content(theirs) == OURS
 
 
-def test_the_other_session_commits_and_the_writer_gets_a_duplicate_error(proxy, tables, dj_schema, store, monkeypatch):
+def test_the_other_session_commits_and_the_writer_gets_a_duplicate_error(
+    proxy, tables, djstaged_schema, store, monkeypatch
+):
     monkeypatch.setenv(CLIENT_CHECK, "0")
     ours, theirs = tables
-    writer = commit_waits_then_cut(proxy, ours, theirs, dj_schema, their_row=True)
-    wait_for_lock_waiter(dj_schema.connection)
+    writer = commit_waits_then_cut(proxy, ours, theirs, djstaged_schema, their_row=True)
+    wait_for_lock_waiter(djstaged_schema.connection)
     theirs.connection.commit_transaction()
     with pytest.raises(dj.errors.DuplicateError, match="another row with the same primary key"):
         writer.outcome()
@@ -118,31 +122,33 @@ def test_the_other_session_commits_and_the_writer_gets_a_duplicate_error(proxy, 
     assert set(store_files(store, leases=True)) == referenced(theirs)  # the writer's objects and lease are gone
 
 
-def test_past_the_bound_the_outcome_is_ambiguous_and_nothing_is_deleted(proxy, tables, dj_schema, store, monkeypatch):
+def test_past_the_bound_the_outcome_is_ambiguous_and_nothing_is_deleted(
+    proxy, tables, djstaged_schema, store, monkeypatch
+):
     monkeypatch.setenv(CLIENT_CHECK, "0")
     monkeypatch.setenv(COMMIT_WAIT, "0.2")
     ours, theirs = tables
-    writer = commit_waits_then_cut(proxy, ours, theirs, dj_schema)
+    writer = commit_waits_then_cut(proxy, ours, theirs, djstaged_schema)
     with pytest.raises(AmbiguousCommitError, match=COMMIT_WAIT) as raised:
         writer.outcome()
     assert raised.value.keys == [{"item_id": 1}]
     kept = set(store_files(store))
-    (lease,) = scan_leases(resolve_store(store.name, dj.config), dj_schema.database)
+    (lease,) = scan_leases(resolve_store(store.name, dj.config), djstaged_schema.database)
     theirs.connection.cancel_transaction()  # the orphaned statement goes on, and commits
-    wait_for_session_end(dj_schema.connection, lease.db_pid)
+    wait_for_session_end(djstaged_schema.connection, lease.db_pid)
     assert content(theirs) == OURS  # the row the writer could not confirm has every object it references
     assert referenced(theirs) <= kept
-    report = dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False)
+    report = dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0, dry_run=False)
     assert sum(s.deleted for s in report.sections if s.section != "leases") == 0
     assert set(store_files(store, leases=True)) == referenced(theirs)
 
 
-def test_the_server_aborts_a_statement_whose_client_is_gone(proxy, tables, dj_schema, store, monkeypatch):
+def test_the_server_aborts_a_statement_whose_client_is_gone(proxy, tables, djstaged_schema, store, monkeypatch):
     """With ``client_connection_check_interval`` set on the writer's session, the server ends the orphaned
     statement by itself; the writer finds its row absent, unwinds, and the other row is untouched."""
     monkeypatch.setenv(CLIENT_CHECK, "0.1")
     ours, theirs = tables
-    writer = commit_waits_then_cut(proxy, ours, theirs, dj_schema, their_row=True)
+    writer = commit_waits_then_cut(proxy, ours, theirs, djstaged_schema, their_row=True)
     with pytest.raises((psycopg2.OperationalError, psycopg2.InterfaceError, dj.errors.LostConnectionError)):
         writer.outcome()
     theirs.connection.commit_transaction()

@@ -18,10 +18,10 @@ import datajoint as dj
 import numpy as np
 import pytest
 import zarr
-from conftest import declare
 from datajoint.staged_insert import staged_insert1 as datajoint_staged_insert1
 from datajoint.table import Table
 from support.child import PausableChild
+from support.tables import declare
 
 import dj_staged
 from dj_staged.session.enable import BoundStagedInsert, BoundStagedInsert1
@@ -43,8 +43,8 @@ def test_import_changes_nothing():
     assert out.stdout.strip() == "unchanged"
 
 
-def test_enable_is_idempotent_and_reversible(restore, dj_schema, dj_local_store):
-    Table_ = declare(dj_schema, "Arr", "k : int32\n---\narr : <npy@main>")
+def test_enable_is_idempotent_and_reversible(restore, djstaged_schema, djstaged_local_store):
+    Table_ = declare(djstaged_schema, "Arr", "k : int32\n---\narr : <npy@main>")
     original = Table.__dict__["staged_insert1"]
     dj_staged.enable()
     dj_staged.enable()
@@ -79,9 +79,9 @@ def test_enable_disable_from_many_threads(restore):
     assert Table.__dict__["staged_insert1"] is original
 
 
-def test_existing_object_staged_code_runs_unchanged(restore, dj_schema, dj_local_store):
+def test_existing_object_staged_code_runs_unchanged(restore, djstaged_schema, djstaged_local_store):
     """DataJoint 2.3.5's documented <object@> staged-insert code, run before and after enable()."""
-    Rec = declare(dj_schema, "Imaging", "subject_id : int32\nsession_id : int32\n---\nraw_data : <object@main>")
+    Rec = declare(djstaged_schema, "Imaging", "subject_id : int32\nsession_id : int32\n---\nraw_data : <object@main>")
 
     def datajoint_example(session_id):
         with Rec.staged_insert1 as staged:
@@ -180,9 +180,9 @@ def test_introspection_needs_no_database(monkeypatch, tmp_path):
     assert seen["opened"] == "AssertionError"  # DataJoint's check that the table has a connection, at the open
 
 
-def test_help_on_tables_bound_to_a_schema(restore, dj_schema, dj_local_store):
+def test_help_on_tables_bound_to_a_schema(restore, djstaged_schema, djstaged_local_store):
     """As DataJoint's own test_declare.py::test_class_help and ::test_instance_help, after enable()."""
-    Table_ = declare(dj_schema, "Helped", "k : int32\n---\narr : <npy@main>")
+    Table_ = declare(djstaged_schema, "Helped", "k : int32\n---\narr : <npy@main>")
     dj_staged.enable()
     with contextlib.redirect_stdout(io.StringIO()) as shown:
         help(Table_)
@@ -194,8 +194,8 @@ def test_help_on_tables_bound_to_a_schema(restore, dj_schema, dj_local_store):
     assert Table_.definition in Table_.__doc__
 
 
-def test_inert_objects_open_working_blocks(restore, dj_schema, dj_local_store):
-    Table_ = declare(dj_schema, "Opened", "k : int32\n---\narr : <npy@main>")
+def test_inert_objects_open_working_blocks(restore, djstaged_schema, djstaged_local_store):
+    Table_ = declare(djstaged_schema, "Opened", "k : int32\n---\narr : <npy@main>")
     dj_staged.enable()
 
     def row(staged, k):

@@ -11,7 +11,8 @@ from pathlib import Path
 import datajoint as dj
 import numpy as np
 import pytest
-from conftest import attempt, declare, lease_files, store_files
+from support.stores import lease_files, store_files
+from support.tables import attempt, declare
 
 import dj_staged
 from dj_staged.errors import HandleModeError, InvalidPathError, NotParticipatingError, StagedInsertError
@@ -33,63 +34,63 @@ KEY = {"subject": "m1", "session": 1}
 
 
 @pytest.mark.parametrize("field", ["../raw", "raw/../raw", "/etc/passwd", "raw\x00", "r" * 10_000, "ｒａｗ", "raw "])
-def test_crafted_field_names(Mixed, dj_local_store, outside, field):
+def test_crafted_field_names(Mixed, djstaged_local_store, outside, field):
     with pytest.raises(NotParticipatingError):
         attempt(Mixed, KEY, lambda s: s.open(field, ".bin"))
-    assert store_files(dj_local_store, leases=True) == [] and len(Mixed()) == 0
+    assert store_files(djstaged_local_store, leases=True) == [] and len(Mixed()) == 0
 
 
 @pytest.mark.parametrize(
     "filename",
     ["..", "../x.pdf", "/etc/passwd", "a\x00b", "a\\b", "x" * 300, "a／b", "．．", "\u2024\u2024", "sub/x.pdf", ""],
 )
-def test_crafted_attachment_filenames(Mixed, dj_local_store, outside, filename):
+def test_crafted_attachment_filenames(Mixed, djstaged_local_store, outside, filename):
     with pytest.raises(InvalidPathError):
         attempt(Mixed, KEY, lambda s: s.set_filename("doc", filename))
-    assert store_files(dj_local_store, leases=True) == [] and len(Mixed()) == 0
+    assert store_files(djstaged_local_store, leases=True) == [] and len(Mixed()) == 0
 
 
 @pytest.mark.parametrize("ext", ["\u2024zarr", ".zarr\n", " .zarr", ".zarr/", ".zarr/../..", ".%2e", ".ﬀ", ".٣"])
-def test_more_crafted_extensions(Mixed, dj_local_store, outside, ext):
+def test_more_crafted_extensions(Mixed, djstaged_local_store, outside, ext):
     with pytest.raises(InvalidPathError):
         attempt(Mixed, KEY, lambda s: s.store("raw", ext))
-    assert store_files(dj_local_store, leases=True) == []
+    assert store_files(djstaged_local_store, leases=True) == []
 
 
 @pytest.mark.parametrize("ext", [b".zarr", Path(".zarr"), 3])
-def test_non_string_extension(Mixed, dj_local_store, ext):
+def test_non_string_extension(Mixed, djstaged_local_store, ext):
     with pytest.raises(InvalidPathError):
         attempt(Mixed, KEY, lambda s: s.store("raw", ext))
-    assert store_files(dj_local_store, leases=True) == []
+    assert store_files(djstaged_local_store, leases=True) == []
 
 
 @pytest.mark.parametrize("subject", ["．．", "\u2024\u2024", "%2e%2e", "~", ".", "a/../../b", "\u202e../x", "c:\\x"])
-def test_more_crafted_primary_keys_stay_in_the_field_directory(Mixed, dj_local_store, outside, subject):
+def test_more_crafted_primary_keys_stay_in_the_field_directory(Mixed, djstaged_local_store, outside, subject):
     with dj_staged.staged_insert1(Mixed) as staged:
         staged.rec.update(subject=subject, session=1)
         with staged.open("raw", ".bin") as f:
             f.write(b"content")
     path = Mixed.fetch1("raw").path
-    root = Path(dj_local_store.spec["location"]).resolve()
+    root = Path(djstaged_local_store.spec["location"]).resolve()
     assert (root / path).resolve().is_relative_to(root / "_schema" / Mixed.database / Mixed.table_name)
-    assert store_files(dj_local_store, leases=True) == [path]
+    assert store_files(djstaged_local_store, leases=True) == [path]
 
 
-def test_partitioned_primary_key_stays_in_the_store(dj_schema, dj_local_store, outside):
-    dj.config.stores["main"] = {**dj_local_store.spec, "partition_pattern": "{subject}"}
-    Table = declare(dj_schema, "Parted", "subject : varchar(64)\n---\nraw : <object@main>")
+def test_partitioned_primary_key_stays_in_the_store(djstaged_schema, djstaged_local_store, outside):
+    dj.config.stores["main"] = {**djstaged_local_store.spec, "partition_pattern": "{subject}"}
+    Table = declare(djstaged_schema, "Parted", "subject : varchar(64)\n---\nraw : <object@main>")
     with dj_staged.staged_insert1(Table) as staged:
         staged.rec["subject"] = "../../../etc"
         with staged.open("raw", ".bin") as f:
             f.write(b"x")
     path = Table.fetch1("raw").path
-    root = Path(dj_local_store.spec["location"]).resolve()
+    root = Path(djstaged_local_store.spec["location"]).resolve()
     assert (root / path).resolve().is_relative_to(root / "_schema")
-    assert store_files(dj_local_store, leases=True) == [path]
+    assert store_files(djstaged_local_store, leases=True) == [path]
 
 
-def test_store_location_that_is_a_file(dj_schema, dj_local_store, tmp_path):
-    Table = declare(dj_schema, "Filed", "k : int32\n---\nraw : <object@main>")
+def test_store_location_that_is_a_file(djstaged_schema, djstaged_local_store, tmp_path):
+    Table = declare(djstaged_schema, "Filed", "k : int32\n---\nraw : <object@main>")
     location = tmp_path / "not-a-directory"
     location.write_bytes(b"precious")
     dj.config.stores["main"] = {"protocol": "file", "location": str(location)}
@@ -101,8 +102,8 @@ def test_store_location_that_is_a_file(dj_schema, dj_local_store, tmp_path):
     assert location.read_bytes() == b"precious" and len(Table()) == 0
 
 
-def test_read_only_store_is_a_clear_error(dj_schema, dj_faulty_store):
-    Table = declare(dj_schema, "ReadOnly", "k : int32\n---\nraw : <object@main>\narr : <npy@main>")
+def test_read_only_store_is_a_clear_error(djstaged_schema, dj_faulty_store):
+    Table = declare(djstaged_schema, "ReadOnly", "k : int32\n---\nraw : <object@main>\narr : <npy@main>")
     dj_faulty_store.plan.read_only()
     for call in (lambda s: s.open("raw", ".bin"), lambda s: s.open("arr", ".npy")):
         with pytest.raises(OSError, match="Read-only file system"):
@@ -110,17 +111,17 @@ def test_read_only_store_is_a_clear_error(dj_schema, dj_faulty_store):
     assert store_files(dj_faulty_store, leases=True) == [] and len(Table()) == 0
 
 
-def test_write_after_the_handle_was_closed_inside_the_block(Mixed, dj_local_store):
+def test_write_after_the_handle_was_closed_inside_the_block(Mixed, djstaged_local_store):
     with pytest.raises(ValueError, match="closed file"), dj_staged.staged_insert1(Mixed) as staged:
         staged.rec.update(KEY)
         f = staged.open("raw", ".bin")
         f.write(b"first")
         f.close()
         f.write(b"after close")
-    assert store_files(dj_local_store, leases=True) == [] and len(Mixed()) == 0
+    assert store_files(djstaged_local_store, leases=True) == [] and len(Mixed()) == 0
 
 
-def test_write_through_a_kept_handle_after_the_block(Mixed, dj_local_store):
+def test_write_through_a_kept_handle_after_the_block(Mixed, djstaged_local_store):
     with dj_staged.staged_insert1(Mixed) as staged:
         staged.rec.update(KEY)
         kept = staged.open("raw", ".bin")
@@ -133,7 +134,7 @@ def test_write_through_a_kept_handle_after_the_block(Mixed, dj_local_store):
 
 
 @pytest.mark.parametrize("ending", ["clean", "exception", "interrupt"])
-def test_session_used_after_the_block(Mixed, dj_local_store, ending):
+def test_session_used_after_the_block(Mixed, djstaged_local_store, ending):
     with pytest.raises((RuntimeError, KeyboardInterrupt)) if ending != "clean" else _nothing():
         with dj_staged.staged_insert1(Mixed) as staged:
             staged.rec.update(KEY)
@@ -143,7 +144,7 @@ def test_session_used_after_the_block(Mixed, dj_local_store, ending):
                 raise RuntimeError("boom")
             if ending == "interrupt":
                 raise KeyboardInterrupt
-    files = store_files(dj_local_store, leases=True)
+    files = store_files(djstaged_local_store, leases=True)
     for use in (
         lambda: staged.open("raw", ".bin"),
         lambda: staged.store("raw", ".zarr"),
@@ -153,9 +154,9 @@ def test_session_used_after_the_block(Mixed, dj_local_store, ending):
     ):
         with pytest.raises(HandleModeError):
             use()
-    assert store_files(dj_local_store, leases=True) == files
+    assert store_files(djstaged_local_store, leases=True) == files
     # an interrupted block cleans up nothing in-process: its lease stays, abandoned, naming what it wrote
-    assert bool(lease_files(dj_local_store)) == (ending == "interrupt")
+    assert bool(lease_files(djstaged_local_store)) == (ending == "interrupt")
     assert len(Mixed()) == (1 if ending == "clean" else 0)
 
 

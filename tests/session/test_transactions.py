@@ -16,7 +16,8 @@ import datajoint as dj
 import numpy as np
 import psycopg2
 import pytest
-from conftest import declare, lease_files, store_files
+from support.stores import lease_files, store_files
+from support.tables import declare
 
 import dj_staged
 from dj_staged import steps
@@ -29,9 +30,9 @@ class Abort(Exception):
 
 
 @pytest.fixture
-def pipeline(dj_schema, store):
+def pipeline(djstaged_schema, store):
     """``Session`` (manual) -> ``Trace`` (computed, a staged <npy@> and <hash@>), with make() behaviour per test."""
-    Session = declare(dj_schema, "Session", "session_id : int32")
+    Session = declare(djstaged_schema, "Session", "session_id : int32")
     behaviour = {"mode": "ok"}
 
     class Trace(dj.Computed):
@@ -57,7 +58,7 @@ def pipeline(dj_schema, store):
             if mode == "after":
                 raise Abort("after a clean block")
 
-    Trace = dj_schema(Trace, context={"Session": Session})
+    Trace = djstaged_schema(Trace, context={"Session": Session})
     Session.insert([{"session_id": i} for i in (1, 2)])
     return Session, Trace, behaviour
 
@@ -93,8 +94,8 @@ def test_populate_rolled_back_removes_the_objects_at_once(pipeline, store, mode)
     assert not held_lease_keys(Trace.connection)
 
 
-def test_rollback_never_removes_a_hash_object_that_existed_before(dj_schema, store):
-    Table = declare(dj_schema, "Shared", f"k : int32\n---\nv : <hash@{store.name}>")
+def test_rollback_never_removes_a_hash_object_that_existed_before(djstaged_schema, store):
+    Table = declare(djstaged_schema, "Shared", f"k : int32\n---\nv : <hash@{store.name}>")
     Table.insert1({"k": 1, "v": b"shared content"})
     before = store_files(store)
     with pytest.raises(Abort), Table.connection.transaction:
@@ -111,8 +112,8 @@ def test_rollback_never_removes_a_hash_object_that_existed_before(dj_schema, sto
     assert Table.fetch1("v") == b"shared content"
 
 
-def test_user_transaction_committed_keeps_rows_and_objects(dj_schema, store):
-    Table = declare(dj_schema, "Pair", f"k : int32\n---\nv : <hash@{store.name}>\nw : <object@{store.name}>")
+def test_user_transaction_committed_keeps_rows_and_objects(djstaged_schema, store):
+    Table = declare(djstaged_schema, "Pair", f"k : int32\n---\nv : <hash@{store.name}>\nw : <object@{store.name}>")
     with Table.connection.transaction:
         for k in (1, 2):
             with dj_staged.staged_insert1(Table) as staged:
@@ -126,8 +127,8 @@ def test_user_transaction_committed_keeps_rows_and_objects(dj_schema, store):
     assert [(r["v"], r["w"].read()) for r in Table.to_dicts()] == [(b"\x01" * 100, b"w"), (b"\x02" * 100, b"ww")]
 
 
-def test_disable_refuses_while_a_transaction_holds_staged_rows(dj_schema, store):
-    Table = declare(dj_schema, "Pending", f"k : int32\n---\nv : <hash@{store.name}>")
+def test_disable_refuses_while_a_transaction_holds_staged_rows(djstaged_schema, store):
+    Table = declare(djstaged_schema, "Pending", f"k : int32\n---\nv : <hash@{store.name}>")
     dj_staged.enable()
     try:
         with Table.connection.transaction:
@@ -181,8 +182,8 @@ def test_allow_direct_insert_permits_it(pipeline, store, form):
     assert len(Trace()) == 1
 
 
-def test_a_key_already_in_the_table_is_refused_before_the_first_byte(dj_schema, store):
-    Table = declare(dj_schema, "Taken", f"k : int32\n---\nv : <hash@{store.name}>")
+def test_a_key_already_in_the_table_is_refused_before_the_first_byte(djstaged_schema, store):
+    Table = declare(djstaged_schema, "Taken", f"k : int32\n---\nv : <hash@{store.name}>")
     Table.insert1({"k": 1, "v": b"first"})
     before = store_files(store)
     reached = []
@@ -203,9 +204,9 @@ def test_a_key_already_in_the_table_is_refused_before_the_first_byte(dj_schema, 
     ],
     ids=["missing", "unknown", "wrong-type", "too-long"],
 )
-def test_what_the_insert_would_refuse_is_refused_before_hashing_or_promoting(dj_schema, store, plain, error):
+def test_what_the_insert_would_refuse_is_refused_before_hashing_or_promoting(djstaged_schema, store, plain, error):
     definition = f"k : int32\n---\nnote : varchar(8)\ncount = 0 : int32\nv : <blob@{store.name}>"
-    Table = declare(dj_schema, "Checked", definition)
+    Table = declare(djstaged_schema, "Checked", definition)
     promoted = []
     with steps.observe("writer.promote", lambda **context: promoted.append(context)):
         with pytest.raises(error), dj_staged.staged_insert1(Table) as staged:
@@ -220,8 +221,8 @@ def test_what_the_insert_would_refuse_is_refused_before_hashing_or_promoting(dj_
 
 
 @pytest.mark.parametrize("codec", ["object", "hash", "blob", "attach"])
-def test_an_empty_open_handle_is_an_empty_value(dj_schema, store, codec, tmp_path):
-    Table = declare(dj_schema, "Empty", f"k : int32\n---\nv : <{codec}@{store.name}>")
+def test_an_empty_open_handle_is_an_empty_value(djstaged_schema, store, codec, tmp_path):
+    Table = declare(djstaged_schema, "Empty", f"k : int32\n---\nv : <{codec}@{store.name}>")
     with dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         if codec == "attach":
@@ -241,8 +242,8 @@ def test_an_empty_open_handle_is_an_empty_value(dj_schema, store, codec, tmp_pat
 
 
 @pytest.mark.parametrize("codec, ext, error", [("npy", ".npy", ContentError), ("zarr", ".zarr", NothingWrittenError)])
-def test_an_empty_value_that_is_not_a_value_is_refused(dj_schema, store, codec, ext, error):
-    Table = declare(dj_schema, "NotAValue", f"k : int32\n---\nv : <{codec}@{store.name}>")
+def test_an_empty_value_that_is_not_a_value_is_refused(djstaged_schema, store, codec, ext, error):
+    Table = declare(djstaged_schema, "NotAValue", f"k : int32\n---\nv : <{codec}@{store.name}>")
     with pytest.raises(error) as raised, dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         if codec == "zarr":
@@ -252,8 +253,8 @@ def test_an_empty_value_that_is_not_a_value_is_refused(dj_schema, store, codec, 
     assert raised.value.field == "v" and len(Table()) == 0 and store_files(store) == []
 
 
-def test_a_store_handle_with_nothing_written_is_refused(dj_schema, store):
-    Table = declare(dj_schema, "NoDirectory", f"k : int32\n---\nv : <object@{store.name}>")
+def test_a_store_handle_with_nothing_written_is_refused(djstaged_schema, store):
+    Table = declare(djstaged_schema, "NoDirectory", f"k : int32\n---\nv : <object@{store.name}>")
     with pytest.raises(NothingWrittenError), dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         staged.store("v", ".zarr")
@@ -263,8 +264,8 @@ def test_a_store_handle_with_nothing_written_is_refused(dj_schema, store):
 # --- keys compared as the table types them ----------------------------------------------------------
 
 
-def test_the_same_key_typed_two_ways_is_refused_at_the_second_handle(dj_schema, store):
-    Table = declare(dj_schema, "Typed", f"k : int32\n---\nv : <hash@{store.name}>")
+def test_the_same_key_typed_two_ways_is_refused_at_the_second_handle(djstaged_schema, store):
+    Table = declare(djstaged_schema, "Typed", f"k : int32\n---\nv : <hash@{store.name}>")
     reached = []
     with dj_staged.staged_insert(Table) as batch:
         with batch.row() as staged:
@@ -303,10 +304,12 @@ def test_a_collection_between_the_block_and_populates_commit_takes_nothing(pipel
         assert row["digest"] == f"digest of session {session_id}".encode()
 
 
-def test_an_interrupted_block_is_reclaimed_by_the_next_default_gc_delete(dj_schema, store):
+def test_an_interrupted_block_is_reclaimed_by_the_next_default_gc_delete(djstaged_schema, store):
     from dj_staged.cli import main
 
-    Table = declare(dj_schema, "Interrupted", f"k : int32\n---\nv : <hash@{store.name}>\nw : <object@{store.name}>")
+    Table = declare(
+        djstaged_schema, "Interrupted", f"k : int32\n---\nv : <hash@{store.name}>\nw : <object@{store.name}>"
+    )
     with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Table) as staged:
         staged.rec["k"] = 1
         with staged.open("v", ".bin") as f:
@@ -315,5 +318,5 @@ def test_an_interrupted_block_is_reclaimed_by_the_next_default_gc_delete(dj_sche
             f.write(b"never committed either")
         raise KeyboardInterrupt  # a notebook's stop button
     assert len(store_files(store)) == 2
-    assert main(["gc", "--schema", dj_schema.database, "--store", store.name, "--delete"]) == 0  # default grace
+    assert main(["gc", "--schema", djstaged_schema.database, "--store", store.name, "--delete"]) == 0  # default grace
     assert store_files(store, leases=True) == []

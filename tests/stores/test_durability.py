@@ -17,7 +17,8 @@ import datajoint as dj
 import numpy as np
 import pytest
 import zarr
-from conftest import declare, store_files
+from support.stores import store_files
+from support.tables import declare
 
 import dj_staged
 from dj_staged import steps
@@ -75,15 +76,15 @@ def identity(path: Path) -> tuple[int, int]:
 
 
 def test_every_file_and_directory_a_row_references_is_synced_before_its_insert(
-    dj_schema, dj_local_store, synced, tmp_path
+    djstaged_schema, djstaged_local_store, synced, tmp_path
 ):
-    Table = declare(dj_schema, "Durable", DEFINITION)
+    Table = declare(djstaged_schema, "Durable", DEFINITION)
     at_commit: list[int] = []
     with steps.observe("writer.commit", lambda **context: at_commit.append(len(synced))):
         stage_everything(Table)
     before = set(synced[: at_commit[0]])
-    root = Path(dj_local_store.spec["location"])
-    files = [root / p for p in store_files(dj_local_store)]
+    root = Path(djstaged_local_store.spec["location"])
+    files = [root / p for p in store_files(djstaged_local_store)]
     assert len(files) == 9  # npy, raw, zarr.json + 4 chunks, the hash, attach and blob objects (2 of them hashed)
     assert [f for f in files if identity(f) not in before] == []
     folders = {folder for f in files for folder in f.relative_to(root).parents if folder != Path(".")}
@@ -94,14 +95,14 @@ def test_every_file_and_directory_a_row_references_is_synced_before_its_insert(
     assert fetched["payload"] == b"blob bytes" and fetched["raw"].read() == b"raw bytes" * 100
 
 
-def test_turned_off_nothing_is_synced(dj_schema, dj_local_store, synced, monkeypatch):
+def test_turned_off_nothing_is_synced(djstaged_schema, djstaged_local_store, synced, monkeypatch):
     monkeypatch.setenv("DJ_STAGED_DURABLE", "0")
-    Table = declare(dj_schema, "Scratch", DEFINITION)
+    Table = declare(djstaged_schema, "Scratch", DEFINITION)
     stage_everything(Table)
     assert synced == [] and len(Table()) == 1
 
 
-def test_a_disk_that_fails_to_sync_fails_the_commit(dj_schema, dj_local_store, monkeypatch):
+def test_a_disk_that_fails_to_sync_fails_the_commit(djstaged_schema, djstaged_local_store, monkeypatch):
     """An fsync error means the bytes may not be on disk: nothing is inserted and nothing is left."""
     real = os.fsync
     broken = OSError(errno.EIO, "Input/output error")
@@ -112,16 +113,16 @@ def test_a_disk_that_fails_to_sync_fails_the_commit(dj_schema, dj_local_store, m
         real(descriptor)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    Table = declare(dj_schema, "Failing", DEFINITION)
+    Table = declare(djstaged_schema, "Failing", DEFINITION)
     with pytest.raises(OSError) as raised:
         stage_everything(Table)
     assert raised.value is broken
-    assert len(Table()) == 0 and store_files(dj_local_store) == []
+    assert len(Table()) == 0 and store_files(djstaged_local_store) == []
 
 
-def test_a_batch_syncs_every_row_once_before_its_one_insert(dj_schema, dj_local_store, synced):
+def test_a_batch_syncs_every_row_once_before_its_one_insert(djstaged_schema, djstaged_local_store, synced):
     """Rows are synced together at the commit; a row that unwound inside the batch leaves nothing to sync."""
-    Table = declare(dj_schema, "Trials", "trial : int32\n---\nsignal : <npy@main>\ncontent : <hash@main>")
+    Table = declare(djstaged_schema, "Trials", "trial : int32\n---\nsignal : <npy@main>\ncontent : <hash@main>")
     at_commit: list[int] = []
     with steps.observe("writer.commit", lambda **context: at_commit.append(len(synced))):
         with dj_staged.staged_insert(Table) as batch:
@@ -139,21 +140,23 @@ def test_a_batch_syncs_every_row_once_before_its_one_insert(dj_schema, dj_local_
                     pass
             assert synced == []  # nothing synced while the rows were written
     assert len(at_commit) == 1 and len(synced) == at_commit[0]
-    root = Path(dj_local_store.spec["location"])
-    files = [root / p for p in store_files(dj_local_store)]
+    root = Path(djstaged_local_store.spec["location"])
+    files = [root / p for p in store_files(djstaged_local_store)]
     assert len(files) == 6 and {identity(f) for f in files} <= set(synced)
     assert len(synced) == len(set(synced))  # each file and directory once, however many rows share it
     assert sorted(row["trial"] for row in Table.to_dicts()) == [0, 1, 3]
 
 
-def test_a_plan_of_many_entries_is_one_syncfs_per_filesystem(dj_schema, dj_local_store, synced, monkeypatch):
+def test_a_plan_of_many_entries_is_one_syncfs_per_filesystem(
+    djstaged_schema, djstaged_local_store, synced, monkeypatch
+):
     """A batch of many small rows syncs its filesystem once instead of an fsync per file and directory."""
     from dj_staged import durability
 
     calls: list[str] = []
     real = durability.syncfs
     monkeypatch.setattr(durability, "syncfs", lambda path: (calls.append(path), real(path))[1])
-    Table = declare(dj_schema, "Many", "trial : int32\n---\nsignal : <npy@main>")
+    Table = declare(djstaged_schema, "Many", "trial : int32\n---\nsignal : <npy@main>")
     at_commit: list[int] = []
     with steps.observe("writer.commit", lambda **context: at_commit.append(len(calls))):
         with dj_staged.staged_insert(Table) as batch:
@@ -163,7 +166,7 @@ def test_a_plan_of_many_entries_is_one_syncfs_per_filesystem(dj_schema, dj_local
                     with staged.open("signal", ".npy") as f:
                         np.save(f, np.full(4, trial))
     assert at_commit == [1] and synced == []  # one syncfs before the insert, no fsync at all
-    assert Path(calls[0]).is_relative_to(dj_local_store.spec["location"])
+    assert Path(calls[0]).is_relative_to(djstaged_local_store.spec["location"])
     assert len(Table()) == durability.MANY
 
 
@@ -182,11 +185,11 @@ def folders_synced_for(Table, key: int, root: Path, synced: list) -> set[Path]:
     return {p.relative_to(root) for p in folders if identity(p) in synced}
 
 
-def test_a_folder_already_synced_is_not_synced_again(dj_schema, dj_local_store, synced):
+def test_a_folder_already_synced_is_not_synced_again(djstaged_schema, djstaged_local_store, synced):
     """The second row under a table fsyncs its file, its own new folder and the table's folder (which gained
     it), not the folders above, whose entries the first row's commit made durable."""
-    Table = declare(dj_schema, "Signals", "k : int32\n---\nsignal : <npy@main>")
-    root = Path(dj_local_store.spec["location"])
+    Table = declare(djstaged_schema, "Signals", "k : int32\n---\nsignal : <npy@main>")
+    root = Path(djstaged_local_store.spec["location"])
     first = folders_synced_for(Table, 1, root, synced)
     second = folders_synced_for(Table, 2, root, synced)
     row_folder = next(p for p in second if p.name == "k=2")
@@ -200,18 +203,18 @@ def test_a_folder_already_synced_is_not_synced_again(dj_schema, dj_local_store, 
     np.testing.assert_array_equal((Table & {"k": 2}).fetch1("signal").load(), np.full(8, 2))
 
 
-def test_a_folder_removed_and_made_again_is_synced_again(dj_schema, dj_local_store, synced):
+def test_a_folder_removed_and_made_again_is_synced_again(djstaged_schema, djstaged_local_store, synced):
     """A schema folder deleted and made again (ext4 reuses its inode number at once) is a new entry in its
     parent: the next row syncs every folder from its own up to that parent, which gained it."""
-    Table = declare(dj_schema, "Signals", "k : int32\n---\nsignal : <npy@main>")
-    root = Path(dj_local_store.spec["location"])
+    Table = declare(djstaged_schema, "Signals", "k : int32\n---\nsignal : <npy@main>")
+    root = Path(djstaged_local_store.spec["location"])
     tracked = directory_identity(str(root)) is not None  # else every folder is synced every time
     folders_synced_for(Table, 1, root, synced)
     second = folders_synced_for(Table, 2, root, synced)
     assert (Path(".") in second) is not tracked
     Table.delete_quick()
     row_folder = next(p for p in second if p.name == "k=2")
-    shutil.rmtree(root / next(p for p in row_folder.parents if p.name == dj_schema.database))
+    shutil.rmtree(root / next(p for p in row_folder.parents if p.name == djstaged_schema.database))
     again = folders_synced_for(Table, 3, root, synced)
     row_folder = next(p for p in again if p.name == "k=3")
     assert again == {row_folder, *row_folder.parents} - ({Path(".")} if tracked else set())

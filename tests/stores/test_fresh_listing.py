@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import zarr
-from conftest import declare
 from datajoint.hash_registry import get_store_backend
+from support.tables import declare
 
 import dj_staged
 from dj_staged._datajoint import full_path
@@ -23,12 +23,12 @@ def stage_movie(table, key: int, value: int) -> None:
         z[:] = value
 
 
-def test_a_listing_cached_meanwhile_does_not_hide_what_zarr_wrote(dj_schema, dj_s3_store):
-    Movie = declare(dj_schema, "Movie", f"movie_id : int32\n---\nmovie : <zarr@{dj_s3_store.name}>")
+def test_a_listing_cached_meanwhile_does_not_hide_what_zarr_wrote(djstaged_schema, djstaged_s3_store):
+    Movie = declare(djstaged_schema, "Movie", f"movie_id : int32\n---\nmovie : <zarr@{djstaged_s3_store.name}>")
     stage_movie(Movie, 1, 1)
     (Movie & {"movie_id": 1}).delete()
-    backend = get_store_backend(dj_s3_store.name)
-    listed = backend.fs.find(full_path(backend, f"_schema/{dj_schema.database}"))  # a user looks around
+    backend = get_store_backend(djstaged_s3_store.name)
+    listed = backend.fs.find(full_path(backend, f"_schema/{djstaged_schema.database}"))  # a user looks around
     assert any(path.endswith("zarr.json") for path in listed)
     stage_movie(Movie, 1, 2)
     np.testing.assert_array_equal((Movie & {"movie_id": 1}).fetch1("movie")[:], np.full((4, 8), 2, dtype="uint8"))

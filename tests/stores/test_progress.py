@@ -18,7 +18,8 @@ import termios
 import textwrap
 
 import pytest
-from conftest import declare, s3_calls
+from support.stores import s3_calls
+from support.tables import declare
 
 import dj_staged
 from dj_staged import progress
@@ -106,14 +107,16 @@ def on_terminal(monkeypatch) -> Terminal:
 
 
 @pytest.fixture
-def LocalArtifact(dj_schema, dj_local_store):
-    return declare(dj_schema, "LocalArtifact", "artifact_id : int32\n---\npayload = null : <blob@main>")
+def LocalArtifact(djstaged_schema, djstaged_local_store):
+    return declare(djstaged_schema, "LocalArtifact", "artifact_id : int32\n---\npayload = null : <blob@main>")
 
 
 @pytest.fixture
-def S3Artifact(dj_schema, dj_s3_store):
+def S3Artifact(djstaged_schema, djstaged_s3_store):
     return declare(
-        dj_schema, "S3Artifact", "artifact_id : int32\n---\npayload = null : <blob@s3>\ncontent = null : <hash@s3>"
+        djstaged_schema,
+        "S3Artifact",
+        "artifact_id : int32\n---\npayload = null : <blob@s3>\ncontent = null : <hash@s3>",
     )
 
 
@@ -143,10 +146,10 @@ def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, monkeypatc
     assert terminal.getvalue() == ""
 
 
-def test_s3_promotion_by_one_copy_shows_a_bar(S3Artifact, dj_s3_store, monkeypatch):
+def test_s3_promotion_by_one_copy_shows_a_bar(S3Artifact, djstaged_s3_store, monkeypatch):
     terminal = on_terminal(monkeypatch)
     data = os.urandom(12 * MIB)
-    with s3_calls(dj_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
+    with s3_calls(djstaged_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
         staged.rec["artifact_id"] = 1
         _write(staged, "content", data)
     assert "promoting" in terminal.getvalue()  # told the size, then that it is done
@@ -154,12 +157,12 @@ def test_s3_promotion_by_one_copy_shows_a_bar(S3Artifact, dj_s3_store, monkeypat
     assert (S3Artifact & "artifact_id=1").fetch1("content") == data
 
 
-def test_s3_promotion_by_parts_shows_a_bar(S3Artifact, dj_s3_store, monkeypatch):
+def test_s3_promotion_by_parts_shows_a_bar(S3Artifact, djstaged_s3_store, monkeypatch):
     terminal = on_terminal(monkeypatch)
     monkeypatch.setattr(promote, "S3_COPY_PART", 5 * MIB)
     monkeypatch.setattr(promote, "S3_PART_COPY", MIB)  # as above 5 GiB, where CopyObject cannot copy
     data = os.urandom(12 * MIB)
-    with s3_calls(dj_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
+    with s3_calls(djstaged_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
         staged.rec["artifact_id"] = 1
         _write(staged, "content", data)
     assert "promoting" in terminal.getvalue()

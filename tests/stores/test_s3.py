@@ -9,8 +9,8 @@ import datajoint as dj
 import numpy as np
 import pytest
 import support.s3
-from conftest import declare
 from datajoint.hash_registry import get_store_backend
+from support.tables import declare
 
 import dj_staged
 import dj_staged.gc
@@ -20,9 +20,9 @@ LATER = 2 * 86400.0
 
 
 @pytest.fixture
-def Recording(dj_schema, dj_s3_store):
+def Recording(djstaged_schema, djstaged_s3_store):
     return declare(
-        dj_schema,
+        djstaged_schema,
         "Recording",
         """
         recording_id : int32
@@ -42,7 +42,7 @@ def bucket_keys(store, leases: bool = False) -> list[str]:
     return keys if leases else [k for k in keys if not k.startswith("_staging/_leases/")]
 
 
-def test_npy_and_object_file_round_trip(Recording, dj_s3_store):
+def test_npy_and_object_file_round_trip(Recording, djstaged_s3_store):
     array = np.arange(12, dtype=np.int16).reshape(3, 4)
     with dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
@@ -53,11 +53,11 @@ def test_npy_and_object_file_round_trip(Recording, dj_s3_store):
     row = Recording.fetch1()
     np.testing.assert_array_equal(row["waveform"].load(), array)
     assert row["raw"].read() == b"s3 bytes" * 1000
-    assert bucket_keys(dj_s3_store) == sorted([row["waveform"].path, row["raw"].path])
-    assert bucket_keys(dj_s3_store, leases=True) == bucket_keys(dj_s3_store)  # leases released
+    assert bucket_keys(djstaged_s3_store) == sorted([row["waveform"].path, row["raw"].path])
+    assert bucket_keys(djstaged_s3_store, leases=True) == bucket_keys(djstaged_s3_store)  # leases released
 
 
-def test_directory_through_store(Recording, dj_s3_store):
+def test_directory_through_store(Recording, djstaged_s3_store):
     with dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("waveform", ".npy") as f:
@@ -68,20 +68,20 @@ def test_directory_through_store(Recording, dj_s3_store):
             fsmap[f"c/{i}/0"] = bytes([i]) * 16
     raw = Recording.fetch1("raw")
     assert raw.is_dir and raw.path.endswith(".zarr")
-    keys = [k for k in bucket_keys(dj_s3_store) if k.startswith(raw.path + "/")]
+    keys = [k for k in bucket_keys(djstaged_s3_store) if k.startswith(raw.path + "/")]
     assert len(keys) == 5
     assert get_store_backend("s3").get_buffer(f"{raw.path}/c/3/0") == bytes([3]) * 16
 
 
 @pytest.mark.parametrize("failure", ["block", "duplicate"])
-def test_exception_leaves_nothing(Recording, dj_s3_store, failure):
+def test_exception_leaves_nothing(Recording, djstaged_s3_store, failure):
     if failure == "duplicate":
         with dj_staged.staged_insert1(Recording) as staged:
             staged.rec["recording_id"] = 1
             with staged.open("waveform", ".npy") as f:
                 np.save(f, np.ones(3))
             staged.store("raw", ".zarr")["zarr.json"] = b"{}"
-    before = bucket_keys(dj_s3_store, leases=True)
+    before = bucket_keys(djstaged_s3_store, leases=True)
     expected = dj.errors.DuplicateError if failure == "duplicate" else RuntimeError
     with pytest.raises(expected), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
@@ -92,43 +92,45 @@ def test_exception_leaves_nothing(Recording, dj_s3_store, failure):
         fsmap["c/0"] = b"chunk"
         if failure == "block":
             raise RuntimeError("acquisition failed")
-    assert bucket_keys(dj_s3_store, leases=True) == before
+    assert bucket_keys(djstaged_s3_store, leases=True) == before
     assert len(Recording()) == (1 if failure == "duplicate" else 0)
 
 
-def test_gc_protects_in_flight_write_and_reclaims_interrupted_one(Recording, dj_schema, dj_s3_store):
+def test_gc_protects_in_flight_write_and_reclaims_interrupted_one(Recording, djstaged_schema, djstaged_s3_store):
     with dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("raw", ".bin") as f:
             f.write(b"in flight")
         in_flight = staged.field("raw").state.path
-        assert len(bucket_keys(dj_s3_store, leases=True)) == 2  # the object and its lease
-        assert in_flight in dj.gc.GarbageCollector(dj_schema, store="s3").collect()["orphaned_schema_paths"]
-        report = dj_staged.gc.collect(dj_schema, store="s3", grace=0, dry_run=False)
+        assert len(bucket_keys(djstaged_s3_store, leases=True)) == 2  # the object and its lease
+        assert in_flight in dj.gc.GarbageCollector(djstaged_schema, store="s3").collect()["orphaned_schema_paths"]
+        report = dj_staged.gc.collect(djstaged_schema, store="s3", grace=0, dry_run=False)
         assert report.section("schema").protected == {in_flight: LEASED} and report.deleted == 0
         with staged.open("waveform", ".npy") as f:
             np.save(f, np.ones(2))
-    kept = bucket_keys(dj_s3_store)
+    kept = bucket_keys(djstaged_s3_store)
     with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 2
         staged.store("raw", ".zarr")["c/0"] = b"interrupted"
         raise KeyboardInterrupt
-    (leftover,) = [k for k in bucket_keys(dj_s3_store) if k not in kept]
-    report = dj_staged.gc.collect(dj_schema, store="s3", dry_run=False)  # abandoned: no need to wait out the grace
+    (leftover,) = [k for k in bucket_keys(djstaged_s3_store) if k not in kept]
+    report = dj_staged.gc.collect(
+        djstaged_schema, store="s3", dry_run=False
+    )  # abandoned: no need to wait out the grace
     assert report.section("schema").paths == [leftover] and report.section("schema").deleted == 1
-    assert bucket_keys(dj_s3_store, leases=True) == kept
+    assert bucket_keys(djstaged_s3_store, leases=True) == kept
     assert Recording.fetch1("raw").read() == b"in flight"
 
 
-def test_staging_leftovers_on_s3(dj_schema, dj_s3_store):
+def test_staging_leftovers_on_s3(djstaged_schema, djstaged_s3_store):
     backend = get_store_backend("s3")
-    path = f"_staging/{dj_schema.database}/recording/blob_abcdefgh.bin"
+    path = f"_staging/{djstaged_schema.database}/recording/blob_abcdefgh.bin"
     backend.put_buffer(b"x" * 10, path)
-    report = dj_staged.gc.collect_staging(dj_schema, store="s3", now=time.time() + LATER)
+    report = dj_staged.gc.collect_staging(djstaged_schema, store="s3", now=time.time() + LATER)
     assert report.section("staging").paths == [path] and report.bytes == 10
     assert report.section("staging").oldest is not None
-    dj_staged.gc.collect_staging(dj_schema, store="s3", now=time.time() + LATER, dry_run=False)
-    assert bucket_keys(dj_s3_store, leases=True) == []
+    dj_staged.gc.collect_staging(djstaged_schema, store="s3", now=time.time() + LATER, dry_run=False)
+    assert bucket_keys(djstaged_s3_store, leases=True) == []
 
 
 def s3_client(store):
@@ -141,14 +143,14 @@ def uploads(store) -> list[str]:
     return sorted(u["Key"][len(store.spec["location"]) + 1 :] for u in found)
 
 
-def test_a_failed_large_write_aborts_its_own_upload(Recording, dj_s3_store):
+def test_a_failed_large_write_aborts_its_own_upload(Recording, djstaged_s3_store):
     with pytest.raises(RuntimeError, match="instrument lost"), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("raw", ".bin") as f:
             f.write(os.urandom(52 << 20))  # past s3fs's 50 MiB block: a multipart upload is under way
-            assert uploads(dj_s3_store) == [staged.field("raw").state.path]
+            assert uploads(djstaged_s3_store) == [staged.field("raw").state.path]
             raise RuntimeError("instrument lost")
-    assert uploads(dj_s3_store) == [] and bucket_keys(dj_s3_store) == []
+    assert uploads(djstaged_s3_store) == [] and bucket_keys(djstaged_s3_store) == []
     assert len(Recording()) == 0
 
 
@@ -162,14 +164,16 @@ def start_upload(store, path: str, part: bytes) -> str:
 
 
 @pytest.mark.parametrize("lease", ["live", "dead", "none"])
-def test_the_collector_aborts_uploads_no_live_lease_covers(dj_schema, dj_s3_store, elsewhere, lease, s3_foreign_lease):
-    path = f"_schema/{dj_schema.database}/recording/recording_id=7/raw_abcdefgh.bin"
-    upload = start_upload(dj_s3_store, path, b"p" * 1000)
+def test_the_collector_aborts_uploads_no_live_lease_covers(
+    djstaged_schema, djstaged_s3_store, elsewhere, lease, s3_foreign_lease
+):
+    path = f"_schema/{djstaged_schema.database}/recording/recording_id=7/raw_abcdefgh.bin"
+    upload = start_upload(djstaged_s3_store, path, b"p" * 1000)
     (started,) = [
         u["Initiated"].timestamp()
-        for u in s3_client(dj_s3_store).list_multipart_uploads(Bucket=dj_s3_store.spec["bucket"])["Uploads"]
+        for u in s3_client(djstaged_s3_store).list_multipart_uploads(Bucket=djstaged_s3_store.spec["bucket"])["Uploads"]
     ]  # moto reports a fixed date in 2010: judge from there
-    with s3_foreign_lease(dj_schema.database, [path], live=lease == "live") if lease != "none" else _nothing():
+    with s3_foreign_lease(djstaged_schema.database, [path], live=lease == "live") if lease != "none" else _nothing():
         dry = dj_staged.gc.collect(elsewhere, store="s3", now=started + 60)
         section = dry.section("uploads")
         name = f"{path}#upload={upload}"
@@ -178,7 +182,7 @@ def test_the_collector_aborts_uploads_no_live_lease_covers(dj_schema, dj_s3_stor
         else:  # a live write's upload, or one no lease names and younger than the grace period
             assert section.protected == {name: LEASED if lease == "live" else YOUNG}
         report = dj_staged.gc.collect(elsewhere, store="s3", dry_run=False, now=started + LATER)
-    assert uploads(dj_s3_store) == ([path] if lease == "live" else [])
+    assert uploads(djstaged_s3_store) == ([path] if lease == "live" else [])
     assert report.section("uploads").deleted == (0 if lease == "live" else 1)
 
 
@@ -190,11 +194,11 @@ class _nothing:
         return False
 
 
-def test_a_large_write_goes_up_in_concurrent_parts(Recording, dj_s3_store):
-    from conftest import s3_calls
+def test_a_large_write_goes_up_in_concurrent_parts(Recording, djstaged_s3_store):
+    from support.stores import s3_calls
 
     data = os.urandom(20 << 20)
-    with s3_calls(dj_s3_store) as (calls, downloaded), dj_staged.staged_insert1(Recording) as staged:
+    with s3_calls(djstaged_s3_store) as (calls, downloaded), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("raw", ".bin") as f:
             for start in range(0, len(data), 3_000_001):  # odd-sized writes
@@ -204,12 +208,12 @@ def test_a_large_write_goes_up_in_concurrent_parts(Recording, dj_s3_store):
     assert calls["UploadPart"] == 3 and calls["CompleteMultipartUpload"] == 1  # 8 + 8 + 4 MiB
     assert sum(downloaded) == 0
     assert Recording.fetch1("raw").read() == data
-    assert uploads(dj_s3_store) == []
+    assert uploads(djstaged_s3_store) == []
 
 
-def test_a_part_that_fails_fails_the_write_and_leaves_nothing(Recording, dj_s3_store):
+def test_a_part_that_fails_fails_the_write_and_leaves_nothing(Recording, djstaged_s3_store):
     """The upload vanishes mid-write (aborted by someone else): the next part fails, and no row is inserted."""
-    client, bucket = s3_client(dj_s3_store), dj_s3_store.spec["bucket"]
+    client, bucket = s3_client(djstaged_s3_store), djstaged_s3_store.spec["bucket"]
     with pytest.raises(Exception, match="upload does not exist"), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
         with staged.open("raw", ".bin") as f:
@@ -217,19 +221,21 @@ def test_a_part_that_fails_fails_the_write_and_leaves_nothing(Recording, dj_s3_s
             for upload in client.list_multipart_uploads(Bucket=bucket)["Uploads"]:
                 client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
             f.write(os.urandom(9 << 20))
-    assert len(Recording()) == 0 and bucket_keys(dj_s3_store) == [] and uploads(dj_s3_store) == []
+    assert len(Recording()) == 0 and bucket_keys(djstaged_s3_store) == [] and uploads(djstaged_s3_store) == []
 
 
-def test_an_upload_that_ends_while_the_collector_lists_is_no_error(dj_schema, dj_s3_store, elsewhere):
+def test_an_upload_that_ends_while_the_collector_lists_is_no_error(djstaged_schema, djstaged_s3_store, elsewhere):
     """Found by the soak (seed 1): a writer completes, or another collector aborts, an upload the collector has
     just listed; the collector's ListParts then meets NoSuchUpload, and the collection must go on without it."""
-    path = f"_staging/{dj_schema.database}/recording/raw_abcdefghijklmnop.bin.framed"
-    upload = start_upload(dj_s3_store, path, b"p" * 1000)
-    key = f"{dj_s3_store.spec['location']}/{path}"
+    path = f"_staging/{djstaged_schema.database}/recording/raw_abcdefghijklmnop.bin.framed"
+    upload = start_upload(djstaged_s3_store, path, b"p" * 1000)
+    key = f"{djstaged_s3_store.spec['location']}/{path}"
 
     def end_it_first(params, **kwargs):  # the other party acts between the listing and ListParts
-        if params.get("UploadId") == upload and uploads(dj_s3_store):
-            s3_client(dj_s3_store).abort_multipart_upload(Bucket=dj_s3_store.spec["bucket"], Key=key, UploadId=upload)
+        if params.get("UploadId") == upload and uploads(djstaged_s3_store):
+            s3_client(djstaged_s3_store).abort_multipart_upload(
+                Bucket=djstaged_s3_store.spec["bucket"], Key=key, UploadId=upload
+            )
 
     fs = get_store_backend("s3").fs
     fs.connect()
@@ -239,4 +245,4 @@ def test_an_upload_that_ends_while_the_collector_lists_is_no_error(dj_schema, dj
     finally:
         fs.s3.meta.events.unregister("before-parameter-build.s3.ListParts", end_it_first)
     assert report.errors == [] and report.section("uploads").paths == []
-    assert uploads(dj_s3_store) == []
+    assert uploads(djstaged_s3_store) == []

@@ -11,18 +11,19 @@ import pickle
 
 import numpy as np
 import pytest
-import workers
 import zarr
-from conftest import declare, store_files
+from support import workers
 from support.child import PausableChild
+from support.stores import store_files
+from support.tables import declare
 
 import dj_staged
 from dj_staged.errors import HandleModeError
 
 
 @pytest.fixture
-def Capture(dj_schema, store):
-    return declare(dj_schema, "Capture", f"capture_id : int32\n---\nraw : <object@{store.name}>")
+def Capture(djstaged_schema, store):
+    return declare(djstaged_schema, "Capture", f"capture_id : int32\n---\nraw : <object@{store.name}>")
 
 
 def stored(table, key: int) -> dict:

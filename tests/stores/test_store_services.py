@@ -16,13 +16,13 @@ import urllib.request
 import numpy as np
 import pytest
 import zarr
-from conftest import declare
 from datajoint.hash_registry import get_store_backend
+from support.tables import declare
 
 import dj_staged
 from dj_staged.testing.inspection import column_value, content_hash, read_object, store_files
 
-CLOUD = {"gcs": "dj_gcs_store", "azure": "dj_azure_store"}
+CLOUD = {"gcs": "djstaged_gcs_store", "azure": "djstaged_azure_store"}
 
 #: More than gcsfs's 5 MiB write block: gcsfs sends it as several resumable-upload chunks.
 LARGE = 12 << 20
@@ -38,9 +38,9 @@ def cloud(request):
 
 
 @pytest.fixture
-def Item(dj_schema, cloud):
+def Item(djstaged_schema, cloud):
     return declare(
-        dj_schema,
+        djstaged_schema,
         "Item",
         f"""
         item_id : int32

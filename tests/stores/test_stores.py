@@ -14,7 +14,8 @@ from pathlib import Path
 import datajoint as dj
 import numpy as np
 import pytest
-from conftest import declare, s3_calls, store_files, traffic
+from support.stores import s3_calls, store_files, traffic
+from support.tables import declare
 
 import dj_staged
 import dj_staged.gc
@@ -89,15 +90,15 @@ def test_one_store_per_specification(store):
     assert resolve_store(None, dj.config) is first  # the fixture's store is also stores.default
 
 
-def test_a_protocol_without_a_store_is_refused_before_anything_is_written(dj_schema, dj_stores, tmp_path):
+def test_a_protocol_without_a_store_is_refused_before_anything_is_written(djstaged_schema, djstaged_stores, tmp_path):
     """A DataJoint storage plugin (``unsupported``, tests/entry_points) works with DataJoint's own insert1; a
     staged insert refuses it at the first handle, naming the protocol and the supported ones."""
     location = tmp_path / "plugin-store"
     location.mkdir()
-    dj_stores["plain"] = {"protocol": "unsupported", "location": str(location)}
-    dj_stores["default"] = "plain"
-    dj.config.stores = dj_stores
-    Table = declare(dj_schema, "Plain", "item_id : int32\n---\ncontent : <hash@plain>")
+    djstaged_stores["plain"] = {"protocol": "unsupported", "location": str(location)}
+    djstaged_stores["default"] = "plain"
+    dj.config.stores = djstaged_stores
+    Table = declare(djstaged_schema, "Plain", "item_id : int32\n---\ncontent : <hash@plain>")
     Table.insert1({"item_id": 1, "content": b"through DataJoint"})
     before = sorted(p for p in location.rglob("*") if p.is_file())
     with pytest.raises(UnsupportedBackendError, match="'unsupported'.*supported: azure, faulty, file, gcs, s3"):
@@ -109,8 +110,8 @@ def test_a_protocol_without_a_store_is_refused_before_anything_is_written(dj_sch
 
 
 @pytest.fixture
-def Content(dj_schema, store):
-    return declare(dj_schema, "Content", f"item_id : int32\n---\ncontent : <hash@{store.name}>")
+def Content(djstaged_schema, store):
+    return declare(djstaged_schema, "Content", f"item_id : int32\n---\ncontent : <hash@{store.name}>")
 
 
 @pytest.mark.parametrize("store", ["gcs", "azure"], indirect=True)
@@ -129,9 +130,9 @@ def test_promotion_copies_inside_the_service(Content, store):
 
 
 @pytest.mark.parametrize("store", ["s3"], indirect=True)
-def test_promotion_copies_inside_s3(Content, store, dj_s3_store):
+def test_promotion_copies_inside_s3(Content, store, djstaged_s3_store):
     data = os.urandom(12 * MIB)
-    with s3_calls(dj_s3_store) as (calls, downloaded), dj_staged.staged_insert1(Content) as staged:
+    with s3_calls(djstaged_s3_store) as (calls, downloaded), dj_staged.staged_insert1(Content) as staged:
         staged.rec["item_id"] = 1
         with staged.open("content", ".bin") as f:
             f.write(data)
@@ -139,14 +140,14 @@ def test_promotion_copies_inside_s3(Content, store, dj_s3_store):
     assert (Content & {"item_id": 1}).fetch1("content") == data
 
 
-def test_rows_that_datajoints_insert1_wrote_are_kept_by_gc(dj_schema, store):
+def test_rows_that_datajoints_insert1_wrote_are_kept_by_gc(djstaged_schema, store):
     Table = declare(
-        dj_schema, "Plain", f"item_id : int32\n---\nblob : <blob@{store.name}>\nfile : <object@{store.name}>"
+        djstaged_schema, "Plain", f"item_id : int32\n---\nblob : <blob@{store.name}>\nfile : <object@{store.name}>"
     )
     array = np.arange(1000.0)
     Table.insert1({"item_id": 1, "blob": array, "file": b"an object written by insert1"})
     before = store_files(store)
-    report = dj_staged.gc.collect(dj_schema, store=store.name, grace=0, dry_run=False)
+    report = dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0, dry_run=False)
     assert report.errors == [] and sum(s.deleted for s in report.sections) == 0
     assert store_files(store) == before
     row = (Table & {"item_id": 1}).fetch1()
@@ -154,9 +155,9 @@ def test_rows_that_datajoints_insert1_wrote_are_kept_by_gc(dj_schema, store):
     assert row["file"].read() == b"an object written by insert1"
 
 
-def test_an_interrupted_azure_upload_is_reclaimed_by_gc(dj_schema, dj_azure_store):
+def test_an_interrupted_azure_upload_is_reclaimed_by_gc(djstaged_schema, djstaged_azure_store):
     """A block interrupted mid-write leaves blocks that were never committed; gc lists and removes them."""
-    Table = declare(dj_schema, "Big", "item_id : int32\n---\ncontent : <hash@azure>")
+    Table = declare(djstaged_schema, "Big", "item_id : int32\n---\ncontent : <hash@azure>")
     with pytest.raises(KeyboardInterrupt), dj_staged.staged_insert1(Table) as staged:
         staged.rec["item_id"] = 1
         f = staged.open("content", ".bin")
@@ -165,15 +166,15 @@ def test_an_interrupted_azure_upload_is_reclaimed_by_gc(dj_schema, dj_azure_stor
         raise KeyboardInterrupt
     store = resolve_store("azure", dj.config)
     (upload,) = store.incomplete_uploads("").values()
-    assert upload.path.startswith(f"_staging/{dj_schema.database}/") and upload.size >= 8 * MIB
-    report = dj_staged.gc.collect(dj_schema, store="azure", grace=0, dry_run=False)
+    assert upload.path.startswith(f"_staging/{djstaged_schema.database}/") and upload.size >= 8 * MIB
+    report = dj_staged.gc.collect(djstaged_schema, store="azure", grace=0, dry_run=False)
     assert report.section("uploads").deleted == 1 and report.errors == []
     assert store.incomplete_uploads("") == {}
-    assert store_files(dj_azure_store, leases=True) == []
+    assert store_files(djstaged_azure_store, leases=True) == []
 
 
-def test_gc_says_what_the_service_reclaims_by_itself(dj_schema, store):
-    report = dj_staged.gc.collect(dj_schema, store=store.name, grace=0)
+def test_gc_says_what_the_service_reclaims_by_itself(djstaged_schema, store):
+    report = dj_staged.gc.collect(djstaged_schema, store=store.name, grace=0)
     wanted = resolve_store(store.name, dj.config).reclaims_by_itself
     notes = [note for note in report.notes if "reclaims by itself" in note]
     assert notes == ([f"store {store.name}: the service reclaims by itself: {wanted}"] if wanted else [])
@@ -205,15 +206,17 @@ def test_the_readmes_store_table_is_the_declared_capabilities():
             assert cell.startswith(_shown(cls.capabilities()[name])), (name, cls.protocol, cell)
 
 
-def test_a_blob_committed_after_the_collector_listed_it_as_incomplete_is_kept(dj_schema, dj_azure_store, elsewhere):
+def test_a_blob_committed_after_the_collector_listed_it_as_incomplete_is_kept(
+    djstaged_schema, djstaged_azure_store, elsewhere
+):
     """Azure: the collector lists a blob whose blocks are not committed yet (a large write in flight); the writer
     then commits it and its row, and releases its lease, before the collector reads the leases. Aborting that
     "upload" would delete the row's blob: the row's reference keeps it."""
     import threading
 
-    from conftest import Party, Pause
+    from support.races import Party, Pause
 
-    Table = declare(dj_schema, "Big", "item_id : int32\n---\nraw : <object@azure>")
+    Table = declare(djstaged_schema, "Big", "item_id : int32\n---\nraw : <object@azure>")
     data = os.urandom(9 * MIB)  # more than one 8 MiB block: staged before the commit
     staged_blocks, commit = threading.Event(), threading.Event()
 

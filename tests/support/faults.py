@@ -3,7 +3,7 @@
 DataJoint's storage-adapter plugin mechanism (entry point ``datajoint.storage``)
 registers the protocol ``faulty`` from ``tests/entry_points/``, a folder that
 only this test suite puts on ``sys.path`` (``tests/conftest.py``, and the
-environment of the child processes it starts): a store ``{"protocol": "faulty",
+environment of the child processes it starts: ``support.paths.TEST_PYTHONPATH``): a store ``{"protocol": "faulty",
 "location": "/some/dir"}`` behaves like a local ``file`` store whose filesystem
 raises the error you choose on the Nth write, read, listing, stat, move, copy or
 removal. Faults happen inside the filesystem, where a full disk or a dropped

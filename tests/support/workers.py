@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def connect(db: dict, stores: dict) -> Any:
     from dj_staged.testing.services import PostgresInfo, connect_datajoint
@@ -56,9 +58,9 @@ def insert(db: dict, stores: dict, schema_name: str, key: int, data: bytes, barr
 def paused_writer(db: dict, stores: dict, schema_name: str, parts: int, store: str = "main") -> list[str]:
     """Stage ``parts`` files through a ``store()`` handle, stopping the process (SIGSTOP) halfway."""
     import datajoint as dj
-    from support.child import pause_here
 
     import dj_staged
+    from support.child import pause_here
 
     schema = dj.Schema(schema_name, connection=connect(db, stores), create_tables=False)
     Table = schema(type("Paused", (dj.Manual,), {"definition": f"k : int32\n---\nraw : <object@{store}>"}))
@@ -80,10 +82,10 @@ def part(i: int) -> bytes:
 def dedup_writer(db: dict, stores: dict, schema_name: str, data: bytes, store: str = "main") -> str:
     """Stage ``data`` into a ``<hash@>`` field, stopping the process at the protocol's ``writer.dedup`` step."""
     import datajoint as dj
-    from support.child import pause_here
 
     import dj_staged
     from dj_staged import steps
+    from support.child import pause_here
 
     schema = dj.Schema(schema_name, connection=connect(db, stores), create_tables=False)
     Table = schema(type("Content", (dj.Manual,), {"definition": f"k : int32\n---\nv : <hash@{store}>"}))
@@ -177,14 +179,35 @@ def populate_worker(db: dict, stores: dict, schema_name: str, barrier: Any) -> t
     return list(MADE), [str(error) for error in result["error_list"]]
 
 
+#: The lease matrix's row (tests/protocol/test_lease_matrix.py), written by the test and by its killed child
+FRAMES = np.arange(4 * 8, dtype="uint16").reshape(4, 8)
+SHARED = b"content that an earlier row holds " * 200
+
+
+def fresh(key: int) -> bytes:
+    return f"new content of row {key} ".encode() * 200
+
+
+def write_row(staged, key: int) -> None:
+    """Row ``key``: a Zarr directory, new hash-addressed content, and content row 0 already holds."""
+    import zarr
+
+    staged.rec["item_id"] = key
+    z = zarr.open(staged.store("frames", ".zarr"), mode="w", shape=FRAMES.shape, chunks=(2, 8), dtype="uint16")
+    z[:] = FRAMES + key
+    with staged.open("fresh", ".bin") as f:
+        f.write(fresh(key))
+    with staged.open("shared", ".bin") as f:
+        f.write(SHARED)
+
+
 def matrix_writer(db: dict, stores: dict, schema_name: str, definition: str, step: str, key: int) -> str:
-    """Stage row ``key`` of the lease matrix's table (tests/test_lease_matrix.py) and SIGKILL this process at the
-    first ``step`` of the protocol."""
+    """Stage row ``key`` of the lease matrix's table (tests/protocol/test_lease_matrix.py) and SIGKILL this
+    process at the first ``step`` of the protocol."""
     import os
     import signal
 
     import datajoint as dj
-    from test_lease_matrix import write_row
 
     import dj_staged
     from dj_staged import steps

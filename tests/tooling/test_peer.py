@@ -9,11 +9,11 @@ import importlib.util
 import json
 import sys
 import textwrap
-from pathlib import Path
 
-from pytest_runs import run_pytest
+from support.paths import TESTS
+from support.pytest_runs import run_pytest
 
-PEER = Path(__file__).resolve().parent / "peer"
+PEER = TESTS / "peer"
 _spec = importlib.util.spec_from_file_location("djpeer_run", PEER / "run.py")
 assert _spec is not None and _spec.loader is not None
 peer = sys.modules["djpeer_run"] = importlib.util.module_from_spec(_spec)  # its dataclass looks itself up there

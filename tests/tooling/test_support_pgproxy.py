@@ -36,8 +36,8 @@ def rows(connection, table):
 
 
 @pytest.fixture
-def server(dj_postgres):
-    connection = direct(dj_postgres)
+def server(djstaged_postgres):
+    connection = direct(djstaged_postgres)
     try:
         yield connection
     finally:
@@ -57,8 +57,8 @@ def table(server):
 
 
 @pytest.fixture
-def proxy(dj_postgres):
-    with ReplyDroppingProxy(dj_postgres) as proxy:
+def proxy(djstaged_postgres):
+    with ReplyDroppingProxy(djstaged_postgres) as proxy:
         yield proxy
         assert proxy.errors == []
 
@@ -88,7 +88,7 @@ def test_forwards_many_connections_at_once(proxy):
         assert list(pool.map(one, range(16))) == [2 * i for i in range(16)]
 
 
-def test_forwards_datajoint(proxy, dj_connection):
+def test_forwards_datajoint(proxy, djstaged_connection):
     connection = connect_datajoint_through(proxy)
     try:
         assert connection.conn_info["port"] == proxy.port
@@ -96,7 +96,7 @@ def test_forwards_datajoint(proxy, dj_connection):
         assert connection.query("SELECT inet_server_port()").fetchone() == (None,)
     finally:
         connection.close()
-    assert dj.conn() is dj_connection
+    assert dj.conn() is djstaged_connection
 
 
 def test_datajoint_default_tls_falls_back_through_proxy(proxy):
@@ -224,9 +224,9 @@ def test_kill_connections(proxy, table):
     assert proxy.kill_connections() == 1
 
 
-def test_shutdown_leaves_no_thread_and_closes_connections(dj_postgres):
+def test_shutdown_leaves_no_thread_and_closes_connections(djstaged_postgres):
     before = set(threading.enumerate())
-    proxy = ReplyDroppingProxy(dj_postgres).start()
+    proxy = ReplyDroppingProxy(djstaged_postgres).start()
     assert [t.name for t in set(threading.enumerate()) - before] == ["pgproxy"]
     open_connection = through(proxy)
     proxy.close()
