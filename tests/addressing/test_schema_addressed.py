@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zarr
 from support.stores import store_files
-from support.tables import declare
+from support.tables import declare, stage_recording
 
 import dj_staged
 from dj_staged.errors import ContentError, HandleModeError, NothingWrittenError, StagedInsertError
@@ -162,19 +162,10 @@ def test_keyboard_interrupt_propagates_without_cleanup(Recording, djstaged_local
 
 
 def test_duplicate_key_unwinds_and_keeps_existing_row(Recording, djstaged_local_store):
-    with dj_staged.staged_insert1(Recording) as staged:
-        staged.rec["recording_id"] = 1
-        with staged.open("waveform", ".npy") as f:
-            np.save(f, np.arange(3.0))
-        with staged.open("raw", ".bin") as f:
-            f.write(b"first")
+    stage_recording(Recording, {"recording_id": 1}, raw=b"first", waveform=np.arange(3.0))
     before = store_files(djstaged_local_store)
-    with pytest.raises(dj.errors.DuplicateError), dj_staged.staged_insert1(Recording) as staged:
-        staged.rec["recording_id"] = 1
-        with staged.open("waveform", ".npy") as f:
-            np.save(f, np.arange(5.0))
-        with staged.open("raw", ".bin") as f:
-            f.write(b"second")
+    with pytest.raises(dj.errors.DuplicateError):
+        stage_recording(Recording, {"recording_id": 1}, raw=b"second", waveform=np.arange(5.0))
     assert store_files(djstaged_local_store) == before
     assert (Recording & {"recording_id": 1}).fetch1("raw").read() == b"first"
     np.testing.assert_array_equal((Recording & {"recording_id": 1}).fetch1("waveform").load(), np.arange(3.0))
@@ -195,23 +186,29 @@ def test_same_field_twice_reuses_location_and_rejects_other_extension(Recording)
     assert column(Recording, {"recording_id": 1}, "raw")["item_count"] == 2
 
 
-def test_primary_key_changed_after_handle_is_rejected(Recording, djstaged_local_store):
-    with pytest.raises(StagedInsertError), dj_staged.staged_insert1(Recording) as staged:
-        staged.rec["recording_id"] = 1
-        with staged.open("raw", ".bin") as f:
-            f.write(b"x")
-        with staged.open("waveform", ".npy") as f:
-            np.save(f, np.ones(2))
-        staged.rec["recording_id"] = 2
-    assert store_files(djstaged_local_store) == [] and len(Recording()) == 0
+def change_the_key_after_the_handles(staged) -> None:
+    with staged.open("raw", ".bin") as f:
+        f.write(b"x")
+    with staged.open("waveform", ".npy") as f:
+        np.save(f, np.ones(2))
+    staged.rec["recording_id"] = 2
 
 
-def test_nothing_written_is_an_error(Recording, djstaged_local_store):
-    with pytest.raises(NothingWrittenError), dj_staged.staged_insert1(Recording) as staged:
+def write_nothing_through_a_handle(staged) -> None:
+    with staged.open("waveform", ".npy") as f:
+        np.save(f, np.ones(2))
+    staged.store("raw", ".zarr")
+
+
+@pytest.mark.parametrize(
+    ("misuse", "error"),
+    [(change_the_key_after_the_handles, StagedInsertError), (write_nothing_through_a_handle, NothingWrittenError)],
+    ids=["primary-key-changed-after-handle", "nothing-written"],
+)
+def test_a_refused_block_leaves_no_row_and_nothing_in_the_store(Recording, djstaged_local_store, misuse, error):
+    with pytest.raises(error), dj_staged.staged_insert1(Recording) as staged:
         staged.rec["recording_id"] = 1
-        with staged.open("waveform", ".npy") as f:
-            np.save(f, np.ones(2))
-        staged.store("raw", ".zarr")
+        misuse(staged)
     assert store_files(djstaged_local_store) == [] and len(Recording()) == 0
 
 
@@ -227,12 +224,7 @@ def test_session_is_closed_after_the_block(Recording):
 
 
 def test_heading_and_codecs_are_untouched(Recording, tmp_path):
-    with dj_staged.staged_insert1(Recording) as staged:
-        staged.rec["recording_id"] = 1
-        with staged.open("waveform", ".npy") as f:
-            np.save(f, np.ones(2))
-        with staged.open("raw", ".bin") as f:
-            f.write(b"x")
+    stage_recording(Recording, {"recording_id": 1}, raw=b"x", waveform=np.ones(2))
     assert Recording.heading["waveform"].codec.name == "npy"
     assert Recording.heading["raw"].codec.name == "object"
     source = tmp_path / "x.bin"

@@ -1,7 +1,7 @@
 """The <zarr@> codec: ordinary insert1, staged insert chunk by chunk, whichever package owns the name `zarr`.
 
 This module runs twice in `make test`: here, where `zarr` is dj-staged's codec, and in a child process with the
-test-only stand-in of dj-zarr-codecs on the path (tests/test_foreign_codecs.py), where `zarr` is that package's
+test-only stand-in of dj-zarr-codecs on the path (tests/codecs/test_foreign_codecs.py), where `zarr` is that package's
 and dj-staged serves it through an adapter. Each test states what it expects of either owner.
 """
 
@@ -378,28 +378,22 @@ def test_finalize_reads_metadata_only(Imaging, djstaged_local_store):
         (Imaging & {"session_id": 1}).fetch1("frames")[0]
 
 
-def test_staged_open_is_rejected(Imaging, djstaged_local_store):
-    with pytest.raises(HandleModeError):
+@pytest.mark.parametrize(
+    ("call", "ext", "error"),
+    [
+        ("open", ".zarr", HandleModeError),  # a file handle: an array is a directory
+        ("store", "", HandleModeError),  # an extension other than .zarr
+        ("store", ".zr", HandleModeError),
+        ("store", ".zarr.zip", HandleModeError),
+        ("store", ".zarr", NothingWrittenError),  # the handle taken, nothing written through it
+    ],
+    ids=["open", "store-no-extension", "store-.zr", "store-.zarr.zip", "store-nothing-written"],
+)
+def test_refused_leaving_no_row_and_nothing_in_the_store(Imaging, djstaged_local_store, call, ext, error):
+    with pytest.raises(error):
         with dj_staged.staged_insert1(Imaging) as staged:
             staged.rec.update(subject_id=1, session_id=1)
-            staged.open("frames", ".zarr")
-    assert len(Imaging()) == 0 and store_files(djstaged_local_store) == []
-
-
-@pytest.mark.parametrize("ext", ["", ".zr", ".zarr.zip"])
-def test_other_extension_is_rejected(Imaging, djstaged_local_store, ext):
-    with pytest.raises(HandleModeError):
-        with dj_staged.staged_insert1(Imaging) as staged:
-            staged.rec.update(subject_id=1, session_id=1)
-            staged.store("frames", ext)
-    assert len(Imaging()) == 0 and store_files(djstaged_local_store) == []
-
-
-def test_nothing_written_is_an_error(Imaging, djstaged_local_store):
-    with pytest.raises(NothingWrittenError):
-        with dj_staged.staged_insert1(Imaging) as staged:
-            staged.rec.update(subject_id=1, session_id=1)
-            staged.store("frames", ".zarr")
+            getattr(staged, call)("frames", ext)
     assert len(Imaging()) == 0 and store_files(djstaged_local_store) == []
 
 

@@ -1,7 +1,7 @@
 """Input crafted to escape the store, broken stores, and handles or sessions used after they ended.
 
 Each case: a clear error, no row, and nothing written anywhere but the field's own path.
-Complements tests/test_bad_input.py.
+Complements tests/session/test_bad_input.py.
 """
 
 from __future__ import annotations
@@ -64,8 +64,15 @@ def test_non_string_extension(Mixed, djstaged_local_store, ext):
     assert store_files(djstaged_local_store, leases=True) == []
 
 
-@pytest.mark.parametrize("subject", ["．．", "\u2024\u2024", "%2e%2e", "~", ".", "a/../../b", "\u202e../x", "c:\\x"])
-def test_more_crafted_primary_keys_stay_in_the_field_directory(Mixed, djstaged_local_store, outside, subject):
+@pytest.mark.parametrize(
+    "subject",
+    [
+        *("..", ".", "~", "../../escape", "a/../../b", "a\\..\\b", "/abs/path", "c:\\x"),  # relative, absolute
+        *("．．", "\u2024\u2024", "a／b", "\u202e../x", "%2e%2e"),  # look-alikes, a direction mark, percent-encoded
+        "x" * 200,  # longer than a file name may be
+    ],
+)
+def test_primary_key_values_stay_inside_the_field_directory(Mixed, djstaged_local_store, outside, subject):
     with dj_staged.staged_insert1(Mixed) as staged:
         staged.rec.update(subject=subject, session=1)
         with staged.open("raw", ".bin") as f:

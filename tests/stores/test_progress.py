@@ -126,14 +126,21 @@ def _write(staged, field: str, data: bytes) -> None:
             f.write(data[start : start + MIB])
 
 
-def test_staged_blob_without_size_shows_the_rehash(LocalArtifact, monkeypatch):
+@pytest.mark.parametrize(
+    ("table", "size", "wait"),
+    [("LocalArtifact", 3 * MIB, "hashing"), ("S3Artifact", 20 * MIB, "framing")],
+    ids=["local-rehash", "s3-framing"],
+)
+def test_staged_blob_without_size_shows_its_wait(request, table, size, wait, monkeypatch):
+    """Without ``size=``, a ``<blob@>`` is re-read to hash it (local) or framed behind its prefix (S3)."""
+    Artifact = request.getfixturevalue(table)
     terminal = on_terminal(monkeypatch)
-    data = os.urandom(3 * MIB)
-    with dj_staged.staged_insert1(LocalArtifact) as staged:
+    data = os.urandom(size)
+    with dj_staged.staged_insert1(Artifact) as staged:
         staged.rec["artifact_id"] = 1
         _write(staged, "payload", data)
-    assert "hashing" in terminal.getvalue()
-    assert (LocalArtifact & "artifact_id=1").fetch1("payload") == data
+    assert wait in terminal.getvalue()
+    assert (Artifact & "artifact_id=1").fetch1("payload") == data
 
 
 def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, monkeypatch):
@@ -146,38 +153,26 @@ def test_staged_blob_with_size_has_nothing_to_wait_for(LocalArtifact, monkeypatc
     assert terminal.getvalue() == ""
 
 
-def test_s3_promotion_by_one_copy_shows_a_bar(S3Artifact, djstaged_s3_store, monkeypatch):
+@pytest.mark.parametrize(
+    ("part", "copies"),
+    [
+        (None, {"CopyObject": 1, "UploadPartCopy": 0}),
+        (5 * MIB, {"UploadPartCopy": 3}),  # 12 MiB in parts of 5 MiB, each copied inside the server
+    ],
+    ids=["one-copy", "by-parts"],
+)
+def test_s3_promotion_shows_a_bar(S3Artifact, djstaged_s3_store, monkeypatch, part, copies):
     terminal = on_terminal(monkeypatch)
+    if part is not None:
+        monkeypatch.setattr(promote, "S3_COPY_PART", part)
+        monkeypatch.setattr(promote, "S3_PART_COPY", MIB)  # as above 5 GiB, where CopyObject cannot copy
     data = os.urandom(12 * MIB)
     with s3_calls(djstaged_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
         staged.rec["artifact_id"] = 1
         _write(staged, "content", data)
     assert "promoting" in terminal.getvalue()  # told the size, then that it is done
-    assert calls["CopyObject"] == 1 and calls["UploadPartCopy"] == 0
+    assert {name: calls[name] for name in copies} == copies
     assert (S3Artifact & "artifact_id=1").fetch1("content") == data
-
-
-def test_s3_promotion_by_parts_shows_a_bar(S3Artifact, djstaged_s3_store, monkeypatch):
-    terminal = on_terminal(monkeypatch)
-    monkeypatch.setattr(promote, "S3_COPY_PART", 5 * MIB)
-    monkeypatch.setattr(promote, "S3_PART_COPY", MIB)  # as above 5 GiB, where CopyObject cannot copy
-    data = os.urandom(12 * MIB)
-    with s3_calls(djstaged_s3_store) as (calls, _downloaded), dj_staged.staged_insert1(S3Artifact) as staged:
-        staged.rec["artifact_id"] = 1
-        _write(staged, "content", data)
-    assert "promoting" in terminal.getvalue()
-    assert calls["UploadPartCopy"] == 3  # 12 MiB in parts of 5 MiB, each copied inside the server
-    assert (S3Artifact & "artifact_id=1").fetch1("content") == data
-
-
-def test_s3_framing_shows_a_bar(S3Artifact, monkeypatch):
-    terminal = on_terminal(monkeypatch)
-    data = os.urandom(20 * MIB)
-    with dj_staged.staged_insert1(S3Artifact) as staged:
-        staged.rec["artifact_id"] = 1
-        _write(staged, "payload", data)
-    assert "framing" in terminal.getvalue()
-    assert (S3Artifact & "artifact_id=1").fetch1("payload") == data
 
 
 def test_s3_promotion_silent_when_turned_off(S3Artifact, monkeypatch):
