@@ -27,13 +27,14 @@ test: $(STAMP)
 
 # the suite as if dj-zarr-codecs (laid out as it is) and a dj-photon-codecs that fails to load were installed: their
 # test-only stand-ins on the path, so `zarr` is dj-zarr-codecs' in every process (minutes; not part of test; without
-# tests/test_dist.py, which installs the wheel into a fresh environment of its own)
+# tests/docs/test_dist.py, which installs the wheel into a fresh environment of its own)
 test-foreign: $(STAMP)
-	PYTHONPATH=$(CURDIR)/tests/foreign/site $(BIN)/python -m pytest --ignore=tests/test_dist.py
+	PYTHONPATH=$(CURDIR)/tests/foreign/site $(BIN)/python -m pytest --ignore=tests/docs/test_dist.py
 
-# randomized writers, deleters, collectors, kills, pauses and cut connections on a local, an S3, a GCS and an Azure store; tests/soak.py --help
+# randomized writers, deleters, collectors, kills, pauses and cut connections on a local, an S3, a GCS and an Azure store
+# (tests/soak/, one module per party; PYTHONPATH=tests python -m soak --help)
 soak: $(STAMP)
-	$(BIN)/python tests/soak.py --ops 2000 --stores local,s3,gcs,azure --writers 3 --seed 1
+	PYTHONPATH=$(CURDIR)/tests $(BIN)/python -m soak --ops 2000 --stores local,s3,gcs,azure --writers 3 --seed 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -136,7 +136,7 @@ ROWS: list[Row] = [
 
 def object_store_rows(s: str) -> list[Row]:
     """Store ``s``'s library's ``put_file`` and Zarr on its ``FSMap``, ours against them; promotion downloads nothing
-    (counted on S3; on GCS and Azure by a proxy, tests/test_stores.py)."""
+    (counted on S3; on GCS and Azure by a proxy, tests/stores/test_stores.py)."""
     p, z, n, none = f"{s}_put", f"{s}_plain_zarr", OBJECT_ROUNDS, (Target("downloaded", 0),) if s == "s3" else ()
     gib = None if s == "s3" else EMULATED_GIB
     g, kw = EMULATORS[s], {"group": EMULATORS[s], "store": s, "gib": gib}

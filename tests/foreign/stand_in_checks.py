@@ -1,4 +1,4 @@
-"""What only holds with the stand-in of dj-zarr-codecs installed: run by tests/test_foreign_codecs.py in a child.
+"""What only holds with the stand-in of dj-zarr-codecs installed: run by tests/codecs/test_foreign_codecs.py in a child.
 
 Not collected by the main run (``tests/foreign`` is in ``norecursedirs``): DataJoint would resolve ``zarr`` to
 dj-staged's codec there. The child puts ``tests/foreign/site`` on ``sys.path`` and passes this module by name.
@@ -14,8 +14,9 @@ import datajoint as dj
 import dj_zarr_codecs
 import numpy as np
 import pytest
-from conftest import attempt, declare, store_files
 from datajoint.builtin_codecs.schema import SchemaCodec
+from support.stores import store_files
+from support.tables import attempt, declare
 
 import dj_staged
 from dj_staged.errors import NotParticipatingError
@@ -41,21 +42,21 @@ def test_a_plugin_that_fails_to_load_is_installed_beside_it():
     assert "photon" not in dj.codecs.list_codecs() and "zarr" in dj.codecs.list_codecs()
 
 
-def test_a_subclass_of_the_adapted_class_is_refused(dj_schema, dj_local_store):
+def test_a_subclass_of_the_adapted_class_is_refused(djstaged_schema, djstaged_local_store):
     """The adapter serves exactly dj-zarr-codecs' class: a subclass may write something else."""
 
     class DerivedZarrCodec(dj_zarr_codecs.ZarrArrayCodec):
         name = "zarr_derived"
 
     try:
-        Table = declare(dj_schema, "Derived", "k : int32\n---\ndata : <zarr_derived@main>")
+        Table = declare(djstaged_schema, "Derived", "k : int32\n---\ndata : <zarr_derived@main>")
         for ask in ("store", "open"):
             with pytest.raises(NotParticipatingError) as raised:
                 attempt(Table, {"k": 1}, methodcaller(ask, "data", ".zarr"))
             message = str(raised.value)
             assert raised.value.field == "data"
             assert "<zarr_derived>" in message and "DerivedZarrCodec" in message and "register_adapter" in message
-        assert store_files(dj_local_store) == [] and len(Table()) == 0
+        assert store_files(djstaged_local_store) == [] and len(Table()) == 0
     finally:
         dj.codecs.unregister_codec("zarr_derived")
 

@@ -1,7 +1,7 @@
 """dj-staged's conformance kit as dj-zarr-codecs' own test suite would hold it: a module placed in its ``tests/``.
 
 That suite turns every warning into an error (``filterwarnings = error``); the kit's set-up (an embedded
-PostgreSQL, moto's S3 server, DataJoint's first import) must not add any. ``tests/test_coexistence.py`` copies this
+PostgreSQL, moto's S3 server, DataJoint's first import) must not add any. ``tests/kit/test_coexistence.py`` copies this
 module into the host-project stand-in (``tests/foreign/host``) and runs it there.
 """
 
