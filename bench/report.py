@@ -40,9 +40,8 @@ NOTES = {  # extra figure: how the notes column shows it
 
 def growth(e: dict, first: dict) -> float:
     """``e``'s time per byte over ``first``'s, over its baseline's own (``bend``) when that grew more."""
-    return (
-        e["seconds"] / e["payload_bytes"] / (first["seconds"] / first["payload_bytes"]) / max(1.0, e.get("bend") or 1)
-    )
+    per_byte = e["seconds"] / e["payload_bytes"] / (first["seconds"] / first["payload_bytes"])
+    return per_byte / max(1.0, e.get("bend") or 1)
 
 
 def paired(ours: list[float], base: list[float]) -> float:
@@ -78,7 +77,7 @@ def derive(rows: list[Row], results: dict[str, dict]) -> list[dict]:
                 e["ratio_best"], e["baseline"] = e["seconds"] / base["seconds"], labels[row.baseline]
             if row.datajoint in ok:
                 e["speedup"] = ok[row.datajoint]["seconds"] / e["seconds"]
-            first = ok.get(f"{(row.baseline or '').split('@')[0]}@{scaling_sizes()[0]:g}")  # a scaling baseline's
+            first = ok.get(f"{(row.baseline or '').split('@')[0]}@{(scaling_sizes() or [0])[0]:g}")  # a scaling one's
             e["bend"] = growth(base, first) if base and first else None  # growth: how much the baseline bends
             e["checks"] = [c for t in row.targets if (c := check(t, e, ok, labels)) is not None]
         derived.append(e)

@@ -52,6 +52,10 @@ def write_frames(target: Any, n: int) -> None:
         z[i] = frame
 
 
+COLUMNS = {"raw": "object", "waveform": "npy", "payload": "blob", "report": "attach", "content": "hash"}
+COLUMNS |= {"frames": "zarr", "placed": "filepath"}  # the benchmark table's fields, each on the table's store
+
+
 @dataclass
 class Context:
     """One row's payload, services, folders (store ``main``, baselines' files, scratch) and, once declared, table."""
@@ -89,8 +93,7 @@ class Context:
         if self.bucket is not None:
             self.objfs().mkdir(self.bucket)
             self.objfs().pipe(f"{self.bucket}/warm-up", b"x")  # the client's session, event loop and connection
-        codecs = {"raw": "object", "waveform": "npy", "payload": "blob", "report": "attach", "content": "hash"}
-        body = "".join(f"{name} = null : <{codec}@{store}>\n" for name, codec in {**codecs, "frames": "zarr"}.items())
+        body = "".join(f"{name} = null : <{codec}@{store}>\n" for name, codec in COLUMNS.items())
         self._table = self.schema(type("Bench", (dj.Manual,), {"definition": f"bench_id : int32\n---\n{body}"}))
         return self._table
 
@@ -183,7 +186,8 @@ class Context:
             if filename is not None:
                 staged.set_filename(field, filename)
             npy = field == "waveform"
-            with staged.open(field, ".npy" if npy else ".bin", size=self.n * CHUNK if sized else None) as f:
+            at = {"path": "subject01/payload.bin"} if field == "placed" else {"ext": ".npy" if npy else ".bin"}
+            with staged.open(field, **at, size=self.n * CHUNK if sized else None) as f:
                 if npy:
                     header = {"descr": "<f8", "fortran_order": False, "shape": (self.n * CHUNK // 8,)}
                     npy_format.write_array_header_2_0(f, header)

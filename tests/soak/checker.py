@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from soak.content import expected, field_names, tag_of
+from soak.config import PLACED
+from soak.content import expected, field_names, placed_path, tag_of
 
 
 def same_array(found: Any, wanted: np.ndarray) -> bool:
@@ -24,7 +26,7 @@ def check_field(table: Any, key: int, name: str, big_every: int, downloads: Path
     wanted = expected(name, key, big_every)
     with dj.config.override(download_path=str(downloads)):
         value = (table & {"k": key}).fetch1(name)
-    if codec == "obj":
+    if codec in ("obj", "fp"):
         kind, content = wanted
         if kind == "file":
             ok = not value.is_dir and value.read() == content
@@ -64,6 +66,12 @@ def check_row(table_name: str, table: Any, row: tuple, names: list[str], big_eve
             problem = check_field(table, k, name, big_every, downloads / f"{table_name}-{k}-{name}")
         except Exception as error:
             problem = f"fetch failed: {type(error).__name__}: {error}"
+        if (
+            not problem
+            and name.startswith("fp_")
+            and raw.get("path") != placed_path(table.database, table_name, name, k)
+        ):
+            problem = "not at the path its writer chose"
         if problem:
             problems.append(f"{name} ({raw.get('path') if isinstance(raw, dict) else raw}): {problem}")
     return problems
@@ -101,27 +109,59 @@ def stored_files(name: str, spec: dict[str, Any]) -> list[str]:
     return sorted(resolve_store(name, dj.config).list_files(""))
 
 
-def leftovers(schema: Any, stores: dict[str, Any]) -> list[str]:
-    """What no row references: files in the schema's sections, staging, leases, incomplete uploads, anything else."""
+def leftovers(schema: Any, stores: dict[str, Any], deleted: Iterable[str] = ()) -> list[str]:
+    """What no row references: files in the schema's sections, staging, leases, incomplete uploads, anything else.
+
+    A ``<filepath@>`` value stays at its path when its row is deleted (DataJoint does not manage its life): one
+    whose row ``deleted`` names (``table/key``) is no leftover if it holds what its key determines.
+    """
     from dj_staged._datajoint import is_covered
-    from dj_staged.references import referenced_paths
+    from dj_staged.references import referenced_paths, referencing_anywhere
 
     name = schema.database
     referenced = referenced_paths([schema])
+    placed = f"{PLACED}/{name}/"
+    files = {store: stored_files(store, spec) for store, spec in stores.items() if store != "default"}
+    kept = referencing_anywhere(
+        schema.connection, {value_root(p) for paths in files.values() for p in paths if p.startswith(placed)}
+    )
+    deleted_rows = set(deleted)
     found = []
-    for store, spec in stores.items():
-        if store == "default":
-            continue
-        for path in stored_files(store, spec):
+    for store, paths in files.items():
+        for path in paths:
             if path.startswith((f"_schema/{name}/", f"_hash/{name}/")):
                 if not is_covered(path, referenced):
                     found.append(f"{store}: {path} (no row references it)")
+            elif path.startswith(placed):
+                if value_root(path) not in kept and not deleted_value(store, path, deleted_rows):
+                    found.append(f"{store}: {path} (placed, and no row references it)")
             elif path.startswith((f"_staging/{name}/", f"_staging/_leases/{name}/")):
                 found.append(f"{store}: {path} (staging or lease left)")
             else:
                 found.append(f"{store}: {path} (outside the schema's sections)")
         found += [f"{store}: incomplete upload {name}" for name in incomplete_uploads(store)]
     return found
+
+
+def value_root(path: str) -> str:
+    """The placed value a file of ``acq/{schema}/{table}/{field}/k{key}[.d/...]`` belongs to."""
+    return "/".join(path.split("/")[:5])
+
+
+def deleted_value(store: str, path: str, deleted: set[str]) -> bool:
+    """Whether ``path`` (a file of a placed value) belongs to a deleted row and holds what that row's key determines."""
+    import datajoint as dj
+
+    from dj_staged.stores import resolve_store
+
+    _acq, _schema, table, name, leaf, *inside = path.split("/")
+    key = int(leaf[1:].split(".")[0])
+    if f"{table}/{key}" not in deleted:
+        return False
+    kind, content = expected(name, key, 0)
+    with resolve_store(store, dj.config).open_read(path) as handle:
+        data = handle.read()
+    return data == content if kind == "file" else data == content.get("/".join(inside))
 
 
 def incomplete_uploads(store: str) -> list[str]:

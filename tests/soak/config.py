@@ -6,8 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TABLES = ("Alpha", "Beta")
-CODECS = ("obj", "npy", "hash", "blob", "attach", "zarr")
-DECLARED = {"obj": "object", "npy": "npy", "hash": "hash", "blob": "blob", "attach": "attach", "zarr": "zarr"}
+CODECS = ("obj", "npy", "hash", "blob", "attach", "zarr", "fp")
+DECLARED = {
+    "obj": "object",
+    "npy": "npy",
+    "hash": "hash",
+    "blob": "blob",
+    "attach": "attach",
+    "zarr": "zarr",
+    "fp": "filepath",
+}
+PLACED = "acq"  # <filepath@> values are placed under acq/{schema}/{table}/ at paths their key determines
 SHARED_CONTENTS = 7  # hash-addressed content depends on k % 7: the same bytes recur across keys (dedup races)
 BIG_SIZE = 17 << 20  # above dj-staged's 16 MiB: framing a <blob@> on S3 is then a multipart upload
 
@@ -19,6 +28,8 @@ STATS = (
     "rows_tried",
     "rows_committed",
     "refused",
+    "paths_taken",
+    "placed",
     "conflicts",
     "exceptions",
     "interrupts",
@@ -105,7 +116,8 @@ class SoakResult:
                 f"soak: {s['ops']} operations ({s['single_ops']} single, {s['batch_ops']} batch) by "
                 f"{config.writers} writers on {','.join(config.stores)}, seed {config.seed}, {self.seconds:.0f} s",
                 f"  rows: {s['rows_tried']} tried, {s['rows_committed']} committed, {s['refused']} refused as "
-                f"duplicates, {s['conflicts']} in a database conflict; {s['deletes']} deleted",
+                f"duplicates, {s['paths_taken']} refused a path another writer held, {s['conflicts']} in a database "
+                f"conflict; {s['deletes']} deleted; {s['placed']} <filepath@> values placed",
                 f"  faults: {s['exceptions']} exceptions, {s['interrupts']} KeyboardInterrupts, {kills} self-kills "
                 f"({s['step_kills']} at a protocol step, {s['write_kills']} mid-write, {s['multipart_kills']} in a "
                 f"multipart upload, {s['after_commit_kills']} after the commit), {s['orchestrator_kills']} kills by "

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from soak.config import BIG_SIZE, CODECS, DECLARED, SHARED_CONTENTS, TABLES
+from soak.config import BIG_SIZE, CODECS, DECLARED, PLACED, SHARED_CONTENTS, TABLES
 
 
 def pseudo_bytes(label: str, size: int) -> bytes:
@@ -43,6 +43,13 @@ def expected(name: str, key: int, big_every: int) -> Any:
                 files["sub/deeper/c.bin"] = pseudo_bytes(f"obj/{key}/c", 33)
             return kind, files
         return kind, sequence(f"obj/{key}", (key % 4 + 2, 5), ("uint16", "float32", "int8", "float64")[key % 4])
+    if codec == "fp":
+        if key % 2:
+            return "dir", {
+                "a.bin": pseudo_bytes(f"fp/{key}/a", 80 + key % 40),
+                "sub/b.bin": pseudo_bytes(f"fp/{key}/b", 50),
+            }
+        return "file", pseudo_bytes(f"fp/{key}/file", 400 + 17 * (key % 30))
     if codec == "npy":
         return sequence(
             f"npy/{key}", (key % 5 + 1, 3 + key % 4), ("int16", "float32", "float64", "uint8", "int64")[key % 5]
@@ -60,6 +67,12 @@ def expected(name: str, key: int, big_every: int) -> Any:
     if codec == "attach":
         return f"att{shared}.dat", b"" if shared == 4 else pseudo_bytes(f"attach/{shared}", 700 + 57 * shared)
     raise ValueError(f"unknown field {name}")
+
+
+def placed_path(schema: str, table: str, name: str, key: int) -> str:
+    """Where field ``name`` (a ``<filepath@>`` field) of row ``key`` of ``table`` places its value."""
+    kind, _content = expected(name, key, 0)
+    return f"{PLACED}/{schema}/{table}/{name}/k{key}" + (".bin" if kind == "file" else ".d")
 
 
 def tag_of(table: str, key: int) -> str:

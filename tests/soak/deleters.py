@@ -51,7 +51,10 @@ def deleter_main(slot: int, config: SoakConfig, services: Services, schema_name:
                     shared.add(slot, "verified_before_delete")
                 elif len(table & {"k": key}):  # still there (another deleter may have removed it meanwhile)
                     record(services, "lost", f"{table_name} k={key} (checked before its deletion): {problems}")
-            shared.add(slot, "deletes", (table & {"k": key}).delete())
+            count = (table & {"k": key}).delete()
+            if count:
+                record(services, "deleted", f"{table_name}/{key}")  # its placed values stay where they are
+            shared.add(slot, "deletes", count)
     except BaseException:
         record(services, "errors", f"deleter{slot}: {traceback.format_exc()}")
         raise

@@ -184,7 +184,7 @@ def run_soak(config: SoakConfig, services: Services) -> SoakResult:
         verified, lost = verify_rows(schema, tables, services.store_names, config.big_every, downloads)
         orchestrator.collect_all()
         orchestrator.counts["final_collections"] += 1
-        left = leftovers(schema, services.stores)
+        left = leftovers(schema, services.stores, read_records(workdir, "deleted"))
         verified_after, lost_after = verify_rows(schema, tables, services.store_names, config.big_every, downloads)
         lost += [f"after the final collection: {entry}" for entry in lost_after if entry not in lost]
         result = SoakResult(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from soak.checker import leftovers, verify_rows
 from soak.config import CODECS, Services, SoakConfig
-from soak.content import declare_tables
+from soak.content import declare_tables, expected, placed_path
 from soak.orchestrator import run_soak
 from soak.services import store_specs
 from soak.shared import Shared
@@ -39,7 +39,7 @@ def test_short_soak_loses_no_row_and_leaves_nothing(
     kills = stats["step_kills"] + stats["write_kills"] + stats["multipart_kills"] + stats["after_commit_kills"]
     assert kills > 0 and stats["restarts"] > 0
     assert stats["pauses"] > 0 and stats["pause_collections"] > 0
-    assert stats["dedups"] > 0
+    assert stats["dedups"] > 0 and stats["placed"] > 0
     assert stats["collections"] > 0 and stats["collected"] > 0
     assert stats["exceptions"] > 0 and stats["interrupts"] > 0
     assert stats["commit_cuts"] > 0
@@ -55,7 +55,7 @@ def test_the_checks_see_a_lost_object_and_a_leftover(djstaged_schema, djstaged_s
     row = RowPlan(3, [FieldPlan(f"{codec}_local", True, 1) for codec in CODECS])
     plan = OpPlan("Alpha", batch=False, rows=[row])
     shared = Shared(1, 1)
-    run_op(tables, plan, Op(plan, shared, 0), shared, 0, big_every=0)
+    run_op(tables, plan, Op(plan, shared, 0, tables["Alpha"]), shared, 0, big_every=0)
     assert verify_rows(djstaged_schema, tables, ["local"], 0, tmp_path / "downloads") == (1, [])
     assert leftovers(djstaged_schema, stores) == []
 
@@ -69,3 +69,14 @@ def test_the_checks_see_a_lost_object_and_a_leftover(djstaged_schema, djstaged_s
     assert verified == 0 and len(lost) == 1 and lost[0].startswith("Alpha k=3: npy_local")
     left = f"local: _staging/{djstaged_schema.database}/alpha/stray.bin (staging or lease left)"
     assert leftovers(djstaged_schema, stores) == [left]
+    stray.unlink()
+
+    # a value placed for a row that was then deleted stays (DataJoint leaves it) if it holds what its key says
+    placed = placed_path(djstaged_schema.database, "Alpha", "fp_local", 4)
+    (root / placed).parent.mkdir(parents=True, exist_ok=True)
+    (root / placed).write_bytes(expected("fp_local", 4, 0)[1])
+    left = f"local: {placed} (placed, and no row references it)"
+    assert leftovers(djstaged_schema, stores) == [left]
+    assert leftovers(djstaged_schema, stores, deleted=["Alpha/4"]) == []
+    (root / placed).write_bytes(b"mixed")
+    assert leftovers(djstaged_schema, stores, deleted=["Alpha/4"]) == [left]

@@ -19,7 +19,7 @@ import numpy as np
 
 from dj_staged.steps import WRITER_STEPS
 from soak.config import TABLES, Services, SoakConfig
-from soak.content import expected, field_names, is_big, tag_of
+from soak.content import expected, field_names, is_big, placed_path, tag_of
 from soak.shared import Shared, app_name, open_schema, record
 
 FIELDS_PER_ROW = 2.5  # mean number of staged fields per row
@@ -92,7 +92,12 @@ def plan_op(rng: random.Random, config: SoakConfig, stores: list[str]) -> OpPlan
     if op.fault in ("kill", "stop"):
         codecs = {p.name.split("_", 1)[0] for row in rows for p in row.fields}
         on_s3 = any(p.name.endswith("_s3") for row in rows for p in row.fields)
-        choices = [s for s in STEP_FAULTS if s not in ("writer.promote", "writer.dedup") or codecs & set(HASHED)]
+        choices = [
+            s
+            for s in STEP_FAULTS
+            if (s not in ("writer.promote", "writer.dedup") or codecs & set(HASHED))
+            and (s != "writer.place" or "fp" in codecs)
+        ]
         if on_s3 and op.fault == "kill":
             choices.append("after-commit")
         op.step = rng.choice(choices)
@@ -140,6 +145,8 @@ class Op:
             self.shared.add(self.slot, "dedups")
         if step == "writer.commit":
             self.committing = True
+        if step == "writer.place":
+            self.shared.add(self.slot, "placed")
         if self.plan.step == step and not self.fired:
             self.seen += 1
             if self.seen == self.plan.nth:
@@ -276,6 +283,19 @@ def write_field(staged: Any, plan: FieldPlan, key: int, op: Op, big_every: int) 
             write_zarr(staged.store(name, ".zarr"), content, op, rng)
     elif codec == "zarr":
         write_zarr(staged.store(name, ".zarr"), value, op, rng)
+    elif codec == "fp":  # a deleted row's value stays at its path (DataJoint leaves it): the next writer replaces it
+        kind, content = value
+        path = placed_path(op.table.database, op.plan.table, name, key)
+        if kind == "file":
+            with staged.open(name, path=path, overwrite=True) as handle:
+                for piece in pieces(content, rng):
+                    handle.write(piece)
+                    op.checkpoint()
+        else:
+            fsmap = staged.store(name, path=path, overwrite=True)
+            for relative, data in content.items():
+                fsmap[relative] = data
+                op.checkpoint()
     elif codec == "npy":
         with staged.open(name, ".npy") as handle:
             np.save(handle, value, allow_pickle=False)
@@ -325,6 +345,7 @@ def run_op(tables: dict[str, Any], plan: OpPlan, op: Op, shared: Shared, slot: i
     from datajoint.errors import DuplicateError
 
     import dj_staged
+    from dj_staged.errors import PathTakenError
 
     table = tables[plan.table]
     shared.add(slot, "batch_ops" if plan.batch else "single_ops")
@@ -341,6 +362,8 @@ def run_op(tables: dict[str, Any], plan: OpPlan, op: Op, shared: Shared, slot: i
                     write_row(staged, plan.table, row, op, big_every, last=index == len(plan.rows) - 1)
             except DuplicateError:
                 shared.add(slot, "refused")
+            except PathTakenError:
+                shared.add(slot, "paths_taken")
             except SoakFault:
                 if not plan.catch_in_batch:
                     raise
@@ -363,6 +386,7 @@ def writer_main(
     from datajoint.hash_registry import get_store_backend
 
     from dj_staged import steps
+    from dj_staged.errors import PathTakenError
     from dj_staged.session.commit import is_connection_error
 
     try:
@@ -385,6 +409,8 @@ def writer_main(
                     run_op(tables, plan, _current, shared, slot, config.big_every)
                 except DuplicateError:
                     shared.add(slot, "refused")
+                except PathTakenError:  # another writer of the same key holds its path (paused, or in flight)
+                    shared.add(slot, "paths_taken")
                 except SoakFault:
                     pass
                 except KeyboardInterrupt:

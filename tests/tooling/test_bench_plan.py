@@ -72,6 +72,8 @@ def test_small_rows_and_file_rows_are_held_to_the_issue_s_baselines():
     assert ratios("object_file") == ratios("npy") == {("plain_write", 1.05)}
     assert find("device").block == find("plain_write").block and not find("device").targets
     assert not find("dj_insert1_durable").harness_fsync  # it syncs each row itself, inside the clock
+    assert ratios("filepath") == {("plain_write", 1.10)} and ratios("s3_filepath") == {("s3_put", 1.10)}
+    assert find("filepath").block == find("plain_write").block and find("s3_filepath").store == "s3"
 
 
 def test_scaling_and_writer_rows_declare_their_sizes_and_targets():
