@@ -122,8 +122,9 @@ class Context:
 
     def warm_up(self) -> None:
         """Zarr's first write sets up its codecs and event loop (on S3, the mapper's): done before the clock."""
-        mapper = self.bucket and self.objfs().get_mapper(f"{self.bucket}/w.zarr")
-        write_frames(mapper or str(self.scratch / "w.zarr"), 2)
+        write_frames(
+            self.objfs().get_mapper(f"{self.bucket}/w.zarr") if self.bucket else str(self.scratch / "w.zarr"), 2
+        )
 
     def plain_file(self, md5: bool = False) -> None:
         """Baseline: the fastest durable write found here: 4 MiB chunks (their MD5 in the same pass if ``md5``), a
@@ -154,8 +155,8 @@ class Context:
 
     def plain_zarr(self) -> None:
         """Baseline: Zarr writing the frames to a local folder (fsynced), or to the object store's own ``FSMap``."""
-        fsmap = self.bucket and self.objfs().get_mapper(f"{self.bucket}/plain/frames.zarr")
-        write_frames(fsmap or str(self.plain_root / "frames.zarr"), self.frames)
+        where = self.objfs().get_mapper(f"{self.bucket}/plain/frames.zarr") if self.bucket else None  # empty: falsy
+        write_frames(str(self.plain_root / "frames.zarr") if where is None else where, self.frames)
         self.sync(self.plain_root)
 
     def array(self) -> np.ndarray:
