@@ -22,15 +22,19 @@ raw : <object@main>
 TRACE = np.arange(12.0)
 
 
+def write(staged, key: int, note: str = "") -> None:
+    staged.rec.update(item_id=key, note=note)
+    with staged.open("trace", ".npy") as f:
+        np.save(f, TRACE + key)
+    with staged.open("blob", ".bin") as f:
+        f.write(b"blob bytes %d" % key)
+    with staged.open("raw", ".bin") as f:
+        f.write(b"raw bytes %d" % key)
+
+
 def stage(table, key: int, note: str = "") -> None:
     with dj_staged.staged_insert1(table) as staged:
-        staged.rec.update(item_id=key, note=note)
-        with staged.open("trace", ".npy") as f:
-            np.save(f, TRACE + key)
-        with staged.open("blob", ".bin") as f:
-            f.write(b"blob bytes %d" % key)
-        with staged.open("raw", ".bin") as f:
-            f.write(b"raw bytes %d" % key)
+        write(staged, key, note)
 
 
 def check(table, key: int) -> None:
@@ -105,13 +109,7 @@ def test_a_batch_goes_through_the_tables_own_insert(djstaged_schema, djstaged_lo
     with dj_staged.staged_insert(table) as batch:
         for key in (4, 5, 6):
             with batch.row() as staged:
-                staged.rec.update(item_id=key)
-                with staged.open("trace", ".npy") as f:
-                    np.save(f, TRACE + key)
-                with staged.open("blob", ".bin") as f:
-                    f.write(b"blob bytes %d" % key)
-                with staged.open("raw", ".bin") as f:
-                    f.write(b"raw bytes %d" % key)
+                write(staged, key)
     assert seen == [[4, 5, 6]]
     for key in (4, 5, 6):
         check(table, key)

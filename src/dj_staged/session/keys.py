@@ -23,13 +23,13 @@ import logging
 from typing import Any
 
 from .. import steps
-from .._datajoint import SideSession
+from .._datajoint import SideSession, Table
 from .rows import key_probe
 
 logger = logging.getLogger(__name__)
 
 
-def key_in_table(table: Any, key: dict[str, Any]) -> bool:
+def key_in_table(table: Table, key: dict[str, Any]) -> bool:
     """Whether a row with ``key`` is in ``table``, seen by the table's own connection (one round trip); False for
     a key whose values do not convert to the column types (the insert refuses it with DataJoint's error)."""
     probe = key_probe(table, key)
@@ -41,7 +41,7 @@ def key_in_table(table: Any, key: dict[str, Any]) -> bool:
 class KeyLookout:
     """The lookups of one batch: at most one in flight, for the row being written."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
         self._session: SideSession | None = None
         self._usable = True

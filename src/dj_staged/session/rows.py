@@ -88,8 +88,8 @@ def key_probe(table: Table, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]] 
 
 
 def _trial(
-    table: Any, row: dict[str, Any], fields: Iterable[str], views: dict[frozenset[str], Any] | None
-) -> tuple[Any, dict[str, Any]]:
+    table: Table, row: dict[str, Any], fields: Iterable[str], views: dict[frozenset[str], Table] | None
+) -> tuple[Table, dict[str, Any]]:
     """The table copy that stores every object-store field as plain JSON, and the row with an empty JSON value in
     each staged field (so no codec writes anything)."""
     heading = table.heading
@@ -140,12 +140,12 @@ def check_row(
 
 
 def check_locally(
-    table: Any,
+    table: Table,
     row: dict[str, Any],
     fields: Iterable[str],
     *,
     allow_direct_insert: bool,
-    views: dict[frozenset[str], Any] | None = None,
+    views: dict[frozenset[str], Table] | None = None,
 ) -> None:
     """Raise what DataJoint's insert of ``row`` would refuse without asking the server: no round trip.
 

@@ -193,6 +193,12 @@ class StagedCodecConformance(_Suite):
             value = (table & key).fetch1(FIELD)
             return type(value), self.normalize(value)
 
+    def assert_fetched_as_ordinary(self, table: Table, tmp_path: Path) -> None:
+        """Insert the ordinary row, then assert the staged row fetches the same value it does."""
+        self.insert_ordinary(table, ORDINARY, tmp_path)
+        (_, ours), (_, theirs) = self.fetch(table, STAGED, tmp_path), self.fetch(table, ORDINARY, tmp_path)
+        assert_equivalent(ours, theirs, f"fetched {FIELD}")
+
     def check_protocol(self, table: Table) -> None:
         """Fail, with one message that says what to change, if the field's participant has another protocol's shape."""
         codec = table.heading[FIELD].codec
@@ -295,9 +301,7 @@ class StagedCodecConformance(_Suite):
             )
             assert report.deleted == 0, f"the collector took what the codec wrote without a lease: {report.paths}"
             assert store_files(djstaged_conformance_store.name) == written
-        self.insert_ordinary(table, ORDINARY, tmp_path)
-        (_, ours), (_, theirs) = self.fetch(table, STAGED, tmp_path), self.fetch(table, ORDINARY, tmp_path)
-        assert_equivalent(ours, theirs, f"fetched {FIELD}")
+        self.assert_fetched_as_ordinary(table, tmp_path)
 
     def test_staged_primary_key_required(
         self, table: Table, djstaged_conformance_store: StoreInfo, tmp_path: Path
@@ -455,9 +459,7 @@ class PlacedConformance(StagedCodecConformance):
         self.check_protocol(table)
         self.put(djstaged_conformance_store.name, self.chosen_path(STAGED), b"left over")
         self._staged(table, STAGED, tmp_path, overwrite=True)
-        self.insert_ordinary(table, ORDINARY, tmp_path)
-        (_, ours), (_, theirs) = self.fetch(table, STAGED, tmp_path), self.fetch(table, ORDINARY, tmp_path)
-        assert_equivalent(ours, theirs, f"fetched {FIELD}")
+        self.assert_fetched_as_ordinary(table, tmp_path)
 
     def test_a_path_a_row_references_is_never_replaced(
         self, table: Any, djstaged_conformance_store: StoreInfo, tmp_path: Path
