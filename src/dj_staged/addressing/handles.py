@@ -39,13 +39,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..stores.base import ObjectIdentity, StagedStore, WriteHandle
 from ..stores.resumable import ResumableWriter, mark_store_failure
-from .hashing import PIECE, StreamingMD5
+from .hashing import PIECE, Digest, StreamingMD5
 from .md5state import ResumableMD5
 from .resumption import Resumption
 
 if TYPE_CHECKING:
-    import hashlib
-
     from _typeshed import ReadableBuffer
 
 logger = logging.getLogger(__name__)
@@ -124,7 +122,7 @@ class StagedFile:
         self._offset = len(prefix)
         self._head = bytearray()
         self._resumption = resumption
-        self._md5: Any = None
+        self._md5: ResumableMD5 | StreamingMD5 | None = None
         if hashing:
             self._md5 = (
                 (md5 or ResumableMD5())
@@ -173,6 +171,7 @@ class StagedFile:
         """Hash and write ``view`` in pieces that end at the writer's durable units, saving the MD5's state at each
         unit's end before its bytes reach the writer (which may record that unit's checkpoint at once)."""
         assert self._resumption is not None and isinstance(self._raw, ResumableWriter)
+        assert isinstance(self._md5, ResumableMD5)
         unit, position = self._raw.unit, self._raw.tell()
         while view:
             piece, view = view[: unit - position % unit], view[unit - position % unit :]
@@ -248,11 +247,13 @@ class StagedFile:
         """Bytes stored before the caller's content."""
         return self._offset
 
-    def digest(self) -> hashlib._Hash | None:
+    def digest(self) -> Digest | None:
         """The MD5 of the stored bytes computed while writing, or None if it was not (or could not be) kept."""
         if self._md5 is None or not self.sequential:
             return None
-        return self._md5 if self._resumption is not None else self._md5.result()
+        if isinstance(self._md5, ResumableMD5):
+            return self._md5
+        return self._md5.result()
 
     def close(self) -> None:
         """Flush, record what was written, close; idempotent."""
@@ -271,8 +272,8 @@ class StagedFile:
 
     def _close_resumable(self) -> None:
         """Complete the object (its last checkpoint says so); a failure leaves it to the block to resume or drop."""
-        assert self._resumption is not None
-        if self._md5 is not None:
+        assert self._resumption is not None and isinstance(self._raw, ResumableWriter)
+        if isinstance(self._md5, ResumableMD5) and self.sequential:
             self._resumption.digest_at(self._raw.tell(), self._md5.state())
         try:
             self._raw.close()
@@ -284,6 +285,11 @@ class StagedFile:
         if callable(descriptor):
             stat = os.stat(self._raw.path)
             self.record = ObjectIdentity(stat.st_size, str(stat.st_ino))
+
+    @property
+    def resumable(self) -> bool:
+        """Whether this handle writes a resumable write (``resume=True``)."""
+        return isinstance(self._raw, ResumableWriter)
 
     def suspend(self) -> None:
         """Stop writing and keep the durable prefix for a later attempt (an interrupted resumable write)."""
@@ -323,12 +329,15 @@ class StagedFile:
     def abort(self) -> None:
         """Close without finishing the object: an upload in parts is abandoned, not completed."""
         self.stop_threads()
+        if isinstance(self._raw, ResumableWriter):  # even once stopped: what it keeps for a resume goes too
+            try:
+                self._raw.discard()
+            except Exception:
+                logger.warning("Abandoning a resumable upload failed; `dj-staged gc` reclaims it later", exc_info=True)
+            return
         if self.closed:
             return
         try:
-            if isinstance(self._raw, ResumableWriter):
-                self._raw.discard()
-                return
             self._store.discard(self._raw)
         except Exception:
             logger.warning("Abandoning an upload failed; `dj-staged gc` reclaims it later", exc_info=True)
@@ -342,5 +351,7 @@ class StagedFile:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is None:
             self.close()
+        elif isinstance(self._raw, ResumableWriter):
+            self.suspend()  # the block decides: keep the durable prefix (interrupted) or abort it (unwound)
         else:
             self.abort()  # the caller's own block failed: do not complete a partial object

@@ -106,7 +106,9 @@ def _differs(earlier: dict[str, Any], now: dict[str, Any]) -> str | None:
     return None
 
 
-def _restored_digest(store: StagedStore, path: str, state: Any, offset: int) -> tuple[Any, str | None]:
+def _restored_digest(
+    store: StagedStore, path: str, state: object, offset: int
+) -> tuple[ResumableMD5 | None, str | None]:
     """The MD5 of the first ``offset`` stored bytes: restored from its recorded state, or, on a store of local
     files, read once; the reason it cannot be had otherwise."""
     if isinstance(state, str):
@@ -204,14 +206,22 @@ class HashAddressedStaging(StagedParticipant):
         if earlier is None:
             field.lease(path, fresh=True)
         for leftover in point.leftovers() if point is not None else []:
-            store.remove(leftover)
+            if leftover.startswith(STAGING_PREFIX + "/"):  # never a canonical object: another row may share it
+                store.remove(leftover)
         hashing = layout == PREFIXED and available()
-        base = {"kind": "hashed", "path": path, "layout": layout.value, "prefix": base64.b64encode(prefix).decode()}
+        base: dict[str, Any] = {
+            "kind": "hashed",
+            "path": path,
+            "layout": layout.value,
+            "prefix": base64.b64encode(prefix).decode(),
+        }
         resumption = Resumption(field, base, prefix_length=len(prefix))
         checkpoint = Checkpoint.from_dict(earlier["checkpoint"]) if earlier and "checkpoint" in earlier else None
         md5 = None
         if checkpoint is not None:
             why = _differs(earlier or {}, base)
+            if why is None and checkpoint.offset < len(prefix):
+                why = "it made nothing durable beyond the stored prefix"
             if why is None and hashing and checkpoint.offset:
                 md5, why = _restored_digest(store, path, (earlier or {}).get("digest"), checkpoint.offset)
             if why is not None:

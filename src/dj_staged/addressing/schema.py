@@ -169,7 +169,11 @@ class SchemaAddressedStaging(StagedParticipant):
     def cleanup_staged(self, field: StagedField) -> None:
         """Delete the file or directory at the canonical path, if anything is there."""
         if field.state is not None:
-            field.store.remove(schema_state(field).path)
+            state = schema_state(field)
+            for handle in state.files:
+                if handle.resumable:  # stopped, not discarded: its upload (parts, session, blocks) goes now
+                    handle.abort()
+            field.store.remove(state.path)
 
 
 def _kind(point: Any) -> str | None:

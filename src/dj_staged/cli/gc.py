@@ -33,6 +33,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], co
     )
     gc.add_argument("--store", action="append", help="store to collect (repeatable; default: every configured store)")
     gc.add_argument("--grace", type=parse_duration, default=timedelta(hours=24), help="minimum age (default 24h)")
+    gc.add_argument(
+        "--resume-window",
+        type=parse_duration,
+        default=None,
+        help="keep an interrupted resume=True write this long after its last durable byte "
+        "(default: DJ_STAGED_RESUME_WINDOW, else the grace period)",
+    )
     gc.add_argument("--delete", action="store_true", help="delete what is reported (default: dry run)")
     gc.add_argument(
         "--staging-only",
@@ -72,6 +79,7 @@ def run(args: argparse.Namespace, dj: ModuleType) -> int:
                 *schemas,
                 store=store,
                 grace=args.grace,
+                resume_window=args.resume_window,
                 dry_run=not args.delete,
                 datajoint=not args.staging_only,
                 survey=survey,
