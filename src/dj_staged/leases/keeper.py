@@ -322,7 +322,7 @@ class LeaseKeeper:
         """
         self._end(mark_abandoned, "Marking abandoned")
 
-    def _end(self, action: Callable[[StagedStore, str, str], None], verb: str) -> bool:
+    def _end(self, action: Callable[[StagedStore, str, str], None] | None, verb: str) -> bool:
         """Apply ``action`` to the lease's record in every store, then release the lock; False if already ended."""
         with self._mutex:
             if self.ended:

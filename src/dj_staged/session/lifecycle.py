@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import AmbiguousCommitError, CommitRecoveredWarning, LeaseLostError, StagedInsertError, warn
 from ..stores.resumable import is_store_failure
@@ -66,6 +66,15 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Suspendable(Protocol):
+    """A writer that may keep an interrupted write for a later attempt (``staged_insert1(..., resume=True)``)."""
+
+    resumable: bool
+
+    def suspend(self) -> None: ...
+
+
 def interrupted(error: BaseException | None) -> bool:
     """Whether ``error`` interrupts a write rather than fails it: ``KeyboardInterrupt``/``SystemExit``, a lost
     database connection or lease, a commit of unknown outcome, a store's failure raised through a handle."""
@@ -82,7 +91,7 @@ def finish(exc_type: type[BaseException] | None, writer: Writer, exc: BaseExcept
     """End a staged block: commit on a clean exit, unwind on an ``Exception`` (including one from
     the commit), abandon on a ``BaseException`` or a commit of unknown outcome, always close;
     never swallow the exception. A resumable block suspends instead when it was interrupted."""
-    resumable = bool(getattr(writer, "resumable", False))
+    suspendable = writer if isinstance(writer, Suspendable) and writer.resumable else None
     try:
         if exc_type is None:
             try:
@@ -90,15 +99,15 @@ def finish(exc_type: type[BaseException] | None, writer: Writer, exc: BaseExcept
             except BaseException as error:
                 if writer.committed and isinstance(error, Exception) and not isinstance(error, AmbiguousCommitError):
                     writer.abandon()  # an error after the rows became visible: they keep their objects
-                elif resumable and interrupted(error):
-                    writer.suspend()  # type: ignore[attr-defined]
+                elif suspendable is not None and interrupted(error):
+                    suspendable.suspend()
                 elif isinstance(error, AmbiguousCommitError) or not isinstance(error, Exception):
                     writer.abandon()
                 else:
                     writer.unwind()
                 raise
-        elif resumable and (interrupted(exc) if exc is not None else not issubclass(exc_type, Exception)):
-            writer.suspend()  # type: ignore[attr-defined]
+        elif suspendable is not None and (interrupted(exc) if exc is not None else not issubclass(exc_type, Exception)):
+            suspendable.suspend()
         elif issubclass(exc_type, Exception):
             writer.unwind()
         else:

@@ -59,6 +59,7 @@ def call_s3(fs: fsspec.AbstractFileSystem, method: str, **kwargs: object) -> dic
 
 
 PART = 8 << 20  # S3 takes parts of 5 MiB at least (but the last)
+S3_MIN_PART = 5 << 20
 IN_FLIGHT = 4
 MAX_PARTS = 10_000
 PLACEMENT_KEY = "dj-staged-placement"  # the metadata that marks an object placed at a path the writer chose
@@ -163,7 +164,7 @@ class S3PartWriter:
         self._on_durable = on_durable
         self._pool = concurrent.futures.ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="dj-staged-s3-part")
         for number, etag in enumerate(etags, start=1):
-            future: concurrent.futures.Future = concurrent.futures.Future()
+            future: concurrent.futures.Future[str] = concurrent.futures.Future()
             future.set_result(etag)
             self._parts[number] = future
             self._etags[number] = etag
@@ -273,7 +274,14 @@ class S3ResumableWriter(ResumableWriter):
     checkpoint are sent again (a part number uploaded twice keeps the later one).
     """
 
-    def __init__(self, fs: Any, path: str, part_size: int, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None):
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        part_size: int,
+        on_checkpoint: OnCheckpoint,
+        resume_from: Checkpoint | None,
+    ) -> None:
         state = resume_from.state if resume_from is not None else {}
         unit = int(state.get("part_size", part_size))
         super().__init__(path, unit, on_checkpoint, resume_from.offset if resume_from is not None else 0)
@@ -338,8 +346,15 @@ class S3ResumableWriter(ResumableWriter):
         self._writer.suspend()
 
     def discard(self) -> None:
+        """Abort the upload, also once stopped (a suspended write whose block then unwound)."""
         self.closed = True
-        self._writer.discard()
+        upload_id = self._writer.upload_id
+        if not self._writer.closed:
+            self._writer.discard()
+        elif upload_id is not None:
+            bucket, key, _ = self._fs.split_path(self.path)
+            with contextlib.suppress(FileNotFoundError):  # completed, or aborted already
+                call_s3(self._fs, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
 
 
 def complete_object(fs: Any, path: str, checkpoint: Checkpoint) -> None:
@@ -372,6 +387,11 @@ class S3Store(StagedStore):
     marks_placements: ClassVar[bool] = True
     delete_batch_size: ClassVar[int] = 1000
     resumes_writes: ClassVar[bool] = True  # the parts of a multipart upload, checked with ListParts
+
+    @property
+    def part_size(self) -> int:
+        """S3 refuses parts below 5 MiB (but the last): a smaller ``DJ_STAGED_PART_SIZE`` is raised to that."""
+        return max(super().part_size, S3_MIN_PART)
 
     def _version(self, info: FileInfo) -> str | None:
         etag = info.get("ETag") or info.get("etag")
