@@ -84,6 +84,9 @@ class SchemaAddressedStaging(StagedParticipant):
 
     finalizes_cheaply: ClassVar[bool] = True  # nothing to hash or copy: a single row's INSERT checks it
     supports_resume: ClassVar[bool] = True
+    #: ``store()`` with ``resume=True`` (a directory resumed key by key, :mod:`~dj_staged.addressing.directories`):
+    #: written, not yet tested, so refused until it is; ``open()`` is resumable
+    resumes_directories: ClassVar[bool] = False
 
     def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> fsspec.FSMap | StagedFile:
         """A handle at the canonical path; a second call for the field reuses the same path."""
@@ -112,6 +115,12 @@ class SchemaAddressedStaging(StagedParticipant):
 
     def _resumable_handle(self, field: StagedField, mode: str, file_mode: str) -> Any:
         """``resume=True``: a handle that records checkpoints, going on from what an earlier attempt left."""
+        if mode == "store" and not self.resumes_directories:
+            raise HandleModeError(
+                f"{field.label}: resume=True resumes what is written through open(); a store() directory cannot be "
+                "resumed yet, so stage it without resume=True",
+                field=field.name,
+            )
         point = field.resume
         kind = "directory" if mode == "store" else "file"
         if field.state is None:

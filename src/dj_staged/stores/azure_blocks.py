@@ -26,7 +26,9 @@ def block_id(index: int) -> str:
 class AzureBlockWriter(ResumableWriter):
     """A resumable write of one block blob through ``azure.storage.blob``'s ``blob`` client."""
 
-    def __init__(self, blob: Any, path: str, unit: int, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None):
+    def __init__(
+        self, blob: Any, path: str, unit: int, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None
+    ) -> None:
         state = resume_from.state if resume_from is not None else {}
         unit = int(state.get("block_size", unit))
         super().__init__(path, unit, on_checkpoint, resume_from.offset if resume_from is not None else 0)

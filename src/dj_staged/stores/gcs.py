@@ -34,7 +34,9 @@ class GCSStore(StagedStore):
     supports_server_side_copy: ClassVar[bool] = True
     supports_partial_uploads: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
-    resumes_writes: ClassVar[bool] = True  # a resumable upload session, asked for its offset
+    # a resumable upload session, asked for its offset (GCSSessionWriter): written, not yet run against
+    # fake-gcs-server, so resume=True is refused here until tests/addressing/test_resume.py covers this store
+    resumes_writes: ClassVar[bool] = False
     reclaims_by_itself: ClassVar[str] = (
         "an unfinished resumable upload session expires one week after it began (no request lists one)"
     )

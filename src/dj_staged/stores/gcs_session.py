@@ -35,7 +35,9 @@ GRAIN = 256 << 10  # a chunk of a resumable upload, but the last, is a multiple 
 class GCSSessionWriter(ResumableWriter):
     """A resumable write of the GCS object ``path`` (``bucket/key``) through gcsfs's filesystem ``fs``."""
 
-    def __init__(self, fs: Any, path: str, unit: int, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None):
+    def __init__(
+        self, fs: Any, path: str, unit: int, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None
+    ) -> None:
         unit = max(GRAIN, unit - unit % GRAIN)
         super().__init__(path, unit, on_checkpoint, resume_from.offset if resume_from is not None else 0)
         self._fs = fs
