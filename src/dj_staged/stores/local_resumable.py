@@ -41,6 +41,8 @@ class LocalResumableWriter(ResumableWriter):
         durable: bool = True,
     ) -> None:
         offset = resume_from.offset if resume_from is not None else 0
+        if resume_from is not None:  # the unit the earlier attempt synced by: its CRCs cover its units
+            unit = int(resume_from.state.get("unit") or unit)
         super().__init__(path, unit, on_checkpoint, offset)
         self._durable = durable
         if resume_from is None:
@@ -109,7 +111,7 @@ class LocalResumableWriter(ResumableWriter):
             for boundary in [b for b in self._crcs if b < offset]:
                 del self._crcs[boundary]
         start = offset - offset % self.unit if offset % self.unit else offset - self.unit
-        state = {**self._identity, "crc": crc, "crc_from": max(start, 0)}
+        state = {**self._identity, "crc": crc, "crc_from": max(start, 0), "unit": self.unit}
         return Checkpoint(offset, state, complete)
 
     def _stop(self) -> None:
