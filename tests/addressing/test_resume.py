@@ -30,6 +30,7 @@ from support.tables import declare
 import dj_staged
 import dj_staged.gc
 from dj_staged import steps
+from dj_staged.codecs.blob import array_header
 from dj_staged.errors import ResumeKeyTakenError, ResumeRestartedWarning, StagedInsertError
 from dj_staged.gc.policy import RESUMABLE
 from dj_staged.stores import resolve_store
@@ -404,3 +405,30 @@ def test_the_md5_state_restores_to_hashlibs_digest():
     assert second.digest() == hashlib.md5(data).digest()
     with pytest.raises(ValueError, match="layout"):
         ResumableMD5.from_state("sha1-ctx:AAAA")
+
+
+def test_open_blob_array_resumes_at_the_first_column_not_yet_durable(djstaged_schema, djstaged_local_store):
+    table = declare(djstaged_schema, "Resumed", definition("blob", djstaged_local_store))
+    array = np.arange(3 * 40_000, dtype="float64").reshape(3, 40_000)  # a column: 24 bytes; 960,000 bytes in all
+    durable = Durable()
+    with steps.observe("writer.checkpoint", durable), pytest.raises(KeyboardInterrupt):
+        with dj_staged.staged_insert1(table, resume=True) as staged:
+            staged.rec["k"] = resuming.KEY
+            writer = dj_staged.open_blob_array(staged, "v", array.shape, array.dtype)
+            writer.write(array[:, :20_000])  # 480,000 bytes after the header: 7 units are durable
+            assert durable.wait_for(7 * UNIT)
+            raise KeyboardInterrupt
+    with dj_staged.staged_insert1(table, resume=True) as staged:
+        staged.rec["k"] = resuming.KEY
+        with dj_staged.open_blob_array(staged, "v", array.shape, array.dtype) as writer:
+            began = writer.filled
+            for start in range(began, array.shape[1], 7_000):
+                writer.write(array[:, start : start + 7_000])
+    header = len(array_header(array.shape, array.dtype))  # the blob header stored before the content
+    assert began == (7 * UNIT - header) // 24  # the first column not wholly durable
+    np.testing.assert_array_equal((table & {"k": resuming.KEY}).fetch1("v"), array)
+    with dj_staged.staged_insert1(table) as staged:
+        staged.rec["k"] = 2
+        with dj_staged.open_blob_array(staged, "v", array.shape, array.dtype) as writer:
+            writer.write(array)
+    assert stored_value(table, 1) == stored_value(table, 2)
