@@ -432,3 +432,16 @@ def test_open_blob_array_resumes_at_the_first_column_not_yet_durable(djstaged_sc
         with dj_staged.open_blob_array(staged, "v", array.shape, array.dtype) as writer:
             writer.write(array)
     assert stored_value(table, 1) == stored_value(table, 2)
+
+
+def test_status_lists_an_interrupted_resumable_write(djstaged_schema, resumable_store):
+    from dj_staged.status import RESUMABLE as RESUMABLE_WRITE
+    from dj_staged.status import in_flight
+
+    table, ext, data, unit = setting(djstaged_schema, resumable_store)
+    interrupted(table, ext, data, unit + 1)
+    status = in_flight(djstaged_schema.connection, stores=[resumable_store.name], schemas=[djstaged_schema.database])
+    (write,) = [w for w in status.writes if w.field == "v"]
+    assert (write.state, write.how, write.key, write.durable) == ("abandoned", RESUMABLE_WRITE, {"k": 1}, unit)
+    assert write.resumable_until is not None and write.resumable_until > time.time()
+    assert "abandoned (resumable)" in status.format()
