@@ -127,7 +127,7 @@ class GCSSessionWriter(ResumableWriter):
 
 
 async def _initiate(fs: Any, bucket: str, key: str) -> str:
-    from gcsfs.core import initiate_upload
+    from gcsfs.core import initiate_upload  # type: ignore[import-untyped]  # gcsfs ships no type information
 
     location: str = await initiate_upload(fs, bucket, key, "application/octet-stream")
     return location
@@ -154,6 +154,6 @@ def complete_object(fs: Any, path: str, checkpoint: Checkpoint) -> None:
 def _is_object(contents: bytes) -> bool:
     """Whether a response body describes a stored object (a session that completed), not a session's state."""
     try:
-        return json.loads(contents).get("kind") == "storage#object"
+        return bool(json.loads(contents).get("kind") == "storage#object")
     except (ValueError, AttributeError):
         return False

@@ -299,7 +299,7 @@ class SealedField(Protocol):
     def lease(self, *paths: str, fresh: bool = False) -> None: ...
 
 
-class ResumableMap(fsspec.FSMap):
+class ResumableMap(fsspec.FSMap):  # type: ignore[misc]  # fsspec's FSMap is untyped (Any)
     """The ``FSMap`` of a resumable ``store()`` handle: ``durable`` lists the keys an earlier attempt made durable
     (a caller skips them; Zarr keeps them when the array is opened with ``mode="a"``)."""
 
