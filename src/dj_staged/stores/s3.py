@@ -150,8 +150,9 @@ class S3PartWriter:
             if count == self._durable_parts:
                 return
             self._durable_parts = count
-            assert self._on_durable is not None
-            self._on_durable(count)
+            on_durable = self._on_durable
+        assert on_durable is not None
+        on_durable(count)  # outside the lock: it asks for the ETags (durable_etags), and may write a checkpoint
 
     def durable_etags(self, count: int) -> list[str]:
         """The ETags of parts 1..``count`` (uploaded)."""
