@@ -322,6 +322,8 @@ class S3ResumableWriter(ResumableWriter):
         return etags
 
     def _durable(self, count: int) -> None:
+        if count * self.unit > self._writer.tell():  # the last, partial part sent by close(): its checkpoint follows
+            return
         upload_id = self._writer.upload_id
         etags = self._writer.durable_etags(count)
         state = {"upload_id": upload_id, "parts": count, "part_size": self.unit, "etags": etags_digest(etags)}
