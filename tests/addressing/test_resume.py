@@ -33,6 +33,8 @@ from dj_staged import steps
 from dj_staged.codecs.blob import array_header
 from dj_staged.errors import ResumeKeyTakenError, ResumeRestartedWarning, StagedInsertError
 from dj_staged.gc.policy import RESUMABLE
+from dj_staged.leases.claims import RESUME_NS, claim_key
+from dj_staged.leases.takeover import resume_key
 from dj_staged.stores import resolve_store
 
 UNIT = 64 << 10  # DJ_STAGED_PART_SIZE in these tests: a local store's durable unit
@@ -164,6 +166,14 @@ def check_identical(table, codec: str, ext: str, options: dict, data: bytes, sto
     assert incomplete_uploads(store) == []
 
 
+def wait_for_the_killed_session(table) -> None:
+    """Wait (on the lock itself, no clock) until the killed writer's database session has ended on the server:
+    it holds the row's resume key until then, and a resume would rightly be refused."""
+    key = claim_key(resume_key(table.database, table.table_name, {"k": resuming.KEY}, "v"))
+    table.connection.query("SELECT pg_advisory_lock(%s, %s)", args=(RESUME_NS, key))
+    table.connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(RESUME_NS, key))
+
+
 def kill_and_resume(djstaged_postgres, djstaged_schema, store, codec: str, kill_at: int | None, size: int) -> None:
     kind, ext = CODECS[codec]
     table = declare(djstaged_schema, "Resumed", definition(kind, store))
@@ -185,6 +195,7 @@ def kill_and_resume(djstaged_postgres, djstaged_schema, store, codec: str, kill_
         child.join(timeout=120)
     assert died.value.exitcode == -9
     assert len(table()) == 0
+    wait_for_the_killed_session(table)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResumeRestartedWarning)  # nothing was lost: no restart
         began = resume(table, ext, options, data)
