@@ -118,7 +118,7 @@ def resume_directory(field: StagedField, path: str, docs: list[dict[str, Any]]) 
     found = {
         full.rstrip("/")[len(root) + 1 :]: int(info.get("size") or 0)
         for full, info in listed.items()
-        if info.get("type", "file") == "file"
+        if info.get("type") != "directory"
     }
     checkpoints = DirectoryCheckpoints(field, path, recorded)
     problem = next(
