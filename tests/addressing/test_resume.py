@@ -70,7 +70,7 @@ LOCAL_OFFSETS = [
 ]
 S3_SIZE = 2 * S3_UNIT + 300_000
 S3_OFFSETS = [1, S3_UNIT, S3_UNIT + 1, S3_UNIT + S3_UNIT // 2, 2 * S3_UNIT, S3_SIZE, None]
-RESUMABLE_STORES = {"local": "djstaged_local_store", "s3": "djstaged_s3_store"}
+RESUMABLE_STORES = {"local": "djstaged_local_store", "s3": "djstaged_s3_store", "azure": "djstaged_azure_store"}
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +81,8 @@ def small_units(monkeypatch):
 
 @pytest.fixture(params=list(RESUMABLE_STORES))
 def resumable_store(request):
-    """The stores a resumable write is tested on so far: the local store ``main`` and the S3 store ``s3``."""
+    """The stores a resumable write is tested on so far: the local store ``main``, the S3 store ``s3`` and the Azure
+    store ``azure`` (Azurite)."""
     return request.getfixturevalue(RESUMABLE_STORES[request.param])
 
 
@@ -224,6 +225,17 @@ def test_killed_at_an_offset_resumes_to_the_same_row_on_s3(
     codec, kill_at, djstaged_postgres, djstaged_schema, djstaged_s3_store
 ):
     kill_and_resume(djstaged_postgres, djstaged_schema, djstaged_s3_store, codec, kill_at, S3_SIZE)
+
+
+CLOUD_OFFSETS = [1, UNIT, UNIT + 1, 3 * UNIT + UNIT // 2, LOCAL_SIZE, None]
+
+
+@pytest.mark.parametrize("kill_at", CLOUD_OFFSETS)
+@pytest.mark.parametrize("codec", ["object", "hash"])
+def test_killed_at_an_offset_resumes_to_the_same_row_on_azure(
+    codec, kill_at, djstaged_postgres, djstaged_schema, djstaged_azure_store
+):
+    kill_and_resume(djstaged_postgres, djstaged_schema, djstaged_azure_store, codec, kill_at, LOCAL_SIZE)
 
 
 # ---- in one process: interruptions, the caller's errors, a changed prefix, a second resumer, the collector

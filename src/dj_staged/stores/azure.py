@@ -47,9 +47,7 @@ class AzureStore(StagedStore):
     reclaims_by_itself: ClassVar[str] = "uncommitted blocks are discarded one week after they were staged"
     atomic_promotion: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
-    # uncommitted blocks, asked for with Get Block List (AzureBlockWriter): written, not yet run against Azurite, so
-    # resume=True is refused here until tests/addressing/test_resume.py covers this store
-    resumes_writes: ClassVar[bool] = False
+    resumes_writes: ClassVar[bool] = True  # uncommitted blocks, asked for with Get Block List (AzureBlockWriter)
 
     def __init__(self, name: str, spec: dict[str, Any], backend: StorageBackend) -> None:
         super().__init__(name, spec, backend)

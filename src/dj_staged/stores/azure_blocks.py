@@ -35,6 +35,7 @@ class AzureBlockWriter(ResumableWriter):
         self._blob = blob
         self._buffer = bytearray()
         self._blocks = int(state.get("blocks", 0))
+        self._written = self.resumed_at
         if resume_from is not None:
             self._check_blocks(self._blocks)
 
@@ -58,6 +59,7 @@ class AzureBlockWriter(ResumableWriter):
             raise ValueError("I/O operation on closed file")
         view = memoryview(data).cast("B")
         self._buffer += view
+        self._written += len(view)
         while len(self._buffer) >= self.unit:
             self._stage(bytes(self._buffer[: self.unit]))
             del self._buffer[: self.unit]
@@ -72,7 +74,7 @@ class AzureBlockWriter(ResumableWriter):
         return Checkpoint(self._blocks * self.unit, {"blocks": self._blocks, "block_size": self.unit})
 
     def tell(self) -> int:
-        return self._blocks * self.unit + len(self._buffer)
+        return self._written  # the last block, staged by close(), may be short
 
     def close(self) -> None:
         """Stage what is left and commit the block list: the blob exists, whole."""
