@@ -70,13 +70,21 @@ LOCAL_OFFSETS = [
 ]
 S3_SIZE = 2 * S3_UNIT + 300_000
 S3_OFFSETS = [1, S3_UNIT, S3_UNIT + 1, S3_UNIT + S3_UNIT // 2, 2 * S3_UNIT, S3_SIZE, None]
-RESUMABLE_STORES = {"local": "djstaged_local_store", "s3": "djstaged_s3_store", "azure": "djstaged_azure_store"}
+RESUMABLE_STORES = {
+    "local": "djstaged_local_store",
+    "s3": "djstaged_s3_store",
+    "gcs": "djstaged_gcs_store",
+    "azure": "djstaged_azure_store",
+}
+GCS_UNIT = 256 << 10  # a GCS resumable upload's chunk is a multiple of 256 KiB
 
 
 @pytest.fixture(autouse=True)
 def small_units(monkeypatch):
     monkeypatch.setenv("DJ_STAGED_PART_SIZE", str(UNIT))
     monkeypatch.setenv("PYTHONPATH", ":".join(TEST_PYTHONPATH))  # the children import support/resuming.py
+    # fake-gcs-server completes an upload session asked for its offset: trust the checkpoint there
+    monkeypatch.setenv("DJ_STAGED_GCS_SESSION_QUERY", "0")
 
 
 @pytest.fixture(params=list(RESUMABLE_STORES))
@@ -91,7 +99,7 @@ def payload(size: int, seed: int = 27) -> bytes:
 
 
 def unit_of(store) -> int:
-    return S3_UNIT if store.spec["protocol"] == "s3" else UNIT
+    return {"s3": S3_UNIT, "gcs": GCS_UNIT}.get(store.spec["protocol"], UNIT)
 
 
 def definition(codec: str, store) -> str:
@@ -228,6 +236,16 @@ def test_killed_at_an_offset_resumes_to_the_same_row_on_s3(
 
 
 CLOUD_OFFSETS = [1, UNIT, UNIT + 1, 3 * UNIT + UNIT // 2, LOCAL_SIZE, None]
+GCS_SIZE = 3 * GCS_UNIT + 1234
+GCS_OFFSETS = [1, GCS_UNIT, GCS_UNIT + 1, 2 * GCS_UNIT + GCS_UNIT // 2, GCS_SIZE, None]
+
+
+@pytest.mark.parametrize("kill_at", GCS_OFFSETS)
+@pytest.mark.parametrize("codec", ["object", "hash"])
+def test_killed_at_an_offset_resumes_to_the_same_row_on_gcs(
+    codec, kill_at, djstaged_postgres, djstaged_schema, djstaged_gcs_store
+):
+    kill_and_resume(djstaged_postgres, djstaged_schema, djstaged_gcs_store, codec, kill_at, GCS_SIZE)
 
 
 @pytest.mark.parametrize("kill_at", CLOUD_OFFSETS)
@@ -311,6 +329,8 @@ def test_a_changed_local_prefix_starts_over_with_a_warning(codec, djstaged_schem
 
 @pytest.mark.parametrize("codec", ["object", "hash"])
 def test_a_missing_prefix_starts_over_with_a_warning(codec, djstaged_schema, resumable_store):
+    if resumable_store.spec["protocol"] == "gcs":
+        pytest.skip("fake-gcs-server completes a session asked for its offset, so these tests do not ask (see above)")
     table, ext, data, unit = setting(djstaged_schema, resumable_store, codec)
     interrupted(table, ext, data, 2 * unit + 10)
     staged_store = resolve_store(resumable_store.name, dj.config)
@@ -368,7 +388,10 @@ def test_a_collector_keeps_an_interrupted_write_within_its_window(djstaged_schem
     )
     assert report.errors == []
     assert sum(s.deleted for s in report.sections) == 0
-    assert len(kept_for_resumption(report)) >= 2  # the object (or its upload) and the lease
+    staged_store = resolve_store(resumable_store.name, dj.config)
+    hidden = staged_store.supports_partial_uploads and not staged_store.supports_listing_incomplete_uploads
+    # the lease, and the object or its upload, where the service shows an upload (a GCS session it does not)
+    assert len(kept_for_resumption(report)) == (1 if hidden else 2)
     assert resume(table, ext, {}, data) == unit
     check_identical(table, "object", ext, {}, data, resumable_store)
 

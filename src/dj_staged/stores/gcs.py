@@ -21,7 +21,7 @@ from typing import ClassVar
 from fsspec.asyn import sync
 
 from .base import FileInfo, StagedStore, WriteHandle
-from .gcs_session import GCSSessionWriter, cancel_session, complete_object
+from .gcs_session import GRAIN, GCSSessionWriter, cancel_session, complete_object
 from .resumable import Checkpoint, CompleteWriter, OnCheckpoint, ResumableWriter
 
 PLACEMENT_KEY = "dj-staged-placement"  # the metadata that marks an object placed at a path the writer chose
@@ -34,9 +34,13 @@ class GCSStore(StagedStore):
     supports_server_side_copy: ClassVar[bool] = True
     supports_partial_uploads: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
-    # a resumable upload session, asked for its offset (GCSSessionWriter): written, not yet run against
-    # fake-gcs-server, so resume=True is refused here until tests/addressing/test_resume.py covers this store
-    resumes_writes: ClassVar[bool] = False
+    resumes_writes: ClassVar[bool] = True  # a resumable upload session, asked for its offset (GCSSessionWriter)
+
+    @property
+    def part_size(self) -> int:
+        """A resumable upload's chunk is a multiple of 256 KiB: ``DJ_STAGED_PART_SIZE`` is rounded down to one."""
+        size = super().part_size
+        return max(GRAIN, size - size % GRAIN)
     reclaims_by_itself: ClassVar[str] = (
         "an unfinished resumable upload session expires one week after it began (no request lists one)"
     )
