@@ -89,8 +89,8 @@ def small_units(monkeypatch):
 
 @pytest.fixture(params=list(RESUMABLE_STORES))
 def resumable_store(request):
-    """The stores a resumable write is tested on so far: the local store ``main``, the S3 store ``s3`` and the Azure
-    store ``azure`` (Azurite)."""
+    """Every store: the local store ``main``, the S3 store ``s3`` (moto), the GCS store ``gcs`` (fake-gcs-server)
+    and the Azure store ``azure`` (Azurite)."""
     return request.getfixturevalue(RESUMABLE_STORES[request.param])
 
 

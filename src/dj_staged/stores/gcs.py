@@ -41,6 +41,7 @@ class GCSStore(StagedStore):
         """A resumable upload's chunk is a multiple of 256 KiB: ``DJ_STAGED_PART_SIZE`` is rounded down to one."""
         size = super().part_size
         return max(GRAIN, size - size % GRAIN)
+
     reclaims_by_itself: ClassVar[str] = (
         "an unfinished resumable upload session expires one week after it began (no request lists one)"
     )
