@@ -84,9 +84,9 @@ class SchemaAddressedStaging(StagedParticipant):
 
     finalizes_cheaply: ClassVar[bool] = True  # nothing to hash or copy: a single row's INSERT checks it
     supports_resume: ClassVar[bool] = True
-    #: ``store()`` with ``resume=True`` (a directory resumed key by key, :mod:`~dj_staged.addressing.directories`):
-    #: written, not yet tested, so refused until it is; ``open()`` is resumable
-    resumes_directories: ClassVar[bool] = False
+    #: ``store()`` with ``resume=True``: a directory resumed key by key (:mod:`~dj_staged.addressing.directories`);
+    #: a codec whose directory cannot be resumed so sets it False (``store()`` with ``resume=True`` is then refused)
+    resumes_directories: ClassVar[bool] = True
 
     def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> fsspec.FSMap | StagedFile:
         """A handle at the canonical path; a second call for the field reuses the same path."""
