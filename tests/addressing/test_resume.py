@@ -507,3 +507,23 @@ def test_a_resume_on_s3_sends_only_what_was_not_durable(codec, djstaged_schema, 
     # besides: PutObject of the lease's small files (its header, the checkpoints), CopyObject of a promotion
     assert downloaded == [] or sum(downloaded) < 64 << 10  # lease files read back, never the content
     check_identical(table, codec, ext, {}, data, djstaged_s3_store)
+
+
+def test_gc_abandon_drops_one_interrupted_write_on_purpose(djstaged_schema, djstaged_local_store, capsys):
+    from dj_staged.cli import main
+    from dj_staged.status import in_flight
+
+    table, ext, data, unit = setting(djstaged_schema, djstaged_local_store)
+    interrupted(table, ext, data, unit + 1)
+    schema = ["--schema", djstaged_schema.database, "--store", djstaged_local_store.name]
+    assert main(["gc", *schema, "--delete"]) == 0  # the default window: kept
+    capsys.readouterr()
+    assert lease_files(djstaged_local_store) != [] and store_files(djstaged_local_store) != []
+    (write,) = in_flight(djstaged_schema.connection, schemas=[djstaged_schema.database]).writes
+    assert main(["gc", *schema, "--abandon", "no-such-lease"]) == 1
+    assert "no interrupted resumable write has lease no-such-lease" in capsys.readouterr().out
+    assert main(["gc", *schema, "--abandon", write.lease_id, "--delete"]) == 0
+    assert f"lease {write.lease_id} of {djstaged_schema.database} abandoned on purpose" in capsys.readouterr().out
+    assert store_files(djstaged_local_store, leases=True) == []
+    assert resume(table, ext, {}, data) == 0
+    check_identical(table, "object", ext, {}, data, djstaged_local_store)

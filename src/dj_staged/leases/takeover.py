@@ -33,7 +33,7 @@ from typing import Any
 
 from ..stores.base import StagedStore
 from ..stores.resumable import Checkpoint
-from .records import LeaseRecord, scan_leases
+from .records import LeaseRecord, mark_abandoned, scan_leases
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,18 @@ def resumable_leases(store: StagedStore, schema: str, table: str, key: dict[str,
         if record.table == table and any(key_text(entry.key) == wanted for entry in record.entries):
             found.append(record)
     return sorted(found, key=lambda record: (record.started, record.newest or 0.0))
+
+
+def abandon_resumable(store: StagedStore, schema: str, lease_ids: list[str], held: set[int]) -> list[str]:
+    """Drop interrupted resumable writes on purpose: mark each of ``lease_ids`` found in ``store`` for ``schema``
+    abandoned, so no attempt resumes it and the next collection reclaims what it names at once; the ids marked.
+    A live write (its lock ``held``) is left alone."""
+    marked = []
+    for record in scan_leases(store, schema):
+        if record.lease_id in lease_ids and record.readable and record.lock not in held and not record.abandoned:
+            mark_abandoned(store, schema, record.lease_id)
+            marked.append(record.lease_id)
+    return marked
 
 
 def resume_points(records: list[LeaseRecord]) -> dict[str, ResumePoint]:
