@@ -23,6 +23,7 @@ _ERRORS = (
     "AutoPopulatedInsertError",
     "CommitRecoveredWarning",
     "ContentError",
+    "DurablePrefixLostError",
     "HandleModeError",
     "GateLostError",
     "IgnoredValueWarning",
@@ -34,6 +35,8 @@ _ERRORS = (
     "NothingWrittenError",
     "PathTakenError",
     "ProtocolViolationError",
+    "ResumeKeyTakenError",
+    "ResumeRestartedWarning",
     "StagedInsertError",
     "UnsupportedBackendError",
 )

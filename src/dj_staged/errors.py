@@ -23,11 +23,15 @@
         ├── ProtocolViolationError          a participant broke the protocol (its field's state is not its own)
         ├── UnsupportedBackendError         the database cannot hold leases (dj-staged needs PostgreSQL), or a
         │                                   store speaks a protocol dj-staged has no store for
+        ├── ResumeKeyTakenError             another writer is resuming the same (schema, table, key, field)
+        ├── DurablePrefixLostError          a resumed write's durable prefix is missing or changed (caught: the
+        │                                   write starts over with a ResumeRestartedWarning)
         └── AmbiguousCommitError            the connection died during the commit and the outcome is unknown
 
 Each error that concerns one field names it in ``.field``. Warnings a user may
 want to act on are :class:`CommitRecoveredWarning` (the connection died after the
-commit, and the row was found committed) and :class:`IgnoredValueWarning`.
+commit, and the row was found committed), :class:`IgnoredValueWarning` and
+:class:`ResumeRestartedWarning` (a resumed write starts over from byte 0, and why).
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ __all__ = [
     "NotParticipatingError",
     "NothingWrittenError",
     "ProtocolViolationError",
+    "DurablePrefixLostError",
+    "ResumeKeyTakenError",
+    "ResumeRestartedWarning",
     "StagedInsertError",
     "UnsupportedBackendError",
 ]
@@ -126,6 +133,16 @@ class UnsupportedBackendError(StagedInsertError):
     protocol that dj-staged has no :class:`~dj_staged.stores.StagedStore` for."""
 
 
+class ResumeKeyTakenError(StagedInsertError):
+    """``resume=True``: another writer holds the resume key (schema, table, primary key, field); the message names
+    it (host, process, database session). Neither writer loses a byte: wait for the other to end, or stop it."""
+
+
+class DurablePrefixLostError(StagedInsertError):
+    """A resumed write's durable prefix is missing or changed (collected, aborted, replaced, truncated); the message
+    says why. The session catches it, warns with :class:`ResumeRestartedWarning` and writes from byte 0."""
+
+
 class AmbiguousCommitError(StagedInsertError):
     """The connection died during the commit and it could not be found out whether the row exists.
 
@@ -144,6 +161,11 @@ class CommitRecoveredWarning(UserWarning):
 
 class IgnoredValueWarning(UserWarning):
     """A value set on ``staged.rec`` for a field written through a handle is ignored."""
+
+
+class ResumeRestartedWarning(UserWarning):
+    """``resume=True``: what an earlier attempt left could not be resumed (its durable prefix is missing or
+    changed, and the message says why), so the field is written from byte 0: ``f.tell()`` is 0."""
 
 
 def storage_not_configured(

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
     from ._datajoint import Codec, StorageBackend, Table
     from .leases import LeaseKeeper
+    from .leases.takeover import ResumePoint
 
 HandleMode = Literal["store", "open"]
 
@@ -122,6 +123,8 @@ class FileHandle(Protocol):
 
     def write(self, data: ReadableBuffer, /) -> int: ...
 
+    def tell(self) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -149,6 +152,8 @@ class StagedField:
     ext_given: str | None = None  # the extension as the caller wrote it ("bin"), which DataJoint's value records
     target: str | None = None  # the path the writer chose (``path=``), for a participant that takes one
     overwrite: bool = False  # the writer may replace what is at ``target`` (``overwrite=True``)
+    resumable: bool = False  # ``resume=True``: write so that a later attempt can go on from the durable prefix
+    resume: ResumePoint | None = None  # what an earlier attempt of this field left, taken over (resumable only)
 
     @property
     def store_name(self) -> str:
@@ -216,6 +221,11 @@ class StagedField:
         keeps it while the write is live, and reclaims it after only if it still carries ``mark``."""
         self.leases.lease(self.store, [path], field=self.name, key=self.primary_key, marks={path: mark})
 
+    def checkpoint(self, doc: dict[str, Any], *, part: bool = False) -> None:
+        """Record a checkpoint of this resumable field in its lease: ``doc`` replaces the last one, or (``part``:
+        a ``store()`` directory's files) is added beside the earlier ones."""
+        self.leases.checkpoint(self.store, self.name, doc, part=part)
+
     def is_leased(self, path: str) -> bool:
         """Whether this writer leased ``path`` in the field's store."""
         return self.leases.covers(self.store_name, path)
@@ -230,11 +240,12 @@ class StagedField:
             )
         return self.state
 
-    def store_map(self, path: str, journal: WriteJournal | None = None) -> fsspec.FSMap:
+    def store_map(self, path: str, journal: WriteJournal | None = None, listener: Any = None) -> fsspec.FSMap:
         """A write handle on the directory ``path`` (store-relative, leased first) for ``store()``: an
         ``FSMap`` whose filesystem refuses every write once the block has ended, in this process and in
-        copies pickled to others (Dask workers); on a local store it records into ``journal``."""
-        mapping, seal = sealed_map(self, path, journal)
+        copies pickled to others (Dask workers); on a local store it records into ``journal``; a resumable
+        handle's ``listener`` records checkpoints (the map's ``durable`` keys are its)."""
+        mapping, seal = sealed_map(self, path, journal, listener)
         self.seals.append(seal)
         return mapping
 
@@ -283,6 +294,8 @@ class StagedParticipant:
     finalizes_cheaply: ClassVar[bool] = False
     #: the value is a path the writer chooses, given with ``path=`` (``<filepath@>``); else ``path=`` is refused
     writer_chooses_path: ClassVar[bool] = False
+    #: a write interrupted without an error goes on from its durable prefix in a later block (``resume=True``)
+    supports_resume: ClassVar[bool] = False
 
     def staged_handle(
         self, field: StagedField, *, mode: HandleMode, file_mode: str = "wb"
@@ -305,6 +318,7 @@ DECLARATIONS = (
     "resolves_empty_store_name",
     "finalizes_cheaply",
     "writer_chooses_path",
+    "supports_resume",
 )
 
 

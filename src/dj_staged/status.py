@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._datajoint import Config, Connection, class_name_of, config_of, free_table, list_schemas
 from .layout import LEASES_ROOT
+from .settings import resume_window
 from .stores import StagedStore, StoredFile, resolve_store
 from .text import count, human_bytes, iso, table, utc
 
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 LIVE, ABANDONED, UNREADABLE = "live", "abandoned", "unreadable"
 INTERRUPTED, WRITER_GONE = "interrupted", "writer gone"  # how an abandoned write ended
+RESUMABLE = "resumable"  # an abandoned resume=True write, kept for the next attempt within its resume window
+DEFAULT_WINDOW = 24 * 3600.0  # the collector's default grace period, the resume window's default
 
 
 @dataclass
@@ -75,7 +78,9 @@ class StagedWrite:
     paths: list[str] = dataclasses.field(default_factory=list)
     files: int = 0
     bytes: int = 0
-    how: str = ""  # for an abandoned write: INTERRUPTED or WRITER_GONE
+    how: str = ""  # for an abandoned write: INTERRUPTED, WRITER_GONE or RESUMABLE
+    durable: int | None = None  # a resumable write's bytes made durable (its last checkpoint)
+    resumable_until: float | None = None  # when its resume window ends (with the default window)
 
     @property
     def class_name(self) -> str:
@@ -107,6 +112,8 @@ class StagedWrite:
             "paths": list(self.paths),
             "files": self.files,
             "bytes": self.bytes,
+            "durable": self.durable,
+            "resumable_until": iso(self.resumable_until),
         }
 
 
@@ -358,9 +365,18 @@ def _writes(
             continue
         state = LIVE if record.lock in held and not record.abandoned else ABANDONED
         how = "" if state == LIVE else INTERRUPTED if record.abandoned else WRITER_GONE
+        if state == ABANDONED and record.resumable and not record.abandoned:
+            how = RESUMABLE
         for entry in record.entries:
             written = [f for path in entry.paths for f in staged.get(path, [])]
-            writes.append(_write(record, store, state, entry, entry.paths, written, how))
+            write = _write(record, store, state, entry, entry.paths, written, how)
+            if record.resumable:
+                checkpoint = record.checkpoints.get(entry.field) or {}
+                write.durable = int(checkpoint.get("durable") or 0)
+                last = record.newest if record.newest is not None else record.started
+                if how == RESUMABLE and last:
+                    write.resumable_until = last + resume_window(DEFAULT_WINDOW)
+            writes.append(write)
     return writes
 
 

@@ -8,6 +8,8 @@ Each party announces its steps in order (see ``docs/spec.md``):
   when its commit lost its connection, before it waits for that commit's transaction
   to end and looks its rows up; and ``writer.key`` in a batch, when a row's exit has
   the answer to the lookup of its key sent at its first handle (``found``);
+- resumer (``resume=True``): ``writer.takeover``, once it has recorded in its own lease what an earlier attempt
+  of its row left and before it removes that attempt's lease; ``writer.checkpoint``, once a checkpoint is recorded;
 - collector: ``collector.list``, ``collector.read_leases``,
   ``collector.read_references``, ``collector.delete``.
 
@@ -34,8 +36,9 @@ WRITER_STEPS = (
     "writer.release",
 )
 BATCH_STEPS = ("writer.key",)  # a batch's rows only: not every block reaches it
+RESUMER_STEPS = ("writer.takeover", "writer.checkpoint")  # resumable blocks only
 COLLECTOR_STEPS = ("collector.list", "collector.read_leases", "collector.read_references", "collector.delete")
-STEPS = WRITER_STEPS + BATCH_STEPS + COLLECTOR_STEPS
+STEPS = WRITER_STEPS + BATCH_STEPS + RESUMER_STEPS + COLLECTOR_STEPS
 
 Observer = Callable[..., None]
 

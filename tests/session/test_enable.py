@@ -171,8 +171,9 @@ def test_introspection_needs_no_database(monkeypatch, tmp_path):
         "staged_insert": [
             ("chunk_size", "POSITIONAL_OR_KEYWORD", 1000),
             ("allow_direct_insert", "KEYWORD_ONLY", False),
+            ("resume", "KEYWORD_ONLY", False),  # refused with the reason: a batch's rows commit together
         ],
-        "staged_insert1": [("allow_direct_insert", "KEYWORD_ONLY", False)],
+        "staged_insert1": [("allow_direct_insert", "KEYWORD_ONLY", False), ("resume", "KEYWORD_ONLY", False)],
     }
     assert "stage many rows, insert them together" in seen["help"]
     assert "staged_insert = <dj-staged staged_insert of Manual>" in seen["manual"]

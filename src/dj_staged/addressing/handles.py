@@ -17,6 +17,13 @@ A :class:`StagedFile` wraps the store's own file object and adds four things:
   size, and on a local store the inode), which finalization compares with what
   is in the store (fencing: an object removed or replaced meanwhile fails the commit).
 
+A resumable handle (``resume=True``) wraps a store's
+:class:`~dj_staged.stores.resumable.ResumableWriter`, which may start where an
+earlier attempt's durable prefix ends (``tell()`` says where, in the content).
+It hashes in the caller's thread with an MD5 whose state is saved at each
+durable unit (:mod:`~dj_staged.addressing.md5state`), so each checkpoint
+carries the digest at its offset; it writes in order only.
+
 Anything else (``read``, ``readable``, ``name``) is the wrapped file's.
 """
 
@@ -31,11 +38,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..stores.base import ObjectIdentity, StagedStore, WriteHandle
-from .hashing import PIECE, StreamingMD5
+from ..stores.resumable import ResumableWriter, mark_store_failure
+from .hashing import PIECE, Digest, StreamingMD5
+from .md5state import ResumableMD5
+from .resumption import Resumption
 
 if TYPE_CHECKING:
-    import hashlib
-
     from _typeshed import ReadableBuffer
 
 logger = logging.getLogger(__name__)
@@ -100,25 +108,35 @@ class StagedFile:
 
     def __init__(
         self,
-        raw: WriteHandle,
+        raw: WriteHandle | ResumableWriter,
         store: StagedStore,
         *,
         prefix: bytes = b"",
         hashing: bool = False,
         writeback: bool = False,
+        resumption: Resumption | None = None,
+        md5: ResumableMD5 | None = None,
     ) -> None:
         self._raw = raw
         self._store = store
         self._offset = len(prefix)
         self._head = bytearray()
-        self._md5 = StreamingMD5(threaded=not store.uploads_in_background) if hashing else None
+        self._resumption = resumption
+        self._md5: ResumableMD5 | StreamingMD5 | None = None
+        if hashing:
+            self._md5 = (
+                (md5 or ResumableMD5())
+                if resumption is not None
+                else StreamingMD5(threaded=not store.uploads_in_background)
+            )
         self._writeback: _Writeback | None = None
-        if writeback:
+        if writeback and resumption is None:  # a resumable writer syncs at its own pace
             descriptor = self._descriptor()
             self._writeback = _Writeback(descriptor) if descriptor is not None else None
         self.sequential = True
+        self.resumed = isinstance(raw, ResumableWriter) and raw.resumed_at > 0  # the prefix is there already
         self.record: ObjectIdentity | None = None
-        if prefix:
+        if prefix and not self.resumed:
             self._write(memoryview(prefix))
 
     def write(self, data: ReadableBuffer) -> int:
@@ -128,9 +146,18 @@ class StagedFile:
         return len(view)
 
     def _write(self, view: memoryview) -> None:
-        if self.sequential and len(self._head) < self.HEAD + self._offset:
+        try:
+            self._write_through(view)
+        except Exception as error:
+            mark_store_failure(error)
+            raise
+
+    def _write_through(self, view: memoryview) -> None:
+        if self.sequential and not self.resumed and len(self._head) < self.HEAD + self._offset:
             self._head += view[: self.HEAD + self._offset - len(self._head)]
-        if self._md5 is None or not self.sequential:
+        if self._resumption is not None and self._md5 is not None:
+            self._write_hashed_in_units(view)
+        elif self._md5 is None or not self.sequential:
             self._raw.write(view)
         else:
             for start in range(0, len(view), PIECE):  # hash a piece while the next one is being written
@@ -140,17 +167,35 @@ class StagedFile:
         if self._writeback is not None:
             self._writeback.wrote(len(view))
 
+    def _write_hashed_in_units(self, view: memoryview) -> None:
+        """Hash and write ``view`` in pieces that end at the writer's durable units, saving the MD5's state at each
+        unit's end before its bytes reach the writer (which may record that unit's checkpoint at once)."""
+        assert self._resumption is not None and isinstance(self._raw, ResumableWriter)
+        assert isinstance(self._md5, ResumableMD5)
+        unit, position = self._raw.unit, self._raw.tell()
+        while view:
+            piece, view = view[: unit - position % unit], view[unit - position % unit :]
+            self._md5.update(piece)
+            position += len(piece)
+            if position % unit == 0:
+                self._resumption.digest_at(position, self._md5.state())
+            self._raw.write(piece)
+
     def writelines(self, lines: Iterable[ReadableBuffer]) -> None:
         for line in lines:
             self.write(line)
 
     def _not_sequential(self) -> None:
-        if self.sequential and self._md5 is not None:
+        if self.sequential and isinstance(self._md5, StreamingMD5):
             self._md5.close()
         self.sequential = False
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         """Move to ``offset`` in the content (``whence`` as for ``io``); never before the content's start."""
+        if self._resumption is not None:
+            if (offset, whence) in ((0, io.SEEK_CUR), (self.tell(), io.SEEK_SET), (0, io.SEEK_END)):
+                return self.tell()  # where it is: what copying helpers ask
+            raise io.UnsupportedOperation("a resumable write is written in order; it cannot seek")
         if whence == io.SEEK_SET:
             if offset < 0:
                 raise ValueError(f"negative seek position {offset}")
@@ -172,6 +217,8 @@ class StagedFile:
         """Cut the content at ``size`` (default: the current position)."""
         if size is not None and size < 0:
             raise ValueError(f"negative size {size}")
+        if self._resumption is not None:
+            raise io.UnsupportedOperation("a resumable write is written in order; it cannot truncate")
         self._not_sequential()
         result: int | None = self._raw.truncate() if size is None else self._raw.truncate(size + self._offset)
         return (result if result is not None else self._raw.tell()) - self._offset
@@ -191,23 +238,29 @@ class StagedFile:
 
     @property
     def head(self) -> bytes | None:
-        """The first bytes (up to 64 KiB) of the content as written, or None after a seek or truncate."""
-        return bytes(self._head[self._offset :]) if self.sequential else None
+        """The first bytes (up to 64 KiB) of the content as written, or None after a seek or truncate (or when an
+        earlier attempt wrote them)."""
+        return bytes(self._head[self._offset :]) if self.sequential and not self.resumed else None
 
     @property
     def content_offset(self) -> int:
         """Bytes stored before the caller's content."""
         return self._offset
 
-    def digest(self) -> hashlib._Hash | None:
+    def digest(self) -> Digest | None:
         """The MD5 of the stored bytes computed while writing, or None if it was not (or could not be) kept."""
         if self._md5 is None or not self.sequential:
             return None
+        if isinstance(self._md5, ResumableMD5):
+            return self._md5
         return self._md5.result()
 
     def close(self) -> None:
         """Flush, record what was written, close; idempotent."""
         if self.closed:
+            return
+        if self._resumption is not None:
+            self._close_resumable()
             return
         try:
             self._raw.flush()
@@ -216,6 +269,35 @@ class StagedFile:
             self.abort()
             raise
         self._raw.close()
+
+    def _close_resumable(self) -> None:
+        """Complete the object (its last checkpoint says so); a failure leaves it to the block to resume or drop."""
+        assert self._resumption is not None and isinstance(self._raw, ResumableWriter)
+        if isinstance(self._md5, ResumableMD5) and self.sequential:
+            self._resumption.digest_at(self._raw.tell(), self._md5.state())
+        try:
+            self._raw.close()
+        except Exception as error:
+            mark_store_failure(error)
+            raise
+        descriptor = getattr(self._raw, "fileno", None)
+        self.record = ObjectIdentity(self._raw.tell())
+        if callable(descriptor):
+            stat = os.stat(self._raw.path)
+            self.record = ObjectIdentity(stat.st_size, str(stat.st_ino))
+
+    @property
+    def resumable(self) -> bool:
+        """Whether this handle writes a resumable write (``resume=True``)."""
+        return isinstance(self._raw, ResumableWriter)
+
+    def suspend(self) -> None:
+        """Stop writing and keep the durable prefix for a later attempt (an interrupted resumable write)."""
+        if isinstance(self._raw, ResumableWriter) and not self._raw.closed:
+            try:
+                self._raw.suspend()
+            except Exception:
+                logger.warning("Stopping a resumable write failed; its last checkpoint stands", exc_info=True)
 
     def _descriptor(self) -> int | None:
         """The operating system's descriptor of the wrapped file, if it is a local one."""
@@ -238,7 +320,7 @@ class StagedFile:
 
     def stop_threads(self) -> None:
         """End the hashing and write-back threads, whatever state the handle is in (the block is over)."""
-        if self._md5 is not None:
+        if isinstance(self._md5, StreamingMD5):
             self._md5.close()
         if self._writeback is not None:
             with contextlib.suppress(OSError):  # sync errors matter only to a commit, which is past or not coming
@@ -247,6 +329,12 @@ class StagedFile:
     def abort(self) -> None:
         """Close without finishing the object: an upload in parts is abandoned, not completed."""
         self.stop_threads()
+        if isinstance(self._raw, ResumableWriter):  # even once stopped: what it keeps for a resume goes too
+            try:
+                self._raw.discard()
+            except Exception:
+                logger.warning("Abandoning a resumable upload failed; `dj-staged gc` reclaims it later", exc_info=True)
+            return
         if self.closed:
             return
         try:
@@ -263,5 +351,7 @@ class StagedFile:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is None:
             self.close()
+        elif isinstance(self._raw, ResumableWriter):
+            self.suspend()  # the block decides: keep the durable prefix (interrupted) or abort it (unwound)
         else:
             self.abort()  # the caller's own block failed: do not complete a partial object

@@ -35,6 +35,7 @@ Example (a custom codec storing raw bytes with a magic prefix)::
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import enum
 import os
@@ -46,9 +47,13 @@ from .._datajoint import build_hash_path, generate_token
 from ..errors import ContentError, HandleModeError, IncompleteObjectError
 from ..layout import STAGING_PREFIX
 from ..protocol import HandleMode, StagedField, StagedParticipant, StagingState
+from ..stores.base import StagedStore
+from ..stores.resumable import Checkpoint
 from .handles import StagedFile
-from .hashing import encode_digest, rehash
+from .hashing import CHUNK, encode_digest, rehash
+from .md5state import ResumableMD5, available
 from .paths import check_relative_path
+from .resumption import Resumption, lost, open_resumed
 from .schema import check_mode
 
 if TYPE_CHECKING:
@@ -91,6 +96,36 @@ class HashAddressedState(StagingState):
         self.handle = None
 
 
+def _differs(earlier: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """Why an earlier attempt's bytes cannot be the start of this one's (another prefix), or None."""
+    if earlier.get("layout") != now["layout"] or earlier.get("prefix") != now["prefix"]:
+        return (
+            "it stored another prefix before the content (a different size=, filename or array declared than this "
+            "attempt's)"
+        )
+    return None
+
+
+def _restored_digest(
+    store: StagedStore, path: str, state: object, offset: int
+) -> tuple[ResumableMD5 | None, str | None]:
+    """The MD5 of the first ``offset`` stored bytes: restored from its recorded state, or, on a store of local
+    files, read once; the reason it cannot be had otherwise."""
+    if isinstance(state, str):
+        try:
+            return ResumableMD5.from_state(state), None
+        except ValueError:
+            pass
+    if not store.durable_local_files:
+        return None, "its MD5 state was not recorded in a form this machine restores, and its bytes cannot be read back"
+    md5, left = ResumableMD5(), offset
+    with store.open_read(path) as source:
+        while left and (chunk := source.read(min(CHUNK, left))):
+            md5.update(chunk)
+            left -= len(chunk)
+    return (md5, None) if left == 0 else (None, f"its file holds fewer than the {offset} bytes made durable")
+
+
 def hash_state(field: StagedField) -> HashAddressedState:
     """The field's hash-addressed state (set by its handle)."""
     return field.state_as(HashAddressedState)
@@ -100,6 +135,7 @@ class HashAddressedStaging(StagedParticipant):
     """Lifecycle mixin for codecs whose stored bytes end in ``<hash@>`` (content-addressed, deduplicated)."""
 
     staged_modes: ClassVar[tuple[HandleMode, ...]] = ("open",)
+    supports_resume: ClassVar[bool] = True
 
     def _stored_prefix(self, field: StagedField, content_size: int | None) -> bytes | None:
         """Codec hook: bytes stored before the caller's content.
@@ -131,17 +167,12 @@ class HashAddressedStaging(StagedParticipant):
                 "through one handle",
                 field=field.name,
             )
+        if field.resumable:
+            return self._resumable_handle(field)
         path = staging_path(field)
         field.lease(path, fresh=True)
         store = field.store
-        prefix = self._stored_prefix(field, None)
-        layout = PREFIXED
-        if prefix is None:
-            length = self._prefix_length(field)
-            if length is not None and store.durable_local_files:  # a file can be patched in place
-                prefix, layout = bytes(length), PLACEHOLDER
-            else:
-                prefix, layout = b"", CONTENT
+        prefix, layout = self._layout(field)
         raw = store.open_write(path)
         try:
             handle = StagedFile(raw, store, prefix=prefix, hashing=layout == PREFIXED, writeback=field.fsyncs)
@@ -151,6 +182,55 @@ class HashAddressedStaging(StagedParticipant):
             with contextlib.suppress(Exception):
                 store.remove(path)
             raise
+        field.state = HashAddressedState(path, handle, layout, prefix)
+        return handle
+
+    def _layout(self, field: StagedField) -> tuple[bytes, Layout]:
+        """The bytes stored before the content as the handle opens, and how they are laid out."""
+        prefix = self._stored_prefix(field, None)
+        if prefix is not None:
+            return prefix, PREFIXED
+        length = self._prefix_length(field)
+        if length is not None and field.store.durable_local_files:  # a file can be patched in place
+            return bytes(length), PLACEHOLDER
+        return b"", CONTENT
+
+    def _resumable_handle(self, field: StagedField) -> StagedFile:
+        """``resume=True``: a handle on the staging object an earlier attempt left (from its last checkpoint, its
+        digest state restored), or on a new one."""
+        store, point = field.store, field.resume
+        prefix, layout = self._layout(field)
+        earlier = point.checkpoint if point is not None and point.checkpoint is not None else None
+        earlier = earlier if earlier is not None and earlier.get("kind") == "hashed" else None
+        path = str(earlier["path"]) if earlier is not None else staging_path(field)
+        if earlier is None:
+            field.lease(path, fresh=True)
+        for leftover in point.leftovers() if point is not None else []:
+            if leftover.startswith(STAGING_PREFIX + "/"):  # never a canonical object: another row may share it
+                store.remove(leftover)
+        hashing = layout == PREFIXED and available()
+        base: dict[str, Any] = {
+            "kind": "hashed",
+            "path": path,
+            "layout": layout.value,
+            "prefix": base64.b64encode(prefix).decode(),
+        }
+        resumption = Resumption(field, base, prefix_length=len(prefix))
+        checkpoint = Checkpoint.from_dict(earlier["checkpoint"]) if earlier and "checkpoint" in earlier else None
+        md5 = None
+        if checkpoint is not None:
+            why = _differs(earlier or {}, base)
+            if why is None and checkpoint.offset < len(prefix):
+                why = "it made nothing durable beyond the stored prefix"
+            if why is None and hashing and checkpoint.offset:
+                md5, why = _restored_digest(store, path, (earlier or {}).get("digest"), checkpoint.offset)
+            if why is not None:
+                lost(field, path, resumption, checkpoint, why)
+                checkpoint = None
+        raw, resumed = open_resumed(field, path, resumption, checkpoint)
+        handle = StagedFile(
+            raw, store, prefix=prefix, hashing=hashing, resumption=resumption, md5=md5 if resumed else None
+        )
         field.state = HashAddressedState(path, handle, layout, prefix)
         return handle
 

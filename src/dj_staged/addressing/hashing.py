@@ -22,7 +22,7 @@ import base64
 import hashlib
 import queue
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
@@ -38,7 +38,13 @@ _SMALL = 64 << 10  # pieces below this are gathered into one before being handed
 _QUEUED = 8  # pieces waiting for the hashing thread at most (bounded memory)
 
 
-def encode_digest(md5: hashlib._Hash) -> str:
+class Digest(Protocol):
+    """An MD5 being fed or finished: ``hashlib``'s, or :class:`~dj_staged.addressing.md5state.ResumableMD5`."""
+
+    def digest(self) -> bytes: ...
+
+
+def encode_digest(md5: Digest) -> str:
     """The 26-character form ``compute_hash`` gives for the bytes fed to ``md5``."""
     return base64.b32encode(md5.digest()).decode("ascii").rstrip("=").lower()
 

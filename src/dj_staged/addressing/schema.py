@@ -31,8 +31,10 @@ from .._datajoint import build_object_path
 from ..errors import HandleModeError, IncompleteObjectError, nothing_written
 from ..protocol import StagedField, StagedParticipant, StagingState
 from ..stores.journal import WriteJournal
+from .directories import DirectoryCheckpoints, resume_directory
 from .handles import StagedFile
 from .paths import check_relative_path
+from .resumption import Resumption, open_resumed
 
 if TYPE_CHECKING:
     import fsspec
@@ -58,6 +60,7 @@ class SchemaAddressedState(StagingState):
     files: list[StagedFile] = field(default_factory=list)
     journal: WriteJournal | None = None
     truncating: bool = False  # the last open() started the file empty
+    checkpoints: DirectoryCheckpoints | None = None  # a resumable store() handle's
 
     def compact(self) -> None:
         """Forget the handles (their buffers) once the field is finished: cleanup needs only the path."""
@@ -80,10 +83,16 @@ class SchemaAddressedStaging(StagedParticipant):
     """Lifecycle mixin for codecs whose objects live at a path derived from the row."""
 
     finalizes_cheaply: ClassVar[bool] = True  # nothing to hash or copy: a single row's INSERT checks it
+    supports_resume: ClassVar[bool] = True
+    #: ``store()`` with ``resume=True``: a directory resumed key by key (:mod:`~dj_staged.addressing.directories`);
+    #: a codec whose directory cannot be resumed so sets it False (``store()`` with ``resume=True`` is then refused)
+    resumes_directories: ClassVar[bool] = True
 
     def staged_handle(self, field: StagedField, *, mode: str, file_mode: str = "wb") -> fsspec.FSMap | StagedFile:
         """A handle at the canonical path; a second call for the field reuses the same path."""
         check_mode(self, field, mode)
+        if field.resumable:
+            return self._resumable_handle(field, mode, file_mode)
         if field.state is None:
             field.state = SchemaAddressedState(self._claim_path(field))
         state = schema_state(field)
@@ -102,6 +111,44 @@ class SchemaAddressedStaging(StagedParticipant):
             field.sync.file(field.full_path(state.path))
         state.files.append(handle)
         state.truncating = "w" in file_mode or "x" in file_mode
+        return handle
+
+    def _resumable_handle(self, field: StagedField, mode: str, file_mode: str) -> Any:
+        """``resume=True``: a handle that records checkpoints, going on from what an earlier attempt left."""
+        if mode == "store" and not self.resumes_directories:
+            raise HandleModeError(
+                f"{field.label}: resume=True resumes what is written through open(); a store() directory cannot be "
+                "resumed yet, so stage it without resume=True",
+                field=field.name,
+            )
+        point = field.resume
+        kind = "directory" if mode == "store" else "file"
+        if field.state is None:
+            earlier = point.path if point is not None and _kind(point) == kind else None
+            field.state = SchemaAddressedState(earlier or self._claim_path(field))
+            if point is not None:
+                for path in point.leftovers():  # an earlier attempt's other objects: markers, another kind's path
+                    field.store.remove(path)
+        state = schema_state(field)
+        if mode == "store":
+            if state.checkpoints is None:
+                state.journal = WriteJournal()
+                docs = point.key_checkpoints if point is not None else []
+                state.checkpoints = resume_directory(field, state.path, docs)
+            return field.store_map(state.path, state.journal, state.checkpoints)
+        if file_mode != "wb" or state.files:
+            raise HandleModeError(
+                f"{field.label}: a resumable write (resume=True) opens its file once, with mode 'wb'",
+                field=field.name,
+            )
+        checkpoint = point.store_checkpoint if point is not None and point.path == state.path else None
+        resumption = Resumption(field, {"kind": "file", "path": state.path})
+        raw, _resumed = open_resumed(field, state.path, resumption, checkpoint)
+        handle = StagedFile(raw, field.store, resumption=resumption)
+        if field.fsyncs:
+            field.sync.file(field.full_path(state.path))
+        state.files.append(handle)
+        state.truncating = not handle.resumed
         return handle
 
     def _claim_path(self, field: StagedField) -> str:
@@ -131,7 +178,18 @@ class SchemaAddressedStaging(StagedParticipant):
     def cleanup_staged(self, field: StagedField) -> None:
         """Delete the file or directory at the canonical path, if anything is there."""
         if field.state is not None:
-            field.store.remove(schema_state(field).path)
+            state = schema_state(field)
+            for handle in state.files:
+                if handle.resumable:  # stopped, not discarded: its upload (parts, session, blocks) goes now
+                    handle.abort()
+            field.store.remove(state.path)
+
+
+def _kind(point: Any) -> str | None:
+    """Whether an earlier attempt's checkpoints are of a ``file`` or a ``directory``."""
+    if point.checkpoint is not None:
+        return str(point.checkpoint.get("kind"))
+    return "directory" if point.key_checkpoints else None
 
 
 def _changed(field: StagedField, what: str) -> IncompleteObjectError:

@@ -6,8 +6,14 @@ import argparse
 import json
 from datetime import timedelta
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .common import connect, parse_duration, schemas_named, stores_to_use
+
+if TYPE_CHECKING:
+    from .._datajoint import Connection, Schema
+    from ..gc import Report
+    from ..stores import StagedStore
 
 DESCRIPTION = (
     "Report objects no row references and no staged insert still writes: DataJoint's _schema/ and _hash/ "
@@ -33,6 +39,20 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], co
     )
     gc.add_argument("--store", action="append", help="store to collect (repeatable; default: every configured store)")
     gc.add_argument("--grace", type=parse_duration, default=timedelta(hours=24), help="minimum age (default 24h)")
+    gc.add_argument(
+        "--resume-window",
+        type=parse_duration,
+        default=None,
+        help="keep an interrupted resume=True write this long after its last durable byte "
+        "(default: DJ_STAGED_RESUME_WINDOW, else the grace period)",
+    )
+    gc.add_argument(
+        "--abandon",
+        action="append",
+        metavar="LEASE_ID",
+        help="drop an interrupted resume=True write on purpose (its lease id, as `dj-staged status` shows it): no "
+        "attempt resumes it any more, and this collection reclaims what it names (repeatable)",
+    )
     gc.add_argument("--delete", action="store_true", help="delete what is reported (default: dry run)")
     gc.add_argument(
         "--staging-only",
@@ -57,6 +77,7 @@ def run(args: argparse.Namespace, dj: ModuleType) -> int:
     listable = set(dj.list_schemas(connection=connection))
     named = schemas_named(dj, connection, args.schema, listable) if args.schema else None
     report = Report(dry_run=not args.delete, grace=args.grace.total_seconds(), looked_at=list(stores))
+    abandoned: set[str] = set()  # the --abandon leases marked
     for store in stores:
         survey = survey_store(resolve_store(store, dj.config))
         if named is not None:
@@ -67,15 +88,40 @@ def run(args: argparse.Namespace, dj: ModuleType) -> int:
                 report.notes.append(f"store {store}: no schema this connection can list has objects here")
                 continue
             schemas = schemas_named(dj, connection, found, listable)
+        if args.abandon:
+            abandon(connection, resolve_store(store, dj.config), schemas, args.abandon, report, abandoned)
         report.merge(
             collect(
                 *schemas,
                 store=store,
                 grace=args.grace,
+                resume_window=args.resume_window,
                 dry_run=not args.delete,
                 datajoint=not args.staging_only,
                 survey=survey,
             )
         )
+    missing = sorted(set(args.abandon or []) - abandoned)
+    if missing:
+        report.notes.append(f"--abandon: no interrupted resumable write has lease {', '.join(missing)}")
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.format(limit=args.limit))
-    return 1 if report.errors else 0
+    return 1 if report.errors or missing else 0
+
+
+def abandon(
+    connection: Connection,
+    store: StagedStore,
+    schemas: list[Schema],
+    lease_ids: list[str],
+    report: Report,
+    found: set[str],
+) -> None:
+    """``--abandon``: mark the interrupted resumable writes ``lease_ids`` abandoned in ``store``, and say so."""
+    from ..leases import held_lease_keys
+    from ..leases.takeover import abandon_resumable
+
+    held = held_lease_keys(connection)
+    for schema in schemas:
+        for lease_id in abandon_resumable(store, schema.database, lease_ids, held):
+            found.add(lease_id)
+            report.notes.append(f"store {store.name}: lease {lease_id} of {schema.database} abandoned on purpose")

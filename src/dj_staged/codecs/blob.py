@@ -104,14 +104,23 @@ class BlobStaging(HashAddressedStaging):
 
 
 class BlobArrayWriter:
-    """Writes an array into a ``<blob@>`` field slab by slab along its last axis."""
+    """Writes an array into a ``<blob@>`` field slab by slab along its last axis.
+
+    A resumed write (``staged_insert1(..., resume=True)``) starts where the earlier
+    attempt's durable bytes end: ``filled`` is then the first column (along the
+    last axis) not wholly durable, the one to write next, and the bytes of it that
+    are durable already are not written again.
+    """
 
     def __init__(self, handle: FileHandle, field: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self._handle = handle
         self._field = field
         self.shape = shape
         self.dtype = dtype
-        self.filled = 0
+        column = int(np.prod(shape[:-1], dtype=np.int64)) * dtype.itemsize  # the bytes of one column
+        durable = handle.tell()  # 0 unless resumed
+        self.filled = durable // column if column else 0
+        self._drop = durable - self.filled * column  # durable bytes of the next column, not to be written again
 
     def write(self, slab: npt.ArrayLike) -> None:
         """Append ``slab`` (shape ``shape[:-1] + (k,)``) after the slabs written so far."""
@@ -127,7 +136,10 @@ class BlobArrayWriter:
             raise ContentError(
                 f"Field '{self._field}' (<blob@>): slabs exceed the declared shape {self.shape}", field=self._field
             )
-        self._handle.write(slab.tobytes(order="F"))
+        data = slab.tobytes(order="F")
+        if self._drop and data:
+            data, self._drop = data[self._drop :], 0
+        self._handle.write(data)
         self.filled += slab.shape[-1]
 
     def close(self) -> None:

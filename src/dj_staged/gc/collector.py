@@ -38,9 +38,21 @@ from .._datajoint import Config, Connection, Schema, config_of, is_covered, is_h
 from ..leases import LeaseRecord, covers, exclusive_gate, held_lease_keys, scan_leases
 from ..leases.locks import Gate
 from ..references import referenced_paths, referencing_anywhere
+from ..settings import resume_window as resume_window_setting
 from ..stores import IncompleteUpload, StagedStore, StoredFile, resolve_store
 from ..stores.base import mtime_of
-from .policy import LEASED, REFERENCED, REPLACED, YOUNG, Rules, classify, lease_root, schema_root, staging_root
+from .policy import (
+    LEASED,
+    REFERENCED,
+    REPLACED,
+    RESUMABLE,
+    YOUNG,
+    Rules,
+    classify,
+    lease_root,
+    schema_root,
+    staging_root,
+)
 from .report import Report, SectionReport, outside_report
 from .sections import (
     HASH,
@@ -69,6 +81,7 @@ def collect(
     config: Config | None = None,
     datajoint: bool = True,
     survey: StoreSurvey | bool = False,
+    resume_window: timedelta | float | None = None,
 ) -> Report:
     """Report (and with ``dry_run=False`` delete) what no row references and no staged write still needs.
 
@@ -78,6 +91,9 @@ def collect(
     ``survey=True`` (or a :class:`~dj_staged.gc.sections.StoreSurvey` of the
     store) adds an ``outside`` section: what lies outside the collected
     schemas' sections, one level deep, kept with its reason.
+    ``resume_window`` (default ``DJ_STAGED_RESUME_WINDOW``, else the grace
+    period): an interrupted ``resume=True`` write whose last durable byte is
+    younger than this is kept for the attempt that resumes it.
     """
     if not schemas:
         raise ValueError("collect() needs at least one schema")
@@ -87,13 +103,19 @@ def collect(
     spec = staged_store.spec
     check_layout(spec, [schema.database for schema in schemas])
     store_name = staged_store.name
-    cutoff = (time.time() if now is None else now) - grace_seconds
+    clock = time.time() if now is None else now
+    cutoff = clock - grace_seconds
+    if resume_window is None:
+        window = resume_window_setting(grace_seconds)
+    else:
+        window = resume_window.total_seconds() if isinstance(resume_window, timedelta) else float(resume_window)
+    resume_cutoff = clock - window
     report = Report(dry_run=dry_run, grace=grace_seconds, looked_at=[store_name])
     if staged_store.reclaims_by_itself:
         report.notes.append(f"store {store_name}: the service reclaims by itself: {staged_store.reclaims_by_itself}")
     for schema in schemas:
         started = time.perf_counter()
-        collection = _Collection(schema, staged_store, cutoff, datajoint)
+        collection = _Collection(schema, staged_store, cutoff, datajoint, resume_cutoff)
         sections = collection.run(dry_run)
         report.sections.extend(sections)
         logger.info(
@@ -121,8 +143,11 @@ def collect_staging(*schemas: Schema, **options: Any) -> Report:
 class _Collection:
     """The collection of one schema in one store."""
 
-    def __init__(self, schema: Schema, store: StagedStore, cutoff: float, datajoint: bool) -> None:
+    def __init__(
+        self, schema: Schema, store: StagedStore, cutoff: float, datajoint: bool, resume_cutoff: float | None = None
+    ) -> None:
         self.schema = schema
+        self.resume_cutoff = cutoff if resume_cutoff is None else resume_cutoff
         self.name = schema.database
         self.staged_store = store
         self.spec = store.spec
@@ -148,18 +173,28 @@ class _Collection:
             records = scan_leases(self.staged_store, self.name)
             held = held_lease_keys(schema.connection)
             live = [p for r in records if r.readable and r.lock in held for p in r.paths]
-            dead = [p for r in records if r.readable and r.lock not in held for p in r.paths]
-            steps.reach("collector.read_leases", schema=self.name, live=live, dead=dead)
+            kept = {r.lease_id for r in records if self._resumable(r, held)}
+            resumable = [p for r in records if r.lease_id in kept for p in r.paths]
+            dead = [p for r in records if r.readable and r.lock not in held and r.lease_id not in kept for p in r.paths]
+            steps.reach("collector.read_leases", schema=self.name, live=live, dead=dead, resumable=resumable)
             referenced = referenced_paths([schema])
             steps.reach("collector.read_references", schema=self.name, referenced=len(referenced))
-            reports = self._judge(listed, uploads, records, held, Rules(self._referenced(referenced), live, dead, 0))
-            placements = self._placements(schema.connection, records, held, live)
+            rules = Rules(self._referenced(referenced), live, dead, 0, resumable)
+            reports = self._judge(listed, uploads, records, held, rules)
+            placements = self._placements(schema.connection, [r for r in records if r.lease_id not in kept], held, live)
             if placements is not None:
                 reports.insert(-1, placements)
             if gate is not None:
                 steps.reach("collector.delete", schema=self.name, paths=[p for r in reports for p in r.paths])
                 self._delete(reports, uploads, gate)
         return reports
+
+    def _resumable(self, record: LeaseRecord, held: set[int]) -> bool:
+        """Whether ``record`` is an interrupted resumable write within its resume window (kept for its resumer)."""
+        if not record.readable or record.lock in held or not record.resumable or record.abandoned:
+            return False
+        last = record.newest if record.newest is not None else record.started
+        return last > self.resume_cutoff
 
     def _referenced(self, referenced: set[str]) -> Callable[[str, list[StoredFile]], bool]:
         def check(root: str, members: list[StoredFile]) -> bool:
@@ -223,6 +258,9 @@ class _Collection:
             elif covers(rules.live, upload.path):
                 report.protected[name] = LEASED
                 report.kept[name] = files
+            elif covers(rules.resumable, upload.path):
+                report.protected[name] = RESUMABLE
+                report.kept[name] = files
             elif covers(rules.dead, upload.path):
                 report.collectable[name] = files
                 report.abandoned.add(name)
@@ -277,10 +315,11 @@ class _Collection:
         are collected (their paths are judged above)."""
         report = SectionReport(self.store, self.name, LEASES)
         live = {r.folder for r in records if r.lock in held}
+        resumable = {r.folder for r in records if self._resumable(r, held)}
         for path, stored in sorted(files.items()):
             root = lease_root(path)
-            if root in live:
-                report.protected[root] = LEASED
+            if root in live or root in resumable:
+                report.protected[root] = LEASED if root in live else RESUMABLE
                 kept = report.kept.get(root) or []
                 report.kept[root] = [*kept, stored]
             else:

@@ -7,7 +7,9 @@ when no lease names it at all, while it is younger than the grace period: that
 protects DataJoint's own ``insert1`` between writing an object and inserting
 its row. An object the lease of an abandoned write names (its writer was
 interrupted, or is gone) belongs to no row unless one references it, so it is
-collected at once. An
+collected at once, unless that write was resumable (``resume=True``) and its
+last durable byte is younger than the resume window: it is then kept for the
+attempt that resumes it, and collected once the window has passed. An
 object whose store reports no modification time is never collected by age.
 """
 
@@ -29,6 +31,7 @@ ABANDONED = "left by an abandoned write"
 UNREFERENCED = "no row references it"  # and it is older than the grace period
 ABANDONED_LEASE = "lease of an abandoned write"
 REPLACED = "not what the abandoned write placed there (replaced since): not its to reclaim"
+RESUMABLE = "kept for resumption (an interrupted resume=True write, within its resume window)"
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Rules:
     live: list[str]
     dead: list[str]
     cutoff: float
+    resumable: list[str] = field(default_factory=list)  # the paths of interrupted resumable writes in their window
 
 
 def classify(files: Iterable[StoredFile], root_of: Callable[[str], str], rules: Rules) -> Decision:
@@ -72,6 +76,8 @@ def classify(files: Iterable[StoredFile], root_of: Callable[[str], str], rules: 
             continue
         if covers(rules.live, root) or any(covers(rules.live, m.path) for m in members):
             decision.protected[root] = LEASED
+        elif covers(rules.resumable, root) or any(covers(rules.resumable, m.path) for m in members):
+            decision.protected[root] = RESUMABLE
         elif covers(rules.dead, root) or any(covers(rules.dead, m.path) for m in members):
             decision.collectable[root] = members
             decision.abandoned.add(root)

@@ -22,16 +22,18 @@ from dataclasses import dataclass
 from typing import Any
 
 CLAIM_NS = 0x646A7333  # "djs3"
+RESUME_NS = 0x646A7334  # "djs4": a resume key (schema, table, primary key, field), one resumer at a time
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A path claimed by one database session."""
+    """A path (or a resume key) claimed by one database session."""
 
     store: str
     path: str
     key: int
     pid: int
+    namespace: int = CLAIM_NS
 
 
 def claim_key(where: str) -> int:
@@ -39,21 +41,24 @@ def claim_key(where: str) -> int:
     return zlib.crc32(where.encode()) & 0x7FFFFFFF
 
 
-def try_claim(connection: Any, store: str, path: str, where: str) -> tuple[Claim | None, int | None]:
+def try_claim(
+    connection: Any, store: str, path: str, where: str, namespace: int = CLAIM_NS
+) -> tuple[Claim | None, int | None]:
     """Claim ``path`` on ``connection``'s session: the claim, or None and the backend pid of the session that
     holds it (None if it ended meanwhile)."""
     key = claim_key(where)
     taken, pid, holder = connection.query(
         "SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid(), (SELECT pid FROM pg_locks WHERE locktype = "
-        "'advisory' AND classid = %s::oid AND objid = %s::oid AND objsubid = 2 AND granted LIMIT 1)",
-        args=(CLAIM_NS, key, CLAIM_NS, key),
+        "'advisory' AND classid = %s::oid AND objid = %s::oid AND objsubid = 2 AND granted "
+        "AND pid <> pg_backend_pid() LIMIT 1)",
+        args=(namespace, key, namespace, key),
         reconnect=False,
     ).fetchone()
     if taken:
-        return Claim(store, path, key, int(pid)), None
+        return Claim(store, path, key, int(pid), namespace), None
     return None, None if holder is None else int(holder)
 
 
 def release_claim(connection: Any, claim: Claim) -> None:
     """Release ``claim`` (a session that ended released it already)."""
-    connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(CLAIM_NS, claim.key), reconnect=False)
+    connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(claim.namespace, claim.key), reconnect=False)

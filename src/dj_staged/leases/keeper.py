@@ -17,13 +17,14 @@ from typing import Any
 
 from .. import steps
 from .._datajoint import Connection, DatabaseFailure, backend_pid, database_failure
-from ..errors import LeaseLostError, PathTakenError
+from ..errors import LeaseLostError, PathTakenError, ResumeKeyTakenError
 from ..stores.base import StagedStore
-from .claims import Claim, release_claim, try_claim
+from .claims import RESUME_NS, Claim, release_claim, try_claim
 from .locks import (
     LeaseLock,
     acquire_lease_lock,
     commit_guard,
+    held_lease_keys,
     lease_held,
     new_lease_key,
     release_lease_lock,
@@ -34,11 +35,14 @@ from .records import (
     EntryWriter,
     LeaseEntry,
     LeaseRecord,
+    checkpoint_name,
     lease_id_for,
     mark_abandoned,
     remove_lease,
+    write_checkpoint,
     write_header,
 )
+from .takeover import ResumePoint, resumable_leases, resume_key, resume_points
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +50,11 @@ logger = logging.getLogger(__name__)
 class LeaseKeeper:
     """Leases the paths of one writer in its stores, backed by one advisory lock on its database session."""
 
-    def __init__(self, connection: Connection, schema: str, table: str) -> None:
+    def __init__(self, connection: Connection, schema: str, table: str, *, resumable: bool = False) -> None:
         self.connection = connection
         self.schema = schema
         self.table = table
+        self.resumable = resumable  # a write that may be resumed: its lease outlives an interruption
         self._key = new_lease_key()
         self.lease_id = lease_id_for(self._key)
         self.lock: LeaseLock | None = None
@@ -58,6 +63,8 @@ class LeaseKeeper:
         self._mutex = threading.Lock()
         self._lock_handed_over = False  # the commit's transaction took the lock: it ends with that transaction
         self._claims: dict[tuple[str, str], Claim] = {}  # (store, path) -> the claim on a path the writer chose
+        self._taken: dict[str, dict[str, ResumePoint]] = {}  # store -> field -> what earlier attempts left there
+        self._checkpoint_parts: dict[tuple[str, str], int] = {}  # (store, field) -> next store() checkpoint's number
         self.ended = False
 
     @property
@@ -114,6 +121,7 @@ class LeaseKeeper:
         key: dict[str, Any],
         fresh: bool = False,
         marks: dict[str, str] | None = None,
+        taken_from: str | None = None,
     ) -> None:
         """Lease ``paths`` in ``store`` before they are written or referenced.
 
@@ -132,7 +140,9 @@ class LeaseKeeper:
             new = [p for p in dict.fromkeys(paths) if (name, p) not in self._paths]
             if not new:
                 return
-            entry = LeaseEntry(field=field, key=dict(key), paths=new, at=time.time(), marks=marks)
+            entry = LeaseEntry(
+                field=field, key=dict(key), paths=new, at=time.time(), marks=marks, taken_from=taken_from
+            )
             if self.lock is None:  # the lock, and the gate when needed, in one round trip
                 self._acquire(gate=not fresh)
                 try:
@@ -176,6 +186,7 @@ class LeaseKeeper:
             pid=os.getpid(),
             db_pid=self.lock.pid,
             started=time.time(),
+            resumable=self.resumable,
         )
 
     def claim(self, store: StagedStore, path: str, *, field: str) -> None:
@@ -197,6 +208,76 @@ class LeaseKeeper:
                     field=field,
                 )
             self._claims[(store.name, path)] = claim
+
+    def claim_resume(self, store: StagedStore, key: dict[str, Any], field: str) -> None:
+        """Hold the resume key (schema, table, ``key``, ``field``) for this writer alone until its block ends;
+        :class:`~dj_staged.errors.ResumeKeyTakenError` naming the writer that holds it otherwise."""
+        where = resume_key(self.schema, self.table, key, field)
+        with self._mutex:
+            if ("", where) in self._claims:
+                return
+            claim, holder = try_claim(self.connection, "", where, where, namespace=RESUME_NS)
+            if claim is None:
+                raise ResumeKeyTakenError(
+                    f"Field '{field}' of {self.schema}.{self.table} {key} is being resumed by another writer "
+                    f"({self._describe(store, holder)}); only one writer resumes a field at a time, so wait for "
+                    "that one to end, or stop it",
+                    field=field,
+                )
+            self._claims[("", where)] = claim
+
+    def _describe(self, store: StagedStore, holder: int | None) -> str:
+        """Who holds a claim: its database session, and the host and process its lease names."""
+        if holder is None:
+            return "a database session that has just ended"
+        from .records import scan_leases
+
+        for record in scan_leases(store, self.schema):
+            if record.db_pid == holder and record.lease_id != self.lease_id:
+                return f"host {record.host}, process {record.pid}, database session {holder}, lease {record.lease_id}"
+        return f"database session {holder}"
+
+    def take_over(self, store: StagedStore, key: dict[str, Any]) -> dict[str, ResumePoint]:
+        """What earlier attempts of the row ``key`` left in ``store``, per field, now leased by this writer (see
+        :mod:`~dj_staged.leases.takeover`); once per store. The lease lock is held already."""
+        if store.name in self._taken:
+            return self._taken[store.name]
+        records = resumable_leases(store, self.schema, self.table, key, held_lease_keys(self.connection))
+        points = resume_points(records)
+        for name in points:
+            self.claim_resume(store, key, name)
+        for name, point in points.items():
+            if point.paths:
+                self.lease(store, point.paths, field=name, key=key, taken_from=",".join(point.taken_from))
+        for name, point in points.items():
+            if point.checkpoint is not None:
+                self.checkpoint(store, name, point.checkpoint)
+            for doc in point.key_checkpoints:
+                self.checkpoint(store, name, doc, part=True)
+        if records:
+            steps.reach("writer.takeover", lease=self.lease_id, store=store.name, taken=[r.lease_id for r in records])
+        for record in records:
+            remove_lease(store, self.schema, record.lease_id)
+        self._taken[store.name] = points
+        return points
+
+    def checkpoint(self, store: StagedStore, field: str, doc: dict[str, Any], *, part: bool = False) -> None:
+        """Record a resumable write's checkpoint of ``field`` in its lease in ``store``: replacing the last one,
+        or (``part``: a store() directory's) beside the earlier ones. Nothing once the lease has ended."""
+        with self._mutex:
+            if self.ended:
+                return
+            number = None
+            if part:
+                number = self._checkpoint_parts.get((store.name, field), 0)
+                self._checkpoint_parts[(store.name, field)] = number + 1
+            write_checkpoint(store, self.schema, self.lease_id, checkpoint_name(field, number), doc)
+        steps.reach("writer.checkpoint", lease=self.lease_id, store=store.name, field=field, doc=doc)
+
+    def suspend(self) -> None:
+        """A resumable write was interrupted: keep its records (a later writer resumes from them, a collector keeps
+        them for the resume window), release its locks and claims."""
+        self._end(None, "Keeping")
 
     def fence(self) -> None:
         """Raise :class:`LeaseLostError` unless the lease lock was held without a break until now."""
@@ -241,7 +322,7 @@ class LeaseKeeper:
         """
         self._end(mark_abandoned, "Marking abandoned")
 
-    def _end(self, action: Callable[[StagedStore, str, str], None], verb: str) -> bool:
+    def _end(self, action: Callable[[StagedStore, str, str], None] | None, verb: str) -> bool:
         """Apply ``action`` to the lease's record in every store, then release the lock; False if already ended."""
         with self._mutex:
             if self.ended:
@@ -250,7 +331,8 @@ class LeaseKeeper:
             for name, (store, entries) in self._stores.items():
                 try:
                     entries.close()
-                    action(store, self.schema, self.lease_id)
+                    if action is not None:
+                        action(store, self.schema, self.lease_id)
                 except Exception:
                     logger.warning("%s lease %s in store %s failed", verb, self.lease_id, name, exc_info=True)
             self._unlock()
@@ -260,7 +342,7 @@ class LeaseKeeper:
     def _release_claims(self) -> None:
         """Release the claims on the paths this writer chose, on the session that holds them (a session that
         ended released them)."""
-        claims, self._claims = list(self._claims.values()), {}
+        claims, self._claims = list(self._claims.values()), {}  # paths chosen, and resume keys
         for claim in claims:
             if backend_pid(self.connection) != claim.pid:
                 continue

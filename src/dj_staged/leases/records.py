@@ -6,13 +6,22 @@ A lease lives in the store it protects, in a folder of its own::
     _staging/_leases/{schema}/{lease_id}/entries.jsonl   paths added later, one line each (stores that append)
     _staging/_leases/{schema}/{lease_id}/{n:06d}.json    paths added later, one object each (object stores)
     _staging/_leases/{schema}/{lease_id}/abandoned.json  the block ended by KeyboardInterrupt/SystemExit
+    _staging/_leases/{schema}/{lease_id}/resume-{field}.json           a resumable write's last checkpoint (a file)
+    _staging/_leases/{schema}/{lease_id}/resume-{field}.{n:06d}.json   the files a resumable store() handle made
+                                                                        durable since the previous one
 
 An entry for a path the writer chose (``<filepath@>``) also gives the mark the
 objects it places there will carry (see ``StagedStore.placement_mark``), recorded
 before they are placed: a collector reclaims such a path only if what is there
 still carries it.
 
-Nothing is ever rewritten: adding paths is one appended line on a store that
+A resumable write (``resume=True``) says so in its header, and records its
+checkpoints beside its entries: the one checkpoint file of a field written
+through ``open()`` is replaced as a whole each time its durable prefix grows (one
+small object, read whole or not at all), and a ``store()`` directory adds one
+numbered file per checkpoint. They name no path: the entries do.
+
+Apart from those checkpoints nothing is ever rewritten: adding paths is one appended line on a store that
 can append (a local one), or one small object elsewhere, however many paths the
 lease already holds (a batch of many rows). A header or an addition that names a path that may
 already exist is written while the writer holds the schema's gate shared; a
@@ -56,6 +65,7 @@ class LeaseEntry:
     paths: list[str]
     at: float
     marks: dict[str, str] | None = None  # path -> the mark of what this write places there (a path it chose)
+    taken_from: str | None = None  # the lease of an earlier attempt this resumed write took these paths over from
 
 
 @dataclass
@@ -76,6 +86,9 @@ class LeaseRecord:
     readable: bool = True
     files: list[str] = field(default_factory=list)
     newest: float | None = None
+    resumable: bool = False  # the write may be resumed: kept for its resume window after its writer stopped
+    checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # field -> its last checkpoint (open())
+    key_checkpoints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # field -> store()'s, in order
 
     @property
     def paths(self) -> list[str]:
@@ -128,11 +141,41 @@ def write_header(store: StagedStore, record: LeaseRecord, first: LeaseEntry) -> 
 
 
 def _entry_dict(entry: LeaseEntry) -> dict[str, Any]:
-    found = {"field": entry.field, "key": entry.key, "paths": entry.paths, "at": entry.at}
-    return found if entry.marks is None else {**found, "marks": entry.marks}
+    found: dict[str, Any] = {"field": entry.field, "key": entry.key, "paths": entry.paths, "at": entry.at}
+    if entry.marks is not None:
+        found["marks"] = entry.marks
+    if entry.taken_from is not None:
+        found["taken_from"] = entry.taken_from
+    return found
 
 
-_HEADER_KEYS = ("lease_id", "schema", "lock", "table", "store", "host", "pid", "db_pid", "started")
+_HEADER_KEYS = ("lease_id", "schema", "lock", "table", "store", "host", "pid", "db_pid", "started", "resumable")
+CHECKPOINT_PREFIX = "resume-"
+
+
+def checkpoint_name(field: str, part: int | None = None) -> str:
+    """The file of a field's checkpoint in its lease: ``resume-{field}.json``, or a directory's ``n``-th."""
+    return f"{CHECKPOINT_PREFIX}{field}.json" if part is None else f"{CHECKPOINT_PREFIX}{field}.{part:06d}.json"
+
+
+def write_checkpoint(store: StagedStore, schema: str, lease_id: str, name: str, doc: dict[str, Any]) -> None:
+    """Write (or replace) the checkpoint file ``name`` of a lease: durable, and read whole or not at all."""
+    store.replace_small(f"{lease_folder(schema, lease_id)}/{name}", _dumps(doc))
+
+
+def _checkpoint(record: LeaseRecord, name: str, data: bytes) -> None:
+    """Add the checkpoint file ``name`` to ``record`` (one being replaced or half-written is left out)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        logger.debug("Skipping an unreadable checkpoint %s/%s", record.lease_id, name)
+        return
+    stem = name[len(CHECKPOINT_PREFIX) : -len(".json")]
+    field_name, dot, part = stem.rpartition(".")
+    if dot and part.isdigit() and len(part) == 6:
+        record.key_checkpoints.setdefault(field_name, []).append(doc)
+    else:
+        record.checkpoints[stem] = doc
 
 
 class EntryWriter:
@@ -194,6 +237,8 @@ def parse_lease(schema: str, lease_id: str, contents: dict[str, bytes | None]) -
             record.abandoned = True
         elif data_bytes is None or name == HEADER:
             continue
+        elif name.startswith(CHECKPOINT_PREFIX) and name.endswith(".json"):
+            _checkpoint(record, name, data_bytes)
         elif name == JOURNAL:
             for line in data_bytes.splitlines():
                 record.entries.extend(_entry(lease_id, name, line))

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..durability import SyncPlan, durable
-from ..errors import DuplicateError, HandleModeError
+from ..errors import DuplicateError, HandleModeError, StagedInsertError
 from ..leases import LeaseKeeper
 from ..stores import StagedStore
 from .commit import Group
@@ -190,12 +190,25 @@ class StagedBatch:
         self.lookout.close()
 
 
+BATCH_RESUME = (
+    "staged_insert refuses resume=True: a batch's rows commit together, in one transaction, so one row cannot be "
+    "resumed while the others are redone or kept; resume one large row per staged_insert1(Table, resume=True) block"
+)
+
+
 class BatchInsert(Block):
     """Context manager returned by :func:`staged_insert` and, after ``enable()``, by ``Table.staged_insert(...)``."""
 
     def __init__(
-        self, table: Table | type[Table], chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False
+        self,
+        table: Table | type[Table],
+        chunk_size: int = DEFAULT_CHUNK,
+        *,
+        allow_direct_insert: bool = False,
+        resume: bool = False,
     ) -> None:
+        if resume:
+            raise StagedInsertError(BATCH_RESUME)
         self._table = _as_table(table)
         self._batch = StagedBatch(self._table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)
 
@@ -207,7 +220,15 @@ class BatchInsert(Block):
 
 
 def staged_insert(
-    table: Table | type[Table], chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False
+    table: Table | type[Table],
+    chunk_size: int = DEFAULT_CHUNK,
+    *,
+    allow_direct_insert: bool = False,
+    resume: bool = False,
 ) -> BatchInsert:
-    """Stage many rows of ``table`` and insert them together: ``with staged_insert(Table) as batch: ...``."""
-    return BatchInsert(table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)
+    """Stage many rows of ``table`` and insert them together: ``with staged_insert(Table) as batch: ...``.
+
+    ``resume=True`` is refused with a :class:`~dj_staged.errors.StagedInsertError`: the rows of a batch commit
+    together; resume one large row per ``staged_insert1(Table, resume=True)`` block instead.
+    """
+    return BatchInsert(table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert, resume=resume)

@@ -92,15 +92,21 @@ class RowDraft:
         stores: dict[str | None, StagedStore] | None = None,
         views: dict[frozenset[str], Table] | None = None,
         lookout: KeyLookout | None = None,
+        resume: bool = False,
     ) -> None:
         self._table = table
+        self.resume = resume  # resumable: its fields checkpoint, and go on from what an earlier attempt left
         self._stores = stores if stores is not None else {}  # resolved stores, shared by a batch's rows
         self._views = views if views is not None else {}  # the check's table copies, shared by a batch's rows
         self._rec: dict[str, Any] = {}
         self._fields: dict[str, StagedField] = {}
         self._opened: list[ThreadOwner] = []  # every handle with threads, so no thread of one outlives the block
         self._filenames: dict[str, str] = {}
-        self._leases = leases if leases is not None else LeaseKeeper(table.connection, table.database, table.table_name)
+        self._leases = (
+            leases
+            if leases is not None
+            else LeaseKeeper(table.connection, table.database, table.table_name, resumable=resume)
+        )
         self._on_key = on_key
         self._lookout = lookout  # a batch's: its later rows' keys are looked up while they write
         self.announced_key: dict[str, Any] | None = None  # the key told to the owning batch
@@ -228,6 +234,8 @@ class RowDraft:
         check_path_wanted(field, attr, participant, ext, path, overwrite)
         extension = check_extension(field, ext)
         check_key(field, primary_key)
+        if self.resume:
+            check_resumable(field, attr, participant)
         self._refuse_early(primary_key)
         staged = StagedField(
             name=field,
@@ -245,8 +253,21 @@ class RowDraft:
             target=path,
             overwrite=overwrite,
         )
+        if self.resume:
+            self._take_over(staged)
         self._fields[field] = staged
         return staged
+
+    def _take_over(self, staged: StagedField) -> None:
+        """Hold the field's resume key, and take over what earlier attempts of the row left in its store."""
+        if not staged.store.resumes_writes:
+            raise StagedInsertError(
+                f"{staged.label}: store '{staged.store_name}' cannot resume a write; stage it without resume=True",
+                field=staged.name,
+            )
+        self._leases.claim_resume(staged.store, staged.primary_key, staged.name)
+        staged.resumable = True
+        staged.resume = self._leases.take_over(staged.store, staged.primary_key).get(staged.name)
 
     def _refuse_early(self, key: dict[str, Any]) -> None:
         """Before the first byte: refuse what the insert would refuse whatever is written.
@@ -439,6 +460,25 @@ class RowDraft:
             staged.reclaims.clear()
         return clean
 
+    def suspend(self) -> None:
+        """Interrupted with ``resume=True``: stop every handle where its durable prefix ends, record what the
+        ``store()`` handles wrote last, and keep the lease's records for a later attempt (locks released)."""
+        self.phase = Phase.UNWINDING
+        self._seal()
+        for staged in self._fields.values():
+            for handle in staged.handles:
+                suspend = getattr(handle, "suspend", None)
+                if callable(suspend):
+                    suspend()
+            staged.handles.clear()
+            checkpoints = getattr(staged.state, "checkpoints", None)
+            if checkpoints is not None:
+                try:
+                    checkpoints.flush()
+                except Exception:
+                    logger.warning("Recording the last files of field '%s' failed", staged.name, exc_info=True)
+        self._leases.suspend()
+
     def _close_handles(self, abort: bool = False) -> None:
         for staged in self._fields.values():
             for handle in staged.handles:
@@ -477,6 +517,16 @@ class RowDraft:
             state.compact()
         for state in states:
             state.close()
+
+
+def check_resumable(field: str, attr: Any, participant: StagedParticipant) -> None:
+    """Refuse ``resume=True`` for a field whose participant cannot resume a write."""
+    if not participant.supports_resume:
+        raise StagedInsertError(
+            f"Field '{field}' (<{attr.codec.name}>) cannot resume a write (its codec's participant does not "
+            "support resume=True); stage it without resume=True",
+            field=field,
+        )
 
 
 def check_path_wanted(

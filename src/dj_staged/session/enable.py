@@ -91,9 +91,10 @@ class BoundStagedInsert1(_Bound[StagedSession]):
 
     _name = "staged_insert1"
 
-    def __call__(self, *, allow_direct_insert: bool = False) -> StagedInsert1:
-        """A staged insert of one row of this table; ``allow_direct_insert`` as for DataJoint's ``insert``."""
-        return staged_insert1(self._table, allow_direct_insert=allow_direct_insert)
+    def __call__(self, *, allow_direct_insert: bool = False, resume: bool = False) -> StagedInsert1:
+        """A staged insert of one row of this table; ``allow_direct_insert`` as for DataJoint's ``insert``;
+        ``resume=True``: resumable (see :func:`dj_staged.staged_insert1`)."""
+        return staged_insert1(self._table, allow_direct_insert=allow_direct_insert, resume=resume)
 
     def _open(self) -> StagedInsert1:
         return self()
@@ -114,9 +115,12 @@ class BoundStagedInsert(_Bound[StagedBatch]):
 
     _name = "staged_insert"
 
-    def __call__(self, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False) -> BatchInsert:
-        """A staged batch of this table; ``chunk_size`` rows per ``INSERT`` statement at the commit."""
-        return staged_insert(self._table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert)
+    def __call__(
+        self, chunk_size: int = DEFAULT_CHUNK, *, allow_direct_insert: bool = False, resume: bool = False
+    ) -> BatchInsert:
+        """A staged batch of this table; ``chunk_size`` rows per ``INSERT`` statement at the commit (``resume=True``
+        is refused: see :func:`dj_staged.staged_insert`)."""
+        return staged_insert(self._table, chunk_size=chunk_size, allow_direct_insert=allow_direct_insert, resume=resume)
 
     def _open(self) -> BatchInsert:
         return self()

@@ -8,6 +8,14 @@ original exception propagates. A ``BaseException`` such as
 ``KeyboardInterrupt`` propagates untouched and nothing is cleaned up
 in-process: the lease is marked abandoned, and the collector reclaims what it
 names at once. A commit whose outcome could not be found out keeps everything.
+
+A block opened with ``resume=True`` ends differently when it is *interrupted*:
+by ``KeyboardInterrupt``/``SystemExit``, a lost database connection, a lapsed
+lease, a store's failure raised through a handle, or a commit of unknown
+outcome. It then *suspends*: its handles stop where their durable prefix ends,
+its lease keeps what it names and its checkpoints (a later block resumes from
+them; collectors keep them for the resume window), and its locks are released.
+An exception of the caller's own code still unwinds at once.
 """
 
 from __future__ import annotations
@@ -15,10 +23,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..errors import AmbiguousCommitError, CommitRecoveredWarning, warn
-from .commit import CommitDoubt, Group, Outcome, ambiguous, described, insert_rows, lost_to_another, outcome
+from ..errors import AmbiguousCommitError, CommitRecoveredWarning, LeaseLostError, StagedInsertError, warn
+from ..stores.resumable import is_store_failure
+from .commit import (
+    CommitDoubt,
+    Group,
+    Outcome,
+    ambiguous,
+    described,
+    insert_rows,
+    is_connection_error,
+    lost_to_another,
+    outcome,
+)
 from .session import StagedSession
 from .transaction import Pending, defer
 
@@ -47,26 +66,48 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-def finish(exc_type: type[BaseException] | None, writer: Writer) -> bool:
+@runtime_checkable
+class Suspendable(Protocol):
+    """A writer that may keep an interrupted write for a later attempt (``staged_insert1(..., resume=True)``)."""
+
+    resumable: bool
+
+    def suspend(self) -> None: ...
+
+
+def interrupted(error: BaseException | None) -> bool:
+    """Whether ``error`` interrupts a write rather than fails it: ``KeyboardInterrupt``/``SystemExit``, a lost
+    database connection or lease, a commit of unknown outcome, a store's failure raised through a handle."""
+    if error is None:
+        return False
+    if not isinstance(error, Exception):
+        return True
+    if isinstance(error, LeaseLostError | AmbiguousCommitError) or is_store_failure(error):
+        return True
+    return is_connection_error(error)
+
+
+def finish(exc_type: type[BaseException] | None, writer: Writer, exc: BaseException | None = None) -> bool:
     """End a staged block: commit on a clean exit, unwind on an ``Exception`` (including one from
     the commit), abandon on a ``BaseException`` or a commit of unknown outcome, always close;
-    never swallow the exception."""
+    never swallow the exception. A resumable block suspends instead when it was interrupted."""
+    suspendable = writer if isinstance(writer, Suspendable) and writer.resumable else None
     try:
         if exc_type is None:
             try:
                 writer.commit()
-            except AmbiguousCommitError:
-                writer.abandon()
-                raise
-            except Exception:
-                if writer.committed:  # an error after the rows became visible: they keep their objects
+            except BaseException as error:
+                if writer.committed and isinstance(error, Exception) and not isinstance(error, AmbiguousCommitError):
+                    writer.abandon()  # an error after the rows became visible: they keep their objects
+                elif suspendable is not None and interrupted(error):
+                    suspendable.suspend()
+                elif isinstance(error, AmbiguousCommitError) or not isinstance(error, Exception):
                     writer.abandon()
                 else:
                     writer.unwind()
                 raise
-            except BaseException:
-                writer.abandon()
-                raise
+        elif suspendable is not None and (interrupted(exc) if exc is not None else not issubclass(exc_type, Exception)):
+            suspendable.suspend()
         elif issubclass(exc_type, Exception):
             writer.unwind()
         else:
@@ -167,7 +208,7 @@ class Block:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        return finish(exc_type, self._writer())
+        return finish(exc_type, self._writer(), exc)
 
 
 def _as_table(table: Table | type[Table]) -> Table:
@@ -178,13 +219,16 @@ def _as_table(table: Table | type[Table]) -> Table:
 class StagedInsert1(Block):
     """Context manager returned by :func:`staged_insert1` and, after ``enable()``, ``Table.staged_insert1``."""
 
-    def __init__(self, table: Table | type[Table], *, allow_direct_insert: bool = False) -> None:
+    def __init__(self, table: Table | type[Table], *, allow_direct_insert: bool = False, resume: bool = False) -> None:
+        if not isinstance(resume, bool):
+            raise StagedInsertError(f"resume must be True or False, not {resume!r}")
         self._table = _as_table(table)
-        self._session = StagedSession(self._table, allow_direct_insert=allow_direct_insert)
+        self._session = StagedSession(self._table, allow_direct_insert=allow_direct_insert, resume=resume)
+        self.resumable = resume
 
-    def __call__(self, *, allow_direct_insert: bool = False) -> StagedInsert1:
+    def __call__(self, *, allow_direct_insert: bool = False, resume: bool = False) -> StagedInsert1:
         """``Table.staged_insert1(allow_direct_insert=True)`` after ``enable()``: the same, with options."""
-        return StagedInsert1(self._table, allow_direct_insert=allow_direct_insert)
+        return StagedInsert1(self._table, allow_direct_insert=allow_direct_insert, resume=resume)
 
     def __enter__(self) -> StagedSession:
         return self._session
@@ -218,15 +262,28 @@ class StagedInsert1(Block):
     def abandon(self) -> None:
         self._session.draft.leases.abandon()
 
+    def suspend(self) -> None:
+        """Interrupted with ``resume=True``: keep the durable prefix and its checkpoints for a later block."""
+        self._session.draft.suspend()
+
     def close(self) -> None:
         self._session.draft.close()
 
 
-def staged_insert1(table: Table | type[Table], *, allow_direct_insert: bool = False) -> StagedInsert1:
+def staged_insert1(
+    table: Table | type[Table], *, allow_direct_insert: bool = False, resume: bool = False
+) -> StagedInsert1:
     """Stage one row of ``table``: ``with staged_insert1(Table) as staged: ...``.
 
     ``allow_direct_insert=True`` permits a staged insert into an auto-populated
     table outside its ``make()``, as for DataJoint's ``insert``.
+
+    ``resume=True`` makes the write resumable: interrupted without an error of
+    the block's own code (a kill, a lost connection, ``KeyboardInterrupt``, a
+    crash), what it made durable is kept for the resume window, and the next
+    ``resume=True`` block of the same row goes on from there: ``f.tell()`` of an
+    ``open()`` handle is where to go on (0 the first time), a ``store()``
+    handle's ``durable`` lists the keys already there.
 
     Example::
 
@@ -235,4 +292,4 @@ def staged_insert1(table: Table | type[Table], *, allow_direct_insert: bool = Fa
             with staged.open("waveform", ".npy") as f:
                 np.save(f, big_array, allow_pickle=False)
     """
-    return StagedInsert1(table, allow_direct_insert=allow_direct_insert)
+    return StagedInsert1(table, allow_direct_insert=allow_direct_insert, resume=resume)

@@ -37,6 +37,7 @@ class StagedSession:
         stores: dict[str | None, StagedStore] | None = None,
         views: dict[frozenset[str], Table] | None = None,
         lookout: KeyLookout | None = None,
+        resume: bool = False,
     ) -> None:
         self._draft = RowDraft(
             table,
@@ -46,6 +47,7 @@ class StagedSession:
             stores=stores,
             views=views,
             lookout=lookout,
+            resume=resume,
         )
 
     @property

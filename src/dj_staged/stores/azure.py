@@ -18,19 +18,19 @@ resolution of one second.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from .._datajoint import StorageBackend
+from .azure_blocks import AzureBlockWriter, complete_blob, delete_uncommitted
 from .base import FileInfo, IncompleteUpload, StagedStore, WriteHandle
+from .resumable import Checkpoint, CompleteWriter, OnCheckpoint, ResumableWriter
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, BlobServiceClient
 
-BLOCK = 8 << 20
 COPY_POLL = 0.05  # seconds between two looks at a copy the service has not finished yet
 COPY_WAIT = 3600.0  # an asynchronous copy not finished after this long is an error
 PLACEMENT_KEY = "djstaged_placement"  # the metadata that marks a blob placed at a path the writer chose (Azure
@@ -47,6 +47,7 @@ class AzureStore(StagedStore):
     reclaims_by_itself: ClassVar[str] = "uncommitted blocks are discarded one week after they were staged"
     atomic_promotion: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
+    resumes_writes: ClassVar[bool] = True  # uncommitted blocks, asked for with Get Block List (AzureBlockWriter)
 
     def __init__(self, name: str, spec: dict[str, Any], backend: StorageBackend) -> None:
         super().__init__(name, spec, backend)
@@ -75,7 +76,20 @@ class AzureStore(StagedStore):
         return self._client().get_blob_client(container=container, blob=blob)
 
     def open_write(self, path: str) -> WriteHandle:
-        return self.fs.open(self.full_path(path), "wb", block_size=BLOCK)
+        return self.fs.open(self.full_path(path), "wb", block_size=self.part_size)
+
+    def open_resumable(
+        self, path: str, *, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None = None
+    ) -> ResumableWriter:
+        full, blob = self.full_path(path), self._blob(path)
+        if resume_from is not None and resume_from.complete:
+            complete_blob(blob, full, resume_from)
+            return CompleteWriter(full, self.part_size, on_checkpoint, resume_from)
+        return AzureBlockWriter(blob, full, self.part_size, on_checkpoint, resume_from)
+
+    def abandon_resumable(self, path: str, checkpoint: Checkpoint | None) -> None:
+        delete_uncommitted(self._blob(path))
+        self.remove(path)
 
     def promote(self, source: str, target: str, *, callback: Callback = DEFAULT_CALLBACK) -> bool:
         from azure.core import MatchConditions
@@ -159,11 +173,5 @@ class AzureStore(StagedStore):
     def abort_upload(self, upload: IncompleteUpload) -> None:
         """Delete the blob of uncommitted blocks, unless it was committed since it was listed (deleting a blob
         deletes its committed content too; the collector also keeps every path a row references)."""
-        from azure.core.exceptions import ResourceNotFoundError
 
-        blob = self._blob(upload.path)
-        try:
-            blob.get_blob_properties()  # a blob of uncommitted blocks only has no properties yet
-        except ResourceNotFoundError:
-            with contextlib.suppress(ResourceNotFoundError):
-                blob.delete_blob()
+        delete_uncommitted(self._blob(upload.path))

@@ -32,6 +32,8 @@ from fsspec.spec import AbstractBufferedFile
 
 from .._datajoint import StorageBackend
 from .._datajoint import full_path as datajoint_full_path
+from ..settings import part_size
+from .resumable import Checkpoint, OnCheckpoint, ResumableWriter
 
 CHUNK = 4 << 20  # what a streaming copy or read moves at a time
 _MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "mtime_ns")
@@ -169,6 +171,11 @@ class StagedStore:
     #: an object placed at a path the writer chose (``<filepath@>``) carries a mark that tells a collector it is
     #: that write's, so a collector can reclaim it when its writer died before the commit (else it is left)
     marks_placements: ClassVar[bool] = False
+    #: a write interrupted without an error goes on later from its durable prefix, by the service's own mechanism
+    #: (:meth:`open_resumable`)
+    resumes_writes: ClassVar[bool] = False
+    #: bytes uploaded at a time, and a resumable write's durable unit, unless ``DJ_STAGED_PART_SIZE`` says otherwise
+    _default_part_size: ClassVar[int] = 8 << 20
 
     def __init__(self, name: str, spec: dict[str, Any], backend: StorageBackend) -> None:
         self.name = name
@@ -301,6 +308,33 @@ class StagedStore:
             handle.closed = True
             return
         handle.close()
+
+    @property
+    def part_size(self) -> int:
+        """Bytes a write uploads at a time (a part, a chunk, a block) and a resumable write's durable unit."""
+        return part_size(self._default_part_size)
+
+    def open_resumable(
+        self, path: str, *, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None = None
+    ) -> ResumableWriter:
+        """A write handle on ``path`` that calls ``on_checkpoint`` each time its durable prefix grows
+        (:attr:`resumes_writes` only); with ``resume_from``, one that goes on from that checkpoint after checking
+        the service still holds it (else :class:`~dj_staged.errors.DurablePrefixLostError`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not resume writes")
+
+    def abandon_resumable(self, path: str, checkpoint: Checkpoint | None) -> None:
+        """Free what a resumable write that will not be resumed holds at ``path``: its object, and its parts,
+        session or blocks (``checkpoint``: the last one it recorded, if any)."""
+        self.remove(path)
+
+    def make_durable(self, paths: Iterable[str]) -> None:
+        """Make the files ``paths`` (and the folders that hold them) survive a crash of this machine; nothing on a
+        store whose completed objects are durable."""
+
+    def replace_small(self, path: str, data: bytes) -> None:
+        """Write the small object ``path``, replacing what is there in one step: a reader sees the old bytes or the
+        new, never a mix (a resumable write's checkpoint); durable when this returns."""
+        self.create(path, data)
 
     def open(self, path: str, mode: str) -> IO[bytes]:
         """The filesystem's own handle on ``path`` in ``mode`` (``"ab"``, ``"r+b"``, ...)."""

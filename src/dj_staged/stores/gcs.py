@@ -21,8 +21,9 @@ from typing import ClassVar
 from fsspec.asyn import sync
 
 from .base import FileInfo, StagedStore, WriteHandle
+from .gcs_session import GRAIN, GCSSessionWriter, cancel_session, complete_object
+from .resumable import Checkpoint, CompleteWriter, OnCheckpoint, ResumableWriter
 
-BLOCK = 8 << 20  # a resumable upload's chunk: a multiple of 256 KiB
 PLACEMENT_KEY = "dj-staged-placement"  # the metadata that marks an object placed at a path the writer chose
 
 
@@ -33,6 +34,14 @@ class GCSStore(StagedStore):
     supports_server_side_copy: ClassVar[bool] = True
     supports_partial_uploads: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
+    resumes_writes: ClassVar[bool] = True  # a resumable upload session, asked for its offset (GCSSessionWriter)
+
+    @property
+    def part_size(self) -> int:
+        """A resumable upload's chunk is a multiple of 256 KiB: ``DJ_STAGED_PART_SIZE`` is rounded down to one."""
+        size = super().part_size
+        return max(GRAIN, size - size % GRAIN)
+
     reclaims_by_itself: ClassVar[str] = (
         "an unfinished resumable upload session expires one week after it began (no request lists one)"
     )
@@ -42,7 +51,22 @@ class GCSStore(StagedStore):
         return None if generation is None else str(generation)
 
     def open_write(self, path: str) -> WriteHandle:
-        return self.fs.open(self.full_path(path), "wb", block_size=BLOCK)
+        return self.fs.open(self.full_path(path), "wb", block_size=self.part_size)
+
+    def open_resumable(
+        self, path: str, *, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None = None
+    ) -> ResumableWriter:
+        full = self.full_path(path)
+        if resume_from is not None and resume_from.complete:
+            complete_object(self.fs, full, resume_from)
+            return CompleteWriter(full, self.part_size, on_checkpoint, resume_from)
+        return GCSSessionWriter(self.fs, full, self.part_size, on_checkpoint, resume_from)
+
+    def abandon_resumable(self, path: str, checkpoint: Checkpoint | None) -> None:
+        session = checkpoint.state.get("session") if checkpoint is not None else None
+        if session:
+            cancel_session(self.fs, str(session))
+        self.remove(path)
 
     def _place_one(self, source: str, target: str, mark: str, size: int) -> None:
         """The service's ``rewrite``, as gcsfs's copy makes it, with the destination's metadata in its body."""

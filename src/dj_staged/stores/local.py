@@ -15,13 +15,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
+from collections.abc import Iterable
 from typing import IO, Any, ClassVar, cast
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.implementations.local import LocalFileSystem
 
 from .._datajoint import StorageBackend
+from ..durability import durable, fsync_path
 from .base import FileInfo, ObjectIdentity, StagedStore, WriteHandle
+from .local_resumable import LocalResumableWriter, sync_paths
+from .resumable import Checkpoint, OnCheckpoint, ResumableWriter
 
 
 class LocalStore(StagedStore):
@@ -33,6 +38,8 @@ class LocalStore(StagedStore):
     supports_append: ClassVar[bool] = True
     atomic_promotion: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
+    resumes_writes: ClassVar[bool] = True  # durable: what was fsynced
+    _default_part_size: ClassVar[int] = 64 << 20  # a resumable write's fsync interval
 
     def __init__(self, name: str, spec: dict[str, Any], backend: StorageBackend) -> None:
         super().__init__(name, spec, backend)
@@ -60,6 +67,29 @@ class LocalStore(StagedStore):
 
     def discard(self, handle: WriteHandle) -> None:
         handle.close()  # the file stays until the write's cleanup removes it
+
+    def open_resumable(
+        self, path: str, *, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None = None
+    ) -> ResumableWriter:
+        return LocalResumableWriter(self.full_path(path), self.part_size, on_checkpoint, resume_from, durable=durable())
+
+    def make_durable(self, paths: Iterable[str]) -> None:
+        if durable():
+            sync_paths([self.full_path(path) for path in paths], self.full_path("").rstrip("/"))
+
+    def replace_small(self, path: str, data: bytes) -> None:
+        full = self.full_path(path)
+        folder = os.path.dirname(full)
+        os.makedirs(folder, exist_ok=True)
+        aside = f"{full}.{os.getpid()}.{threading.get_ident()}.new"
+        with open(aside, "wb") as file:
+            file.write(data)
+            if durable():
+                os.fsync(file.fileno())
+        os.replace(aside, full)
+        if durable():
+            fsync_path(folder)
+            fsync_path(os.path.dirname(folder))  # the lease's folder in its schema's
 
     def open_update(self, path: str) -> IO[bytes]:
         return cast(IO[bytes], self.fs.open(self.full_path(path), "r+b"))

@@ -36,6 +36,8 @@ them: :meth:`S3Store.incomplete_uploads` lists them with their parts' bytes.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import hashlib
 import io
 import threading
 from collections.abc import Callable
@@ -45,6 +47,7 @@ import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from .base import FileInfo, IncompleteUpload, StagedStore, StoredFile, WriteHandle, mtime_of
+from .resumable import Checkpoint, CompleteWriter, OnCheckpoint, ResumableWriter, lost
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -56,6 +59,7 @@ def call_s3(fs: fsspec.AbstractFileSystem, method: str, **kwargs: object) -> dic
 
 
 PART = 8 << 20  # S3 takes parts of 5 MiB at least (but the last)
+S3_MIN_PART = 5 << 20
 IN_FLIGHT = 4
 MAX_PARTS = 10_000
 PLACEMENT_KEY = "dj-staged-placement"  # the metadata that marks an object placed at a path the writer chose
@@ -78,6 +82,10 @@ class S3PartWriter:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
         self.closed = False
+        self._etags: dict[int, str] = {}  # part number -> ETag, of the parts uploaded (a resumable write's)
+        self._durable_parts = 0  # the parts 1..n uploaded, in order (a resumable write's durable prefix)
+        self._done_lock = threading.Lock()
+        self._on_durable: Callable[[int], None] | None = None
 
     def write(self, data: ReadableBuffer) -> int:
         if self.closed:
@@ -125,9 +133,64 @@ class S3PartWriter:
                 PartNumber=number,
                 Body=part,
             )
-            return cast(str, done["ETag"])
+            etag = cast(str, done["ETag"])
+            if self._on_durable is not None:
+                self._uploaded(number, etag)
+            return etag
         finally:
             self._slots.release()
+
+    def _uploaded(self, number: int, etag: str) -> None:
+        """Part ``number`` is in S3: report the parts 1..n uploaded so far, if that run grew (in order)."""
+        with self._done_lock:
+            self._etags[number] = etag
+            count = self._durable_parts
+            while count + 1 in self._etags:
+                count += 1
+            if count == self._durable_parts:
+                return
+            self._durable_parts = count
+            on_durable = self._on_durable
+        assert on_durable is not None
+        on_durable(count)  # outside the lock: it asks for the ETags (durable_etags), and may write a checkpoint
+
+    def durable_etags(self, count: int) -> list[str]:
+        """The ETags of parts 1..``count`` (uploaded)."""
+        with self._done_lock:
+            return [self._etags[number] for number in range(1, count + 1)]
+
+    def resume(self, upload_id: str, etags: list[str], on_durable: Callable[[int], None]) -> None:
+        """Go on with the multipart upload ``upload_id``, whose parts 1..n (``etags``) hold the bytes so far."""
+        self._upload_id = upload_id
+        self._on_durable = on_durable
+        self._pool = concurrent.futures.ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="dj-staged-s3-part")
+        for number, etag in enumerate(etags, start=1):
+            future: concurrent.futures.Future[str] = concurrent.futures.Future()
+            future.set_result(etag)
+            self._parts[number] = future
+            self._etags[number] = etag
+        self._durable_parts = len(etags)
+        self._written = len(etags) * self._part_size
+
+    def report_parts(self, on_durable: Callable[[int], None]) -> None:
+        """Report each growth of the run of uploaded parts 1..n to ``on_durable`` (a resumable write)."""
+        self._on_durable = on_durable
+
+    @property
+    def upload_id(self) -> str | None:
+        """The multipart upload's id, once it has one."""
+        return self._upload_id
+
+    def suspend(self) -> None:
+        """Stop once the parts under way are uploaded; the upload stays for a later writer to complete."""
+        if self.closed:
+            return
+        for future in list(self._parts.values()):
+            try:
+                future.result()
+            except Exception:
+                continue  # a part that failed is not durable: a later writer sends it again
+        self._end()
 
     def tell(self) -> int:
         return self._written
@@ -149,7 +212,7 @@ class S3PartWriter:
         if self.closed:
             return
         try:
-            if self._upload_id is None:
+            if self._upload_id is None and not self._parts:
                 call_s3(self._fs, "put_object", Bucket=self._bucket, Key=self._key, Body=self._next_part())
             else:
                 if self._buffer.tell() or not self._parts:
@@ -165,7 +228,8 @@ class S3PartWriter:
                     MultipartUpload={"Parts": parts},
                 )
         except BaseException:
-            self.discard()
+            if self._on_durable is None:  # a resumable write's caller decides: abandon it, or keep it to resume
+                self.discard()
             raise
         self._end()
         self._fs.invalidate_cache(self.path)
@@ -196,6 +260,117 @@ class S3PartWriter:
             self.discard()
 
 
+def etags_digest(etags: list[str]) -> str:
+    """One value for the ETags of parts 1..n, in order (a checkpoint records it instead of every ETag)."""
+    return hashlib.md5("\n".join(etags).encode()).hexdigest()
+
+
+class S3ResumableWriter(ResumableWriter):
+    """A resumable write of one S3 object: a multipart upload whose parts 1..n are its durable prefix.
+
+    The checkpoint records the upload's id, the part size, the number of parts
+    uploaded in order and a digest of their ETags; a resume lists the upload's
+    parts (``ListParts``) and goes on only if parts 1..n are there with those
+    ETags, each of the part size. Parts a killed writer uploaded beyond the
+    checkpoint are sent again (a part number uploaded twice keeps the later one).
+    """
+
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        part_size: int,
+        on_checkpoint: OnCheckpoint,
+        resume_from: Checkpoint | None,
+    ) -> None:
+        state = resume_from.state if resume_from is not None else {}
+        unit = int(state.get("part_size", part_size))
+        super().__init__(path, unit, on_checkpoint, resume_from.offset if resume_from is not None else 0)
+        self._fs = fs
+        self._writer = S3PartWriter(fs, path, unit)
+        self._writer.report_parts(self._durable)
+        if resume_from is not None:
+            self._writer.resume(str(state["upload_id"]), self._listed_parts(resume_from), self._durable)
+
+    def _listed_parts(self, checkpoint: Checkpoint) -> list[str]:
+        """The ETags of parts 1..n of the recorded upload, checked against the checkpoint."""
+        state = checkpoint.state
+        bucket, key, _ = self._fs.split_path(self.path)
+        count = int(state["parts"])
+        options: dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": state["upload_id"]}
+        found: dict[int, dict[str, Any]] = {}
+        while True:
+            try:
+                page = call_s3(self._fs, "list_parts", **options)
+            except FileNotFoundError:
+                raise lost(self.path, "its multipart upload is gone (aborted, collected, or completed)") from None
+            for part in page.get("Parts", []):
+                found[int(part["PartNumber"])] = part
+            if not page.get("IsTruncated") or max(found, default=0) >= count:
+                break
+            options["PartNumberMarker"] = page["NextPartNumberMarker"]
+        parts = [found.get(number) for number in range(1, count + 1)]
+        missing = [number for number, part in enumerate(parts, start=1) if part is None]
+        if missing:
+            raise lost(self.path, f"part {missing[0]} of its multipart upload is gone")
+        sizes = {int(part["Size"]) for part in parts if part is not None}
+        if sizes - {self.unit}:
+            raise lost(self.path, f"its parts are not all of {self.unit} bytes")
+        etags = [str(part["ETag"]) for part in parts if part is not None]
+        if etags_digest(etags) != state["etags"]:
+            raise lost(self.path, "a part of its multipart upload was uploaded again with other bytes")
+        return etags
+
+    def _durable(self, count: int) -> None:
+        if count * self.unit > self._writer.tell():  # the last, partial part sent by close(): its checkpoint follows
+            return
+        upload_id = self._writer.upload_id
+        etags = self._writer.durable_etags(count)
+        state = {"upload_id": upload_id, "parts": count, "part_size": self.unit, "etags": etags_digest(etags)}
+        self.report(Checkpoint(count * self.unit, state))
+
+    def write(self, data: Any) -> int:
+        return self._writer.write(data)
+
+    def tell(self) -> int:
+        return self._writer.tell()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._writer.close()
+        self.closed = True
+        info = self._fs.info(self.path)
+        etag = str(info.get("ETag") or info.get("etag") or "")
+        self.report(Checkpoint(self._writer.tell(), {"etag": etag, "part_size": self.unit}, complete=True))
+
+    def suspend(self) -> None:
+        self.closed = True
+        self._writer.suspend()
+
+    def discard(self) -> None:
+        """Abort the upload, also once stopped (a suspended write whose block then unwound)."""
+        self.closed = True
+        upload_id = self._writer.upload_id
+        if not self._writer.closed:
+            self._writer.discard()
+        elif upload_id is not None:
+            bucket, key, _ = self._fs.split_path(self.path)
+            with contextlib.suppress(FileNotFoundError):  # completed, or aborted already
+                call_s3(self._fs, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+
+
+def complete_object(fs: Any, path: str, checkpoint: Checkpoint) -> None:
+    """Check that the object an earlier attempt completed is still the one it completed."""
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise lost(path, "the object it completed is gone") from None
+    etag = str(info.get("ETag") or info.get("etag") or "")
+    if int(info.get("size") or 0) != checkpoint.offset or etag != checkpoint.state.get("etag"):
+        raise lost(path, "the object it completed was replaced since")
+
+
 S3_FIRST_PART = 8 << 20  # the part of a framed object that travels through the client (the prefix and a head)
 S3_COPY_PART = 128 << 20
 S3_SMALL = 16 << 20  # a framed object smaller than this is written through the client
@@ -214,6 +389,12 @@ class S3Store(StagedStore):
     uploads_in_background: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
     delete_batch_size: ClassVar[int] = 1000
+    resumes_writes: ClassVar[bool] = True  # the parts of a multipart upload, checked with ListParts
+
+    @property
+    def part_size(self) -> int:
+        """S3 refuses parts below 5 MiB (but the last): a smaller ``DJ_STAGED_PART_SIZE`` is raised to that."""
+        return max(super().part_size, S3_MIN_PART)
 
     def _version(self, info: FileInfo) -> str | None:
         etag = info.get("ETag") or info.get("etag")
@@ -225,10 +406,28 @@ class S3Store(StagedStore):
         return bucket, key
 
     def open_write(self, path: str) -> S3PartWriter:
-        return S3PartWriter(self.fs, self.full_path(path))
+        return S3PartWriter(self.fs, self.full_path(path), self.part_size)
 
     def discard(self, handle: WriteHandle) -> None:
         handle.discard()
+
+    def open_resumable(
+        self, path: str, *, on_checkpoint: OnCheckpoint, resume_from: Checkpoint | None = None
+    ) -> ResumableWriter:
+        full = self.full_path(path)
+        self.forget(path)
+        if resume_from is not None and resume_from.complete:
+            complete_object(self.fs, full, resume_from)
+            return CompleteWriter(full, self.part_size, on_checkpoint, resume_from)
+        return S3ResumableWriter(self.fs, full, self.part_size, on_checkpoint, resume_from)
+
+    def abandon_resumable(self, path: str, checkpoint: Checkpoint | None) -> None:
+        upload_id = checkpoint.state.get("upload_id") if checkpoint is not None else None
+        if upload_id:
+            bucket, key = self.bucket_and_key(path)
+            with contextlib.suppress(FileNotFoundError):
+                call_s3(self.fs, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+        self.remove(path)
 
     def list_files(self, section: str) -> dict[str, StoredFile]:
         return {f.path: f for f in self._list(section, delimiter="")[1]}

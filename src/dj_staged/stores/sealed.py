@@ -43,6 +43,7 @@ from fsspec.spec import AbstractFileSystem
 from ..errors import HandleModeError
 from ..layout import STAGING_PREFIX
 from .journal import WriteJournal
+from .resumable import mark_store_failure
 
 if TYPE_CHECKING:
     from .base import StagedStore
@@ -112,6 +113,7 @@ class HandleFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec's Ab
         self._handle_field = field_name
         self._handle_marker = marker
         self.journal: WriteJournal | None = None
+        self.listener: Any = None  # a resumable handle's checkpoints: wrote(path, size), removed(path)
 
     @property
     def fsid(self) -> str:
@@ -145,14 +147,20 @@ class HandleFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec's Ab
 
     # ---- the journal (local stores)
 
-    def _wrote(self, path: str) -> None:
+    def _wrote(self, path: str, size: int | None = None) -> None:
+        stripped = self._strip_protocol(path)
         if self.journal is not None:
-            self.journal.wrote(self._strip_protocol(path))
+            self.journal.wrote(stripped)
+        if self.listener is not None:
+            self.listener.wrote(stripped, size if size is not None else int(self.target.size(path)))
 
     def _removed(self, path: str | list[str] | tuple[str, ...]) -> None:
-        if self.journal is not None:
-            for each in path if isinstance(path, list | tuple) else [path]:
-                self.journal.removed(self._strip_protocol(str(each)))
+        for each in path if isinstance(path, list | tuple) else [path]:
+            stripped = self._strip_protocol(str(each))
+            if self.journal is not None:
+                self.journal.removed(stripped)
+            if self.listener is not None:
+                self.listener.removed(stripped)
 
     # ---- writes: checked, passed on, journaled
 
@@ -162,12 +170,17 @@ class HandleFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec's Ab
         if writing:
             self._check()
         handle = self.target.open(path, mode, *args, **kwargs)
-        if writing and self.journal is not None:
-            close, stripped, journal = handle.close, self._strip_protocol(path), self.journal
+        if writing and (self.journal is not None or self.listener is not None):
+            close = handle.close
 
             def close_and_record() -> None:
-                close()
-                journal.wrote(stripped)
+                size = handle.tell()
+                try:
+                    close()
+                except Exception as error:
+                    mark_store_failure(error)
+                    raise
+                self._wrote(path, size)
 
             handle.close = close_and_record
         return handle
@@ -177,8 +190,12 @@ class HandleFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec's Ab
 
     def pipe_file(self, path: str, value: bytes, *args: object, **kwargs: object) -> Any:
         self._check()
-        result = self.target.pipe_file(path, value, *args, **kwargs)
-        self._wrote(path)
+        try:
+            result = self.target.pipe_file(path, value, *args, **kwargs)
+        except Exception as error:
+            mark_store_failure(error)
+            raise
+        self._wrote(path, len(value))
         return result
 
     def put_file(self, lpath: str, rpath: str, *args: object, **kwargs: object) -> Any:
@@ -282,9 +299,19 @@ class SealedField(Protocol):
     def lease(self, *paths: str, fresh: bool = False) -> None: ...
 
 
-def sealed_map(field: SealedField, path: str, journal: WriteJournal | None) -> tuple[fsspec.FSMap, HandleSeal]:
+class ResumableMap(fsspec.FSMap):  # type: ignore[misc]  # fsspec's FSMap is untyped (Any)
+    """The ``FSMap`` of a resumable ``store()`` handle: ``durable`` lists the keys an earlier attempt made durable
+    (a caller skips them; Zarr keeps them when the array is opened with ``mode="a"``)."""
+
+    durable: frozenset[str] = frozenset()
+
+
+def sealed_map(
+    field: SealedField, path: str, journal: WriteJournal | None, listener: Any = None
+) -> tuple[fsspec.FSMap, HandleSeal]:
     """An ``FSMap`` at ``path`` (store-relative) of ``field``'s store whose filesystem refuses writes once
-    the returned seal is set; on a local store it records into ``journal``."""
+    the returned seal is set; on a local store it records into ``journal``; a resumable handle's ``listener``
+    hears of every file written or removed through it (and its ``durable`` keys are the map's)."""
     store_fs = field.store.fs
     token = secrets.token_hex(8)
     marker = f"{STAGING_PREFIX}/{field.schema}/{field.table_name}/{field.name}_{token}.open"
@@ -299,4 +326,9 @@ def sealed_map(field: SealedField, path: str, journal: WriteJournal | None) -> t
     handle_fs = HandleFileSystem(store_fs, token=token, field_name=field.name, marker=seal.marker)
     if field.store.durable_local_files:
         handle_fs.journal = journal
-    return fsspec.FSMap(field.full_path(path), handle_fs), seal
+    if listener is None:
+        return fsspec.FSMap(field.full_path(path), handle_fs), seal
+    handle_fs.listener = listener
+    mapping = ResumableMap(field.full_path(path), handle_fs)
+    mapping.durable = frozenset(listener.durable)
+    return mapping, seal
