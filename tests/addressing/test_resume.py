@@ -327,10 +327,16 @@ def test_a_changed_local_prefix_starts_over_with_a_warning(codec, djstaged_schem
     check_identical(table, codec, ext, {}, data, djstaged_local_store)
 
 
+@pytest.fixture(params=[name for name in RESUMABLE_STORES if name != "gcs"])
+def store_asked_its_prefix(request):
+    """Every store whose emulator can be asked what it holds: not fake-gcs-server, which completes a session asked
+    for its offset (so these tests do not ask it; see above), and so cannot show a lost session."""
+    return request.getfixturevalue(RESUMABLE_STORES[request.param])
+
+
 @pytest.mark.parametrize("codec", ["object", "hash"])
-def test_a_missing_prefix_starts_over_with_a_warning(codec, djstaged_schema, resumable_store):
-    if resumable_store.spec["protocol"] == "gcs":
-        pytest.skip("fake-gcs-server completes a session asked for its offset, so these tests do not ask (see above)")
+def test_a_missing_prefix_starts_over_with_a_warning(codec, djstaged_schema, store_asked_its_prefix):
+    resumable_store = store_asked_its_prefix
     table, ext, data, unit = setting(djstaged_schema, resumable_store, codec)
     interrupted(table, ext, data, 2 * unit + 10)
     staged_store = resolve_store(resumable_store.name, dj.config)

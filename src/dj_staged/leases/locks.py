@@ -218,13 +218,14 @@ _gate_lock = threading.Lock()
 _exclusive = threading.Lock()  # one exclusive holder per process at a time: its sessions never conflict in PostgreSQL
 
 
-def gate_connection(connection: Connection) -> Connection:
-    """A dedicated DataJoint connection to the same server, for the exclusive gate (one per process)."""
+def gate_connection(connection: Connection, *, fresh: bool = False) -> Connection:
+    """A dedicated DataJoint connection to the same server, for the exclusive gate (one per process); ``fresh``:
+    a new one, the one kept being found dead."""
     info = connection.conn_info
     key = (info["host"], info["port"], info["user"], info.get("database_name"))
     with _gate_lock:
         dedicated = _gate_connections.get(key)
-        if dedicated is None or backend_pid(dedicated) is None or not dedicated.is_connected:
+        if fresh or dedicated is None or backend_pid(dedicated) is None or not dedicated.is_connected:
             dedicated = connection_like(connection)
             _gate_connections[key] = dedicated
         return dedicated
@@ -274,7 +275,13 @@ def exclusive_gate(connection: Connection, schema: str, timeout: str = GATE_TIME
     require_postgres(connection)
     with _exclusive:
         dedicated = gate_connection(connection)
-        dedicated.query(f"SET lock_timeout = '{timeout}'", reconnect=False)
+        try:
+            dedicated.query(f"SET lock_timeout = '{timeout}'", reconnect=False)
+        except Exception as error:  # it died after the check above (nothing is held yet): once more, on a new one
+            if database_failure(error) is not DatabaseFailure.CONNECTION_LOST:
+                raise
+            dedicated = gate_connection(connection, fresh=True)
+            dedicated.query(f"SET lock_timeout = '{timeout}'", reconnect=False)
         dedicated.query("SELECT pg_advisory_lock(%s, %s)", args=(GATE_NS, gate_key(schema)), reconnect=False)
         try:
             yield Gate(dedicated, schema)
