@@ -54,13 +54,15 @@ class StagedRow(Block):
     def __init__(self, batch: StagedBatch) -> None:
         self._batch = batch
         self._session = StagedSession(
-            batch.table,
-            leases=batch.leases,
-            on_key=batch._reserve,
-            allow_direct_insert=batch.allow_direct_insert,
-            stores=batch.stores,
-            views=batch.views,
-            lookout=batch.lookout,
+            RowDraft(
+                batch.table,
+                leases=batch.leases,
+                on_key=batch._reserve,
+                allow_direct_insert=batch.allow_direct_insert,
+                stores=batch.stores,
+                views=batch.views,
+                lookout=batch.lookout,
+            )
         )
 
     def __enter__(self) -> StagedSession:

@@ -38,6 +38,7 @@ from .commit import (
     lost_to_another,
     outcome,
 )
+from .draft import RowDraft
 from .session import StagedSession
 from .transaction import Pending, defer
 
@@ -223,7 +224,7 @@ class StagedInsert1(Block):
         if not isinstance(resume, bool):
             raise StagedInsertError(f"resume must be True or False, not {resume!r}")
         self._table = _as_table(table)
-        self._session = StagedSession(self._table, allow_direct_insert=allow_direct_insert, resume=resume)
+        self._session = StagedSession(RowDraft(self._table, allow_direct_insert=allow_direct_insert, resume=resume))
         self.resumable = resume
 
     def __call__(self, *, allow_direct_insert: bool = False, resume: bool = False) -> StagedInsert1:

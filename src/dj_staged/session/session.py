@@ -8,7 +8,6 @@ finalizes, commits or unwinds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import fsspec
@@ -16,9 +15,8 @@ import fsspec
 from ..errors import StagedInsertError
 from ..leases import LeaseKeeper
 from ..protocol import StagedField
-from ..stores import StagedStore, resolve_store
+from ..stores import resolve_store
 from .draft import RowDraft
-from .keys import KeyLookout
 
 if TYPE_CHECKING:
     from .._datajoint import Table
@@ -27,28 +25,8 @@ if TYPE_CHECKING:
 class StagedSession:
     """Collects one row: plain values in ``rec``, large values through ``store()``/``open()``."""
 
-    def __init__(
-        self,
-        table: Table,
-        *,
-        leases: LeaseKeeper | None = None,
-        on_key: Callable[[dict[str, Any]], None] | None = None,
-        allow_direct_insert: bool = False,
-        stores: dict[str | None, StagedStore] | None = None,
-        views: dict[frozenset[str], Table] | None = None,
-        lookout: KeyLookout | None = None,
-        resume: bool = False,
-    ) -> None:
-        self._draft = RowDraft(
-            table,
-            leases=leases,
-            on_key=on_key,
-            allow_direct_insert=allow_direct_insert,
-            stores=stores,
-            views=views,
-            lookout=lookout,
-            resume=resume,
-        )
+    def __init__(self, draft: RowDraft) -> None:
+        self._draft = draft
 
     @property
     def draft(self) -> RowDraft:
