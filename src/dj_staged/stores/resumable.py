@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DurablePrefixLostError
+from .writers import WriteOnlyFile
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,13 @@ def lost(path: str, why: str) -> DurablePrefixLostError:
     return DurablePrefixLostError(f"the durable prefix of {path} cannot be resumed: {why}")
 
 
-class ResumableWriter:
+class ResumableWriter(WriteOnlyFile):
     """A binary write handle that reports its durable prefix; the store-specific part is in subclasses.
 
     ``close()`` completes the object; ``discard()`` abandons it and frees what
     it holds (an exception in the caller's code); ``suspend()`` stops writing
     and leaves the durable prefix for a later writer (an interruption).
     """
-
-    mode = "wb"
 
     def __init__(self, path: str, unit: int, on_checkpoint: OnCheckpoint, offset: int = 0) -> None:
         self.path = path
@@ -106,41 +105,14 @@ class ResumableWriter:
     def tell(self) -> int:
         raise NotImplementedError
 
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def discard(self) -> None:
-        raise NotImplementedError
-
     def suspend(self) -> None:
         raise NotImplementedError
-
-    def flush(self) -> None:
-        """Nothing: bytes become durable at the writer's own pace, reported through checkpoints."""
 
     def seek(self, offset: int, whence: int = 0) -> int:
         raise io.UnsupportedOperation("a resumable write is written in order; it cannot seek")
 
     def truncate(self, size: int | None = None) -> int:
         raise io.UnsupportedOperation("a resumable write is written in order; it cannot truncate")
-
-    def seekable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def __enter__(self) -> ResumableWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
 
 
 class CompleteWriter(ResumableWriter):

@@ -48,6 +48,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from .base import FileInfo, IncompleteUpload, StagedStore, StoredFile, WriteHandle, mtime_of
 from .resumable import Checkpoint, CompleteWriter, OnCheckpoint, ResumableWriter, lost
+from .writers import WriteOnlyFile
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -65,10 +66,8 @@ MAX_PARTS = 10_000
 PLACEMENT_KEY = "dj-staged-placement"  # the metadata that marks an object placed at a path the writer chose
 
 
-class S3PartWriter:
+class S3PartWriter(WriteOnlyFile):
     """A binary write handle on the S3 object ``path`` of the s3fs filesystem ``fs``."""
-
-    mode = "wb"
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, part_size: int = PART) -> None:
         self._fs = fs
@@ -195,18 +194,6 @@ class S3PartWriter:
     def tell(self) -> int:
         return self._written
 
-    def flush(self) -> None:
-        """Nothing to do: parts go up as they fill, the rest at :meth:`close`."""
-
-    def seekable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
     def close(self) -> None:
         """Upload what is left and complete the object; on any failure the upload is aborted."""
         if self.closed:
@@ -249,15 +236,6 @@ class S3PartWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-    def __enter__(self) -> S3PartWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
 
 
 def etags_digest(etags: list[str]) -> str:
