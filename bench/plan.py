@@ -26,7 +26,7 @@ DEFAULT, OBJECT_ROUNDS = 5, 7  # the many-rows block; the object stores' rows (t
 class Target:
     """A check on one figure: ``metric`` against ``limit``; ``baseline`` is the row a ratio or speed-up uses."""
 
-    metric: str  # ratio, speedup, rss, rss_per_row, seconds, downloaded, listings, growth, throughput
+    metric: str  # a key of bench.report.CHECKS
     limit: float
     baseline: str | None = None
 
@@ -117,6 +117,10 @@ ROWS: list[Row] = [
     ours("attach", "staged <attach@> (set_filename first)", "md5", named, MD5, M, 1.15, datajoint="dj_attach",
          extra=HASHED),
     ours("hash", "staged <hash@>", "md5", content, MD5, M, 1.15, extra=HASHED),
+    ours("resume_object", "staged <object@> (file) resumed at 90 %", "write", partial(C.resume, field="raw"), FAST,
+         "object_file", 0.15, prepare=partial(C.interrupted, field="raw")),
+    ours("resume_hash", "staged <hash@> resumed at 90 %", "md5", partial(C.resume, field="content"), MD5, "hash", 0.15,
+         prepare=partial(C.interrupted, field="content")),
     ours("zarr", "staged <zarr@>", "zarr", zarr_frames, ZARR, Z, 1.10, zarr=True, datajoint="dj_zarr"),
     dj("dj_insert", "DataJoint insert(list)", "rows", C.dj_insert, DEFAULT, None, group=ROWS_GROUP, prepare=C.segments),
     dj("dj_insert1_loop", "DataJoint insert1 loop", "rows", partial(C.dj_insert, loop=True), DEFAULT, None,
@@ -148,7 +152,10 @@ def object_store_rows(s: str) -> list[Row]:
                  1.10 if s == "s3" else 4.0, **kw),  # the issue's target is S3's; the emulators' copies are slower
             ours(f"{s}_blob_sized", f"staged <blob@> bytes, size=N ({s})", s, sized, n, p, 1.10, extra=none, **kw),
             ours(f"{s}_hash", f"staged <hash@> ({s})", s, content, n, p, 1.10, extra=none, **kw),
-            ours(f"{s}_zarr", f"staged <zarr@> ({s})", s, zarr_frames, n, z, 1.10, zarr=True, **kw)]
+            ours(f"{s}_zarr", f"staged <zarr@> ({s})", s, zarr_frames, n, z, 1.10, zarr=True, **kw),
+            *([Row(f"{s}_resume", f"staged <object@> file resumed at 90 % ({s})", g, s, partial(C.resume, field="raw"),
+                   n, f"{s}_object", store=s, prepare=partial(C.interrupted, field="raw"),
+                   targets=(RSS, Target("uploaded", 0.10)))] if s == "s3" else [])]
 
 
 ROWS[-1:-1] = [row for store in EMULATORS for row in object_store_rows(store)]  # the gc row last

@@ -14,6 +14,7 @@ from pathlib import Path
 from .plan import Row, Target, scaling_sizes
 
 MIB, GIB = 1 << 20, 1 << 30
+PACKAGES = ("datajoint", "dj-staged", "zarr", "numpy", "fsspec", "s3fs", "moto", "gcsfs", "adlfs")
 CHECKS = {  # metric: (target, measured, the figure; None: the S3 hook saw no call)
     "ratio": ("≤ {:.2f} × {}, paired", "{:.2f} ×", lambda e, o: paired(e["seconds_rounds"], o["seconds_rounds"])),
     "speedup": ("≥ {:g} × faster than {}", "{:.1f} ×", lambda e, o: o["seconds"] / e["seconds"]),
@@ -24,11 +25,14 @@ CHECKS = {  # metric: (target, measured, the figure; None: the S3 hook saw no ca
     "listings": ("≤ {:g} S3 listings per prefix", "{}", lambda e, o: e["listings_per_prefix"]),
     "growth": ("time per GiB ≤ {:.2f} × {}'s or the bend of its baseline", "{:.2f} ×", lambda e, o: growth(e, o)),
     "throughput": ("throughput ≥ {:g} × {}'s", "{:.2f} ×", lambda e, o: growth(o, e)),
+    "uploaded": ("uploads ≤ {:.0%} of the payload + one part", "{:.1%} + one part", lambda e, o: uploaded(e)),
 }
 NOTES = {  # extra figure: how the notes column shows it
     "emulator_cpu_share": "emulator CPU {:.0%} of wall",
     "s3_calls": "{} S3 calls by DataJoint's s3fs client",
     "downloaded_bytes": "{:,} bytes downloaded",
+    "uploaded_bytes": "{:,} bytes uploaded",
+    "resumed_from": "resumed from byte {:,}",
     "list_calls": "{} ListObjectsV2 calls",
     "listings_per_prefix": "at most {} per prefix",
     "collectable": "{} collectable",
@@ -42,6 +46,11 @@ def growth(e: dict, first: dict) -> float:
     """``e``'s time per byte over ``first``'s, over its baseline's own (``bend``) when that grew more."""
     per_byte = e["seconds"] / e["payload_bytes"] / (first["seconds"] / first["payload_bytes"])
     return per_byte / max(1.0, e.get("bend") or 1)
+
+
+def uploaded(e: dict) -> float | None:
+    """Bytes the row sent beyond one part (a resume's durable unit), a fraction of the whole payload."""
+    return None if e.get("uploaded_bytes") is None else (e["uploaded_bytes"] - e["unit_bytes"]) / e["payload_bytes"]
 
 
 def paired(ours: list[float], base: list[float]) -> float:
@@ -136,12 +145,7 @@ def write(rows: list[Row], results: dict[str, dict], meta: dict, out: Path) -> t
         "cpu": (cpu or [platform.processor()])[0].strip(),
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
-        "versions": {"Python": platform.python_version()}
-        | {
-            name: version(name)
-            for name in ("datajoint", "dj-staged", "zarr", "numpy", "fsspec", "s3fs", "moto", "gcsfs")
-        }
-        | {"adlfs": version("adlfs")},
+        "versions": {"Python": platform.python_version()} | {name: version(name) for name in PACKAGES},
     }
     derived = derive(rows, results)
     out.mkdir(parents=True, exist_ok=True)

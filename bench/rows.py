@@ -4,15 +4,18 @@ chunk each). Each row's process draws its own bytes: this VM rewrites blocks it 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
+import queue
 import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from numpy.lib import format as npy_format
 
 import dj_staged
 import dj_staged.gc
+from dj_staged import steps
 from dj_staged.testing.services import connect_datajoint, local_stores, object_store_spec
 
 MIB, GIB, CHUNK, WRITEBACK = 1 << 20, 1 << 30, 4 << 20, 16  # write back every 16 chunks (64 MiB), as dj-staged
@@ -193,6 +197,31 @@ class Context:
                     header = {"descr": "<f8", "fortran_order": False, "shape": (self.n * CHUNK // 8,)}
                     npy_format.write_array_header_2_0(f, header)
                 f.writelines(chunks(self.n, self.source))
+
+    @contextlib.contextmanager
+    def resumable(self, field: str) -> Iterator[Any]:
+        """Row 1's ``resume=True`` block and its handle for ``field``."""
+        with dj_staged.staged_insert1(self.table(), resume=True) as staged:
+            staged.rec["bench_id"] = 1
+            with staged.open(field, ".bin") as f:
+                yield f
+
+    def interrupted(self, field: str) -> None:
+        """Prepared: a ``resume=True`` write of ``field`` interrupted at 90 % once its last durable unit is recorded."""
+        heard: queue.Queue[int] = queue.Queue()  # the offsets recorded durable, in order
+        with steps.observe("writer.checkpoint", lambda doc, **_: heard.put(doc["checkpoint"]["offset"])):
+            with contextlib.suppress(KeyboardInterrupt), self.resumable(field) as f:
+                f.writelines(chunks(self.n * 9 // 10, self.source))
+                while heard.get(timeout=600) < f.tell() - f.tell() % f.unit:
+                    pass
+                raise KeyboardInterrupt
+
+    def resume(self, field: str) -> dict:
+        """Ours: the interrupted write of ``field`` resumed at its durable offset, written to its end."""
+        with self.resumable(field) as f:
+            start = f.tell()
+            f.writelines(islice(chunks(self.n, self.source), start // CHUNK, None))
+        return {"resumed_from": start, "unit_bytes": f.unit}
 
     def zarr_into(self, field: str) -> None:
         """Ours: the frames written by Zarr into ``field`` through ``staged.store(field, ".zarr")``."""

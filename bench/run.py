@@ -37,7 +37,7 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 def count_s3_calls(fs: Any) -> Counter:
-    """Count ``fs``'s S3 calls from now on, by operation, GetObject bytes, ListObjectsV2 prefix (as tests' s3_calls)."""
+    """Count ``fs``'s S3 calls from now on, by operation, bytes sent and received, ListObjectsV2 prefix."""
     seen: Counter = Counter()
     fs.connect()
 
@@ -48,7 +48,13 @@ def count_s3_calls(fs: Any) -> Counter:
         elif model.name == "ListObjectsV2":
             seen["list " + parsed.get("Prefix", "")] += 1
 
+    def on_params(params: dict, model: Any, **_: Any) -> None:
+        if model.name in ("PutObject", "UploadPart"):
+            body = params.get("Body") or b""
+            seen["bytes uploaded"] += body.getbuffer().nbytes if hasattr(body, "getbuffer") else len(body)
+
     fs.s3.meta.events.register("after-call.s3", on_call)
+    fs.s3.meta.events.register("provide-client-params.s3", on_params)
     return seen
 
 
@@ -74,17 +80,12 @@ def measure(row: Row, ctx: Context) -> dict:
     if seen is not None:
         lists = [n for k, n in seen.items() if k.startswith("list ")]
         calls = sum(n for k, n in seen.items() if " " not in k)
-        extra |= {"s3_calls": calls, "downloaded_bytes": seen["bytes downloaded"] if calls else None}
+        sent = {"downloaded_bytes": seen["bytes downloaded"], "uploaded_bytes": seen["bytes uploaded"]}
+        extra |= {"s3_calls": calls} | {k: v if calls else None for k, v in sent.items()}
         extra |= {"list_calls": sum(lists) or None, "listings_per_prefix": max(lists) if lists else None}
     peak = max(m.rss_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return extra | {
-        "payload_bytes": ctx.nbytes,
-        "seconds": m.seconds,
-        "cpu_seconds": cpu,
-        "peak_mib": peak / MIB,
-        "peak_above_before_mib": (peak - m.rss_before) / MIB,
-        "harness_fsync": row.harness_fsync,
-    }
+    figures = {"payload_bytes": ctx.nbytes, "seconds": m.seconds, "cpu_seconds": cpu, "peak_mib": peak / MIB}
+    return extra | figures | {"peak_above_before_mib": (peak - m.rss_before) / MIB, "harness_fsync": row.harness_fsync}
 
 
 def child(key: str, nbytes: int, folder: str, services: tuple, batch_rows: int, out: Connection) -> None:

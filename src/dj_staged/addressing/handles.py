@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..stores.base import ObjectIdentity, StagedStore, WriteHandle
 from ..stores.resumable import ResumableWriter, mark_store_failure
-from .hashing import PIECE, Digest, StreamingMD5
+from .hashing import OVERLAP, PIECE, Digest, StreamingMD5, hashers
 from .md5state import ResumableMD5
 from .resumption import Resumption
 
@@ -169,17 +169,22 @@ class StagedFile:
 
     def _write_hashed_in_units(self, view: memoryview) -> None:
         """Hash and write ``view`` in pieces that end at the writer's durable units, saving the MD5's state at each
-        unit's end before its bytes reach the writer (which may record that unit's checkpoint at once)."""
+        unit's end before its bytes reach the writer (which may record that unit's checkpoint at once). A piece is
+        hashed in another thread (OpenSSL's MD5 runs without the GIL) while the one before it is written."""
         assert self._resumption is not None and isinstance(self._raw, ResumableWriter)
         assert isinstance(self._md5, ResumableMD5)
-        unit, position = self._raw.unit, self._raw.tell()
+        unit, position, hashed = self._raw.unit, self._raw.tell(), memoryview(b"")
         while view:
-            piece, view = view[: unit - position % unit], view[unit - position % unit :]
-            self._md5.update(piece)
+            size = min(unit - position % unit, OVERLAP)
+            piece, view = view[:size], view[size:]
+            hashing = hashers().submit(self._md5.update, piece)  # while the piece hashed before is written
+            self._raw.write(hashed)
+            hashing.result()
             position += len(piece)
             if position % unit == 0:
                 self._resumption.digest_at(position, self._md5.state())
-            self._raw.write(piece)
+            hashed = piece
+        self._raw.write(hashed)  # every piece is written before the caller may reuse its buffer
 
     def writelines(self, lines: Iterable[ReadableBuffer]) -> None:
         for line in lines:

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
@@ -35,6 +37,26 @@ CHUNK = 8 << 20  # re-read chunk
 PIECE = 4 << 20  # the largest piece handed to the hashing thread at once
 _INLINE = 8 << 20  # a stream shorter than this is hashed inline: a thread is not worth it
 _SMALL = 64 << 10  # pieces below this are gathered into one before being handed over
+OVERLAP = 1 << 20  # a resumable write hashes a piece of this size while it writes the one before
+
+
+_hashers: ThreadPoolExecutor | None = None
+
+
+def hashers() -> ThreadPoolExecutor:
+    """The threads resumable writes hash in, started at first use; a forked child starts its own."""
+    global _hashers
+    if _hashers is None:
+        _hashers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="dj-staged-md5")
+    return _hashers
+
+
+def _forget_hashers() -> None:
+    global _hashers
+    _hashers = None  # a forked child holds the pool, not its threads
+
+
+os.register_at_fork(after_in_child=_forget_hashers)
 _QUEUED = 8  # pieces waiting for the hashing thread at most (bounded memory)
 
 

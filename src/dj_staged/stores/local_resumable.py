@@ -6,12 +6,13 @@ each time it grows past a multiple of the durable unit, a background thread
 :class:`~dj_staged.stores.resumable.Checkpoint` at that multiple. A machine that
 crashes can lose what came after the last checkpoint, never what came before.
 
-The checkpoint names the file's device and inode and the CRC-32 of its last
-durable unit. A resume checks the file is still that inode, holds at least
-that many bytes, and that the unit reads back with that CRC (one unit read:
-a file replaced, truncated, or written over where the last checkpoint was, is
-noticed); then it cuts the file at the durable offset, dropping what may not
-have reached the disk, and writes on from there.
+The checkpoint names the file's device and inode and the CRC-32 of the last
+mebibyte before the checkpoint (read back from the page cache once synced, so
+writing computes no CRC). A resume checks the file is still that inode, holds
+at least that many bytes, and that those bytes read back with that CRC (one
+mebibyte read: a file replaced, truncated, or written over where the last
+checkpoint was, is noticed); then it cuts the file at the durable offset,
+dropping what may not have reached the disk, and writes on from there.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..durability import fsync_path
 from .resumable import Checkpoint, OnCheckpoint, ResumableWriter, lost
 
 _STOP = -1
+TAIL = 1 << 20  # the bytes before a checkpoint its CRC covers
 
 
 class LocalResumableWriter(ResumableWriter):
@@ -47,16 +49,12 @@ class LocalResumableWriter(ResumableWriter):
         self._durable = durable
         if resume_from is None:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            self._file = open(path, "wb")  # noqa: SIM115 - closed by close(), discard() or suspend()
+            self._file = open(path, "w+b")  # noqa: SIM115 - closed by close(), discard() or suspend(); read by pread
         else:
             self._file = _reopen(path, resume_from, unit)
         stat = os.fstat(self._file.fileno())
         self._identity = {"device": stat.st_dev, "inode": stat.st_ino}
         self._written = offset
-        # the CRC-32 of the unit being written: a resume inside a unit (a completed file) goes on from its CRC
-        self._crc = int(resume_from.state.get("crc") or 0) if resume_from is not None and offset % unit else 0
-        self._crcs: dict[int, int] = {}  # boundary -> CRC-32 of the unit that ends there, until reported
-        self._lock = threading.Lock()
         self._pending: queue.Queue[int] = queue.Queue()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -72,7 +70,6 @@ class LocalResumableWriter(ResumableWriter):
             room = self.unit - self._written % self.unit
             piece, rest = rest[:room], rest[room:]
             self._file.write(piece)
-            self._crc = zlib.crc32(piece, self._crc)
             self._written += len(piece)
             if self._written % self.unit == 0:
                 self._boundary(self._written)
@@ -80,10 +77,7 @@ class LocalResumableWriter(ResumableWriter):
 
     def _boundary(self, offset: int) -> None:
         """``offset`` bytes are written: have them synced, then reported, while the caller goes on."""
-        self._file.flush()  # into the operating system's hands: what fdatasync covers
-        with self._lock:
-            self._crcs[offset] = self._crc
-        self._crc = 0
+        self._file.flush()  # into the operating system's hands: what fdatasync covers and pread reads
         if self._thread is None:
             self._thread = threading.Thread(target=self._sync, name="dj-staged-checkpoint", daemon=True)
             self._thread.start()
@@ -106,12 +100,12 @@ class LocalResumableWriter(ResumableWriter):
                 return
 
     def _checkpoint(self, offset: int, *, complete: bool = False) -> Checkpoint:
-        with self._lock:
-            crc = self._crcs.get(offset)
-            for boundary in [b for b in self._crcs if b < offset]:
-                del self._crcs[boundary]
-        start = offset - offset % self.unit if offset % self.unit else offset - self.unit
-        state = {**self._identity, "crc": crc, "crc_from": max(start, 0), "unit": self.unit}
+        """The checkpoint at ``offset`` (flushed): the CRC-32 of the last ``TAIL`` bytes before it, in its unit. The
+        file is written only past ``offset`` meanwhile, so reading it here (the page cache, a mebibyte) is safe."""
+        unit_start = offset - offset % self.unit if offset % self.unit else offset - self.unit
+        start = max(unit_start, offset - TAIL, 0)
+        crc = zlib.crc32(os.pread(self._file.fileno(), offset - start, start))
+        state = {**self._identity, "crc": crc, "crc_from": start, "unit": self.unit}
         return Checkpoint(offset, state, complete)
 
     def _stop(self) -> None:
@@ -132,10 +126,6 @@ class LocalResumableWriter(ResumableWriter):
             self._stop()
             if self._error is not None:
                 raise self._error
-            tail = self._written % self.unit
-            if tail or self._written == 0:
-                with self._lock:
-                    self._crcs[self._written] = self._crc
             if self._durable:
                 os.fdatasync(self._file.fileno())
             self.report(self._checkpoint(self._written, complete=True))
