@@ -133,6 +133,8 @@ def populate_again(table, reserve_jobs: bool) -> dict:
 @pytest.mark.parametrize("reserve_jobs", [False, True])
 @pytest.mark.parametrize("codec", ["object", "hash"])
 def test_an_interrupted_populate_resumes_in_the_next(codec, reserve_jobs, djstaged_schema, resumable_store):
+    """``KeyboardInterrupt`` in ``make()`` with two units durable: DataJoint cancels the transaction and re-raises;
+    the next ``populate()`` (after releasing the job it left in ``error``) goes on from the second unit."""
     unit = unit_of(resumable_store)
     data = np.random.default_rng(27).bytes(3 * unit + unit // 2)
     _, derived = pipeline(djstaged_schema, resumable_store, codec, data)
@@ -162,6 +164,8 @@ def wait_for_the_killed_session(table) -> None:
 def test_a_populate_killed_mid_write_resumes_in_the_next(
     codec, reserve_jobs, djstaged_postgres, djstaged_schema, resumable_store
 ):
+    """A worker killed (SIGKILL) in ``make()`` with two units durable: the next ``populate()`` here (after
+    releasing the job it left ``reserved``) goes on from the second unit."""
     unit = unit_of(resumable_store)
     data = np.random.default_rng(27).bytes(3 * unit + unit // 2)
     _, derived = pipeline(djstaged_schema, resumable_store, codec, data)
