@@ -66,3 +66,36 @@ class Party(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.result
+
+
+class Hold:
+    """An observer of a protocol step that holds the first call whose context ``when`` accepts, in whichever
+    thread it comes (a checkpoint is recorded by a store's own threads), until released.
+
+    ``hold.wait()`` returns once a thread is held at the step, ``hold.go()`` lets it continue; the context
+    it was held with is ``hold.context``.
+    """
+
+    def __init__(self, when: Callable[..., bool] = lambda **context: True, timeout: float = 120.0) -> None:
+        self.when = when
+        self.timeout = timeout
+        self.reached = threading.Event()
+        self.released = threading.Event()
+        self.context: dict = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, step: str, **context: Any) -> None:
+        with self._lock:
+            if self.reached.is_set() or not self.when(**context):
+                return
+            self.context = {"step": step, **context}
+            self.reached.set()
+        if not self.released.wait(self.timeout):
+            raise TimeoutError(f"never released from {step}")
+
+    def wait(self) -> None:
+        if not self.reached.wait(self.timeout):
+            raise TimeoutError("no thread reached the step")
+
+    def go(self) -> None:
+        self.released.set()

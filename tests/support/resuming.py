@@ -46,11 +46,20 @@ class Durable:
 
 
 def killed_writer(
-    db: dict, stores: dict, schema_name: str, definition: str, ext: str, options: dict, data: bytes, kill_at: int | None
+    db: dict,
+    stores: dict,
+    schema_name: str,
+    definition: str,
+    ext: str,
+    options: dict,
+    data: bytes,
+    kill_at: int | None,
+    filename: str | None = None,
 ) -> str:
     """Write ``data[:kill_at]`` through ``open()`` and SIGKILL this process once the last durable unit those
     bytes reach (counting the stored prefix) is recorded; ``kill_at=None``: write everything, close the handle
-    (the object is complete) and SIGKILL this process before the block ends."""
+    (the object is complete) and SIGKILL this process before the block ends. ``filename``: an ``<attach@>``
+    value's, set before ``open()``."""
     import dj_staged
     from dj_staged import steps
 
@@ -58,6 +67,8 @@ def killed_writer(
     durable = Durable()
     with steps.observe("writer.checkpoint", durable), dj_staged.staged_insert1(table, resume=True) as staged:
         staged.rec["k"] = KEY
+        if filename is not None:
+            staged.set_filename("v", filename)
         f = staged.open("v", ext, **options)
         if f.tell() != 0:
             return f"a first attempt began at {f.tell()}"
@@ -114,4 +125,37 @@ def killed_zarr_writer(db: dict, stores: dict, schema_name: str, definition: str
         for i in range(upto):
             z[i] = frames[i]
         os.kill(os.getpid(), signal.SIGKILL)
+    return "not killed"
+
+
+def killed_populate(
+    db: dict, stores: dict, schema_name: str, source: str, derived: str, data: bytes, kill_at: int, reserve_jobs: bool
+) -> str:
+    """``Derived.populate()`` of tables ``Source`` and ``Derived`` (declared by the test), whose ``make()`` writes
+    ``data[:kill_at]`` to ``v`` with ``resume=True`` and SIGKILLs this process once the last durable unit those
+    bytes reach is recorded."""
+    import datajoint as dj
+
+    import dj_staged
+    from dj_staged import steps
+
+    schema = dj.Schema(schema_name, connection=connect(db, stores), create_tables=False)
+    Source = schema(type("Source", (dj.Manual,), {"definition": source}))  # noqa: N806, F841 - "-> Source"
+    durable = Durable()
+
+    def make(self: Any, key: dict) -> None:
+        with dj_staged.staged_insert1(self, resume=True) as staged:
+            staged.rec.update(key)
+            with staged.open("v", ".bin") as f:
+                if f.tell() != 0:
+                    raise RuntimeError(f"a first attempt began at {f.tell()}")
+                f.write(data[:kill_at])
+                boundary = kill_at - kill_at % f.unit
+                if not durable.wait_for(boundary):
+                    raise RuntimeError(f"no checkpoint at {boundary} (last: {durable.offset})")
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    table = schema(type("Derived", (dj.Computed,), {"definition": derived, "make": make}))
+    with steps.observe("writer.checkpoint", durable):
+        table.populate({"k": KEY}, reserve_jobs=reserve_jobs)
     return "not killed"
