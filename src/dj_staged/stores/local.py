@@ -39,7 +39,7 @@ class LocalStore(StagedStore):
     atomic_promotion: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
     resumes_writes: ClassVar[bool] = True  # durable: what was fsynced
-    _default_part_size: ClassVar[int] = 16 << 20  # a resumable write's fsync interval: at most this (and what was not yet synced) is redone
+    _default_part_size: ClassVar[int] = 16 << 20  # a resumable write's fsync interval: at most what a resume redoes
 
     def __init__(self, name: str, spec: dict[str, Any], backend: StorageBackend) -> None:
         super().__init__(name, spec, backend)
