@@ -25,7 +25,11 @@ CHECKS = {  # metric: (target, measured, the figure; None: the S3 hook saw no ca
     "listings": ("≤ {:g} S3 listings per prefix", "{}", lambda e, o: e["listings_per_prefix"]),
     "growth": ("time per GiB ≤ {:.2f} × {}'s or the bend of its baseline", "{:.2f} ×", lambda e, o: growth(e, o)),
     "throughput": ("throughput ≥ {:g} × {}'s", "{:.2f} ×", lambda e, o: growth(o, e)),
-    "uploaded": ("uploads ≤ {:.0%} of the payload + one part", "{:.1%} + one part", lambda e, o: uploaded(e)),
+    "uploaded": (
+        "uploads ≤ {:.0%} of the payload + one part",
+        "{:.1%} + one part",
+        lambda e, o: e["uploaded_bytes"] and (e["uploaded_bytes"] - e["unit_bytes"]) / e["payload_bytes"],
+    ),  # beyond one part: a fraction
 }
 NOTES = {  # extra figure: how the notes column shows it
     "emulator_cpu_share": "emulator CPU {:.0%} of wall",
@@ -46,11 +50,6 @@ def growth(e: dict, first: dict) -> float:
     """``e``'s time per byte over ``first``'s, over its baseline's own (``bend``) when that grew more."""
     per_byte = e["seconds"] / e["payload_bytes"] / (first["seconds"] / first["payload_bytes"])
     return per_byte / max(1.0, e.get("bend") or 1)
-
-
-def uploaded(e: dict) -> float | None:
-    """Bytes the row sent beyond one part (a resume's durable unit), a fraction of the whole payload."""
-    return None if e.get("uploaded_bytes") is None else (e["uploaded_bytes"] - e["unit_bytes"]) / e["payload_bytes"]
 
 
 def paired(ours: list[float], base: list[float]) -> float:

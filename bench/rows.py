@@ -28,6 +28,7 @@ from numpy.lib import format as npy_format
 import dj_staged
 import dj_staged.gc
 from dj_staged import steps
+from dj_staged.durability import fsync_path
 from dj_staged.testing.services import connect_datajoint, local_stores, object_store_spec
 
 MIB, GIB, CHUNK, WRITEBACK = 1 << 20, 1 << 30, 4 << 20, 16  # write back every 16 chunks (64 MiB), as dj-staged
@@ -84,8 +85,7 @@ class Context:
             path.mkdir(parents=True, exist_ok=True)
 
     def table(self, store: str = "main", schema: str | None = None) -> Any:
-        """The benchmark table, every codec on ``store`` (``main``: local; ``s3``/``gcs``/``azure``: a new bucket), in
-        a new schema or the existing ``schema``."""
+        """The table, every codec on ``store`` (``main``: local; else a new bucket), in ``schema`` or a new one."""
         if self._table is not None:
             return self._table
         stores = local_stores(self.store_root)
@@ -120,15 +120,11 @@ class Context:
         above = [p for p in root.parents if up_to is not None and (p == up_to or up_to in p.parents)]
         walked = [p for folder, _, files in os.walk(root) for p in (*(os.path.join(folder, f) for f in files), folder)]
         for path in [*walked, *above]:
-            fd = os.open(path, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
+            fsync_path(path)
 
     def warm_up(self) -> None:
         """Zarr's first write sets up its codecs and event loop (on S3, the mapper's): done before the clock."""
-        write_frames(
-            self.objfs().get_mapper(f"{self.bucket}/w.zarr") if self.bucket else str(self.scratch / "w.zarr"), 2
-        )
+        write_frames(self.objfs().get_mapper(f"{self.bucket}/w.zarr") if self.bucket else str(self.scratch / "w"), 2)
 
     def plain_file(self, md5: bool = False) -> None:
         """Baseline: the fastest durable write found here: 4 MiB chunks (their MD5 in the same pass if ``md5``), a
@@ -145,10 +141,8 @@ class Context:
 
     def direct_write(self) -> None:
         """The device's ceiling: ``dd`` writing the payload's size around the page cache in 4 MiB blocks, fsynced."""
-        out, count = f"of={self.plain_root / 'direct.bin'}", f"count={self.n}"
-        subprocess.run(
-            ["dd", "if=/dev/zero", out, "bs=4M", count, "oflag=direct", "conv=fsync"], check=True, capture_output=True
-        )
+        dd = ["dd", "if=/dev/zero", f"of={self.plain_root / 'direct.bin'}", "bs=4M", f"count={self.n}", "oflag=direct"]
+        subprocess.run([*dd, "conv=fsync"], check=True, capture_output=True)
         self.sync(self.plain_root)
 
     def md5_only(self) -> None:
@@ -246,8 +240,7 @@ class Context:
         return [{"bench_id": i, "waveform": SEGMENT} for i in range(self.batch_rows)]
 
     def dj_insert(self, loop: bool = False, durable: bool = False) -> None:
-        """DataJoint's ``insert`` of the prepared rows, or (``loop``) of each alone; if ``durable``, each row's file and
-        folders fsynced before the next row, as a staged block does (the first time up to the store's root)."""
+        """DataJoint's ``insert`` of the prepared rows, or (``loop``) each alone, fsynced as a block if ``durable``."""
         table = self.table()
         folder = self.store_root / "_schema" / table.database / table.table_name
         for rows in ([row] for row in self.value) if loop else [self.value]:
