@@ -330,3 +330,29 @@ def test_inside_a_transaction_a_key_is_looked_up_on_its_connection_before_the_fi
                 reached.append("after open")
             stage_row(batch, 1, np.ones(2))
     assert reached == [] and sorted(Trial.to_arrays("trial").tolist()) == [0, 1, 3]
+
+
+def test_a_value_datajoint_cannot_encode_fails_its_row_first_and_the_batch_after(djstaged_schema, djstaged_local_store):
+    """DataJoint builds the INSERT of the first row of a batch with each set of columns at the row's exit, so a value
+    it cannot encode refuses that row; a later row with the same columns is not built again (most of a small row's
+    own cost), and such a value there fails the final INSERT: the whole batch unwinds, as with insert(list)."""
+    Tagged = declare(djstaged_schema, "Tagged", "k : int32\n---\ninfo : json\nsignal : <npy@main>\n")
+
+    def tagged_row(batch, k, info):
+        with batch.row() as staged:
+            staged.rec.update(k=k, info=info)
+            with staged.open("signal", ".npy") as f:
+                np.save(f, np.full(3, k), allow_pickle=False)
+
+    unencodable, accepted = {"when": object()}, []
+    with dj_staged.staged_insert(Tagged) as batch:
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            tagged_row(batch, 1, unencodable)  # the first row with these columns: refused at its exit
+        tagged_row(batch, 2, {"when": "now"})
+    assert Tagged.to_arrays("k").tolist() == [2]
+    with pytest.raises(TypeError, match="not JSON serializable"), dj_staged.staged_insert(Tagged) as batch:
+        tagged_row(batch, 3, {"when": "later"})
+        tagged_row(batch, 4, unencodable)  # the same columns as row 3: left to the final INSERT
+        accepted.append(4)
+    assert accepted == [4] and Tagged.to_arrays("k").tolist() == [2]
+    assert len(store_files(djstaged_local_store)) == 1 and lease_files(djstaged_local_store) == []

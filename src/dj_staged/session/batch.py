@@ -39,7 +39,7 @@ from .commit import Group
 from .draft import RowDraft
 from .keys import KeyLookout
 from .lifecycle import Block, _as_table, commit_rows
-from .rows import key_token
+from .rows import Trials, key_token
 from .session import StagedSession
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class StagedRow(Block):
                 on_key=batch._reserve,
                 allow_direct_insert=batch.allow_direct_insert,
                 stores=batch.stores,
-                views=batch.views,
+                trials=batch.trials,
                 lookout=batch.lookout,
             )
         )
@@ -103,7 +103,7 @@ class StagedBatch:
         self.leases = LeaseKeeper(table.connection, table.database, table.table_name)
         self.sync = SyncPlan(durable())  # every accepted row's files and directories, synced once at the commit
         self.stores: dict[str | None, StagedStore] = {}  # resolved once for all rows
-        self.views: dict[frozenset[str], Table] = {}  # the pre-insert check's table copies, made once
+        self.trials = Trials()  # the checks' table copies and the row shapes DataJoint built, kept for all rows
         self.lookout = KeyLookout(table)  # later rows' keys, looked up while they write
         self._keys: set[tuple[Any, ...]] = set()
         self._rows: list[tuple[RowDraft, dict[str, Any], frozenset[str]]] = []

@@ -52,7 +52,7 @@ from ..protocol import (
 )
 from ..stores import StagedStore, resolve_store
 from .keys import KeyLookout, key_in_table
-from .rows import check_locally, check_row, key_probe, key_token
+from .rows import Trials, check_locally, check_row, key_probe, key_token
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +90,14 @@ class RowDraft:
         on_key: Callable[[dict[str, Any]], None] | None = None,
         allow_direct_insert: bool = False,
         stores: dict[str | None, StagedStore] | None = None,
-        views: dict[frozenset[str], Table] | None = None,
+        trials: Trials | None = None,
         lookout: KeyLookout | None = None,
         resume: bool = False,
     ) -> None:
         self._table = table
         self.resume = resume  # resumable: its fields checkpoint, and go on from what an earlier attempt left
         self._stores = stores if stores is not None else {}  # resolved stores, shared by a batch's rows
-        self._views = views if views is not None else {}  # the check's table copies, shared by a batch's rows
+        self._trials = trials if trials is not None else Trials()  # the checks' table copies, a batch's shared
         self._rec: dict[str, Any] = {}
         self._fields: dict[str, StagedField] = {}
         self._opened: list[ThreadOwner] = []  # every handle with threads, so no thread of one outlives the block
@@ -397,7 +397,7 @@ class RowDraft:
                     IgnoredValueWarning,
                 )
                 del row[name]
-        options: dict[str, Any] = {"allow_direct_insert": self.allow_direct_insert, "views": self._views}
+        options: dict[str, Any] = {"allow_direct_insert": self.allow_direct_insert, "trials": self._trials}
         if self._on_key is not None:  # a batch's row: what needs no server now, its key's lookup last
             check_locally(self._table, row, self._fields, **options)
             self._refuse_taken_key(self.primary_key)

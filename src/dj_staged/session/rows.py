@@ -15,6 +15,7 @@ import datetime
 import decimal
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -87,8 +88,17 @@ def key_probe(table: Table, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]] 
     return f"EXISTS (SELECT 1 FROM {table.full_table_name} WHERE {where})", values
 
 
+@dataclass
+class Trials:
+    """What the checks before an insert keep, shared by a batch's rows: the table copies (one per set of fields
+    stored as placeholders) and the sets of columns DataJoint has built an ``INSERT`` for without an error."""
+
+    views: dict[frozenset[str], Table] = field(default_factory=dict)
+    built: set[tuple[frozenset[str], frozenset[str]]] = field(default_factory=set)
+
+
 def _trial(
-    table: Table, row: dict[str, Any], fields: Iterable[str], views: dict[frozenset[str], Table] | None
+    table: Table, row: dict[str, Any], fields: Iterable[str], trials: Trials | None
 ) -> tuple[Table, dict[str, Any]]:
     """The table copy that stores every object-store field as plain JSON, and the row with an empty JSON value in
     each staged field (so no codec writes anything)."""
@@ -96,7 +106,7 @@ def _trial(
     stored = {name for name, attr in heading.attributes.items() if attr.store is not None and attr.codec is not None}
     placeholders = set(fields) | stored
     trial = {**row, **{name: {} for name in placeholders if name in fields or row.get(name) is not None}}
-    views = views if views is not None else {}
+    views = trials.views if trials is not None else {}
     key = frozenset(placeholders)
     view = views.get(key)
     if view is None:
@@ -110,7 +120,7 @@ def check_row(
     fields: Iterable[str],
     *,
     allow_direct_insert: bool,
-    views: dict[frozenset[str], Table] | None = None,
+    trials: Trials | None = None,
 ) -> None:
     """Raise what DataJoint's insert of ``row`` would raise, without inserting it and in one round trip.
 
@@ -122,7 +132,7 @@ def check_row(
     parent fail here with DataJoint's error class and wording, before anything
     is hashed at length or promoted.
     """
-    view, trial = _trial(table, row, fields, views)
+    view, trial = _trial(table, row, fields, trials)
     statements = insert_statements(view, [trial], allow_direct_insert=allow_direct_insert)
     connection = table.connection
     inside = connection.in_transaction
@@ -145,20 +155,29 @@ def check_locally(
     fields: Iterable[str],
     *,
     allow_direct_insert: bool,
-    views: dict[frozenset[str], Table] | None = None,
+    trials: Trials | None = None,
 ) -> None:
     """Raise what DataJoint's insert of ``row`` would refuse without asking the server: no round trip.
 
-    DataJoint builds its ``INSERT`` for the row as :func:`check_row` has it
-    built, and sends nothing: an unknown attribute, a value DataJoint converts
-    or encodes itself and cannot, fail with DataJoint's error. A column that
-    is ``NOT NULL`` without a default and gets no value fails with DataJoint's
-    ``MissingAttributeError``, as the server's refusal would. What only the
-    server knows (a value its type refuses, a missing parent, a second unique
-    index) is left to the insert itself.
+    For the first row of a batch with each set of columns (and of columns
+    left None), DataJoint builds its ``INSERT`` as :func:`check_row` has it
+    built, and sends nothing: an unknown attribute fails with DataJoint's
+    error, as does a value DataJoint converts or encodes itself and cannot.
+    A later row with the same columns is not built again (building is most
+    of a small row's own cost): its names are the ones already accepted, and
+    a value DataJoint cannot convert fails the batch's final ``INSERT``,
+    which unwinds the whole batch, as DataJoint's ``insert(list)`` does. A
+    column that is ``NOT NULL`` without a default and gets no value fails
+    with DataJoint's ``MissingAttributeError``, as the server's refusal
+    would. What only the server knows (a value its type refuses, a missing
+    parent, a second unique index) is left to the insert itself.
     """
-    view, trial = _trial(table, row, fields, views)
-    insert_statements(view, [trial], allow_direct_insert=allow_direct_insert)
+    view, trial = _trial(table, row, fields, trials)
+    shape = (frozenset(trial), frozenset(name for name, value in trial.items() if value is None))
+    if trials is None or shape not in trials.built:
+        insert_statements(view, [trial], allow_direct_insert=allow_direct_insert)
+        if trials is not None:
+            trials.built.add(shape)
     missing = [
         name
         for name, attr in table.heading.attributes.items()
