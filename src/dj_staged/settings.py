@@ -6,7 +6,7 @@
 - ``DJ_STAGED_CLIENT_CHECK`` (seconds, default 5, ``0`` to leave the server's setting alone): the
   ``client_connection_check_interval`` a writer's database session runs with (PostgreSQL 14 and later),
   so a statement whose client is gone is aborted by the server instead of waiting on.
-- ``DJ_STAGED_PART_SIZE`` (bytes, default: each store's own, 8 MiB on object stores and 16 MiB locally): what a
+- ``DJ_STAGED_PART_SIZE`` (bytes, default 8 MiB): what a
   store uploads at a time, and how often a resumable write makes its bytes durable and records them.
 - ``DJ_STAGED_RESUME_WINDOW`` (a duration, default: the collector's grace period): how long a resumable write that
   stopped is kept for resumption after its last durable byte.

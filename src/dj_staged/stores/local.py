@@ -38,8 +38,7 @@ class LocalStore(StagedStore):
     supports_append: ClassVar[bool] = True
     atomic_promotion: ClassVar[bool] = True
     marks_placements: ClassVar[bool] = True
-    resumes_writes: ClassVar[bool] = True  # durable: what was fsynced
-    _default_part_size: ClassVar[int] = 16 << 20  # a resumable write's fsync interval: at most what a resume redoes
+    resumes_writes: ClassVar[bool] = True  # durable: what was fsynced, every part size (8 MiB by default)
 
     def __init__(self, name: str, spec: dict[str, Any], backend: StorageBackend) -> None:
         super().__init__(name, spec, backend)
