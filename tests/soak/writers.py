@@ -12,6 +12,7 @@ import random
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from dj_staged.steps import WRITER_STEPS
 from soak.config import TABLES, Services, SoakConfig
-from soak.content import expected, field_names, is_big, placed_path, tag_of
+from soak.content import expected, is_big, placed_path, plain_fields, tag_of
 from soak.shared import Shared, app_name, open_schema, record
 
 FIELDS_PER_ROW = 2.5  # mean number of staged fields per row
@@ -65,7 +66,7 @@ class OpPlan:
 
 def plan_op(rng: random.Random, config: SoakConfig, stores: list[str]) -> OpPlan:
     """Draw the next operation."""
-    names = field_names(stores)
+    names = plain_fields(stores)
     chance = min(1.0, FIELDS_PER_ROW / len(names))
     batch = rng.random() < config.batch_share
     rows = []
@@ -377,6 +378,23 @@ def is_conflict(error: BaseException) -> bool:
     return "deadlock detected" in text
 
 
+def draw_op(
+    rng: random.Random, config: SoakConfig, services: Services, tables: dict[str, Any], shared: Shared, slot: int
+) -> tuple[Any, Op, Callable[[], None]]:
+    """The next operation: its plan, its :class:`Op`, and what performs it (a resumable block now and then,
+    more often while an interrupted one waits to be taken over)."""
+    from soak.resumes import ResumableOp, plan_resumable, run_resumable
+
+    stores = services.store_names
+    if rng.random() < config.resume_share * (3 if shared.remembered() else 1):
+        resumable = plan_resumable(rng, config, stores, shared)
+        op = ResumableOp(resumable, shared, slot, tables[resumable.table], rng, config.resume_window)
+        return resumable, op, lambda: run_resumable(tables, resumable, op, shared, slot)
+    plan = plan_op(rng, config, stores)
+    current = Op(plan, shared, slot, tables[plan.table], rng)
+    return plan, current, lambda: run_op(tables, plan, current, shared, slot, config.big_every)
+
+
 def writer_main(
     slot: int, incarnation: int, config: SoakConfig, services: Services, schema_name: str, shared: Any
 ) -> None:
@@ -392,7 +410,7 @@ def writer_main(
     try:
         _schema, tables = open_schema(services, schema_name, app_name(schema_name))
         with contextlib.ExitStack() as stack:
-            for step in steps.WRITER_STEPS:
+            for step in (*steps.WRITER_STEPS, *steps.RESUMER_STEPS):
                 stack.enter_context(steps.observe(step, _on_step))
             if "s3" in services.store_names:
                 fs = get_store_backend("s3").fs
@@ -403,10 +421,9 @@ def writer_main(
             while shared.done[slot] < quota:
                 shared.done[slot] += 1
                 shared.add(slot, "ops")
-                plan = plan_op(rng, config, services.store_names)
-                _current = Op(plan, shared, slot, tables[plan.table], rng)
+                plan, _current, perform = draw_op(rng, config, services, tables, shared, slot)
                 try:
-                    run_op(tables, plan, _current, shared, slot, config.big_every)
+                    perform()
                 except DuplicateError:
                     shared.add(slot, "refused")
                 except PathTakenError:  # another writer of the same key holds its path (paused, or in flight)
