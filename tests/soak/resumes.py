@@ -100,7 +100,8 @@ class LostPrefixError(AssertionError):
 
 
 class Durable:
-    """Hears ``writer.checkpoint``: the highest stored offset recorded durable, told to ``on_offset`` too."""
+    """Hears ``writer.checkpoint``: the highest stored offset recorded durable (a directory's: the files one
+    checkpoint records), told to ``on_offset`` too."""
 
     def __init__(self, on_offset: Callable[[int], None] = lambda offset: None) -> None:
         self.offset = 0
@@ -108,7 +109,11 @@ class Durable:
         self.on_offset = on_offset
 
     def __call__(self, **context: Any) -> None:
-        offset = int((context["doc"].get("checkpoint") or {}).get("offset") or 0)
+        doc = context["doc"]
+        if doc.get("kind") == "directory":
+            offset = len(doc.get("files") or {})
+        else:
+            offset = int((doc.get("checkpoint") or {}).get("offset") or 0)
         with self.changed:
             self.offset = max(self.offset, offset)
             self.changed.notify_all()
@@ -126,7 +131,7 @@ class ResumableOp(Op):
     def __init__(
         self, plan: ResumePlan, shared: Shared, slot: int, table: Any, rng: random.Random, window: float
     ) -> None:
-        super().__init__(plan, shared, slot, table, rng)  # type: ignore[arg-type]  # Op reads fault, step, nth
+        super().__init__(plan, shared, slot, table, rng)  # type: ignore[arg-type]  # Op reads its fault, step, nth
         self.durable = Durable(self.recorded)
         self.window = window
         self.began = -1
@@ -147,10 +152,11 @@ class ResumableOp(Op):
             self.shared.prefixes[self.cell] = [0, 0, 0]
         super().at_step(step, **context)
 
-    def opened(self, began: int) -> None:
-        """The handle is open (this block holds the key) and says what is durable already (bytes, columns or
-        files). The prefix its last holder recorded must be found if no collection could have reclaimed it: none
-        with a window of 0 begun or running since, and well within the soak's window."""
+    def opened(self, began: int, head: int = 0, grain: int = 1) -> None:
+        """The handle is open (this block holds the key) and says what is durable already (``began``: bytes,
+        columns of ``grain`` bytes after a ``head``, or files). The prefix its last holder recorded must be found
+        if it holds any of those and no collection could have reclaimed it: none with a window of 0 begun or
+        running since, and well within the soak's window."""
         from dj_staged.errors import ResumeRestartedWarning
 
         self.began = began
@@ -164,11 +170,11 @@ class ResumableOp(Op):
             self.shared.add(self.slot, "resume_restarts")
         elif self.plan.takeover:
             self.shared.add(self.slot, "resume_fresh")
-        if offset and kept and (restarted or not began):
+        if (offset - head) // grain > 0 and kept and (restarted or not began):
             raise LostPrefixError(
                 f"{self.plan.table} k={self.plan.key} {self.plan.name}: began at 0 (restarted: {restarted}) though "
-                f"{offset} bytes were recorded durable {time.time() - when / 1000:.1f} s before, and no collection "
-                "could have reclaimed them"
+                f"{offset} (bytes, or files) were recorded durable {time.time() - when / 1000:.1f} s before, and no "
+                "collection could have reclaimed them"
             )
 
     def cut_off(self, stored: int = 0, unit: int = 0) -> None:
@@ -207,7 +213,7 @@ def write_resumable(staged: Any, plan: ResumePlan, op: ResumableOp) -> None:
     value = expected(plan.name, plan.key, 0)
     if codec in ("robj", "rhash"):
         with staged.open(plan.name, ".bin") as f:
-            op.opened(f.tell())
+            op.opened(f.tell(), f.content_offset)
             source = io.BytesIO(value)
             source.seek(op.began)
             f.write(source.read(int((len(value) - op.began) * plan.cut)))
@@ -215,11 +221,11 @@ def write_resumable(staged: Any, plan: ResumePlan, op: ResumableOp) -> None:
             shutil.copyfileobj(source, f, 1 << 16)
     elif codec == "rblob":
         with dj_staged.open_blob_array(staged, plan.name, value.shape, value.dtype) as out:
-            op.opened(out.filled)
+            header, column = len(array_header(value.shape, value.dtype)), value.shape[0] * value.itemsize
+            op.opened(out.filled, header, column)
             cut = op.began + int((value.shape[-1] - op.began) * plan.cut)
             out.write(value[..., op.began : cut])
-            header = len(array_header(value.shape, value.dtype))
-            op.cut_off(header + cut * value.shape[0] * value.itemsize, RESUME_UNITS.get(store, RESUME_UNIT))
+            op.cut_off(header + cut * column, RESUME_UNITS.get(store, RESUME_UNIT))
             out.write(value[..., cut:])
     else:
         fsmap = staged.store(plan.name, ".zarr")

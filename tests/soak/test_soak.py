@@ -23,7 +23,7 @@ def test_short_soak_loses_no_row_and_leaves_nothing(
 ):
     stores = ("local", "s3", "gcs", "azure")
     config = SoakConfig(
-        ops=150, stores=stores, writers=3, deleters=1, collectors=1, seed=11, timeout=240, resume_share=0.12
+        ops=150, stores=stores, writers=3, deleters=1, collectors=1, seed=11, timeout=240, resume_share=0.15
     )
     services = Services(
         db=dataclasses.asdict(djstaged_postgres),

@@ -126,6 +126,7 @@ class Op:
         self.seen = 0
         self.fired = False
         self.committing = False
+        self.end_cut: Callable[[], None] | None = None
 
     def checkpoint(self) -> None:
         """A point inside the caller's block (between writes): exceptions, interrupts and mid-write faults."""
@@ -178,17 +179,25 @@ class Op:
             self.shared.add(self.slot, "pauses")
             os.kill(os.getpid(), signal.SIGSTOP)
         hold = self.rng.choice((0.0, 0.0, 0.2, 1.0))
-        if fault == "cut" and cut_while_committing(self.table, self.plan.rows[0].key, hold):
-            self.shared.add(self.slot, "commit_cuts")
+        if fault == "cut":
+            self.end_cut = cut_while_committing(self.table, self.plan.rows[0].key, hold)
+            if self.end_cut is not None:
+                self.shared.add(self.slot, "commit_cuts")
+
+    def end(self) -> None:
+        """The operation is over: a cut that has not happened (its commit never waited on the key) never will."""
+        if self.end_cut is not None:
+            self.end_cut()
 
 
-def cut_while_committing(table: Any, key: int, hold: float) -> bool:
+def cut_while_committing(table: Any, key: int, hold: float) -> Callable[[], None] | None:
     """At ``writer.commit``: another session takes ``key`` (``BEGIN; INSERT``), and a thread cuts this writer's
     connection once its commit statement waits for that row lock, then rolls the other session back after
     ``hold`` seconds. The statement lives on in the server (unless ``client_connection_check_interval``
     ends it) and commits once the lock is free: the writer must wait for it before it decides anything.
-    True if the cut happened; False if the key could not be taken (a row holds it, or another writer's
-    commit), when nothing is done."""
+    Returns what ends the thread once the operation is over (so that it never cuts a later operation's connection
+    waiting on some lock); None if the key could not be taken (a row holds it, or another writer's commit), when
+    nothing is done."""
     import socket
     import threading
 
@@ -205,13 +214,16 @@ def cut_while_committing(table: Any, key: int, hold: float) -> bool:
         holder.query(f"INSERT INTO {table.full_table_name} (k, tag) VALUES (%s, 'held by another session')", (key,))
     except Exception:
         holder.close()
-        return False
+        return None
+    ended = threading.Event()
 
     def cut() -> None:
         try:
             waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
             deadline = time.monotonic() + 10
             while not (blocked := holder.query(waiting, (writer_pid,)).fetchone()[0]) and time.monotonic() < deadline:
+                if ended.is_set():
+                    return
                 time.sleep(0.002)
             if not blocked:  # the commit never waited for this key (its row was not among those committed)
                 return
@@ -223,8 +235,14 @@ def cut_while_committing(table: Any, key: int, hold: float) -> bool:
                 holder.query("ROLLBACK")
             holder.close()
 
-    threading.Thread(target=cut, name="soak-cut", daemon=True).start()
-    return True
+    thread = threading.Thread(target=cut, name="soak-cut", daemon=True)
+    thread.start()
+
+    def end() -> None:
+        ended.set()
+        thread.join()
+
+    return end
 
 
 _current: Op | None = None  # the operation in progress in this writer process
@@ -442,6 +460,8 @@ def writer_main(
                         shared.add(slot, "unexpected")
                         record(services, "errors", f"writer{slot}: operation {plan}:\n{traceback.format_exc()}")
                 finally:
+                    if _current is not None:
+                        _current.end()
                     _current = None
     except BaseException:
         record(services, "errors", f"writer{slot}: {traceback.format_exc()}")
