@@ -7,12 +7,14 @@ left in either store. ``make soak`` runs the long version.
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 from soak.checker import leftovers, verify_rows
-from soak.config import CODECS, Services, SoakConfig
+from soak.config import CODECS, RESUMABLE_CODECS, Services, SoakConfig
 from soak.content import declare_tables, expected, placed_path
 from soak.orchestrator import run_soak
+from soak.resumes import ResumableOp, ResumePlan, run_resumable
 from soak.services import store_specs
 from soak.shared import Shared
 from soak.writers import FieldPlan, Op, OpPlan, RowPlan, run_op
@@ -86,3 +88,30 @@ def test_the_checks_see_a_lost_object_and_a_leftover(djstaged_schema, djstaged_s
     assert leftovers(djstaged_schema, stores, deleted=["Alpha/4"]) == []
     (root / placed).write_bytes(b"mixed")
     assert leftovers(djstaged_schema, stores, deleted=["Alpha/4"]) == [left]
+
+
+def test_the_checks_see_a_resumed_fields_wrong_metadata(djstaged_schema, djstaged_stores, tmp_path):
+    """Resumable fields, written by the soak's resumable blocks without a fault, pass the checks; a size in the
+    database that is not the stored object's is seen."""
+    import json
+
+    import datajoint as dj
+
+    stores = store_specs(("local",), tmp_path)
+    dj.config.stores = stores
+    tables = declare_tables(djstaged_schema, ["local"])
+    shared = Shared(1, 1, len(RESUMABLE_CODECS))
+    for index, codec in enumerate(RESUMABLE_CODECS):
+        plan = ResumePlan("Alpha", 5 + index, f"{codec}_local", code=index + 1, index=index)
+        run_resumable(tables, plan, ResumableOp(plan, shared, 0, tables["Alpha"], random.Random(0), 300), shared, 0)
+    assert verify_rows(djstaged_schema, tables, ["local"], 0, tmp_path / "downloads") == (4, [])
+    assert leftovers(djstaged_schema, stores) == []
+
+    table = tables["Alpha"].full_table_name
+    for name, key in (("robj_local", 5), ("rblob_local", 7)):
+        query = f"SELECT {name} FROM {table} WHERE k = %s"
+        (value,) = djstaged_schema.connection.query(query, args=(key,)).fetchone()
+        value["size"] += 1
+        djstaged_schema.connection.query(f"UPDATE {table} SET {name} = %s WHERE k = %s", args=(json.dumps(value), key))
+    verified, lost = verify_rows(djstaged_schema, tables, ["local"], 0, tmp_path / "downloads")
+    assert verified == 2 and len(lost) == 2 and all("metadata differs: {'size'" in entry for entry in lost), lost
