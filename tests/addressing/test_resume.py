@@ -486,6 +486,34 @@ def test_open_blob_array_resumes_at_the_first_column_not_yet_durable(djstaged_sc
     assert stored_value(table, 1) == stored_value(table, 2)
 
 
+def test_open_blob_array_interrupted_in_its_with_block_keeps_its_prefix(djstaged_schema, resumable_store):
+    """Interrupted inside ``with open_blob_array(...)``: the writer's exit must not complete the partial object
+    (a takeover would find it complete, short, and refuse the rest); the next attempt goes on from the prefix."""
+    table = declare(djstaged_schema, "Resumed", definition("blob", resumable_store))
+    unit = unit_of(resumable_store)
+    array = np.frombuffer(payload(4 * (2 * unit + unit // 2)), "uint8").reshape(4, -1)
+    header = len(array_header(array.shape, array.dtype))
+    cut = (unit + 1000) // 4  # columns past the first durable unit
+    durable = Durable()
+    with steps.observe("writer.checkpoint", durable), pytest.raises(KeyboardInterrupt):
+        with dj_staged.staged_insert1(table, resume=True) as staged:
+            staged.rec["k"] = resuming.KEY
+            with dj_staged.open_blob_array(staged, "v", array.shape, array.dtype) as writer:
+                writer.write(array[:, :cut])
+                assert durable.wait_for(unit)
+                raise KeyboardInterrupt
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResumeRestartedWarning)
+        with dj_staged.staged_insert1(table, resume=True) as staged:
+            staged.rec["k"] = resuming.KEY
+            with dj_staged.open_blob_array(staged, "v", array.shape, array.dtype) as writer:
+                began = writer.filled
+                writer.write(array[:, began:])
+    assert began == (unit - header) // 4
+    np.testing.assert_array_equal((table & {"k": resuming.KEY}).fetch1("v"), array)
+    assert lease_files(resumable_store) == [] and incomplete_uploads(resumable_store) == []
+
+
 def test_status_lists_an_interrupted_resumable_write(djstaged_schema, resumable_store):
     from dj_staged.status import RESUMABLE as RESUMABLE_WRITE
     from dj_staged.status import in_flight

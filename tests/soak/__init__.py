@@ -5,10 +5,12 @@ steps, and connections cut while a commit waits on a row lock), deleters and loo
 collectors run as separate processes, each with its own database session, against a local store and
 object stores (S3 on moto, GCS on fake-gcs-server, Azure on Azurite: ``--stores``) for a fixed number of
 writer operations. The parent (the orchestrator) restarts killed writers, runs a collection while a writer
-is stopped and then resumes it, and kills a random writer now and then. At the end every committed row
-must fetch exactly the content its key determines, and after a final collection nothing unreferenced may
-be left in any store: no file outside a row's objects, nothing in ``_staging/``, no lease, no incomplete
-upload.
+is stopped and then resumes it, and kills a random writer now and then. Now and then a writer stages a resumable
+field (``resume=True``) that is cut off mid-write; a later operation of any writer takes it over from its durable
+prefix, while collectors keep such writes for a resume window (a tenth of their collections for none). At the
+end every committed row must fetch exactly the content its key determines, and after a final collection
+nothing unreferenced may be left in any store: no file outside a row's objects, nothing in ``_staging/``, no
+lease, no incomplete upload.
 
     PYTHONPATH=tests python -m soak --ops 2000 --stores local,s3,gcs,azure --writers 3 --seed 1
 
@@ -22,6 +24,7 @@ One module per party, each process importing only what it runs (they are spawned
 - :mod:`soak.content`: every field's content, a function of its name and the row's key, and the tables;
 - :mod:`soak.shared`: the lock-free counters the processes share, their connections and logs;
 - :mod:`soak.writers`: the writers, their operations and the faults they inject in their own blocks;
+- :mod:`soak.resumes`: the writers' resumable blocks, cut off and taken over;
 - :mod:`soak.deleters`: the deleters, which check every row before they delete it;
 - :mod:`soak.collectors`: the looping collectors;
 - :mod:`soak.checker`: every row against its key, and what no row references;

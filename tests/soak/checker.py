@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from soak.config import PLACED
+from soak.config import PLACED, RESUMABLE_CODECS
 from soak.content import expected, field_names, placed_path, tag_of
 
 
@@ -17,8 +17,9 @@ def same_array(found: Any, wanted: np.ndarray) -> bool:
     return found.dtype == wanted.dtype and found.shape == wanted.shape and bool(np.array_equal(found, wanted))
 
 
-def check_field(table: Any, key: int, name: str, big_every: int, downloads: Path) -> str | None:
-    """Fetch field ``name`` of row ``key``; None if it holds exactly what it must, else why not."""
+def check_field(table: Any, key: int, name: str, big_every: int, downloads: Path, raw: Any = None) -> str | None:
+    """Fetch field ``name`` of row ``key`` (``raw``: the column as the database holds it); None if it holds exactly
+    what it must, else why not."""
     import datajoint as dj
     import zarr
 
@@ -26,6 +27,8 @@ def check_field(table: Any, key: int, name: str, big_every: int, downloads: Path
     wanted = expected(name, key, big_every)
     with dj.config.override(download_path=str(downloads)):
         value = (table & {"k": key}).fetch1(name)
+    if codec in RESUMABLE_CODECS:
+        return check_resumable(table.database, name, value, wanted, raw)
     if codec in ("obj", "fp"):
         kind, content = wanted
         if kind == "file":
@@ -48,6 +51,37 @@ def check_field(table: Any, key: int, name: str, big_every: int, downloads: Path
     return None if ok else f"content differs from what key {key} determines"
 
 
+def check_resumable(schema: str, name: str, value: Any, wanted: Any, raw: Any) -> str | None:
+    """A resumable field: its content, and its metadata as one uninterrupted write would have stored it (the
+    object's size and shape; a hash-addressed value's hash of the bytes stored, their size, its schema)."""
+    import datajoint as dj
+    import zarr
+    from datajoint.hash_registry import compute_hash
+
+    from dj_staged.stores import resolve_store
+
+    codec, store = name.split("_", 1)
+    if codec == "robj":
+        ok = not value.is_dir and value.read() == wanted
+        meta = {"size": len(wanted), "ext": ".bin", "is_dir": False, "item_count": None}
+    elif codec == "rdir":
+        files = {path: value.fsmap[path] for path in value.fsmap}
+        ok = value.is_dir and same_array(zarr.open_array(value.fsmap, mode="r")[:], wanted)
+        meta = {"size": sum(len(data) for data in files.values()), "ext": ".zarr", "is_dir": True}
+        meta["item_count"] = len(files)
+    else:
+        with resolve_store(store, dj.config).open_read(raw["path"]) as handle:
+            stored = handle.read()
+        ok = same_array(value, wanted) if codec == "rblob" else value == wanted == stored
+        ok = ok and raw["hash"] in raw["path"]
+        meta = {"hash": compute_hash(stored), "size": len(stored), "schema": schema}
+    meta["store"] = store
+    differs = {key: raw.get(key) for key, want in meta.items() if raw.get(key) != want}
+    if not ok:
+        return "content differs from what its key determines"
+    return f"metadata differs: {differs}" if differs else None
+
+
 def select_rows(connection: Any, table: Any, names: list[str], key: int | None = None) -> list[tuple]:
     """``(k, tag, *fields)`` of every row of ``table`` (or of the row ``key``), each field as the database holds it."""
     columns = ", ".join(["k", "tag", *names])
@@ -63,7 +97,7 @@ def check_row(table_name: str, table: Any, row: tuple, names: list[str], big_eve
         if raw is None:
             continue
         try:
-            problem = check_field(table, k, name, big_every, downloads / f"{table_name}-{k}-{name}")
+            problem = check_field(table, k, name, big_every, downloads / f"{table_name}-{k}-{name}", raw)
         except Exception as error:
             problem = f"fetch failed: {type(error).__name__}: {error}"
         if (

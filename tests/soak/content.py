@@ -7,7 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from soak.config import BIG_SIZE, CODECS, DECLARED, PLACED, SHARED_CONTENTS, TABLES
+from soak.config import BIG_SIZE, CODECS, DECLARED, PLACED, RESUMABLE_CODECS, SHARED_CONTENTS, TABLES
+
+# a resumable write's durable unit under DJ_STAGED_PART_SIZE=64KiB (soak.resumes): S3 raises it to its smallest part,
+# GCS to a chunk of its resumable upload
+RESUME_UNIT = 64 << 10
+RESUME_UNITS = {"s3": 5 << 20, "gcs": 256 << 10}
 
 
 def pseudo_bytes(label: str, size: int) -> bytes:
@@ -26,9 +31,32 @@ def is_big(store: str, key: int, big_every: int) -> bool:
     return store == "s3" and big_every > 0 and key % big_every == big_every - 1
 
 
+def resumable_size(store: str, key: int) -> int:
+    """The bytes of a resumable field's content on ``store``: two and a half durable units and a few."""
+    unit = RESUME_UNITS.get(store, RESUME_UNIT)
+    return 2 * unit + unit // 2 + 13 * (key % 17)
+
+
+def expected_resumable(codec: str, store: str, key: int) -> Any:
+    """What a resumable field holds: bytes (``robj``, ``rhash``, the same across keys of one ``k % 7``), an array
+    written column by column (``rblob``), or a Zarr array's rows, one chunk each (``rdir``)."""
+    if codec == "robj":
+        return pseudo_bytes(f"robj/{key}", resumable_size(store, key))
+    if codec == "rhash":
+        shared = key % SHARED_CONTENTS
+        return pseudo_bytes(f"rhash/{shared}", resumable_size(store, shared))
+    size = resumable_size(store, key)
+    if codec == "rblob":
+        return np.frombuffer(pseudo_bytes(f"rblob/{key}", size - size % 4), "uint8").reshape(4, -1)
+    row = RESUME_UNITS.get(store, RESUME_UNIT) * 2 // 5 + key % 7
+    return np.frombuffer(pseudo_bytes(f"rdir/{key}", 6 * row), "uint8").reshape(6, row)
+
+
 def expected(name: str, key: int, big_every: int) -> Any:
     """What field ``name`` (``{codec}_{store}``) of the row with primary key ``key`` holds."""
     codec, store = name.split("_", 1)
+    if codec in RESUMABLE_CODECS:
+        return expected_resumable(codec, store, key)
     shared = key % SHARED_CONTENTS
     if codec == "obj":
         kind = ("file", "dir", "zarr")[key % 3]
@@ -80,9 +108,19 @@ def tag_of(table: str, key: int) -> str:
     return f"{table}/{key}"
 
 
-def field_names(stores: list[str] | tuple[str, ...]) -> list[str]:
-    """Every staged field of the soak's tables: one per codec and store."""
+def plain_fields(stores: list[str] | tuple[str, ...]) -> list[str]:
+    """The fields the writers' ordinary operations stage: one per codec and store."""
     return [f"{codec}_{store}" for store in stores for codec in CODECS]
+
+
+def resumable_fields(stores: list[str] | tuple[str, ...]) -> list[str]:
+    """The fields only resumable blocks stage (soak.resumes): one per resumable codec and store."""
+    return [f"{codec}_{store}" for store in stores for codec in RESUMABLE_CODECS]
+
+
+def field_names(stores: list[str] | tuple[str, ...]) -> list[str]:
+    """Every staged field of the soak's tables."""
+    return plain_fields(stores) + resumable_fields(stores)
 
 
 def definition(stores: list[str] | tuple[str, ...]) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 from soak.checker import leftovers, read_records, verify_rows
 from soak.collectors import collector_main
-from soak.config import STATS, Services, SoakConfig, SoakResult
-from soak.content import declare_tables
+from soak.config import STATS, TABLES, Services, SoakConfig, SoakResult
+from soak.content import declare_tables, resumable_fields
 from soak.deleters import deleter_main
 from soak.shared import Shared, app_name
 from soak.writers import writer_main
@@ -51,7 +51,8 @@ class Orchestrator:
         self.schema = schema
         self.context = multiprocessing.get_context("spawn")
         slots = config.writers + config.deleters + config.collectors
-        self.shared = Shared(slots, config.writers)
+        resumable = len(TABLES) * config.resume_key_space * len(resumable_fields(config.stores))
+        self.shared = Shared(slots, config.writers, resumable)
         self.writers: list[Any] = [None] * config.writers
         self.incarnations = [0] * config.writers
         self.others: list[Any] = []
@@ -81,13 +82,15 @@ class Orchestrator:
         process.start()
         self.others.append(process)
 
-    def collect_all(self) -> int:
-        """One ``grace=0`` collection of every store, here; returns the objects deleted."""
+    def collect_all(self, resume_window: float | None = None) -> int:
+        """One ``grace=0`` collection of every store, here, keeping interrupted resumable writes for
+        ``resume_window`` (the soak's, unless given); returns the objects deleted."""
         import dj_staged.gc
 
+        window = self.config.resume_window if resume_window is None else resume_window
         deleted = 0
         for store in self.services.store_names:
-            report = dj_staged.gc.collect(self.schema, store=store, grace=0, dry_run=False)
+            report = dj_staged.gc.collect(self.schema, store=store, grace=0, resume_window=window, dry_run=False)
             if report.errors:
                 self.errors.append(f"orchestrator collection on {store}: {report.errors}")
             deleted += report.deleted
@@ -182,7 +185,7 @@ def run_soak(config: SoakConfig, services: Services) -> SoakResult:
         wait_until(lambda: connection.query(query, args=(name,)).fetchone()[0] == 0, 60, "the workers' sessions ending")
         downloads = workdir / "downloads"
         verified, lost = verify_rows(schema, tables, services.store_names, config.big_every, downloads)
-        orchestrator.collect_all()
+        orchestrator.collect_all(resume_window=0)  # the window ends: interrupted writes no one took over are reclaimed
         orchestrator.counts["final_collections"] += 1
         left = leftovers(schema, services.stores, read_records(workdir, "deleted"))
         verified_after, lost_after = verify_rows(schema, tables, services.store_names, config.big_every, downloads)

@@ -11,20 +11,50 @@ from typing import Any
 from soak.config import STAT, STATS, Services
 from soak.content import declare_tables
 
+PENDING_PER_WRITER = 4  # interrupted resumable writes a writer slot remembers at once
+
 
 class Shared:
     """Lock-free shared memory: each process writes only its own row of ``stats`` and its own slot of ``done``.
 
-    No lock is ever held, so a process killed at any instant cannot leave the others waiting.
+    ``pending`` remembers interrupted resumable writes (soak.resumes), ``PENDING_PER_WRITER`` cells per writer slot:
+    only that slot's writer fills its cells, any writer empties one once it committed that write. No lock is ever
+    held, so a process killed at any instant cannot leave the others waiting.
     """
 
-    def __init__(self, slots: int, writers: int) -> None:
+    def __init__(self, slots: int, writers: int, resumable: int = 0) -> None:
         self.stats = RawArray("q", slots * len(STATS))
         self.done = RawArray("q", max(1, writers))
+        self.pending = RawArray("q", max(1, writers) * PENDING_PER_WRITER)
+        # per resumable (table, key, field): the stored offset its holder last recorded durable (0: none, or
+        # committing), when (ms), and the reclaiming collections begun by then (-1: one was running)
+        self.prefixes = RawArray("q", max(1, resumable) * 3)
         self.stop = RawValue("b", 0)
 
     def add(self, slot: int, name: str, count: int = 1) -> None:
         self.stats[slot * len(STATS) + STAT[name]] += count
+
+    def remember(self, slot: int, code: int, choice: int) -> int:
+        """Put ``code`` (not 0) in a cell of writer ``slot``: an empty one, else the ``choice``-th; the cell's index."""
+        cells = range(slot * PENDING_PER_WRITER, (slot + 1) * PENDING_PER_WRITER)
+        cell = next((c for c in cells if self.pending[c] in (0, code)), cells[choice % PENDING_PER_WRITER])
+        self.pending[cell] = code
+        return cell
+
+    def forget(self, cell: int, code: int) -> None:
+        """Empty ``cell`` if it still holds ``code`` (its writer may have put another there meanwhile)."""
+        if self.pending[cell] == code:
+            self.pending[cell] = 0
+
+    def remembered(self) -> list[tuple[int, int]]:
+        """``(cell, code)`` of every cell that holds one."""
+        return [(cell, code) for cell, code in enumerate(self.pending) if code]
+
+    def reclaim_epoch(self) -> int:
+        """Reclaiming collections begun so far; -1 while one runs (finished ones are read first)."""
+        finished = self.total("collections_reclaiming")
+        begun = self.total("reclaims_begun")
+        return begun if begun == finished else -1
 
     def total(self, name: str) -> int:
         width = len(STATS)

@@ -12,6 +12,7 @@ import random
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from dj_staged.steps import WRITER_STEPS
 from soak.config import TABLES, Services, SoakConfig
-from soak.content import expected, field_names, is_big, placed_path, tag_of
+from soak.content import expected, is_big, placed_path, plain_fields, tag_of
 from soak.shared import Shared, app_name, open_schema, record
 
 FIELDS_PER_ROW = 2.5  # mean number of staged fields per row
@@ -65,7 +66,7 @@ class OpPlan:
 
 def plan_op(rng: random.Random, config: SoakConfig, stores: list[str]) -> OpPlan:
     """Draw the next operation."""
-    names = field_names(stores)
+    names = plain_fields(stores)
     chance = min(1.0, FIELDS_PER_ROW / len(names))
     batch = rng.random() < config.batch_share
     rows = []
@@ -125,6 +126,7 @@ class Op:
         self.seen = 0
         self.fired = False
         self.committing = False
+        self.end_cut: Callable[[], None] | None = None
 
     def checkpoint(self) -> None:
         """A point inside the caller's block (between writes): exceptions, interrupts and mid-write faults."""
@@ -177,17 +179,25 @@ class Op:
             self.shared.add(self.slot, "pauses")
             os.kill(os.getpid(), signal.SIGSTOP)
         hold = self.rng.choice((0.0, 0.0, 0.2, 1.0))
-        if fault == "cut" and cut_while_committing(self.table, self.plan.rows[0].key, hold):
-            self.shared.add(self.slot, "commit_cuts")
+        if fault == "cut":
+            self.end_cut = cut_while_committing(self.table, self.plan.rows[0].key, hold)
+            if self.end_cut is not None:
+                self.shared.add(self.slot, "commit_cuts")
+
+    def end(self) -> None:
+        """The operation is over: a cut that has not happened (its commit never waited on the key) never will."""
+        if self.end_cut is not None:
+            self.end_cut()
 
 
-def cut_while_committing(table: Any, key: int, hold: float) -> bool:
+def cut_while_committing(table: Any, key: int, hold: float) -> Callable[[], None] | None:
     """At ``writer.commit``: another session takes ``key`` (``BEGIN; INSERT``), and a thread cuts this writer's
     connection once its commit statement waits for that row lock, then rolls the other session back after
     ``hold`` seconds. The statement lives on in the server (unless ``client_connection_check_interval``
     ends it) and commits once the lock is free: the writer must wait for it before it decides anything.
-    True if the cut happened; False if the key could not be taken (a row holds it, or another writer's
-    commit), when nothing is done."""
+    Returns what ends the thread once the operation is over (so that it never cuts a later operation's connection
+    waiting on some lock); None if the key could not be taken (a row holds it, or another writer's commit), when
+    nothing is done."""
     import socket
     import threading
 
@@ -204,13 +214,16 @@ def cut_while_committing(table: Any, key: int, hold: float) -> bool:
         holder.query(f"INSERT INTO {table.full_table_name} (k, tag) VALUES (%s, 'held by another session')", (key,))
     except Exception:
         holder.close()
-        return False
+        return None
+    ended = threading.Event()
 
     def cut() -> None:
         try:
             waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
             deadline = time.monotonic() + 10
             while not (blocked := holder.query(waiting, (writer_pid,)).fetchone()[0]) and time.monotonic() < deadline:
+                if ended.is_set():
+                    return
                 time.sleep(0.002)
             if not blocked:  # the commit never waited for this key (its row was not among those committed)
                 return
@@ -222,8 +235,14 @@ def cut_while_committing(table: Any, key: int, hold: float) -> bool:
                 holder.query("ROLLBACK")
             holder.close()
 
-    threading.Thread(target=cut, name="soak-cut", daemon=True).start()
-    return True
+    thread = threading.Thread(target=cut, name="soak-cut", daemon=True)
+    thread.start()
+
+    def end() -> None:
+        ended.set()
+        thread.join()
+
+    return end
 
 
 _current: Op | None = None  # the operation in progress in this writer process
@@ -377,6 +396,23 @@ def is_conflict(error: BaseException) -> bool:
     return "deadlock detected" in text
 
 
+def draw_op(
+    rng: random.Random, config: SoakConfig, services: Services, tables: dict[str, Any], shared: Shared, slot: int
+) -> tuple[Any, Op, Callable[[], None]]:
+    """The next operation: its plan, its :class:`Op`, and what performs it (a resumable block now and then,
+    more often while an interrupted one waits to be taken over)."""
+    from soak.resumes import ResumableOp, plan_resumable, run_resumable
+
+    stores = services.store_names
+    if rng.random() < config.resume_share * (3 if shared.remembered() else 1):
+        resumable = plan_resumable(rng, config, stores, shared)
+        op = ResumableOp(resumable, shared, slot, tables[resumable.table], rng, config.resume_window)
+        return resumable, op, lambda: run_resumable(tables, resumable, op, shared, slot)
+    plan = plan_op(rng, config, stores)
+    current = Op(plan, shared, slot, tables[plan.table], rng)
+    return plan, current, lambda: run_op(tables, plan, current, shared, slot, config.big_every)
+
+
 def writer_main(
     slot: int, incarnation: int, config: SoakConfig, services: Services, schema_name: str, shared: Any
 ) -> None:
@@ -392,7 +428,7 @@ def writer_main(
     try:
         _schema, tables = open_schema(services, schema_name, app_name(schema_name))
         with contextlib.ExitStack() as stack:
-            for step in steps.WRITER_STEPS:
+            for step in (*steps.WRITER_STEPS, *steps.RESUMER_STEPS):
                 stack.enter_context(steps.observe(step, _on_step))
             if "s3" in services.store_names:
                 fs = get_store_backend("s3").fs
@@ -403,10 +439,9 @@ def writer_main(
             while shared.done[slot] < quota:
                 shared.done[slot] += 1
                 shared.add(slot, "ops")
-                plan = plan_op(rng, config, services.store_names)
-                _current = Op(plan, shared, slot, tables[plan.table], rng)
+                plan, _current, perform = draw_op(rng, config, services, tables, shared, slot)
                 try:
-                    run_op(tables, plan, _current, shared, slot, config.big_every)
+                    perform()
                 except DuplicateError:
                     shared.add(slot, "refused")
                 except PathTakenError:  # another writer of the same key holds its path (paused, or in flight)
@@ -425,6 +460,8 @@ def writer_main(
                         shared.add(slot, "unexpected")
                         record(services, "errors", f"writer{slot}: operation {plan}:\n{traceback.format_exc()}")
                 finally:
+                    if _current is not None:
+                        _current.end()
                     _current = None
     except BaseException:
         record(services, "errors", f"writer{slot}: {traceback.format_exc()}")

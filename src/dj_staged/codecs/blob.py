@@ -148,8 +148,11 @@ class BlobArrayWriter:
     def __enter__(self) -> BlobArrayWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Close once the block inside ends cleanly; after an error leave the handle to the staged block, which
+        abandons it or keeps a resumable write's durable prefix (closing would complete a partial object)."""
+        if exc_type is None:
+            self.close()
 
 
 class _Draft(Protocol):
