@@ -30,6 +30,7 @@ from support.tables import declare
 import dj_staged
 import dj_staged.gc
 from dj_staged import steps
+from dj_staged.addressing import hashed
 from dj_staged.codecs.blob import array_header
 from dj_staged.errors import ResumeKeyTakenError, ResumeRestartedWarning, StagedInsertError
 from dj_staged.gc.policy import RESUMABLE
@@ -457,6 +458,35 @@ def test_the_md5_state_restores_to_hashlibs_digest():
     assert second.digest() == hashlib.md5(data).digest()
     with pytest.raises(ValueError, match="layout"):
         ResumableMD5.from_state("sha1-ctx:AAAA")
+
+
+def test_a_resumer_that_cannot_restore_an_md5_state_reads_the_value_once(djstaged_schema, resumable_store, monkeypatch):
+    """A resume on a machine whose OpenSSL lacks MD5's functions (``available()`` False) still goes on from the
+    durable prefix; the hash then comes from one read of the whole stored value when the block ends."""
+    table, ext, data, unit = setting(djstaged_schema, resumable_store, "hash")
+    interrupted(table, ext, data, 2 * unit + 10)
+    monkeypatch.setattr(hashed, "available", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResumeRestartedWarning)
+        assert resume(table, ext, {}, data) == 2 * unit
+    check_identical(table, "hash", ext, {}, data, resumable_store)
+
+
+def test_a_prefix_written_without_an_md5_state(djstaged_schema, resumable_store, monkeypatch):
+    """The attempt cut off could not save its MD5 state: a local file's prefix is read once to rebuild it; an object
+    store's cannot be read back before the object is complete, so the write starts over, saying why."""
+    table, ext, data, unit = setting(djstaged_schema, resumable_store, "hash")
+    with monkeypatch.context() as without:
+        without.setattr(hashed, "available", lambda: False)
+        interrupted(table, ext, data, 2 * unit + 10)
+    if resolve_store(resumable_store.name, dj.config).durable_local_files:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResumeRestartedWarning)
+            assert resume(table, ext, {}, data) == 2 * unit
+    else:
+        with pytest.warns(ResumeRestartedWarning, match="MD5 state was not recorded"):
+            assert resume(table, ext, {}, data) == 0
+    check_identical(table, "hash", ext, {}, data, resumable_store)
 
 
 def test_open_blob_array_resumes_at_the_first_column_not_yet_durable(djstaged_schema, djstaged_local_store):

@@ -108,9 +108,12 @@ def holding_writer(
     return began
 
 
-def killed_zarr_writer(db: dict, stores: dict, schema_name: str, definition: str, frames: Any, upto: int) -> str:
+def killed_zarr_writer(
+    db: dict, stores: dict, schema_name: str, definition: str, frames: Any, upto: int, create: bool = False
+) -> str:
     """Write frames ``0..upto-1`` of ``frames`` as a Zarr array through a resumable ``store()`` handle of the table
-    ``Movie``, then SIGKILL this process before the block ends."""
+    ``Movie`` (``create``: ``dj_staged.create_zarr_array``, for ``<zarr@>``), then SIGKILL this process before the
+    block ends."""
     import datajoint as dj
     import zarr
 
@@ -120,8 +123,13 @@ def killed_zarr_writer(db: dict, stores: dict, schema_name: str, definition: str
     table = schema(type("Movie", (dj.Manual,), {"definition": definition}))
     with dj_staged.staged_insert1(table, resume=True) as staged:
         staged.rec["k"] = KEY
-        fsmap = staged.store("frames", ".zarr")
-        z = zarr.open(fsmap, mode="w", shape=frames.shape, chunks=(1, *frames.shape[1:]), dtype=frames.dtype)
+        chunks = (1, *frames.shape[1:])
+        if create:
+            z = dj_staged.create_zarr_array(staged, "frames", shape=frames.shape, chunks=chunks, dtype=frames.dtype)
+        else:
+            z = zarr.open(
+                staged.store("frames", ".zarr"), mode="w", shape=frames.shape, chunks=chunks, dtype=frames.dtype
+            )
         for i in range(upto):
             z[i] = frames[i]
         os.kill(os.getpid(), signal.SIGKILL)

@@ -13,8 +13,11 @@ plain data (four chaining words, the bit count, the pending block and its
 length), recorded as such, tagged with the layout. The calls release the GIL,
 as ``hashlib``'s do. Where that library or its ``MD5_*`` functions are missing
 (an OpenSSL built without deprecated functions), :func:`available` is False: a
-resumed write then re-reads its prefix on a local store, and starts over on an
-object store, saying why.
+resumed write still goes on from its durable prefix, and its hash comes from one
+read of the whole stored value when the block ends. A prefix whose attempt could
+not record its state is read once to rebuild it on a local store; on an object
+store, which cannot read an incomplete object back, the write starts over,
+saying why.
 """
 
 from __future__ import annotations

@@ -77,9 +77,10 @@ from zarr.codecs import BytesCodec, ShardingCodec
 from zarr.errors import BaseZarrError
 
 from ..addressing.schema import SchemaAddressedStaging
-from ..errors import ContentError, HandleModeError, codec_label
+from ..errors import ContentError, HandleModeError, ResumeRestartedWarning, codec_label, warn
 from ..protocol import StagedField, participant_for
 from ..stores import resolve_store
+from ..stores.sealed import ResumableMap
 
 if TYPE_CHECKING:
     import fsspec
@@ -213,7 +214,12 @@ class ZarrArrayStaging(SchemaAddressedStaging):
         the path is still stored so), in ``field.options`` (see :meth:`_dtype`).
         """
         settings = {**self.zarr_array_options(), **options}
-        array = zarr.create_array(store=store, shape=shape, dtype=dtype, chunks=chunks, **settings)
+        array = resumed_array(field, store, shape=shape, dtype=dtype, chunks=chunks, settings=settings)
+        if array is None:  # overwrite: a resumed directory may hold an array no longer wanted (emptied, recorded)
+            resumed = isinstance(store, ResumableMap)
+            array = zarr.create_array(
+                store=store, shape=shape, dtype=dtype, chunks=chunks, overwrite=resumed, **settings
+            )
         field.options.dtype = np.dtype(dtype)
         # as finalization will read it: from the metadata document (the array object keeps the dtype it was given)
         field.options.created_dtype = str(stored_dtype(open_written_array(store, field.label, field.name)))
@@ -339,6 +345,33 @@ class _Staged(Protocol):
     def store(self, field: str, ext: str = "") -> fsspec.FSMap: ...
 
     def field(self, name: str) -> StagedField: ...
+
+
+def resumed_array(
+    field: StagedField,
+    store: fsspec.FSMap,
+    *,
+    shape: tuple[int, ...],
+    dtype: npt.DTypeLike,
+    chunks: tuple[int, ...] | Literal["auto"],
+    settings: dict[str, Any],
+) -> zarr.Array[Any] | None:
+    """In a resumed block, the array an earlier attempt created in ``store`` with these same settings (its durable
+    chunks kept: the caller skips those ``store.durable`` lists); None when there is none. One created otherwise
+    (another shape, dtype, chunking or transform) is not resumed: a warning says so, and ``durable`` is emptied."""
+    if not isinstance(store, ResumableMap) or not store.durable:
+        return None
+    wanted: dict[str, Any] = {}  # the metadata documents zarr would write now
+    zarr.create_array(zarr.storage.MemoryStore(wanted), shape=shape, dtype=dtype, chunks=chunks, **settings)
+    if all(key in store.durable and store[key] == value.to_bytes() for key, value in wanted.items()):
+        return zarr.open_array(store, mode="r+")
+    warn(
+        f"{field.label}: the Zarr array an earlier attempt created differs from this one (shape, dtype, chunks or "
+        "settings), so it is written from empty (its handle's durable keys are none)",
+        ResumeRestartedWarning,
+    )
+    store.durable = frozenset()
+    return None
 
 
 def create_zarr_array(
