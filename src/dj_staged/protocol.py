@@ -107,7 +107,6 @@ class Abortable(Protocol):
     def abort(self) -> None: ...
 
 
-@runtime_checkable
 class ThreadOwner(Protocol):
     """A write handle with threads of its own (hashing, write-back) that must end with the block."""
 

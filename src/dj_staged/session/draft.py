@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import fsspec
 
@@ -204,8 +204,8 @@ class RowDraft:
             raise
         if not isinstance(handle, fsspec.FSMap):  # a file: closed at finalization (a map is sealed instead)
             staged.handles.append(handle)
-        if isinstance(handle, ThreadOwner):
-            self._opened.append(handle)
+        if hasattr(handle, "stop_threads"):  # a ThreadOwner (isinstance on a protocol costs ~50 us a row)
+            self._opened.append(cast(ThreadOwner, handle))
         steps.reach("writer.write", field=field, mode=mode)
         return handle
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import AmbiguousCommitError, CommitRecoveredWarning, LeaseLostError, StagedInsertError, warn
 from ..stores.resumable import is_store_failure
@@ -67,7 +67,6 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-@runtime_checkable
 class Suspendable(Protocol):
     """A writer that may keep an interrupted write for a later attempt (``staged_insert1(..., resume=True)``)."""
 
@@ -92,7 +91,9 @@ def finish(exc_type: type[BaseException] | None, writer: Writer, exc: BaseExcept
     """End a staged block: commit on a clean exit, unwind on an ``Exception`` (including one from
     the commit), abandon on a ``BaseException`` or a commit of unknown outcome, always close;
     never swallow the exception. A resumable block suspends instead when it was interrupted."""
-    suspendable = writer if isinstance(writer, Suspendable) and writer.resumable else None
+    # getattr, not isinstance: a runtime-checkable protocol's check costs ~50 us, a tenth of a small batch row
+    resumable = getattr(writer, "resumable", False) and hasattr(writer, "suspend")
+    suspendable = cast(Suspendable, writer) if resumable else None
     try:
         if exc_type is None:
             try:
