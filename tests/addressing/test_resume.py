@@ -19,10 +19,10 @@ import warnings
 import datajoint as dj
 import numpy as np
 import pytest
-from datajoint.hash_registry import compute_hash
 from support import resuming
 from support.child import ChildDied, PausableChild
 from support.paths import TEST_PYTHONPATH
+from support.resumed import check_identical, incomplete_uploads, stored_value, wait_for_the_killed_session
 from support.resuming import Durable
 from support.stores import lease_files, store_files
 from support.tables import declare
@@ -34,8 +34,6 @@ from dj_staged.addressing import hashed
 from dj_staged.codecs.blob import array_header
 from dj_staged.errors import ResumeKeyTakenError, ResumeRestartedWarning, StagedInsertError
 from dj_staged.gc.policy import RESUMABLE
-from dj_staged.leases.claims import RESUME_NS, claim_key
-from dj_staged.leases.takeover import resume_key
 from dj_staged.stores import resolve_store
 
 UNIT = 64 << 10  # DJ_STAGED_PART_SIZE in these tests: a local store's durable unit
@@ -129,16 +127,6 @@ def expected_start(kill_at: int | None, data: bytes, prefix: int, unit: int) -> 
     return boundary - prefix if boundary else 0
 
 
-def stored_value(table, k: int) -> dict:
-    """The column value exactly as the database holds it."""
-    return table.connection.query(f"SELECT v FROM {table.full_table_name} WHERE k = %s", args=(k,)).fetchone()[0]
-
-
-def incomplete_uploads(store) -> list[str]:
-    staged = resolve_store(store.name, dj.config)
-    return sorted(staged.incomplete_uploads("")) if staged.supports_listing_incomplete_uploads else []
-
-
 def resume(table, ext: str, options: dict, data: bytes) -> int:
     """Resume row ``k = 1`` and write the rest of ``data``; where the handle began."""
     with dj_staged.staged_insert1(table, resume=True) as staged:
@@ -147,41 +135,6 @@ def resume(table, ext: str, options: dict, data: bytes) -> int:
             began = f.tell()
             f.write(data[began:])
     return began
-
-
-def check_identical(table, codec: str, ext: str, options: dict, data: bytes, store) -> None:
-    """Row 1 (resumed) holds ``data`` and the value a plain staged insert of ``data`` gets (row 2), and the store
-    holds only what the rows reference: no lease, no staging object, no incomplete upload."""
-    resumed = stored_value(table, 1)
-    with dj_staged.staged_insert1(table) as staged:
-        staged.rec["k"] = 2
-        with staged.open("v", ext, **options) as f:
-            f.write(data)
-    plain = stored_value(table, 2)
-    fetched = (table & {"k": 1}).fetch1("v")
-    if codec == "object":
-        assert fetched.read() == data
-        assert {k: v for k, v in resumed.items() if k not in ("path", "timestamp")} == {
-            k: v for k, v in plain.items() if k not in ("path", "timestamp")
-        }
-    else:
-        assert fetched == data
-        assert resumed == plain  # hash, path, schema, store, size: the resumed row was inserted first
-        with resolve_store(store.name, dj.config).open_read(resumed["path"]) as stored:
-            assert compute_hash(stored.read()) == resumed["hash"]
-    references = {resumed["path"], plain["path"]}
-    left = store_files(store, leases=True)
-    assert all(any(f == p or f.startswith(p + "/") for p in references) for f in left), left
-    assert lease_files(store) == []
-    assert incomplete_uploads(store) == []
-
-
-def wait_for_the_killed_session(table) -> None:
-    """Wait (on the lock itself, no clock) until the killed writer's database session has ended on the server:
-    it holds the row's resume key until then, and a resume would rightly be refused."""
-    key = claim_key(resume_key(table.database, table.table_name, {"k": resuming.KEY}, "v"))
-    table.connection.query("SELECT pg_advisory_lock(%s, %s)", args=(RESUME_NS, key))
-    table.connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(RESUME_NS, key))
 
 
 def kill_and_resume(djstaged_postgres, djstaged_schema, store, codec: str, kill_at: int | None, size: int) -> None:
@@ -210,7 +163,7 @@ def kill_and_resume(djstaged_postgres, djstaged_schema, store, codec: str, kill_
         warnings.simplefilter("error", ResumeRestartedWarning)  # nothing was lost: no restart
         began = resume(table, ext, options, data)
     assert began == expected_start(kill_at, data, prefix, unit_of(store))
-    check_identical(table, codec, ext, options, data, store)
+    check_identical(table, codec, data, store, ext, options)
 
 
 @pytest.mark.parametrize("kill_at", LOCAL_OFFSETS)
@@ -288,7 +241,7 @@ def test_keyboard_interrupt_keeps_the_durable_prefix(codec, djstaged_schema, res
     assert interrupted(table, ext, data, 2 * unit + 10) == 2 * unit
     assert lease_files(resumable_store) != []  # kept for the next attempt
     assert resume(table, ext, {}, data) == 2 * unit
-    check_identical(table, codec, ext, {}, data, resumable_store)
+    check_identical(table, codec, data, resumable_store, ext)
 
 
 @pytest.mark.parametrize("codec", ["object", "hash"])
@@ -308,7 +261,7 @@ def test_an_error_in_the_callers_code_reclaims_at_once(codec, djstaged_schema, r
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResumeRestartedWarning)
         assert resume(table, ext, {}, data) == 0
-    check_identical(table, codec, ext, {}, data, resumable_store)
+    check_identical(table, codec, data, resumable_store, ext)
 
 
 def only_object(store) -> str:
@@ -325,7 +278,7 @@ def test_a_changed_local_prefix_starts_over_with_a_warning(codec, djstaged_schem
         f.write(bytes([data[2 * unit - 1] ^ 0xFF]))  # someone touched the last durable unit
     with pytest.warns(ResumeRestartedWarning, match="changed since they were made durable"):
         assert resume(table, ext, {}, data) == 0
-    check_identical(table, codec, ext, {}, data, djstaged_local_store)
+    check_identical(table, codec, data, djstaged_local_store, ext)
 
 
 @pytest.fixture(params=[name for name in RESUMABLE_STORES if name != "gcs"])
@@ -348,7 +301,7 @@ def test_a_missing_prefix_starts_over_with_a_warning(codec, djstaged_schema, sto
         staged_store.remove(only_object(resumable_store))
     with pytest.warns(ResumeRestartedWarning, match="gone"):
         assert resume(table, ext, {}, data) == 0
-    check_identical(table, codec, ext, {}, data, resumable_store)
+    check_identical(table, codec, data, resumable_store, ext)
 
 
 def test_a_second_resumer_is_refused_naming_the_holder(djstaged_postgres, djstaged_schema, resumable_store):
@@ -371,7 +324,7 @@ def test_a_second_resumer_is_refused_naming_the_holder(djstaged_postgres, djstag
                 staged.open("v", ext)
         holder.resume()
         assert holder.join(timeout=120) == unit  # the holder lost nothing
-    check_identical(table, "object", ext, {}, data, resumable_store)
+    check_identical(table, "object", data, resumable_store, ext)
 
 
 def test_a_batch_refuses_resume(djstaged_schema, djstaged_local_store):
@@ -400,7 +353,7 @@ def test_a_collector_keeps_an_interrupted_write_within_its_window(djstaged_schem
     # the lease, and the object or its upload, where the service shows an upload (a GCS session it does not)
     assert len(kept_for_resumption(report)) == (1 if hidden else 2)
     assert resume(table, ext, {}, data) == unit
-    check_identical(table, "object", ext, {}, data, resumable_store)
+    check_identical(table, "object", data, resumable_store, ext)
 
 
 def test_a_collector_reclaims_an_interrupted_write_past_its_window(djstaged_schema, resumable_store):
@@ -414,7 +367,7 @@ def test_a_collector_reclaims_an_interrupted_write_past_its_window(djstaged_sche
     assert store_files(resumable_store, leases=True) == []
     assert incomplete_uploads(resumable_store) == []
     assert resume(table, ext, {}, data) == 0  # nothing left to resume: a fresh write
-    check_identical(table, "object", ext, {}, data, resumable_store)
+    check_identical(table, "object", data, resumable_store, ext)
 
 
 @pytest.mark.parametrize("codec", ["object", "hash"])
@@ -443,7 +396,7 @@ def test_a_takeover_is_never_collected(codec, djstaged_postgres, djstaged_schema
         assert sum(s.deleted for s in report.sections if s.section != "leases") == 0
         resumer.resume()
         assert resumer.join(timeout=120) == unit
-    check_identical(table, codec, ext, {}, data, resumable_store)
+    check_identical(table, codec, data, resumable_store, ext)
 
 
 def test_the_md5_state_restores_to_hashlibs_digest():
@@ -469,7 +422,7 @@ def test_a_resumer_that_cannot_restore_an_md5_state_reads_the_value_once(djstage
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResumeRestartedWarning)
         assert resume(table, ext, {}, data) == 2 * unit
-    check_identical(table, "hash", ext, {}, data, resumable_store)
+    check_identical(table, "hash", data, resumable_store, ext)
 
 
 def test_a_prefix_written_without_an_md5_state(djstaged_schema, resumable_store, monkeypatch):
@@ -486,7 +439,7 @@ def test_a_prefix_written_without_an_md5_state(djstaged_schema, resumable_store,
     else:
         with pytest.warns(ResumeRestartedWarning, match="MD5 state was not recorded"):
             assert resume(table, ext, {}, data) == 0
-    check_identical(table, "hash", ext, {}, data, resumable_store)
+    check_identical(table, "hash", data, resumable_store, ext)
 
 
 def test_open_blob_array_resumes_at_the_first_column_not_yet_durable(djstaged_schema, djstaged_local_store):
@@ -570,7 +523,7 @@ def test_a_resume_on_s3_sends_only_what_was_not_durable(codec, djstaged_schema, 
     assert calls["UploadPart"] == 1 and calls["CreateMultipartUpload"] == 0 and calls["CompleteMultipartUpload"] == 1
     # besides: PutObject of the lease's small files (its header, the checkpoints), CopyObject of a promotion
     assert downloaded == [] or sum(downloaded) < 64 << 10  # lease files read back, never the content
-    check_identical(table, codec, ext, {}, data, djstaged_s3_store)
+    check_identical(table, codec, data, djstaged_s3_store, ext)
 
 
 def test_gc_abandon_drops_one_interrupted_write_on_purpose(djstaged_schema, djstaged_local_store, capsys):
@@ -590,4 +543,4 @@ def test_gc_abandon_drops_one_interrupted_write_on_purpose(djstaged_schema, djst
     assert f"lease {write.lease_id} of {djstaged_schema.database} abandoned on purpose" in capsys.readouterr().out
     assert store_files(djstaged_local_store, leases=True) == []
     assert resume(table, ext, {}, data) == 0
-    check_identical(table, "object", ext, {}, data, djstaged_local_store)
+    check_identical(table, "object", data, djstaged_local_store, ext)

@@ -20,13 +20,12 @@ from datajoint.hash_registry import compute_hash
 from support import resuming
 from support.child import ChildDied, PausableChild
 from support.paths import TEST_PYTHONPATH
+from support.resumed import stored_value, wait_for_the_killed_session
 from support.stores import lease_files, store_files
 from support.tables import declare
 
 import dj_staged
 from dj_staged.errors import ResumeRestartedWarning
-from dj_staged.leases.claims import RESUME_NS, claim_key
-from dj_staged.leases.takeover import resume_key
 from dj_staged.stores import resolve_store
 
 UNIT = 64 << 10  # DJ_STAGED_PART_SIZE here: a local store's durable unit
@@ -56,17 +55,6 @@ def expected_start(kill_at: int | None, size: int, unit: int) -> int:
     stored = PREFIX + kill_at
     boundary = stored - stored % unit
     return boundary - PREFIX if boundary else 0
-
-
-def stored_value(table, k: int) -> dict:
-    return table.connection.query(f"SELECT v FROM {table.full_table_name} WHERE k = %s", args=(k,)).fetchone()[0]
-
-
-def wait_for_the_killed_session(table) -> None:
-    """Wait (on the lock itself) until the killed writer's database session has ended: it holds the resume key."""
-    key = claim_key(resume_key(table.database, table.table_name, {"k": resuming.KEY}, "v"))
-    table.connection.query("SELECT pg_advisory_lock(%s, %s)", args=(RESUME_NS, key))
-    table.connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(RESUME_NS, key))
 
 
 def kill_and_resume(djstaged_postgres, djstaged_schema, store, kill_at: int | None, size: int, unit: int, tmp_path):

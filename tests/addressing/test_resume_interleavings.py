@@ -17,13 +17,12 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import datajoint as dj
 import numpy as np
 import pytest
-from datajoint.hash_registry import compute_hash
 from support import resuming
 from support.database import wait_for_lock_waiter
 from support.races import Hold, Party, Pause
+from support.resumed import check_identical, incomplete_uploads, stored_value
 from support.resuming import Durable
 from support.stores import lease_files, store_files
 from support.tables import declare
@@ -34,7 +33,6 @@ from dj_staged import steps
 from dj_staged.errors import ResumeRestartedWarning
 from dj_staged.gc.policy import RESUMABLE
 from dj_staged.steps import COLLECTOR_STEPS
-from dj_staged.stores import resolve_store
 
 UNIT = 64 << 10  # DJ_STAGED_PART_SIZE here: a local store's durable unit
 S3_UNIT = 5 << 20  # S3's smallest part, to which a smaller DJ_STAGED_PART_SIZE is raised
@@ -117,15 +115,6 @@ def deleted_outside_leases(report) -> list[str]:
     return sorted(p for s in report.sections if s.section != "leases" for p in s.paths) if report.deleted else []
 
 
-def incomplete_uploads(store) -> list[str]:
-    staged = resolve_store(store.name, dj.config)
-    return sorted(staged.incomplete_uploads("")) if staged.supports_listing_incomplete_uploads else []
-
-
-def stored_value(table, k: int) -> dict:
-    return table.connection.query(f"SELECT v FROM {table.full_table_name} WHERE k = %s", args=(k,)).fetchone()[0]
-
-
 def write_upto(
     table,
     data: bytes,
@@ -166,33 +155,6 @@ def resume(table, data: bytes) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResumeRestartedWarning)
         return write_upto(table, data, len(data), Durable(), interrupt=False)
-
-
-def check_identical(table, codec: str, data: bytes, store) -> None:
-    """Row 1 (resumed) holds ``data`` and the value a plain staged insert of ``data`` gets (row 2), and the store
-    holds only what the rows reference: no lease, no staging object, no incomplete upload."""
-    resumed = stored_value(table, 1)
-    with dj_staged.staged_insert1(table) as staged:
-        staged.rec["k"] = 2
-        with staged.open("v", ".bin") as f:
-            f.write(data)
-    plain = stored_value(table, 2)
-    fetched = (table & {"k": 1}).fetch1("v")
-    if codec == "object":
-        assert fetched.read() == data
-        assert {k: v for k, v in resumed.items() if k not in ("path", "timestamp")} == {
-            k: v for k, v in plain.items() if k not in ("path", "timestamp")
-        }
-    else:
-        assert fetched == data
-        assert resumed == plain
-        with resolve_store(store.name, dj.config).open_read(resumed["path"]) as stored:
-            assert compute_hash(stored.read()) == resumed["hash"]
-    references = {resumed["path"], plain["path"]}
-    left = store_files(store, leases=True)
-    assert all(any(f == p or f.startswith(p + "/") for p in references) for f in left), left
-    assert lease_files(store) == []
-    assert incomplete_uploads(store) == []
 
 
 def interrupted_at(table, data: bytes, upto: int) -> int:

@@ -14,20 +14,17 @@ from typing import Any
 import datajoint as dj
 import numpy as np
 import pytest
-from datajoint.hash_registry import compute_hash
 from support import resuming
 from support.child import ChildDied, PausableChild
 from support.paths import TEST_PYTHONPATH
+from support.resumed import check_identical, wait_for_the_killed_session
 from support.resuming import Durable
-from support.stores import lease_files, store_files
+from support.stores import lease_files
 from support.tables import declare
 
 import dj_staged
 from dj_staged import steps
 from dj_staged.errors import ResumeRestartedWarning
-from dj_staged.leases.claims import RESUME_NS, claim_key
-from dj_staged.leases.takeover import resume_key
-from dj_staged.stores import resolve_store
 
 UNIT = 64 << 10  # DJ_STAGED_PART_SIZE here: a local store's durable unit
 S3_UNIT = 5 << 20  # S3's smallest part
@@ -88,39 +85,6 @@ def pipeline(schema, store, codec: str, data: bytes) -> tuple[Any, Any]:
     return Source, schema(type("Derived", (dj.Computed,), body))
 
 
-def stored_value(table, k: int) -> dict:
-    return table.connection.query(f"SELECT v FROM {table.full_table_name} WHERE k = %s", args=(k,)).fetchone()[0]
-
-
-def check_identical(table, codec: str, data: bytes, store) -> None:
-    """Row 1 (populated after an interruption) holds ``data`` and the value an uninterrupted staged insert of
-    ``data`` gets (row 2), and the store holds only what the rows reference."""
-    resumed = stored_value(table, 1)
-    with dj_staged.staged_insert1(table, allow_direct_insert=True) as staged:
-        staged.rec["k"] = 2
-        with staged.open("v", ".bin") as f:
-            f.write(data)
-    plain = stored_value(table, 2)
-    fetched = (table & {"k": 1}).fetch1("v")
-    if codec == "object":
-        assert fetched.read() == data
-        assert {k: v for k, v in resumed.items() if k not in ("path", "timestamp")} == {
-            k: v for k, v in plain.items() if k not in ("path", "timestamp")
-        }
-    else:
-        assert fetched == data
-        assert resumed == plain
-        with resolve_store(store.name, dj.config).open_read(resumed["path"]) as stored:
-            assert compute_hash(stored.read()) == resumed["hash"]
-    references = {resumed["path"], plain["path"]}
-    left = store_files(store, leases=True)
-    assert all(any(f == p or f.startswith(p + "/") for p in references) for f in left), left
-    assert lease_files(store) == []
-    staged_store = resolve_store(store.name, dj.config)
-    if staged_store.supports_listing_incomplete_uploads:
-        assert staged_store.incomplete_uploads("") == {}
-
-
 def populate_again(table, reserve_jobs: bool) -> dict:
     """The next ``populate()``, with no restart allowed."""
     import warnings
@@ -148,15 +112,7 @@ def test_an_interrupted_populate_resumes_in_the_next(codec, reserve_jobs, djstag
         (derived.jobs.errors & [{"k": 1}]).delete()
     assert populate_again(derived, reserve_jobs)["success_count"] == 1
     assert recorder.began == [0, 2 * unit]
-    check_identical(derived, codec, data, resumable_store)
-
-
-def wait_for_the_killed_session(table) -> None:
-    """Wait (on the lock itself) until the killed worker's database session has ended on the server: it holds the
-    row's resume key until then."""
-    key = claim_key(resume_key(table.database, table.table_name, {"k": resuming.KEY}, "v"))
-    table.connection.query("SELECT pg_advisory_lock(%s, %s)", args=(RESUME_NS, key))
-    table.connection.query("SELECT pg_advisory_unlock(%s, %s)", args=(RESUME_NS, key))
+    check_identical(derived, codec, data, resumable_store, allow_direct_insert=True)
 
 
 @pytest.mark.parametrize("reserve_jobs", [False, True])
@@ -190,4 +146,4 @@ def test_a_populate_killed_mid_write_resumes_in_the_next(
         (derived.jobs.reserved & [{"k": 1}]).delete()
     assert populate_again(derived, reserve_jobs)["success_count"] == 1
     assert derived.recorder.began == [2 * unit]
-    check_identical(derived, codec, data, resumable_store)
+    check_identical(derived, codec, data, resumable_store, allow_direct_insert=True)
