@@ -12,6 +12,7 @@ import zarr
 from support import resuming
 from support.child import ChildDied, PausableChild
 from support.paths import TEST_PYTHONPATH
+from support.resumed import wait_for_the_killed_session
 from support.stores import lease_files, store_files
 from support.tables import declare
 
@@ -79,8 +80,7 @@ def kill_and_resume_zarr(djstaged_postgres, djstaged_schema, store, upto: int, c
     with child, pytest.raises(ChildDied) as died:
         child.join(timeout=120)
     assert died.value.exitcode == -9
-    table.connection.query("SELECT pg_advisory_lock(%s, %s)", args=resume_lock(table))  # the killed session ended
-    table.connection.query("SELECT pg_advisory_unlock(%s, %s)", args=resume_lock(table))
+    wait_for_the_killed_session(table, "frames")
     if codec == "zarr":
         done = zarr_block(table, resuming.KEY, FRAMES)
         np.testing.assert_array_equal((table & {"k": resuming.KEY}).fetch1("frames")[:], FRAMES)
@@ -104,13 +104,6 @@ def test_a_zarr_writer_killed_after_any_frame_resumes_locally(
     """Every kill point of the array, between frames (a checkpoint lands every few chunks), through ``store()`` on
     ``<object@>`` and through ``create_zarr_array`` on ``<zarr@>``."""
     kill_and_resume_zarr(djstaged_postgres, djstaged_schema, djstaged_local_store, upto, codec)
-
-
-def resume_lock(table) -> tuple[int, int]:
-    from dj_staged.leases.claims import RESUME_NS, claim_key
-    from dj_staged.leases.takeover import resume_key
-
-    return RESUME_NS, claim_key(resume_key(table.database, table.table_name, {"k": resuming.KEY}, "frames"))
 
 
 def test_a_chunk_removed_since_starts_the_directory_over(djstaged_schema, djstaged_local_store):
