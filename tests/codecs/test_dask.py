@@ -52,8 +52,9 @@ def Scan(djstaged_schema, store):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A distributed cluster of 2 worker processes, one thread each, and its client."""
+def cluster(djstaged_gcs_server):
+    """A distributed cluster of 2 worker processes, one thread each, and its client. Its workers inherit the
+    environment that points gcsfs at the GCS emulator, so that is set before they start."""
     from distributed import Client, LocalCluster
 
     # ":0": the scheduler's HTTP server on a free port, so runs side by side do not compete for 8787

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..stores.base import ObjectIdentity, StagedStore, WriteHandle
 from ..stores.resumable import ResumableWriter, mark_store_failure
-from .hashing import OVERLAP, PIECE, Digest, StreamingMD5, hashers
+from .hashing import OVERLAP, Digest, StreamingMD5, hashers
 from .md5state import ResumableMD5
 from .resumption import Resumption
 
@@ -160,10 +160,7 @@ class StagedFile:
         elif self._md5 is None or not self.sequential:
             self._raw.write(view)
         else:
-            for start in range(0, len(view), PIECE):  # hash a piece while the next one is being written
-                piece = view[start : start + PIECE]
-                self._md5.update(piece)
-                self._raw.write(piece)
+            self._md5.update(view, self._raw.write)  # each piece hashed while it is written
         if self._writeback is not None:
             self._writeback.wrote(len(view))
 

@@ -127,7 +127,7 @@ class StagedBatch:
         return self._open_row
 
     def _reserve(self, key: dict[str, Any]) -> None:
-        token = key_token(self.table, key)
+        token = key_token(self.trials.key_columns(self.table), key)
         if token in self._keys:
             raise DuplicateError(
                 f"Duplicate primary key {key} within this staged batch: each row needs its own key "
@@ -137,7 +137,7 @@ class StagedBatch:
 
     def _forget(self, draft: RowDraft) -> None:
         if draft.announced_key is not None:
-            self._keys.discard(key_token(self.table, draft.announced_key))
+            self._keys.discard(key_token(self.trials.key_columns(self.table), draft.announced_key))
 
     def _accept(self, draft: RowDraft, row: dict[str, Any], fields: set[str]) -> None:
         staged = frozenset(fields)

@@ -51,7 +51,7 @@ from ..errors import AmbiguousCommitError, DuplicateError
 from ..leases import LeaseKeeper
 from ..leases.locks import wait_for_lease_end
 from ..settings import COMMIT_WAIT, commit_wait
-from .rows import finalized_view, key_token
+from .rows import finalized_view, key_columns, key_token
 
 logger = logging.getLogger(__name__)
 
@@ -221,16 +221,16 @@ def outcome(table: Table, groups: list[Group], lease_key: int | None) -> Outcome
                 COMMIT_WAIT,
             )
             return Outcome.STILL_RUNNING
-        taken = False
+        taken, columns = False, key_columns(table)
         for rows, fields in groups:
             names = sorted(fields)
             for start in range(0, len(rows), LOOKUP_CHUNK):
                 chunk = rows[start : start + LOOKUP_CHUNK]
                 keys = [{name: row[name] for name in table.primary_key} for row in chunk]
                 found = (table & keys).proj(*names).cursor(as_dict=True).fetchall()
-                stored = {key_token(table, item): item for item in found}
+                stored = {key_token(columns, item): item for item in found}
                 for row, key in zip(chunk, keys, strict=True):
-                    item = stored.get(key_token(table, key))
+                    item = stored.get(key_token(columns, key))
                     if item is not None and all(item[name] == row[name] for name in names):
                         return Outcome.COMMITTED
                     taken = taken or item is not None

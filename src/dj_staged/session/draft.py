@@ -98,6 +98,8 @@ class RowDraft:
         self.resume = resume  # resumable: its fields checkpoint, and go on from what an earlier attempt left
         self._stores = stores if stores is not None else {}  # resolved stores, shared by a batch's rows
         self._trials = trials if trials is not None else Trials()  # the checks' table copies, a batch's shared
+        self._key_columns = self._trials.key_columns(table)
+        self._key_names = [name for name, _attribute in self._key_columns]
         self._rec: dict[str, Any] = {}
         self._fields: dict[str, StagedField] = {}
         self._opened: list[ThreadOwner] = []  # every handle with threads, so no thread of one outlives the block
@@ -135,9 +137,10 @@ class RowDraft:
     @property
     def primary_key(self) -> dict[str, Any]:
         """The primary key set so far on ``rec``; raises if any attribute is missing."""
-        key = {k: self._rec[k] for k in self._table.primary_key if k in self._rec}
-        if len(key) != len(self._table.primary_key):
-            raise missing_primary_key(set(self._table.primary_key) - set(key))
+        names = self._key_names
+        key = {k: self._rec[k] for k in names if k in self._rec}
+        if len(key) != len(names):
+            raise missing_primary_key(set(names) - set(key))
         return key
 
     @property
@@ -287,7 +290,7 @@ class RowDraft:
             self._key_asked = self._lookout.ask(key)
             if not self._key_asked and key_in_table(self._table, key):
                 raise self._duplicate(key)
-        elif self._leases.take(key_probe(self._table, key)):  # the lease lock and the key check at once
+        elif self._leases.take(key_probe(self._table, key, self._key_columns)):  # the lease lock, the key check
             raise self._duplicate(key)
         self._key_checked = True
 
@@ -309,9 +312,10 @@ class RowDraft:
         )
 
     def _attribute(self, field: str) -> Attribute:
-        if field not in self._table.heading.names:
+        attribute = self._trials.heading(self._table).get(field)
+        if attribute is None:
             raise NotParticipatingError(f"Attribute '{field}' not found in table heading", field=field)
-        return self._table.heading[field]
+        return attribute
 
     @staticmethod
     def _participant(field: str, attr: Attribute) -> StagedParticipant:
@@ -370,7 +374,7 @@ class RowDraft:
 
     def key_token(self) -> tuple[Any, ...]:
         """The row's primary key as the table types it."""
-        return key_token(self._table, self.primary_key)
+        return key_token(self._key_columns, self.primary_key)
 
     def finalize(self) -> tuple[dict[str, Any], set[str]]:
         """Seal and close the handles, check the row, build each staged column value; the row and its staged

@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import steps
 from .._datajoint import SideSession, Table
-from .rows import key_probe
+from .rows import key_columns, key_probe
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class KeyLookout:
 
     def __init__(self, table: Table) -> None:
         self._table = table
+        self._columns = key_columns(table)
         self._session: SideSession | None = None
         self._usable = True
         self._asked: tuple[Any, ...] | None = None  # the key whose answer is on its way
@@ -50,7 +51,7 @@ class KeyLookout:
     def ask(self, key: dict[str, Any]) -> bool:
         """Send the lookup of ``key`` and return at once; False when it could not be sent (the caller then looks
         the key up itself)."""
-        probe = key_probe(self._table, key)
+        probe = key_probe(self._table, key, self._columns)
         if probe is None or not self._usable or self._table.connection.in_transaction:
             return False
         try:

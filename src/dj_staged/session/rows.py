@@ -62,16 +62,28 @@ def _typed(attr: Attribute, value: Value) -> Value:
     return value
 
 
-def key_token(table: Table, key: dict[str, Any]) -> tuple[Any, ...]:
-    """The primary key as the table types it, so ``1`` and ``'1'`` of an ``int32`` are the same key."""
+KeyColumns = tuple[tuple[str, Attribute], ...]
+
+
+def key_columns(table: Table) -> KeyColumns:
+    """The primary key's names and attributes, in order. DataJoint rebuilds both lists at each access, which a
+    small row paid several times over: a block or a batch reads them once."""
     attributes = table.heading.attributes
-    return tuple(_typed(attributes[name], key[name]) for name in table.primary_key)
+    return tuple((name, attributes[name]) for name in table.primary_key)
+
+
+def key_token(columns: KeyColumns, key: dict[str, Any]) -> tuple[Any, ...]:
+    """The primary key (``columns`` from :func:`key_columns`) as the table types it, so ``1`` and ``'1'`` of an
+    ``int32`` are the same key."""
+    return tuple(_typed(attribute, key[name]) for name, attribute in columns)
 
 
 _PYTHON_TYPES = (int, float, str, bool, decimal.Decimal, uuid.UUID, datetime.date, datetime.datetime)
 
 
-def key_probe(table: Table, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+def key_probe(
+    table: Table, key: dict[str, Any], columns: KeyColumns | None = None
+) -> tuple[str, tuple[Any, ...]] | None:
     """SQL saying whether a row with this primary key is in ``table`` (one indexed lookup), and its arguments;
     None when the key's values do not convert to the column types (the insert then refuses them itself, with
     DataJoint's error).
@@ -80,11 +92,12 @@ def key_probe(table: Table, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]] 
     time, which is most of the cost of a small row in a batch; and this one
     can share a round trip with the lease lock.
     """
-    values = key_token(table, key)
+    columns = columns if columns is not None else key_columns(table)
+    values = key_token(columns, key)
     if not all(isinstance(value, _PYTHON_TYPES) for value in values):
         return None
     quote = table.connection.adapter.quote_identifier
-    where = " AND ".join(f"{quote(name)} = %s" for name in table.primary_key)
+    where = " AND ".join(f"{quote(name)} = %s" for name, _attribute in columns)
     return f"EXISTS (SELECT 1 FROM {table.full_table_name} WHERE {where})", values
 
 
@@ -95,6 +108,24 @@ class Trials:
 
     views: dict[frozenset[str], Table] = field(default_factory=dict)
     built: set[tuple[frozenset[str], frozenset[str]]] = field(default_factory=set)
+    key: KeyColumns | None = None  # the table's primary key, read once
+    attributes: dict[str, Attribute] | None = None  # the table's heading, read once
+
+    def key_columns(self, table: Table) -> KeyColumns:
+        """:func:`key_columns` of ``table``, read at the first row."""
+        if self.key is None:
+            self.key = key_columns(table)
+        return self.key
+
+    def heading(self, table: Table) -> dict[str, Attribute]:
+        """``table.heading.attributes``, read at the first row (DataJoint rebuilds the dict at each access)."""
+        if self.attributes is None:
+            self.attributes = table.heading.attributes
+        return self.attributes
+
+
+def _heading(table: Table, trials: Trials | None) -> dict[str, Attribute]:
+    return trials.heading(table) if trials is not None else table.heading.attributes
 
 
 def _trial(
@@ -102,8 +133,8 @@ def _trial(
 ) -> tuple[Table, dict[str, Any]]:
     """The table copy that stores every object-store field as plain JSON, and the row with an empty JSON value in
     each staged field (so no codec writes anything)."""
-    heading = table.heading
-    stored = {name for name, attr in heading.attributes.items() if attr.store is not None and attr.codec is not None}
+    attributes = _heading(table, trials)
+    stored = {name for name, attr in attributes.items() if attr.store is not None and attr.codec is not None}
     placeholders = set(fields) | stored
     trial = {**row, **{name: {} for name in placeholders if name in fields or row.get(name) is not None}}
     views = trials.views if trials is not None else {}
@@ -180,7 +211,7 @@ def check_locally(
             trials.built.add(shape)
     missing = [
         name
-        for name, attr in table.heading.attributes.items()
+        for name, attr in _heading(table, trials).items()
         if trial.get(name) is None and not (attr.nullable or attr.autoincrement or attr.default is not None)
     ]
     if missing:
