@@ -160,6 +160,7 @@ class StagedFile:
         elif self._md5 is None or not self.sequential:
             self._raw.write(view)
         else:
+            assert isinstance(self._md5, StreamingMD5)  # a resumable write's MD5 is hashed in units, above
             self._md5.update(view, self._raw.write)  # each piece hashed while it is written
         if self._writeback is not None:
             self._writeback.wrote(len(view))

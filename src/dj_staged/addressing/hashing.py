@@ -84,7 +84,8 @@ class _Write:
     __slots__ = ("error", "piece", "write")
 
     def __init__(self, write: Callable[[memoryview], object], piece: memoryview) -> None:
-        self.write, self.piece, self.error = write, piece, None
+        self.write, self.piece = write, piece
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
