@@ -1,12 +1,10 @@
-"""The rows, their targets, their rounds (set here, before measuring; ``DJ_STAGED_BENCH_ROUNDS`` caps them all). A
-ratio pairs a row's rounds with its baseline's one by one, so a row runs in its baselines' *block*: a round runs block
-after block, the rows of a block back to back."""
+"""The rows, targets and rounds, set before measuring (``DJ_STAGED_BENCH_ROUNDS`` caps them). A ratio pairs a row's
+rounds with its baseline's one by one, so both run in one *block*: a round runs block after block, each back to back."""
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -42,7 +40,7 @@ class Row:
     work: Work
     rounds: int
     baseline: str | None = None  # key of the row in the ratio column
-    prepare: Callable[[C], Any] | None = None  # before the clock; its result is ctx.value
+    prepare: Work | None = None  # before the clock; its result is ctx.value
     store: str | None = None  # the table is declared on this store before the clock (s3: a bucket on moto)
     zarr: bool = False  # Zarr is warmed up before the clock
     datajoint: str | None = None  # key of DataJoint's row for the same content (speed-up column)
@@ -50,14 +48,6 @@ class Row:
     harness_fsync: bool = False  # the harness fsyncs the local store inside the clock
     gib: float | None = None  # the scaling rows' payload; None: the run's
     writers: int = 0  # processes writing at once, each the payload
-
-    def set_up(self, ctx: C) -> None:
-        """Everything before the clock: declare the table, warm Zarr up, prepare the value the work uses."""
-        if self.store:
-            ctx.table(self.store)
-        if self.zarr:
-            ctx.warm_up()
-        ctx.value = self.prepare(ctx) if self.prepare else None
 
 
 RSS = Target("rss", 128)  # MiB
@@ -73,7 +63,7 @@ sized, named = partial(C.into, field="payload", sized=True), partial(C.into, fie
 zarr_raw, zarr_frames = partial(C.zarr_into, field="raw"), partial(C.zarr_into, field="frames")
 
 
-def one(field: str, prepare: Callable[[C], Any]) -> Callable[[C], list[dict]]:
+def one(field: str, prepare: Work) -> Work:
     """Prepared: one row whose ``field`` holds what ``prepare`` makes (``insert`` of it is ``insert1``'s path)."""
     return lambda ctx: [{"bench_id": 1, field: prepare(ctx)}]
 
@@ -85,14 +75,30 @@ def dj(key: str, label: str, block: str, work: Work, rounds: int, baseline: str 
 
 
 def ours(key: str, label: str, block: str, work: Work, rounds: int, baseline: str, limit: float, **kw: Any) -> Row:
-    """dj-staged: at most ``limit`` × ``baseline`` (paired), peak RSS ≤ start + 128 MiB, and ``extra`` targets; the
-    harness adds no fsync: dj-staged is to make what it staged durable itself before it commits."""
+    """dj-staged, held to ``limit`` × ``baseline``, RSS and ``extra``; no harness fsync: it makes its writes durable."""
     kw = {"group": "dj-staged", "store": "main", **kw}
     targets = (RSS, Target("ratio", limit, baseline), *kw.pop("extra", ()))
     return Row(key, label, kw.pop("group"), block, work, rounds, baseline, targets=targets, **kw)
 
 
 # fmt: off
+def object_store_rows(s: str) -> list[Row]:
+    """``s``'s ``put_file`` and Zarr on its ``FSMap``, ours against them (downloads: counted on S3, others in tests)."""
+    p, z, n, none = f"{s}_put", f"{s}_plain_zarr", OBJECT_ROUNDS, (Target("downloaded", 0),) if s == "s3" else ()
+    kw = {"group": EMULATORS[s], "store": s, "gib": None if s == "s3" else EMULATED_GIB}
+    return [Row(p, f"{LIBRARY[s]} put_file", block=s, work=C.object_put, rounds=n, prepare=C.attachment, **kw),
+            Row(z, f"plain zarr on a {LIBRARY[s]} FSMap", block=s, work=C.plain_zarr, rounds=n, zarr=True, **kw),
+            ours(f"{s}_object", f"staged <object@> file ({s})", s, raw, n, p, 1.10, **kw),
+            ours(f"{s}_filepath", f"staged <filepath@> file, placed by a copy ({s})", s, placed, n, p,
+                 1.10 if s == "s3" else 4.0, **kw),  # the issue's target is S3's; the emulators' copies are slower
+            ours(f"{s}_blob_sized", f"staged <blob@> bytes, size=N ({s})", s, sized, n, p, 1.10, extra=none, **kw),
+            ours(f"{s}_hash", f"staged <hash@> ({s})", s, content, n, p, 1.10, extra=none, **kw),
+            ours(f"{s}_zarr", f"staged <zarr@> ({s})", s, zarr_frames, n, z, 1.10, zarr=True, **kw),
+            *([Row(f"{s}_resume", f"staged <object@> file resumed at 90 % ({s})", S3, s, partial(C.resume, field="raw"),
+                   n, f"{s}_object", store=s, prepare=partial(C.interrupted, field="raw"),
+                   targets=(RSS, Target("uploaded", 0.10)))] if s == "s3" else [])]
+
+
 ROWS: list[Row] = [
     Row(W, "plain write, write-back overlapped", "baselines", "write", C.plain_file, FAST),
     Row("device", "direct-I/O write (device ceiling)", "baselines", "write", C.direct_write, FAST, W),
@@ -134,31 +140,10 @@ ROWS: list[Row] = [
     *(Row(f"writers@{n}", f"{n} writer{'s' * (n > 1)} staging <hash@> at once", "concurrent writers", "writers",
           C.run_writers, WRITERS, store="main", prepare=partial(C.fork_writers, n=n), writers=n,
           targets=(Target("throughput", 1.7, "writers@1"),) if n == 2 else ()) for n in (1, 2, 4)),
+    *(row for store in EMULATORS for row in object_store_rows(store)),
     Row("gc_s3", f"gc.collect dry run, {GC_OBJECTS:,} objects (moto)", S3, "gc", C.gc_collect, ONCE, store="s3",
         prepare=C.gc_store, targets=(Target("seconds", 5.0), Target("listings", 2))),
 ]
-
-
-def object_store_rows(s: str) -> list[Row]:
-    """Store ``s``'s library's ``put_file`` and Zarr on its ``FSMap``, ours against them; promotion downloads nothing
-    (counted on S3; on GCS and Azure by a proxy, tests/stores/test_stores.py)."""
-    p, z, n, none = f"{s}_put", f"{s}_plain_zarr", OBJECT_ROUNDS, (Target("downloaded", 0),) if s == "s3" else ()
-    gib = None if s == "s3" else EMULATED_GIB
-    g, kw = EMULATORS[s], {"group": EMULATORS[s], "store": s, "gib": gib}
-    return [Row(p, f"{LIBRARY[s]} put_file", g, s, C.object_put, n, store=s, prepare=C.attachment, gib=gib),
-            Row(z, f"plain zarr on a {LIBRARY[s]} FSMap", g, s, C.plain_zarr, n, store=s, zarr=True, gib=gib),
-            ours(f"{s}_object", f"staged <object@> file ({s})", s, raw, n, p, 1.10, **kw),
-            ours(f"{s}_filepath", f"staged <filepath@> file, placed by a copy ({s})", s, placed, n, p,
-                 1.10 if s == "s3" else 4.0, **kw),  # the issue's target is S3's; the emulators' copies are slower
-            ours(f"{s}_blob_sized", f"staged <blob@> bytes, size=N ({s})", s, sized, n, p, 1.10, extra=none, **kw),
-            ours(f"{s}_hash", f"staged <hash@> ({s})", s, content, n, p, 1.10, extra=none, **kw),
-            ours(f"{s}_zarr", f"staged <zarr@> ({s})", s, zarr_frames, n, z, 1.10, zarr=True, **kw),
-            *([Row(f"{s}_resume", f"staged <object@> file resumed at 90 % ({s})", g, s, partial(C.resume, field="raw"),
-                   n, f"{s}_object", store=s, prepare=partial(C.interrupted, field="raw"),
-                   targets=(RSS, Target("uploaded", 0.10)))] if s == "s3" else [])]
-
-
-ROWS[-1:-1] = [row for store in EMULATORS for row in object_store_rows(store)]  # the gc row last
 SCALED = (("plain_zarr", "plain zarr", C.plain_zarr, None), ("blob_array", "staged <blob@> array", C.staged_blob_array,
           None), ("zarr", "staged <zarr@>", zarr_frames, "plain_zarr"))  # key, label, work, baseline
 # fmt: on
@@ -169,9 +154,9 @@ def scaling_sizes() -> list[float]:
     return [float(p) for p in os.environ.get("DJ_STAGED_BENCH_SCALING_GIB", "1,2,4").split(",") if p.strip()]
 
 
-def scaling_rows() -> list[Row]:
-    """Each of ``SCALED`` at each size; ours with flat RSS, time per GiB ≤ 1.10 × the first size's or its baseline's."""
-    sizes, rows = scaling_sizes(), []
+def all_rows() -> list[Row]:
+    """Every row in table order: ``ROWS``, then each of ``SCALED`` at each size (ours: flat RSS, flat time per GiB)."""
+    sizes, rows = scaling_sizes(), list(ROWS)
     for key, label, work, base in SCALED:
         for gib in sizes:
             growth = [Target("growth", 1.10, f"{key}@{sizes[0]:g}")] if gib != sizes[0] else []
@@ -179,11 +164,6 @@ def scaling_rows() -> list[Row]:
                             base and f"{base}@{gib:g}", store="main", zarr="zarr" in key, gib=gib,
                             targets=(RSS, *growth) if key != "plain_zarr" else ()))  # fmt: skip
     return rows
-
-
-def all_rows() -> list[Row]:
-    """Every row in table order."""
-    return ROWS + scaling_rows()
 
 
 def find(key: str) -> Row:
@@ -198,8 +178,7 @@ def rounds(row: Row, cap: int | None = None) -> int:
 
 def schedule(rows: list[Row], cap: int | None = None) -> list[tuple[int, Row]]:
     """``(round, row)`` in run order: block after block; from round 2 on, each block shuffled (seeded)."""
-    blocks = list(dict.fromkeys(row.block for row in rows))
-    plan = []
+    blocks, plan = list(dict.fromkeys(row.block for row in rows)), []
     for n in range(1, max((rounds(row, cap) for row in rows), default=0) + 1):
         for name in blocks:
             order = [row for row in rows if row.block == name and n <= rounds(row, cap)]

@@ -25,25 +25,17 @@ CHECKS = {  # metric: (target, measured, the figure; None: the S3 hook saw no ca
     "listings": ("≤ {:g} S3 listings per prefix", "{}", lambda e, o: e["listings_per_prefix"]),
     "growth": ("time per GiB ≤ {:.2f} × {}'s or the bend of its baseline", "{:.2f} ×", lambda e, o: growth(e, o)),
     "throughput": ("throughput ≥ {:g} × {}'s", "{:.2f} ×", lambda e, o: growth(o, e)),
-    "uploaded": (
-        "uploads ≤ {:.0%} of the payload + one part",
-        "{:.1%} + one part",
-        lambda e, o: e["uploaded_bytes"] and (e["uploaded_bytes"] - e["unit_bytes"]) / e["payload_bytes"],
-    ),  # beyond one part: a fraction
-}
+    "uploaded": ("uploads ≤ {:.0%} of the payload + one part", "{:.1%} + one part",  # beyond one part: a fraction
+                 lambda e, o: e["uploaded_bytes"] and (e["uploaded_bytes"] - e["unit_bytes"]) / e["payload_bytes"]),
+}  # fmt: skip
 NOTES = {  # extra figure: how the notes column shows it
-    "emulator_cpu_share": "emulator CPU {:.0%} of wall",
-    "s3_calls": "{} S3 calls by DataJoint's s3fs client",
-    "downloaded_bytes": "{:,} bytes downloaded",
-    "uploaded_bytes": "{:,} bytes uploaded",
+    "emulator_cpu_share": "emulator CPU {:.0%} of wall", "s3_calls": "{} S3 calls by DataJoint's s3fs client",
+    "downloaded_bytes": "{:,} bytes downloaded", "uploaded_bytes": "{:,} bytes uploaded",
     "resumed_from": "resumed from byte {:,}",
-    "list_calls": "{} ListObjectsV2 calls",
-    "listings_per_prefix": "at most {} per prefix",
-    "collectable": "{} collectable",
-    "rows": "{:,} rows",
-    "bend": "baseline's time per GiB {:.2f} × at the first size",
-    "kib_per_row": "{:.1f} KiB RSS per row",
-}
+    "list_calls": "{} ListObjectsV2 calls", "listings_per_prefix": "at most {} per prefix",
+    "collectable": "{} collectable", "rows": "{:,} rows",
+    "bend": "baseline's time per GiB {:.2f} × at the first size", "kib_per_row": "{:.1f} KiB RSS per row",
+}  # fmt: skip
 
 
 def growth(e: dict, first: dict) -> float:
@@ -73,8 +65,7 @@ def check(t: Target, e: dict, ok: dict[str, dict], labels: dict[str, str]) -> di
 def derive(rows: list[Row], results: dict[str, dict]) -> list[dict]:
     """Each row's figures with its ratio (paired and best), its speed-up over DataJoint, its checks."""
     ok = {key: result for key, result in results.items() if "error" not in result}
-    labels = {row.key: row.label for row in rows}
-    derived = []
+    labels, derived = {row.key: row.label for row in rows}, []
     for row in (row for row in rows if row.key in results):
         e = {"key": row.key, "label": row.label, "group": row.group, **results[row.key]}
         if row.key in ok:
@@ -99,28 +90,31 @@ def _cell(text: str) -> str:
 def _row(e: dict) -> str:
     if "error" in e:
         return f"| {_cell(e['label'])} | failed: {_cell(e['error'].splitlines()[-1])} |" + " |" * 11
-    ratio = f"{e['ratio_paired']:.2f} ({e['ratio_best']:.2f}) × {e['baseline']}" if "baseline" in e else ""
+    ratio = _cell(f"{e['ratio_paired']:.2f} ({e['ratio_best']:.2f}) × {e['baseline']}") if "baseline" in e else ""
     speedup = f"{e['speedup']:.1f} ×" if "speedup" in e else ""
-    notes = [shown.format(e[key]) for key, shown in NOTES.items() if e.get(key) is not None]
+    notes = _cell("; ".join(shown.format(e[key]) for key, shown in NOTES.items() if e.get(key) is not None))
     return (
         f"| {_cell(e['label'])} | {e['payload_bytes'] / MIB:.4g} | {len(e['seconds_rounds'])} | {e['seconds']:.2f} "
         f"| {e['seconds_median']:.2f} | {e['cpu_seconds']:.2f} | {e['mib_per_s']:.0f} | {e['peak_mib']:.0f} "
-        f"| {e['peak_above_before_mib']:.0f} | {_cell(ratio)} | {speedup} | {'yes' if e['harness_fsync'] else ''} "
-        f"| {_cell('; '.join(notes))} |"
+        f"| {e['peak_above_before_mib']:.0f} | {ratio} | {speedup} | {'yes' if e['harness_fsync'] else ''} | {notes} |"
     )
 
 
-def markdown(derived: list[dict], meta: dict) -> str:
-    """How it was measured, the table of rows, the targets."""
-    versions = ", ".join(f"{name} {v}" for name, v in meta["versions"].items())
+def write(rows: list[Row], results: dict[str, dict], meta: dict, out: Path) -> tuple[Path, Path]:
+    """Write ``results.md`` and ``results.json`` into ``out``, with what the run ran on; their paths."""
+    cpu = [line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line]
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    meta |= {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpu": (cpu or [platform.processor()])[0].strip()}
+    meta |= {"cores": os.cpu_count(), "memory_gib": round(memory / GIB, 1)}
+    meta["versions"] = {"Python": platform.python_version()} | {name: version(name) for name in PACKAGES}
+    derived, versions = derive(rows, results), ", ".join(f"{name} {v}" for name, v in meta["versions"].items())
+    capped = f", rounds capped at {meta['rounds_cap']}" if meta["rounds_cap"] else ""
     lines = [
         "# dj-staged benchmark results",
         "",
-        f"`make bench`: {meta['payload_gib']:g} GiB payload, {meta['batch_rows']:,} small rows"
-        + (f", rounds capped at {meta['rounds_cap']}" if meta["rounds_cap"] else "")
-        + f"; {meta['date']}, {meta['seconds']:.0f} s, {meta['cpu']} ({meta['cores']} cores, "
-        f"{meta['memory_gib']} GiB); {versions}. How it is measured, and what the columns mean: README, "
-        "*Performance*, and `bench/plan.py`.",
+        f"`make bench`: {meta['payload_gib']:g} GiB payload, {meta['batch_rows']:,} small rows{capped}; {meta['date']},"
+        f" {meta['seconds']:.0f} s, {meta['cpu']} ({meta['cores']} cores, {meta['memory_gib']} GiB); {versions}. How it"
+        " is measured, and what the columns mean: README, *Performance*, and `bench/plan.py`.",
         "",
         "| row | MiB | rounds | wall s best | wall s median | CPU s | MiB/s | peak RSS MiB | above start MiB "
         "| ratio paired (best) | vs DataJoint | harness fsync | notes |",
@@ -133,21 +127,8 @@ def markdown(derived: list[dict], meta: dict) -> str:
     lines += ["", "## Targets", "", "| row | target | measured | |", "|---|---|---|---|"]
     checks = [(e["label"], c["target"], c["measured"], c["ok"]) for e in derived for c in e.get("checks", [])]
     lines += [f"| {_cell(label)} | {_cell(t)} | {m} | {'✅' if good else '❌'} |" for label, t, m, good in checks]
-    return "\n".join([*lines, "", f"{sum(c[3] for c in checks)} of {len(checks)} targets hold.", ""])
-
-
-def write(rows: list[Row], results: dict[str, dict], meta: dict, out: Path) -> tuple[Path, Path]:
-    """Write ``results.md`` and ``results.json`` into ``out``, with what the run ran on; their paths."""
-    cpu = [line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line]
-    meta |= {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "cpu": (cpu or [platform.processor()])[0].strip(),
-        "cores": os.cpu_count(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
-        "versions": {"Python": platform.python_version()} | {name: version(name) for name in PACKAGES},
-    }
-    derived = derive(rows, results)
+    lines += ["", f"{sum(c[3] for c in checks)} of {len(checks)} targets hold.", ""]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(markdown(derived, meta))
+    (out / "results.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": derived}, indent=2) + "\n")
     return out / "results.md", out / "results.json"

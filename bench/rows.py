@@ -1,6 +1,5 @@
-"""One row's context (payload, folders, services, table), with every row's work and preparation as methods. Byte rows
-write incompressible bytes (four 4 MiB chunks of standard-normal float64, cycled), Zarr rows uint16 frames (a 2 MiB
-chunk each). Each row's process draws its own bytes: this VM rewrites blocks it already holds ~50 % slower."""
+"""One row's context, with every row's work and preparation as methods. Byte rows write incompressible float64 (4 MiB
+chunks), Zarr rows uint16 frames; each row's process draws its own: this VM rewrites blocks it holds ~50 % slower."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +21,8 @@ import datajoint as dj
 import numpy as np
 import zarr
 from datajoint.hash_registry import get_store_backend
-from numpy.lib import format as npy_format
 
-import dj_staged
-import dj_staged.gc
+import dj_staged.gc  # binds dj_staged too
 from dj_staged import steps
 from dj_staged.durability import fsync_path
 from dj_staged.testing.services import connect_datajoint, local_stores, object_store_spec
@@ -34,14 +30,13 @@ from dj_staged.testing.services import connect_datajoint, local_stores, object_s
 MIB, GIB, CHUNK, WRITEBACK = 1 << 20, 1 << 30, 4 << 20, 16  # write back every 16 chunks (64 MiB), as dj-staged
 ROWS, SLAB = 512, (4 << 20) // (8 * 512)  # a Fortran-ordered (ROWS, SLAB) float64 slab is one chunk
 FRAME, FRAME_BYTES = (1024, 1024), 2 << 20
-SEGMENT = np.arange(256, dtype="float32")  # the 1 KiB array of the many-rows block
-GC_OBJECTS = 1000
+SEGMENT, GC_OBJECTS = np.arange(256, dtype="float32"), 1000  # the many-rows block's 1 KiB array; the gc row's objects
 Work = Callable[["Context"], Any]  # a row's work returns None or a dict of extra figures
 
 
-def chunks(n: int, source: np.ndarray) -> Iterator[np.ndarray]:
-    """``n`` chunks cycled from ``source``, not copied."""
-    return (source[i % len(source)] for i in range(n))
+def chunks(n: int, source: np.ndarray, start: int = 0) -> Iterator[np.ndarray]:
+    """Chunks ``start`` to ``n`` cycled from ``source``, not copied."""
+    return (source[i % len(source)] for i in range(start, n))
 
 
 def frames(n: int) -> Iterator[np.ndarray]:
@@ -122,13 +117,8 @@ class Context:
         for path in [*walked, *above]:
             fsync_path(path)
 
-    def warm_up(self) -> None:
-        """Zarr's first write sets up its codecs and event loop (on S3, the mapper's): done before the clock."""
-        write_frames(self.objfs().get_mapper(f"{self.bucket}/w.zarr") if self.bucket else str(self.scratch / "w"), 2)
-
     def plain_file(self, md5: bool = False) -> None:
-        """Baseline: the fastest durable write found here: 4 MiB chunks (their MD5 in the same pass if ``md5``), a
-        background ``fdatasync`` every 64 MiB (write-back overlapped with writing, as dj-staged's), fsync at the end."""
+        """Baseline: the fastest durable write found here, write-back overlapped as dj-staged's; MD5 too if ``md5``."""
         digest = hashlib.md5()
         with open(self.plain_root / "payload.bin", "wb") as f, ThreadPoolExecutor(1) as writeback:
             for i, chunk in enumerate(chunks(self.n, self.source), start=1):
@@ -189,32 +179,28 @@ class Context:
             with staged.open(field, **at, size=self.n * CHUNK if sized else None) as f:
                 if npy:
                     header = {"descr": "<f8", "fortran_order": False, "shape": (self.n * CHUNK // 8,)}
-                    npy_format.write_array_header_2_0(f, header)
+                    np.lib.format.write_array_header_2_0(f, header)
                 f.writelines(chunks(self.n, self.source))
-
-    @contextlib.contextmanager
-    def resumable(self, field: str) -> Iterator[Any]:
-        """Row 1's ``resume=True`` block and its handle for ``field``."""
-        with dj_staged.staged_insert1(self.table(), resume=True) as staged:
-            staged.rec["bench_id"] = 1
-            with staged.open(field, ".bin") as f:
-                yield f
 
     def interrupted(self, field: str) -> None:
         """Prepared: a ``resume=True`` write of ``field`` interrupted at 90 % once its last durable unit is recorded."""
         heard: queue.Queue[int] = queue.Queue()  # the offsets recorded durable, in order
         with steps.observe("writer.checkpoint", lambda doc, **_: heard.put(doc["checkpoint"]["offset"])):
-            with contextlib.suppress(KeyboardInterrupt), self.resumable(field) as f:
-                f.writelines(chunks(self.n * 9 // 10, self.source))
-                while heard.get(timeout=600) < f.tell() - f.tell() % f.unit:
-                    pass
-                raise KeyboardInterrupt
+            with contextlib.suppress(KeyboardInterrupt), dj_staged.staged_insert1(self.table(), resume=True) as staged:
+                staged.rec["bench_id"] = 1
+                with staged.open(field, ".bin") as f:
+                    f.writelines(chunks(self.n * 9 // 10, self.source))
+                    while heard.get(timeout=600) < f.tell() - f.tell() % f.unit:
+                        pass
+                    raise KeyboardInterrupt
 
     def resume(self, field: str) -> dict:
         """Ours: the interrupted write of ``field`` resumed at its durable offset, written to its end."""
-        with self.resumable(field) as f:
-            start = f.tell()
-            f.writelines(islice(chunks(self.n, self.source), start // CHUNK, None))
+        with dj_staged.staged_insert1(self.table(), resume=True) as staged:
+            staged.rec["bench_id"] = 1
+            with staged.open(field, ".bin") as f:
+                start = f.tell()
+                f.writelines(chunks(self.n, self.source, start // CHUNK))
         return {"resumed_from": start, "unit_bytes": f.unit}
 
     def zarr_into(self, field: str) -> None:
@@ -249,24 +235,18 @@ class Context:
                 key = rows[0]["bench_id"]
                 self.sync(folder / f"bench_id={key}", up_to=folder if key else self.store_root)
 
-    def segment(self, staged: Any, i: int) -> None:
-        """One small row in a staged block: its key, then a 1 KiB ``.npy`` through ``staged.open()``."""
-        staged.rec["bench_id"] = i
-        with staged.open("waveform", ".npy") as f:
-            np.save(f, SEGMENT, allow_pickle=False)
+    def staged_blocks(self, batch: Any = None) -> None:
+        """Ours: ``batch_rows`` small rows (a 1 KiB ``.npy`` each) as ``staged_insert1`` blocks, or as ``batch``'s."""
+        for i in range(self.batch_rows):
+            with batch.row() if batch is not None else dj_staged.staged_insert1(self.table()) as staged:
+                staged.rec["bench_id"] = i
+                with staged.open("waveform", ".npy") as f:
+                    np.save(f, SEGMENT, allow_pickle=False)
 
     def staged_batch(self) -> None:
-        """Ours: ``batch_rows`` small rows as one ``staged_insert`` batch."""
+        """Ours: the same rows as one ``staged_insert`` batch."""
         with dj_staged.staged_insert(self.table()) as batch:
-            for i in range(self.batch_rows):
-                with batch.row() as staged:
-                    self.segment(staged, i)
-
-    def staged_blocks(self) -> None:
-        """Ours: the same rows as ``batch_rows`` ``staged_insert1`` blocks."""
-        for i in range(self.batch_rows):
-            with dj_staged.staged_insert1(self.table()) as staged:
-                self.segment(staged, i)
+            self.staged_blocks(batch)
 
     def fork_writers(self, n: int) -> list[Any]:
         """Prepared: ``n`` forked processes, each with its own bytes and database session, ready to stage."""

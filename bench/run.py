@@ -16,7 +16,6 @@ import time
 import traceback
 from collections import Counter
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +24,32 @@ from dj_staged.testing import services as emulators
 
 from .plan import Row, all_rows, find, payload_bytes, schedule
 from .report import write
-from .rows import MIB, Context, chunks
+from .rows import MIB, Context, chunks, write_frames
 
 
 def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of process ``pid``, all its threads (from ``/proc``, in clock ticks); without ``pid``,
-    this process's and its ended children's (the concurrent writers)."""
+    """User + system CPU s of process ``pid`` (all threads, /proc); else ours + our ended children's (the writers)."""
     fields = Path(f"/proc/{pid or os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
     children = 0.0 if pid else sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + children
 
 
 def count_s3_calls(fs: Any) -> Counter:
-    """Count ``fs``'s S3 calls from now on, by operation, bytes sent and received, ListObjectsV2 prefix."""
+    """Count ``fs``'s S3 calls from now on, bytes sent and received, ListObjectsV2 calls by prefix."""
     seen: Counter = Counter()
     fs.connect()
 
     def on_call(model: Any, parsed: dict, **_: Any) -> None:
-        seen[model.name] += 1
+        seen["s3_calls"] += 1
         if model.name == "GetObject":
-            seen["bytes downloaded"] += parsed.get("ContentLength", 0)
+            seen["downloaded_bytes"] += parsed.get("ContentLength", 0)
         elif model.name == "ListObjectsV2":
             seen["list " + parsed.get("Prefix", "")] += 1
 
     def on_params(params: dict, model: Any, **_: Any) -> None:
         if model.name in ("PutObject", "UploadPart"):
             body = params.get("Body") or b""
-            seen["bytes uploaded"] += body.getbuffer().nbytes if hasattr(body, "getbuffer") else len(body)
+            seen["uploaded_bytes"] += body.getbuffer().nbytes if hasattr(body, "getbuffer") else len(body)
 
     fs.s3.meta.events.register("after-call.s3", on_call)
     fs.s3.meta.events.register("provide-client-params.s3", on_params)
@@ -59,10 +57,13 @@ def count_s3_calls(fs: Any) -> Counter:
 
 
 def measure(row: Row, ctx: Context) -> dict:
-    """Set ``row`` up, warm the page cache, run it under the clock and the RSS sampler; its figures. This VM returns
-    idle memory to its host and writes into it then stall (3 s/GiB): a file of the payload's size, written and deleted
-    unsynced (nothing reaches the disk), warms every row's page cache."""
-    row.set_up(ctx)
+    """Set ``row`` up, warm the page cache, time it under the RSS sampler; its figures. This VM returns idle memory to
+    its host, then stalls writes into it (3 s/GiB): a payload-sized file, written and deleted unsynced, warms it."""
+    if row.store:
+        ctx.table(row.store)
+    if row.zarr:  # Zarr's first write sets up its codecs and event loop (on S3, the mapper's)
+        write_frames(ctx.objfs().get_mapper(f"{ctx.bucket}/w.zarr") if ctx.bucket else str(ctx.scratch / "w"), 2)
+    ctx.value = row.prepare(ctx) if row.prepare else None
     with open(ctx.scratch / "prime.bin", "wb") as f:
         f.writelines(chunks(ctx.n + 16, ctx.source))  # and 64 MiB more
     os.unlink(f.name)
@@ -78,10 +79,8 @@ def measure(row: Row, ctx: Context) -> dict:
     if emulator:
         extra |= {"emulator_cpu_share": (cpu_seconds(emulator) - served) / m.seconds}
     if seen is not None:
-        lists = [n for k, n in seen.items() if k.startswith("list ")]
-        calls = sum(n for k, n in seen.items() if " " not in k)
-        sent = {"downloaded_bytes": seen["bytes downloaded"], "uploaded_bytes": seen["bytes uploaded"]}
-        extra |= {"s3_calls": calls} | {k: v if calls else None for k, v in sent.items()}
+        lists, calls = [n for k, n in seen.items() if k.startswith("list ")], seen["s3_calls"]
+        extra |= {"s3_calls": calls} | {k: seen[k] if calls else None for k in ("downloaded_bytes", "uploaded_bytes")}
         extra |= {"list_calls": sum(lists) or None, "listings_per_prefix": max(lists) if lists else None}
     peak = max(m.rss_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     figures = {"payload_bytes": ctx.nbytes, "seconds": m.seconds, "cpu_seconds": cpu, "peak_mib": peak / MIB}
@@ -102,7 +101,7 @@ def child(key: str, nbytes: int, folder: str, services: tuple, batch_rows: int, 
         out.send({"error": traceback.format_exc()})
 
 
-def run_row(context: ForkServerContext, row: Row, *args: Any) -> dict:
+def run_row(context: multiprocessing.context.ForkServerContext, row: Row, *args: Any) -> dict:
     """Run ``row`` in a fresh process forked from the server, which has imported the modules (DataJoint's, ours)."""
     receive, send, result = *context.Pipe(duplex=False), None
     process = context.Process(target=child, args=(row.key, *args, send))
