@@ -50,10 +50,12 @@ def test_every_ratio_target_pairs_rows_of_one_block_and_equal_rounds():
 
 
 def test_hash_addressed_rows_are_held_to_both_md5_baselines():
+    """MD5 alone is their floor (write + MD5 in one pass is only 1 / 0.85 of it once the write overlaps its syncs);
+    the re-read row cannot beat write + MD5 (it writes, then hashes), so it gets the others' bound on that."""
     for key in HASH_ROWS:
         ratios = {(t.baseline, t.limit) for t in find(key).targets if t.metric == "ratio"}
-        assert {("write_md5", 0.85), ("md5", 1.10), ("write_md5", 1.15)} <= ratios, key
-    assert {(t.baseline, t.limit) for t in find("blob_unsized").targets if t.metric == "ratio"} == {("write_md5", 1.0)}
+        assert ratios == {("md5", 1.10), ("write_md5", 1.15)}, key
+    assert {(t.baseline, t.limit) for t in find("blob_unsized").targets if t.metric == "ratio"} == {("write_md5", 1.15)}
     assert rounds(find("md5")) == rounds(find("write_md5")) == MD5
 
 
@@ -161,7 +163,7 @@ def test_a_hash_row_is_paired_with_each_baseline_round_by_round():
     }
     (entry,) = [e for e in derive(rows, results) if e["key"] == "hash"]
     verdicts = {c["target"]: c["ok"] for c in entry["checks"]}
-    assert verdicts["≤ 0.85 × write + MD5, paired"] is True  # 0.80
+    assert verdicts["≤ 1.15 × write + MD5, paired"] is True  # 0.80
     assert verdicts["≤ 1.10 × MD5 only (in memory), paired"] is True  # 1.07 paired; best over best would be 1.60
 
 
