@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from pathlib import Path
@@ -389,6 +390,44 @@ def test_an_error_in_the_hashing_thread_surfaces_in_the_callers_thread():
             md5.update(memoryview(bytes(1 << 20)))
     with pytest.raises(BufferError):
         md5.result()
+    assert not [t for t in threading.enumerate() if t.name == "dj-staged-md5"]
+
+
+class DiskFullAfter:
+    """A file that fails as a full disk does (``ENOSPC`` from ``write``) once ``limit`` bytes are in it; it
+    remembers the thread its failing write ran in."""
+
+    def __init__(self, file, limit: int) -> None:
+        self._file, self._limit, self.failed_in = file, limit, None
+
+    def write(self, data) -> int:
+        if self._file.tell() + memoryview(data).nbytes > self._limit:
+            self.failed_in = threading.current_thread().name
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def test_a_write_error_in_the_handles_thread_is_raised_by_the_callers_write(tmp_path):
+    """Past 8 MiB a buffer the caller may reuse is written by the handle's thread while the caller's thread hashes
+    it: a full disk there is the caller's ``OSError``, raised by that very ``write``, and the thread ends with the
+    handle."""
+    buffer = np.random.default_rng(2).standard_normal((4 << 20) // 8)  # 4 MiB, reused by every write
+    with (
+        open(tmp_path / "full", "wb") as f,
+        StagedFile(raw := DiskFullAfter(f, 20 << 20), local_store(tmp_path), hashing=True) as writer,
+    ):
+        written = 0
+        with pytest.raises(OSError) as raised:
+            for _ in range(8):
+                writer.write(buffer)
+                written += buffer.nbytes
+        writer.abort()
+    assert raised.value.errno == errno.ENOSPC
+    assert written == 20 << 20  # five writes fitted; the sixth failed
+    assert raw.failed_in == "dj-staged-md5"  # it ran in the handle's thread, not the caller's
     assert not [t for t in threading.enumerate() if t.name == "dj-staged-md5"]
 
 

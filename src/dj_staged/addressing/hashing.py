@@ -122,7 +122,7 @@ class StreamingMD5:
         if self._error is not None:
             raise self._error
         self._fed += len(view)
-        if self._queue is None and (self._fed <= _INLINE or not self._threaded) or len(view) < _SMALL:
+        if self._inline() or len(view) < _SMALL:
             self._update_here(view)
             if write is not None:
                 write(view)
@@ -149,14 +149,20 @@ class StreamingMD5:
         for start in range(0, len(view), PIECE):
             job = _Write(write, view[start : start + PIECE])
             self._queue.put(job)
-            self._md5.update(job.piece)
-            self._queue.join()
+            try:
+                self._md5.update(job.piece)
+            finally:
+                self._queue.join()  # even on an interrupt: the caller's buffer is not read after this returns
             if job.error is not None:
                 raise job.error
 
+    def _inline(self) -> bool:
+        """Whether a piece is hashed in the caller's thread: the stream is short so far, or no thread is wanted."""
+        return self._queue is None and (self._fed <= _INLINE or not self._threaded)
+
     def _update_here(self, view: memoryview) -> None:
         """A short stream's piece is hashed now; a small piece of a long one is gathered into a larger one."""
-        if self._queue is None and (self._fed <= _INLINE or not self._threaded):
+        if self._inline():
             self._md5.update(view)
             return
         self._gathered += view
