@@ -29,13 +29,18 @@ CHECKS = {  # metric: (target, measured, the figure; None: the S3 hook saw no ca
                  lambda e, o: e["uploaded_bytes"] and (e["uploaded_bytes"] - e["unit_bytes"]) / e["payload_bytes"]),
 }  # fmt: skip
 NOTES = {  # extra figure: how the notes column shows it
-    "emulator_cpu_share": "emulator CPU {:.0%} of wall", "s3_calls": "{} S3 calls by DataJoint's s3fs client",
-    "downloaded_bytes": "{:,} bytes downloaded", "uploaded_bytes": "{:,} bytes uploaded",
+    "emulator_cpu_share": "emulator CPU {:.0%} of wall",
+    "s3_calls": "{} S3 calls by DataJoint's s3fs client",
+    "downloaded_bytes": "{:,} bytes downloaded",
+    "uploaded_bytes": "{:,} bytes uploaded",
     "resumed_from": "resumed from byte {:,}",
-    "list_calls": "{} ListObjectsV2 calls", "listings_per_prefix": "at most {} per prefix",
-    "collectable": "{} collectable", "rows": "{:,} rows",
-    "bend": "baseline's time per GiB {:.2f} × at the first size", "kib_per_row": "{:.1f} KiB RSS per row",
-}  # fmt: skip
+    "list_calls": "{} ListObjectsV2 calls",
+    "listings_per_prefix": "at most {} per prefix",
+    "collectable": "{} collectable",
+    "rows": "{:,} rows",
+    "bend": "baseline's time per GiB {:.2f} × at the first size",
+    "kib_per_row": "{:.1f} KiB RSS per row",
+}
 
 
 def growth(e: dict, first: dict) -> float:
