@@ -54,6 +54,7 @@ RSS = Target("rss", 128)  # MiB
 W, M, Z = "plain_write", "write_md5", "plain_zarr"
 HASHED = (Target("ratio", 1.10, "md5"),)  # MD5 alone is the floor: 0.85 x write + MD5, once the write overlaps syncs
 ROWS_GROUP, S3 = "many small <npy@> rows", "S3 (moto on 127.0.0.1)"
+CHECKED = "dj_insert1_checked"  # the durable loop with a block's refusal before the first byte: one more round trip
 EMULATORS = {"s3": S3, "gcs": "GCS (fake-gcs-server on 127.0.0.1)", "azure": "Azure (Azurite on 127.0.0.1)"}
 LIBRARY = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
 EMULATED_GIB = 0.25  # GCS and Azure rows: fake-gcs-server takes a resumable upload in time growing with its size
@@ -135,8 +136,10 @@ ROWS: list[Row] = [
         partial(C.dj_insert, loop=True, durable=True), DEFAULT, store="main", prepare=C.segments),
     ours("staged_batch", "one staged_insert batch", "rows", C.staged_batch, DEFAULT, "dj_insert", 1.20,
          group=ROWS_GROUP, extra=(Target("rss_per_row", 4.0),)),
+    Row(CHECKED, "DataJoint insert1 loop made durable, each key checked first", ROWS_GROUP, "rows",
+        partial(C.dj_insert, loop=True, durable=True, checked=True), DEFAULT, store="main", prepare=C.segments),
     ours("staged_blocks", "staged_insert1 blocks", "rows", C.staged_blocks, DEFAULT, "dj_insert1_durable", 1.20,
-         group=ROWS_GROUP, extra=(Target("ratio", 1.75, "dj_insert1_loop"),)),
+         group=ROWS_GROUP, extra=(Target("ratio", 1.75, "dj_insert1_loop"), Target("ratio", 1.20, CHECKED))),
     *(Row(f"writers@{n}", f"{n} writer{'s' * (n > 1)} staging <hash@> at once", "concurrent writers", "writers",
           C.run_writers, WRITERS, store="main", prepare=partial(C.fork_writers, n=n), writers=n,
           targets=(Target("throughput", 1.7, "writers@1"),) if n == 2 else ()) for n in (1, 2, 4)),

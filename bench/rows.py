@@ -225,14 +225,18 @@ class Context:
         """Prepared: ``batch_rows`` rows of a 1 KiB array, for DataJoint's inserts."""
         return [{"bench_id": i, "waveform": SEGMENT} for i in range(self.batch_rows)]
 
-    def dj_insert(self, loop: bool = False, durable: bool = False) -> None:
-        """DataJoint's ``insert`` of the prepared rows, or (``loop``) each alone, fsynced as a block if ``durable``."""
+    def dj_insert(self, loop: bool = False, durable: bool = False, checked: bool = False) -> None:
+        """DataJoint's ``insert`` of the prepared rows, or (``loop``) each alone, fsynced as a block if ``durable``,
+        its key looked up first if ``checked`` (a refusal before any byte is written, as a block's)."""
         table = self.table()
         folder = self.store_root / "_schema" / table.database / table.table_name
+        check = f"SELECT EXISTS (SELECT 1 FROM {table.full_table_name} WHERE bench_id = %s)"
         for rows in ([row] for row in self.value) if loop else [self.value]:
+            key = rows[0]["bench_id"]
+            if checked and table.connection.query(check, args=(key,)).fetchone()[0]:
+                raise dj.errors.DuplicateError(f"bench_id={key} is in {table.full_table_name}")
             table.insert(rows)
             if durable:
-                key = rows[0]["bench_id"]
                 self.sync(folder / f"bench_id={key}", up_to=folder if key else self.store_root)
 
     def staged_blocks(self, batch: Any = None) -> None:

@@ -338,11 +338,14 @@ def _listable(connection: Connection) -> set[str]:
 
 def _lease_folders(store: StagedStore) -> dict[tuple[str, str], dict[str, float | None]]:
     """One listing of every schema's leases: (schema, lease id) → file name → modification time."""
+    from .leases.records import lease_file_of
+
     folders: dict[tuple[str, str], dict[str, float | None]] = {}
     for path, stored in store.list_files(LEASES_ROOT).items():
-        parts = path[len(LEASES_ROOT) + 1 :].split("/")
-        if len(parts) == 3:
-            folders.setdefault((parts[0], parts[1]), {})[parts[2]] = stored.mtime
+        schema, _slash, rest = path[len(LEASES_ROOT) + 1 :].partition("/")
+        found = lease_file_of(rest.split("/")) if rest else None
+        if found is not None:
+            folders.setdefault((schema, found[0]), {})[found[1]] = stored.mtime
     return folders
 
 

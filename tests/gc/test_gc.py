@@ -52,6 +52,9 @@ def test_a_block_holds_a_lease_naming_its_paths_and_removes_it(Recording, djstag
         (lease,) = scan_leases(resolve_store("main", dj.config), Recording.database)  # one lease per block and store
         assert lease.lock in held_lease_keys(Recording.connection) and lease.readable and not lease.abandoned
         assert lease.table == Recording.table_name
+        assert lease.one_file and lease_files(djstaged_local_store) == [
+            lease.root
+        ]  # a file, no folder, on a local store
         entries = [(entry.field, entry.paths) for entry in lease.entries]
         assert sorted(entries) == sorted(
             [("waveform", [staged.field("waveform").state.path]), ("raw", [staged.field("raw").state.path])]
@@ -68,12 +71,15 @@ def test_lease_ends_when_the_block_fails(Recording, djstaged_local_store, failur
             f.write(b"partial")
         assert len(lease_files(djstaged_local_store)) == 1
         lock = lease_records(djstaged_local_store)[0]["lock"]
+        written = staged.field("raw").state.path
         raise failure
     assert lock not in held_lease_keys(Recording.connection)  # no longer live either way
     if failure is RuntimeError:
         assert lease_files(djstaged_local_store) == [] and store_files(djstaged_local_store) == []
     else:  # interrupted: nothing cleaned up in-process; the lease stays, abandoned, naming what was written
-        assert sorted(Path(p).name for p in lease_files(djstaged_local_store)) == ["abandoned.json", "lease.json"]
+        (lease,) = scan_leases(resolve_store("main", dj.config), Recording.database)
+        assert lease.abandoned and lease.readable and lease.one_file and lease.paths == [written]
+        assert lease_files(djstaged_local_store) == [lease.root]
 
 
 def test_datajoint_collector_alone_would_delete_a_write_in_flight(Recording, djstaged_local_store):
@@ -207,11 +213,15 @@ def test_staging_leftovers_are_reported_then_deleted(Recording, djstaged_local_s
     assert not (Path(djstaged_local_store.spec["location"]) / f"_staging/{db}/recording/raw_bbbbbbbb.zarr").exists()
 
 
-def test_live_lease_protects_old_staging_files(Recording, djstaged_local_store, foreign_lease):
+FORMS = pytest.mark.parametrize("one_file", [False, True], ids=["folder", "one-file"])  # the two forms of a lease
+
+
+@FORMS
+def test_live_lease_protects_old_staging_files(Recording, djstaged_local_store, foreign_lease, one_file):
     db = Recording.database
     path = f"_staging/{db}/recording/blob_dddddddd.bin"
     put_file(djstaged_local_store, path, age=3 * DAY)  # a write that started days ago and is still going
-    with foreign_lease(db, [path], live=True):
+    with foreign_lease(db, [path], live=True, one_file=one_file):
         report = collect(dj_schema_of(Recording), grace=0, dry_run=False)
         assert report.section("staging").protected == {path: LEASED}
         assert path in store_files(djstaged_local_store)
@@ -227,15 +237,16 @@ def test_a_live_lease_does_not_depend_on_the_collector_clock(Recording, djstaged
         assert report.section("staging").protected == {path: LEASED} and report.deleted == 0
 
 
-def test_a_dead_lease_is_reclaimed_with_its_objects_at_once(Recording, djstaged_local_store, foreign_lease):
+@FORMS
+def test_a_dead_lease_is_reclaimed_with_its_objects_at_once(Recording, djstaged_local_store, foreign_lease, one_file):
     """A writer that died (its lock is free): what it names belongs to no row, so no grace period applies."""
     db = Recording.database
     path = f"_staging/{db}/recording/blob_eeeeeeee.bin"
     put_file(djstaged_local_store, path)  # brand new
-    with foreign_lease(db, [path], live=False) as folder:
+    with foreign_lease(db, [path], live=False, one_file=one_file) as root:
         report = collect(dj_schema_of(Recording), dry_run=False)
         assert report.section("staging").paths == [path]
-        assert report.section("leases").paths == [f"{folder}/lease.json"]
+        assert report.section("leases").paths == [root if one_file else f"{root}/lease.json"]
         assert store_files(djstaged_local_store, leases=True) == []
 
 
@@ -263,19 +274,21 @@ def test_unreadable_lease_is_collected_and_protects_nothing_by_itself(Recording,
     assert report.section("staging").paths == [young]  # older than the grace by the injected clock
 
 
+@FORMS
 def test_a_lease_header_being_written_is_kept_while_its_lock_is_held(
-    Recording, djstaged_local_store, djstaged_postgres
+    Recording, djstaged_local_store, djstaged_postgres, one_file
 ):
     """A writer creates its header without the gate when its paths are new: a collector may read it half-written.
 
-    The lease id begins with the lock key, so the collector keeps the folder while that lock is held (the
-    writer is alive, perhaps paused mid-write), and collects it once the lock is gone.
+    The lease id begins with the lock key, so the collector keeps the lease (its folder, or its one file) while
+    that lock is held (the writer is alive, perhaps paused mid-write), and collects it once the lock is gone.
     """
     from dj_staged.leases.locks import LEASE_NS, new_lease_key
     from dj_staged.leases.records import lease_id_for
 
     key = new_lease_key()
-    half = f"_staging/_leases/{Recording.database}/{lease_id_for(key)}/lease.json"
+    root = f"_staging/_leases/{Recording.database}/{lease_id_for(key)}"
+    half, root = (f"{root}.jsonl", f"{root}.jsonl") if one_file else (f"{root}/lease.json", root)
     put_file(djstaged_local_store, half, b'{"version": 2, "lease_')
     writer = dj.Connection(
         djstaged_postgres.host, djstaged_postgres.user, djstaged_postgres.password, djstaged_postgres.port
@@ -284,13 +297,31 @@ def test_a_lease_header_being_written_is_kept_while_its_lock_is_held(
         writer.query("SELECT pg_advisory_lock(%s, %s)", args=(LEASE_NS, key))
         report = collect(dj_schema_of(Recording), dry_run=False, now=time.time() + LATER)
         assert report.errors == [] and report.deleted == 0
-        assert report.section("leases").protected == {half.rsplit("/", 1)[0]: LEASED}
+        assert report.section("leases").protected == {root: LEASED}
         assert half in store_files(djstaged_local_store, leases=True)
         writer.query("SELECT pg_advisory_unlock(%s, %s)", args=(LEASE_NS, key))  # the writer died meanwhile
         report = collect(dj_schema_of(Recording), dry_run=False, now=time.time() + LATER)
     finally:
         writer.close()
     assert report.section("leases").paths == [half] and half not in store_files(djstaged_local_store, leases=True)
+
+
+def test_a_lease_that_is_one_file_reads_its_lines_and_skips_a_half_one(Recording, djstaged_local_store):
+    """A lease that is one file: the header's line, each appended entry, the abandoned mark; the half line a writer
+    killed mid-append left is skipped, and the lines before it still count."""
+    from dj_staged.leases.records import LeaseEntry, LeaseRecord, lease_id_for, mark_abandoned, write_header
+
+    store, db = resolve_store("main", dj.config), Recording.database
+    record = LeaseRecord(lease_id=lease_id_for(7), schema=db, lock=7, table="recording", store="main", one_file=True)
+    write_header(store, record, LeaseEntry(field="raw", key={"recording_id": 1}, paths=["a"], at=1.0))
+    entry = LeaseEntry(field="raw", key={"recording_id": 1}, paths=["b"], at=2.0)
+    with store.append(record.root) as journal:
+        journal.write(json.dumps(vars(entry)).encode() + b"\n" + b'{"at": 3.0, "field": "raw", "paths": ["c')
+    (read,) = scan_leases(store, db)
+    assert read.readable and read.one_file and read.lock == 7 and read.paths == ["a", "b"] and not read.abandoned
+    mark_abandoned(store, read)  # after a half line: the mark is a line of its own
+    (read,) = scan_leases(store, db)
+    assert read.abandoned and read.paths == ["a", "b"] and lease_files(djstaged_local_store) == [record.root]
 
 
 def test_keyboard_interrupt_leftover_is_reclaimed_at_once(Recording, djstaged_local_store):

@@ -28,6 +28,8 @@ from support.tables import declare
 import dj_staged
 import dj_staged.gc
 from dj_staged.gc.policy import LEASED as LEASED_REASON
+from dj_staged.leases import scan_leases
+from dj_staged.stores import resolve_store
 
 LATER = 2 * 86400.0
 DEFINITION = """
@@ -153,7 +155,7 @@ def test_cleanup_failure_is_logged_and_the_leftover_reclaimed_by_gc(
         djstaged_schema, store="main", dry_run=False
     )  # default grace: a dead lease's objects go
     assert report.section("schema").paths == sorted(left)
-    assert report.section("leases").deleted == 2  # the lease's header and its "abandoned" mark
+    assert report.section("leases").deleted == 1  # the lease: one file, its header and its "abandoned" mark
     assert lease_files(dj_faulty_store) == []
     assert_untouched(Recording, dj_faulty_store, committed)
 
@@ -175,12 +177,12 @@ def test_lease_removal_failure_does_not_fail_the_insert(Recording, dj_faulty_sto
         write_raw_file(staged)
         dj_faulty_store.plan.fail("remove", path="_leases", times=None)
     assert "Removing lease" in caplog.text
-    assert len(Recording()) == 2 and len(lease_files(dj_faulty_store)) == 2  # its header and one added entry
+    assert len(Recording()) == 2 and len(lease_files(dj_faulty_store)) == 1  # one file: header, one added entry
     dj_faulty_store.plan.clear()
     report = dj_staged.gc.collect(
         djstaged_schema, store="main", dry_run=False
     )  # the lease is dead: its lock was released
-    assert report.section("leases").deleted == 2 and report.section("schema").count == 0
+    assert report.section("leases").deleted == 1 and report.section("schema").count == 0
     assert lease_files(dj_faulty_store) == []
     assert (Path(dj_faulty_store.spec["location"]) / (Recording & {"recording_id": 2}).fetch1("raw").path).exists()
 
@@ -286,13 +288,13 @@ def test_process_killed_mid_write(Recording, dj_faulty_store, djstaged_schema, d
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert result.stdout.strip().endswith("written")  # and not "unreachable"
     left = [p for p in store_files(dj_faulty_store) if p not in live]
-    assert len(left) == 4 and len(lease_files(dj_faulty_store)) == 2
+    assert len(left) == 4 and len(lease_files(dj_faulty_store)) == 1  # the lease: one file
     assert len(Recording()) == 1
     pid = int(re.search(r"^session (\d+)$", result.stdout, re.MULTILINE).group(1))
     wait_for_session_end(djstaged_schema.connection, pid)  # its lease lock goes with its database session
     report = dj_staged.gc.collect(djstaged_schema, store="main", dry_run=False)  # default grace: no waiting
     assert sorted(report.section("schema").paths) == sorted(left)
-    assert report.section("leases").deleted == 2 and report.errors == []
+    assert report.section("leases").deleted == 1 and report.errors == []
     assert store_files(dj_faulty_store, leases=True) == live
     row, root = Recording.fetch1(), Path(dj_faulty_store.spec["location"])
     assert (root / row["raw"].path).read_bytes() == b"".join(bytes([i]) * 100 for i in range(5))
@@ -357,12 +359,8 @@ def test_hash_addressed_leftovers_are_reclaimed_by_gc(Reports, dj_faulty_store, 
         assert report.section("staging").protected == {staging: LEASED_REASON} and report.deleted == 0
         raise KeyboardInterrupt
     assert [p for p in store_files(dj_faulty_store) if p not in before] == [staging]
-    [lease] = lease_records(dj_faulty_store)
-    assert (
-        (Path(dj_faulty_store.spec["location"]) / lease_files(dj_faulty_store)[0])
-        .parent.joinpath("abandoned.json")
-        .exists()
-    )
+    [lease] = scan_leases(resolve_store("main", dj.config), djstaged_schema.database)
+    assert lease.abandoned and lease.paths == [staging] and lease_files(dj_faulty_store) == [lease.root]
     report = dj_staged.gc.collect(djstaged_schema, store="main", dry_run=False)  # default grace: abandoned, so at once
     assert report.section("staging").paths == [staging] and report.section("staging").deleted == 1
     assert snapshot(dj_faulty_store) == before

@@ -122,7 +122,7 @@ def test_user_transaction_committed_keeps_rows_and_objects(djstaged_schema, stor
                     f.write(bytes([k]) * 100)
                 with staged.open("w", ".bin") as f:
                     f.write(b"w" * k)
-        assert len([f for f in lease_files(store) if f.endswith("/lease.json")]) == 2  # until the commit
+        assert len([f for f in lease_files(store) if f.endswith(("/lease.json", ".jsonl"))]) == 2  # until the commit
     assert lease_files(store) == []
     assert [(r["v"], r["w"].read()) for r in Table.to_dicts()] == [(b"\x01" * 100, b"w"), (b"\x02" * 100, b"ww")]
 

@@ -59,9 +59,11 @@ def lease_files(store: Any) -> list[str]:
 
 
 def lease_records(store: Any) -> list[dict]:
-    """The lease headers (``lease.json``) in a local store, parsed."""
+    """The lease headers in a local store, parsed: each ``lease.json``, and the first line of each lease that is one
+    file (``{lease_id}.jsonl``)."""
     root = Path(store.spec["location"])
-    return [json.loads((root / f).read_bytes()) for f in lease_files(store) if f.endswith("/lease.json")]
+    files = [f for f in lease_files(store) if f.endswith(("/lease.json", ".jsonl"))]
+    return [json.loads((root / f).read_bytes().partition(b"\n")[0]) for f in files]
 
 
 def put_file(store: Any, path: str, data: bytes = b"left behind", age: float = 0.0) -> Path:

@@ -70,10 +70,12 @@ def test_small_rows_and_file_rows_are_held_to_the_issue_s_baselines():
         return {(t.baseline, t.limit) for t in find(key).targets if t.metric == "ratio"}
 
     assert ratios("staged_batch") == {("dj_insert", 1.20)}
-    assert ratios("staged_blocks") == {("dj_insert1_durable", 1.20), ("dj_insert1_loop", 1.75)}
+    blocks = {("dj_insert1_durable", 1.20), ("dj_insert1_loop", 1.75), ("dj_insert1_checked", 1.20)}
+    assert ratios("staged_blocks") == blocks and find("dj_insert1_checked").block == find("staged_blocks").block
     assert ratios("object_file") == ratios("npy") == {("plain_write", 1.05)}
     assert find("device").block == find("plain_write").block and not find("device").targets
     assert not find("dj_insert1_durable").harness_fsync  # it syncs each row itself, inside the clock
+    assert not find("dj_insert1_checked").harness_fsync
     assert ratios("filepath") == {("plain_write", 1.10)} and ratios("s3_filepath") == {("s3_put", 1.10)}
     assert find("filepath").block == find("plain_write").block and find("s3_filepath").store == "s3"
 

@@ -314,8 +314,8 @@ class _Collection:
         """Live leases are kept (a header being written too: its id names its lock); dead and unreadable ones
         are collected (their paths are judged above)."""
         report = SectionReport(self.store, self.name, LEASES)
-        live = {r.folder for r in records if r.lock in held}
-        resumable = {r.folder for r in records if self._resumable(r, held)}
+        live = {r.root for r in records if r.lock in held}
+        resumable = {r.root for r in records if self._resumable(r, held)}
         for path, stored in sorted(files.items()):
             root = lease_root(path)
             if root in live or root in resumable:

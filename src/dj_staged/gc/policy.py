@@ -114,5 +114,6 @@ def schema_root(path: str, schema_prefix: str) -> str:
 
 
 def lease_root(path: str) -> str:
-    """``_staging/_leases/{schema}/{lease_id}``: the lease a lease file belongs to."""
+    """``_staging/_leases/{schema}/{lease_id}`` (or ``….jsonl``, a lease that is one file): the lease a lease file
+    belongs to."""
     return "/".join(path.split("/")[:4])

@@ -58,7 +58,8 @@ class LeaseKeeper:
         self._key = new_lease_key()
         self.lease_id = lease_id_for(self._key)
         self.lock: LeaseLock | None = None
-        self._stores: dict[str, tuple[StagedStore, EntryWriter]] = {}  # store name -> (store, where entries go)
+        # store name -> (store, where entries go, the lease's header there)
+        self._stores: dict[str, tuple[StagedStore, EntryWriter, LeaseRecord]] = {}
         self._paths: set[tuple[str, str]] = set()
         self._mutex = threading.Lock()
         self._lock_handed_over = False  # the commit's transaction took the lock: it ends with that transaction
@@ -167,26 +168,28 @@ class LeaseKeeper:
 
     def _start(self, store: StagedStore, entry: LeaseEntry) -> None:
         """Create the lease's record in ``store``, naming the first paths there."""
+        record = self._header(store)
         try:
-            write_header(store, self._header(store.name), entry)
+            write_header(store, record, entry)
         except BaseException:
-            _quietly(remove_lease, store, self.schema, self.lease_id)
+            _quietly(remove_lease, store, record)
             raise
-        self._stores[store.name] = (store, EntryWriter(store, self.schema, self.lease_id))
+        self._stores[store.name] = (store, EntryWriter(store, record), record)
 
-    def _header(self, store: str) -> LeaseRecord:
+    def _header(self, store: StagedStore) -> LeaseRecord:
         assert self.lock is not None
         return LeaseRecord(
             lease_id=self.lease_id,
             schema=self.schema,
             lock=self.lock.key,
             table=self.table,
-            store=store,
+            store=store.name,
             host=socket.gethostname(),
             pid=os.getpid(),
             db_pid=self.lock.pid,
             started=time.time(),
             resumable=self.resumable,
+            one_file=store.supports_append and not self.resumable,  # checkpoints are replaced whole: a folder
         )
 
     def claim(self, store: StagedStore, path: str, *, field: str) -> None:
@@ -257,7 +260,7 @@ class LeaseKeeper:
         if records:
             steps.reach("writer.takeover", lease=self.lease_id, store=store.name, taken=[r.lease_id for r in records])
         for record in records:
-            remove_lease(store, self.schema, record.lease_id)
+            remove_lease(store, record)
         self._taken[store.name] = points
         return points
 
@@ -322,17 +325,17 @@ class LeaseKeeper:
         """
         self._end(mark_abandoned, "Marking abandoned")
 
-    def _end(self, action: Callable[[StagedStore, str, str], None] | None, verb: str) -> bool:
+    def _end(self, action: Callable[[StagedStore, LeaseRecord], None] | None, verb: str) -> bool:
         """Apply ``action`` to the lease's record in every store, then release the lock; False if already ended."""
         with self._mutex:
             if self.ended:
                 return False
             self.ended = True
-            for name, (store, entries) in self._stores.items():
+            for name, (store, entries, record) in self._stores.items():
                 try:
                     entries.close()
                     if action is not None:
-                        action(store, self.schema, self.lease_id)
+                        action(store, record)
                 except Exception:
                     logger.warning("%s lease %s in store %s failed", verb, self.lease_id, name, exc_info=True)
             self._unlock()

@@ -98,7 +98,7 @@ def abandon_resumable(store: StagedStore, schema: str, lease_ids: list[str], hel
     marked = []
     for record in scan_leases(store, schema):
         if record.lease_id in lease_ids and record.readable and record.lock not in held and not record.abandoned:
-            mark_abandoned(store, schema, record.lease_id)
+            mark_abandoned(store, record)
             marked.append(record.lease_id)
     return marked
 

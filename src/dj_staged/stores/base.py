@@ -364,6 +364,11 @@ class StagedStore:
             elif self.fs.exists(full):
                 self.fs.rm(full)
 
+    def delete_small(self, path: str) -> None:
+        """Remove the small object ``path`` (a lease's file); absent is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.full_path(path))
+
     def remove_folder(self, path: str) -> None:
         """Remove a small folder of files (a lease's); absent is fine."""
         with contextlib.suppress(FileNotFoundError):

@@ -105,6 +105,13 @@ class LocalStore(StagedStore):
     def append(self, path: str) -> IO[bytes]:
         return cast(IO[bytes], self.fs.open(self.full_path(path), "ab"))
 
+    def delete_small(self, path: str) -> None:
+        if not self._plain:
+            super().delete_small(path)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.full_path(path))
+
     def remove_folder(self, path: str) -> None:
         folder = self.full_path(path)
         if not self._plain:
