@@ -6,8 +6,8 @@ resumed is one file, its header the first line and each later addition a line af
     _staging/_leases/{schema}/{lease_id}.jsonl           header, then entries, then {"abandoned": at} if so
 
 It is created with one file and removed with one unlink: a folder's ``mkdir`` and
-``rmdir`` besides cost a block of small rows a fifth of its time on ext4, where each
-fsync of the row's own folders commits them too. Any other lease is a folder::
+``rmdir`` besides cost a block of small rows an eighth to a quarter of its time on ext4,
+where each fsync of the row's own folders commits them too. Any other lease is a folder::
 
     _staging/_leases/{schema}/{lease_id}/lease.json      who writes, the lease lock's key, the first paths
     _staging/_leases/{schema}/{lease_id}/entries.jsonl   paths added later, one line each (stores that append)
