@@ -42,13 +42,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._datajoint import Config, Connection, class_name_of, config_of, free_table, list_schemas
-from .layout import LEASES_ROOT
 from .settings import resume_window
 from .stores import StagedStore, StoredFile, resolve_store
 from .text import count, human_bytes, iso, table, utc
 
 if TYPE_CHECKING:
     from .leases import LeaseEntry, LeaseRecord
+    from .leases.records import LeaseFiles
 
 logger = logging.getLogger(__name__)
 
@@ -298,10 +298,12 @@ def in_flight(
     wanted = set(schemas) if schemas else None
     listable: set[str] | None = None
     status = Status(stores=names)
+    from .leases.records import list_lease_files
+
     for store in names:
         staged_store = resolve_store(store, config)  # one not configured, or wrongly, is an error naming it
         started = time.perf_counter()
-        folders = _lease_folders(staged_store)
+        folders = list_lease_files(staged_store)  # every schema's
         if wanted is None:
             if listable is None:
                 listable = _listable(connection)
@@ -336,22 +338,7 @@ def _listable(connection: Connection) -> set[str]:
     return list_schemas(connection)
 
 
-def _lease_folders(store: StagedStore) -> dict[tuple[str, str], dict[str, float | None]]:
-    """One listing of every schema's leases: (schema, lease id) → file name → modification time."""
-    from .leases.records import lease_file_of
-
-    folders: dict[tuple[str, str], dict[str, float | None]] = {}
-    for path, stored in store.list_files(LEASES_ROOT).items():
-        schema, _slash, rest = path[len(LEASES_ROOT) + 1 :].partition("/")
-        found = lease_file_of(rest.split("/")) if rest else None
-        if found is not None:
-            folders.setdefault((schema, found[0]), {})[found[1]] = stored.mtime
-    return folders
-
-
-def _writes(
-    connection: Connection, staged_store: StagedStore, folders: dict[tuple[str, str], dict[str, float | None]]
-) -> list[StagedWrite]:
+def _writes(connection: Connection, staged_store: StagedStore, folders: LeaseFiles) -> list[StagedWrite]:
     from .leases import held_lease_keys
     from .leases.records import read_leases
 

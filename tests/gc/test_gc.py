@@ -52,9 +52,8 @@ def test_a_block_holds_a_lease_naming_its_paths_and_removes_it(Recording, djstag
         (lease,) = scan_leases(resolve_store("main", dj.config), Recording.database)  # one lease per block and store
         assert lease.lock in held_lease_keys(Recording.connection) and lease.readable and not lease.abandoned
         assert lease.table == Recording.table_name
-        assert lease.one_file and lease_files(djstaged_local_store) == [
-            lease.root
-        ]  # a file, no folder, on a local store
+        on_a_local_store = [lease.root]  # one file, no folder
+        assert lease.one_file and lease_files(djstaged_local_store) == on_a_local_store
         entries = [(entry.field, entry.paths) for entry in lease.entries]
         assert sorted(entries) == sorted(
             [("waveform", [staged.field("waveform").state.path]), ("raw", [staged.field("raw").state.path])]

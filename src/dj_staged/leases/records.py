@@ -52,7 +52,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ..layout import lease_section
+from ..layout import LEASES_ROOT, lease_section
 from ..stores.base import StagedStore
 
 logger = logging.getLogger(__name__)
@@ -144,17 +144,25 @@ def lease_path(schema: str, lease_id: str, name: str) -> str:
     """The file ``name`` of a lease: in its folder, or (``ONE_FILE``) the lease's one file."""
     if name == ONE_FILE:
         return f"{lease_section(schema)}/{lease_id}{ONE_FILE_SUFFIX}"
-    return f"{lease_section(schema)}/{lease_id}/{name}"
+    return f"{lease_folder(schema, lease_id)}/{name}"
 
 
-def lease_file_of(parts: list[str]) -> tuple[str, str] | None:
-    """``(lease id, file name)`` of a path below a schema's lease section, split at ``/``; None if it is not a
-    lease's file."""
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    if len(parts) == 1 and parts[0].endswith(ONE_FILE_SUFFIX):
-        return parts[0][: -len(ONE_FILE_SUFFIX)], ONE_FILE
-    return None
+LeaseFiles = dict[tuple[str, str], dict[str, float | None]]  # (schema, lease id) -> file name -> modification time
+
+
+def list_lease_files(store: StagedStore, schema: str | None = None) -> LeaseFiles:
+    """One listing of the leases of ``schema`` in ``store`` (of every schema's, without one), each lease's files by
+    name (its one file as ``ONE_FILE``) with their modification times."""
+    root = lease_section(schema) if schema is not None else LEASES_ROOT
+    found: LeaseFiles = {}
+    for path, stored in store.list_files(root).items():
+        parts = path[len(root) + 1 :].split("/")
+        owner = schema if schema is not None else parts.pop(0)
+        if len(parts) == 2:
+            found.setdefault((owner, parts[0]), {})[parts[1]] = stored.mtime
+        elif len(parts) == 1 and parts[0].endswith(ONE_FILE_SUFFIX):
+            found.setdefault((owner, parts[0][: -len(ONE_FILE_SUFFIX)]), {})[ONE_FILE] = stored.mtime
+    return found
 
 
 def _dumps(record: dict[str, Any]) -> bytes:
@@ -245,9 +253,8 @@ def mark_abandoned(store: StagedStore, record: LeaseRecord) -> None:
     """Record that the block ended by ``KeyboardInterrupt``/``SystemExit``: its objects belong to no row."""
     if record.one_file:
         with store.append(record.root) as journal:
-            journal.write(
-                b"\n" + _dumps({"abandoned": time.time()}) + b"\n"
-            )  # a line of its own, however the file ends
+            mark = b"\n" + _dumps({"abandoned": time.time()}) + b"\n"  # a line of its own, however the file ends
+            journal.write(mark)
     else:
         store.create(f"{record.root}/{ABANDONED}", _dumps({"at": time.time()}))
 
@@ -317,18 +324,10 @@ def _entry(lease_id: str, name: str, data: bytes) -> list[LeaseEntry]:
 
 def scan_leases(store: StagedStore, schema: str) -> list[LeaseRecord]:
     """Every lease of ``schema`` in the store: one listing, then the lease files read together."""
-    section = lease_section(schema)
-    folders: dict[tuple[str, str], dict[str, float | None]] = {}
-    for path, stored in store.list_files(section).items():
-        found = lease_file_of(path[len(section) + 1 :].split("/"))
-        if found is not None:
-            folders.setdefault((schema, found[0]), {})[found[1]] = stored.mtime
-    return read_leases(store, folders)
+    return read_leases(store, list_lease_files(store, schema))
 
 
-def read_leases(
-    store: StagedStore, folders: dict[tuple[str, str], dict[str, float | None]], *, skip_ended: bool = False
-) -> list[LeaseRecord]:
+def read_leases(store: StagedStore, folders: LeaseFiles, *, skip_ended: bool = False) -> list[LeaseRecord]:
     """The leases ``folders`` names (``(schema, lease id)`` → file name → mtime, from one listing), their files
     read together, in order.
 
