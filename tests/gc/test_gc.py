@@ -62,6 +62,22 @@ def test_a_block_holds_a_lease_naming_its_paths_and_removes_it(Recording, djstag
     assert len(Recording()) == 1
 
 
+def test_a_resumable_block_keeps_its_lease_in_a_folder(Recording, djstaged_local_store):
+    """Its checkpoints are replaced whole, one file each, which a lease that is one appended file cannot hold."""
+    with dj_staged.staged_insert1(Recording, resume=True) as staged:
+        staged.rec["recording_id"] = 1
+        with staged.open("waveform", ".npy") as f:
+            np.save(f, np.ones(3))
+        with staged.open("raw", ".bin") as f:
+            f.write(b"resumable")
+        (lease,) = scan_leases(resolve_store("main", dj.config), Recording.database)
+        assert lease.resumable and not lease.one_file
+        assert lease_files(djstaged_local_store) and all(
+            f.startswith(f"{lease.root}/") for f in lease_files(djstaged_local_store)
+        )
+    assert lease_files(djstaged_local_store) == [] and len(Recording()) == 1
+
+
 @pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
 def test_lease_ends_when_the_block_fails(Recording, djstaged_local_store, failure):
     with pytest.raises(failure), dj_staged.staged_insert1(Recording) as staged:
